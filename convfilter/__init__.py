@@ -1,0 +1,35 @@
+"""convfilter: image filtering with convolution kernels and pooling, TensorFlow-exact.
+
+The numpy API lives in :mod:`convfilter.ops` and is re-exported here lazily,
+so that importing the package (and running ``convfilter --help``) does not
+import numpy or Numba::
+
+    from convfilter import conv2d, max_pool2d
+"""
+
+__version__ = "0.1.0"
+
+_OPS = {
+    "conv2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "global_avg_pool2d",
+    "global_max_pool2d",
+    "bias_add",
+    "relu",
+    "activate",
+}
+
+__all__ = sorted(_OPS | {"output_size", "__version__"})
+
+
+def __getattr__(name):
+    if name in _OPS:
+        from . import ops
+
+        return getattr(ops, name)
+    if name == "output_size":
+        from .geometry import output_size
+
+        return output_size
+    raise AttributeError(f"module 'convfilter' has no attribute {name!r}")

@@ -1,0 +1,369 @@
+"""The ``convfilter`` command line: parse options, then io -> pipeline -> io.
+
+Only click and the pure-Python modules are imported at the top, so that
+``--help``, ``kernels`` and ``shape`` start fast; numpy, Pillow and Numba are
+imported inside the commands that compute.
+
+Exit codes: 0 success, 1 some input failed, 2 bad usage, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+
+import click
+
+from . import __version__
+from .geometry import normalize_padding
+from .kernels import REGISTRY, format_grid, resolve
+from .recipe import (
+    ACTIVATIONS,
+    CHANNEL_MODES,
+    FORMATS,
+    NORMALIZATIONS,
+    POOL_TYPES,
+    Convolution,
+    Pooling,
+    Recipe,
+)
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 130, 143
+
+
+# --- option types ----------------------------------------------------------------------------
+
+
+class PairType(click.ParamType):
+    """``N`` or ``H,W`` (also ``HxW``): a pair of whole numbers >= 1."""
+
+    name = "N|H,W"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip()
+        match = re.fullmatch(r"(\d+)(?:\s*[,x]\s*(\d+))?", text)
+        if not match:
+            self.fail(f"'{value}' is not N or H,W with whole numbers (e.g. 2 or 2,3)", param, ctx)
+        first = int(match.group(1))
+        second = int(match.group(2)) if match.group(2) else first
+        if first < 1 or second < 1:
+            self.fail(f"'{value}' must be at least 1", param, ctx)
+        if max(first, second) > 100_000:
+            self.fail(f"'{value}' is too large", param, ctx)
+        return (first, second)
+
+
+class KernelType(click.ParamType):
+    """A built-in name (``vertical``, ``gaussian:9:2``), a matrix or a kernel file."""
+
+    name = "KERNEL"
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        try:
+            return resolve(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class BiasType(click.ParamType):
+    """One number, or one per feature map separated by commas."""
+
+    name = "B[,B...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            values = tuple(float(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"'{value}' is not a number or a comma-separated list of numbers", param, ctx)
+        if not all(abs(v) < float("inf") for v in values):
+            self.fail(f"'{value}' must be finite", param, ctx)
+        return values
+
+
+PAIR = PairType()
+CHOICE = dict(case_sensitive=False)
+
+
+def _padding(ctx, param, value):
+    return normalize_padding(value)
+
+
+def io_options(command):
+    """The input/output options that ``apply`` and ``pool`` share."""
+    options = [
+        click.argument("inputs", nargs=-1, required=True, metavar="INPUT..."),
+        click.option("-o", "--output", metavar="PATH",
+                     help="Output file (one output), '-' for stdout, or a folder (created if "
+                          "needed). Default: the current folder."),
+        click.option("-f", "--format", "fmt", type=click.Choice(FORMATS, **CHOICE),
+                     help="png (8-bit), png16, tiff (raw float32) or npy (raw float32 maps, "
+                          "(H, W, F)). Default: from the output's extension, else png."),
+        click.option("--normalize", type=click.Choice(NORMALIZATIONS, **CHOICE), default="minmax",
+                     show_default=True,
+                     help="How png/png16 show raw values: minmax (as plt.imshow), clip to [0,1], "
+                          "or abs (|x| / max|x|)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="convfilter")
+def cli():
+    """Filter images with convolution kernels and pooling, with TensorFlow's semantics.
+
+    \b
+    Examples:
+      convfilter apply -k vertical sample_images/china.jpg
+      convfilter apply -k sobel-x -k sobel-y photo.png -o edges/
+      convfilter pool --type max --size 2 photo.png -o pooled.png
+      convfilter kernels gaussian:9:2
+      convfilter shape --size 427x640 -k vertical:7 -s 2 --pool max
+
+    Run 'convfilter COMMAND -h' for each command's options.
+    """
+
+
+@cli.command(context_settings=CONTEXT)
+@io_options
+@click.option("-k", "--kernel", "kernels", type=KernelType(), multiple=True, required=True,
+              help="Built-in name (see 'convfilter kernels'), NAME:SIZE[:SIGMA], a matrix "
+                   "'1,0,-1;2,0,-2;1,0,-1', or a .txt/.csv/.npy file. Repeat for several maps.")
+@click.option("-s", "--stride", type=PAIR, default="1", show_default=True, help="Stride N or SH,SW.")
+@click.option("-p", "--padding", type=click.Choice(["same", "valid"], **CHOICE), default="same",
+              show_default=True, callback=_padding, help="TensorFlow SAME or VALID padding.")
+@click.option("-d", "--dilation", type=PAIR, default="1", show_default=True,
+              help="Dilation N or DH,DW.")
+@click.option("--bias", type=BiasType(), default=None, help="Added to each map (or one per map).")
+@click.option("-a", "--activation", type=click.Choice(ACTIVATIONS, **CHOICE), default="none",
+              show_default=True, help="Applied after the bias.")
+@click.option("--channels", type=click.Choice(CHANNEL_MODES, **CHOICE), default="sum", show_default=True,
+              help="sum: the kernel spans all channels (one gray map, the book's semantics); "
+                   "each: filter every channel alone (a colour image); gray: luminance first.")
+@click.option("--pool", "pool_type", type=click.Choice(POOL_TYPES, **CHOICE), default="none",
+              show_default=True, help="Pooling after the activation.")
+@click.option("--pool-size", type=PAIR, default="2", show_default=True, help="Pool window N or PH,PW.")
+@click.option("--pool-stride", type=PAIR, default=None, help="Pool stride. Default: the pool size.")
+@click.option("--pool-padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
+              show_default=True, callback=_padding)
+def apply(inputs, output, fmt, normalize, kernels, stride, padding, dilation, bias, activation,
+          channels, pool_type, pool_size, pool_stride, pool_padding):
+    """Convolve images with kernels and write one feature map per kernel.
+
+    Each map is named {stem}_{kernel}.{ext}. INPUT may be '-' for stdin (any
+    image format, or .npy from another convfilter).
+
+    \b
+    Examples:
+      convfilter apply -k vertical sample_images/china.jpg
+      convfilter apply -k vertical -k horizontal china.jpg flower.jpg -o maps/
+      convfilter apply -k sobel-x --stride 2 --padding valid photo.png -o edges.png
+      convfilter apply -k "1,0,-1;2,0,-2;1,0,-1" -a relu --pool max photo.png
+      convfilter apply -k gaussian:9:2 --channels each photo.jpg -o blurred.png
+      convfilter apply -k vertical img.jpg -f npy -o - | convfilter pool - -o out.png
+    """
+    convolution = Convolution(
+        kernels=tuple(kernels), stride=stride, padding=padding, dilation=dilation,
+        bias=bias or (), activation=activation.lower(), channels=channels.lower(),
+    )
+    pooling = Pooling(pool_type.lower(), pool_size, pool_stride, pool_padding)
+    _run(Recipe(convolution, pooling), inputs, output, fmt, normalize)
+
+
+@cli.command(context_settings=CONTEXT)
+@io_options
+@click.option("-t", "--type", "pool_type", type=click.Choice(POOL_TYPES[1:], **CHOICE), default="max",
+              show_default=True, help="Pooling operation.")
+@click.option("--size", type=PAIR, default="2", show_default=True, help="Window N or PH,PW.")
+@click.option("--stride", type=PAIR, default=None, help="Stride. Default: the window size.")
+@click.option("--padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
+              show_default=True, callback=_padding)
+def pool(inputs, output, fmt, normalize, pool_type, size, stride, padding):
+    """Pool images (or .npy maps) without convolving.
+
+    Every channel is pooled on its own. Global pools print one value per
+    channel on stdout (input, channel, value) unless -f npy or tiff is given.
+
+    \b
+    Examples:
+      convfilter pool --type max --size 2 photo.png -o pooled.png
+      convfilter pool --type avg --size 3 --stride 2 --padding same photo.png
+      convfilter pool --type global-avg photo.png
+    """
+    _run(Recipe(None, Pooling(pool_type.lower(), size, stride, padding)), inputs, output, fmt, normalize)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("name", required=False, metavar="[KERNEL]")
+def kernels(name):
+    """List the built-in kernels, or print one kernel's matrix.
+
+    KERNEL is anything --kernel accepts: a name with optional size and sigma,
+    a matrix, or a kernel file.
+
+    \b
+    Examples:
+      convfilter kernels
+      convfilter kernels vertical:5
+      convfilter kernels gaussian:9:2
+    """
+    if name is None:
+        width = max(len(n) for n in REGISTRY)
+        for key, entry in REGISTRY.items():
+            click.echo(f"{key.ljust(width)}  {entry.summary}")
+        return
+    try:
+        kernel = resolve(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="KERNEL") from None
+    weights = kernel.weights
+    if getattr(weights, "ndim", 2) == 4:
+        fh, fw, n_in, n_out = weights.shape
+        click.echo(f"# filter bank ({fh}, {fw}, {n_in}, {n_out})")
+        for o in range(n_out):
+            for i in range(n_in):
+                click.echo(f"# in {i}, out {o}")
+                click.echo(format_grid(tuple(tuple(float(v) for v in row) for row in weights[:, :, i, o])))
+        return
+    grid = tuple(tuple(float(v) for v in row) for row in weights)
+    click.echo(f"# {name}: {len(grid)}x{len(grid[0])}")
+    click.echo(format_grid(grid))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("image", required=False)
+@click.option("--size", "size_text", metavar="HxW[xC]", help="Image size instead of an image file.")
+@click.option("-k", "--kernel", "kernels", type=KernelType(), multiple=True,
+              help="Kernel (as for apply); repeat for several.")
+@click.option("-s", "--stride", type=PAIR, default="1", show_default=True)
+@click.option("-p", "--padding", type=click.Choice(["same", "valid"], **CHOICE), default="same",
+              show_default=True, callback=_padding)
+@click.option("-d", "--dilation", type=PAIR, default="1", show_default=True)
+@click.option("--channels", type=click.Choice(CHANNEL_MODES, **CHOICE), default="sum", show_default=True)
+@click.option("--pool", "pool_type", type=click.Choice(POOL_TYPES, **CHOICE), default="none",
+              show_default=True)
+@click.option("--pool-size", type=PAIR, default="2", show_default=True)
+@click.option("--pool-stride", type=PAIR, default=None)
+@click.option("--pool-padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
+              show_default=True, callback=_padding)
+def shape(image, size_text, kernels, stride, padding, dilation, channels, pool_type, pool_size,
+          pool_stride, pool_padding):
+    """Print the size of each stage, with the arithmetic, without computing anything.
+
+    \b
+    Examples:
+      convfilter shape sample_images/china.jpg -k vertical
+      convfilter shape --size 427x640x3 -k sobel-x -s 2 -p valid --pool max
+    """
+    from .shape import describe
+
+    height, width, n_channels = _input_size(image, size_text)
+    convolution = None
+    if kernels:
+        convolution = Convolution(kernels=tuple(kernels), stride=stride, padding=padding,
+                                  dilation=dilation, channels=channels.lower())
+    recipe = Recipe(convolution, Pooling(pool_type.lower(), pool_size, pool_stride, pool_padding))
+    try:
+        lines = describe(height, width, n_channels, recipe)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo("\n".join(lines))
+
+
+def _input_size(image, size_text) -> tuple[int, int, int]:
+    if (image is None) == (size_text is None):
+        raise click.UsageError("give either an IMAGE or --size HxW[xC]")
+    if size_text is not None:
+        match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*(?:x\s*(\d+)\s*)?", size_text)
+        if not match or min(int(g) for g in match.groups() if g) < 1:
+            raise click.BadParameter(f"'{size_text}' is not HxW or HxWxC, e.g. 427x640", param_hint="--size")
+        return int(match.group(1)), int(match.group(2)), int(match.group(3) or 3)
+    from .probe import image_size
+
+    try:
+        return image_size(image)
+    except ValueError as exc:
+        raise click.ClickException(f"{image}: {exc}") from None
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def _run(recipe: Recipe, inputs, output, fmt, normalization) -> None:
+    from .runner import OutputPlan, process
+
+    if inputs.count("-") > 1:
+        raise click.UsageError("'-' (stdin) can be given only once")
+    try:
+        plan = OutputPlan.make(recipe, list(inputs), output, fmt and fmt.lower(), normalization.lower())
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    failures = 0
+    for source in inputs:
+        try:
+            for written in process(source, recipe, plan):
+                click.echo(f"wrote {written}", err=True)
+        except (ValueError, OSError, MemoryError) as exc:
+            failures += 1
+            click.echo(f"Error: {_name(source)}: {_message(exc)}", err=True)
+    if failures:
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+def _name(source: str) -> str:
+    return "stdin" if source == "-" else source
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "not enough memory for this image"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror.lower()}{where}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler so that clean-up (temporary files) runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def main(argv=None) -> None:
+    """Entry point: run the CLI with our exit codes and no tracebacks for expected failures."""
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        code = cli.main(args=argv, prog_name="convfilter", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("Error: interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except Terminated:
+        click.echo("Error: terminated", err=True)
+        code = EXIT_TERMINATED
+    except BrokenPipeError:
+        # the reader went away (e.g. '| head'): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_FAILED
+    sys.exit(code if isinstance(code, int) else 0)
+

@@ -1,0 +1,126 @@
+"""Run a :class:`~convfilter.recipe.Recipe` on one image: kernels -> conv -> bias -> activation -> pool.
+
+This is the numeric wiring the CLI needs, kept out of the CLI so that the
+batch runner and the library share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import ops
+from .recipe import Convolution, Pooling, Recipe
+
+# ITU-R 601-2 luma, the weights Pillow uses for mode "L"
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+@dataclass
+class FeatureMap:
+    """One output of one input: a label for its file name and a (H, W, K) float32 array."""
+
+    label: str
+    data: np.ndarray
+
+
+def luminance(image: np.ndarray) -> np.ndarray:
+    """(H, W, 1) luma of an (H, W, C) image; 1 channel passes through, others need 3."""
+    if image.shape[2] == 1:
+        return image
+    if image.shape[2] != 3:
+        raise ValueError(f"--channels gray needs 1 or 3 channels, the input has {image.shape[2]}")
+    return np.ascontiguousarray(image @ LUMA, np.float32)[:, :, None]
+
+
+def filter_bank(kernel, in_channels: int) -> np.ndarray:
+    """A kernel as a (fh, fw, in_channels, out) float32 bank.
+
+    A 2-D kernel is copied across the input channels (the book's semantics:
+    one feature map that sums the channels). A 4-D bank must already have
+    ``in_channels`` inputs, or 1, which is then copied the same way.
+    """
+    w = np.asarray(kernel.weights, dtype=np.float32)
+    if w.ndim == 2:
+        w = w[:, :, None, None]
+    if w.shape[2] == 1 and in_channels != 1:
+        w = np.repeat(w, in_channels, axis=2)
+    if w.shape[2] != in_channels:
+        raise ValueError(
+            f"kernel '{kernel.spec}' is a bank for {w.shape[2]} input channels but the image has "
+            f"{in_channels}; use --channels gray or a bank with {in_channels} inputs"
+        )
+    return w
+
+
+def map_labels(kernel, count: int) -> list[str]:
+    return [kernel.label] if count == 1 else [f"{kernel.label}-{k}" for k in range(count)]
+
+
+def convolve(image: np.ndarray, conv: Convolution) -> list[FeatureMap]:
+    """Feature maps of an (H, W, C) image for every kernel of ``conv``, in order."""
+    if conv.channels == "gray":
+        image = luminance(image)
+    if conv.channels == "each":
+        batch = np.ascontiguousarray(image.transpose(2, 0, 1)[:, :, :, None])  # (C, H, W, 1)
+        in_channels = 1
+    else:
+        batch = image[None]
+        in_channels = image.shape[2]
+    banks = [filter_bank(k, in_channels) for k in conv.kernels]
+    labels = [label for k, w in zip(conv.kernels, banks) for label in map_labels(k, w.shape[3])]
+    # one conv2d per kernel size: kernels of one size share the pass over the image
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for index, w in enumerate(banks):
+        by_shape.setdefault(w.shape[:2], []).append(index)
+    outputs: list[np.ndarray | None] = [None] * len(banks)
+    for indices in by_shape.values():
+        stacked = np.concatenate([banks[i] for i in indices], axis=3)
+        result = ops.conv2d(batch, stacked, conv.stride, conv.padding, conv.dilation)
+        start = 0
+        for i in indices:
+            outputs[i] = result[..., start : start + banks[i].shape[3]]
+            start += banks[i].shape[3]
+    planes = [out[..., k] for out in outputs for k in range(out.shape[3])]  # each (B, OH, OW)
+    bias = _bias_per_map(conv.bias, len(planes))
+    maps = []
+    for label, plane, b in zip(labels, planes, bias):
+        data = np.ascontiguousarray(np.moveaxis(plane, 0, -1))  # (OH, OW, B): B = C for "each", else 1
+        data = ops.activate(ops.bias_add(data, b), conv.activation)
+        maps.append(FeatureMap(label, data))
+    return maps
+
+
+def _bias_per_map(bias: tuple[float, ...], count: int) -> tuple[float, ...]:
+    if not bias:
+        return (0.0,) * count
+    if len(bias) == 1:
+        return bias * count
+    if len(bias) != count:
+        raise ValueError(f"--bias has {len(bias)} values but there are {count} feature maps; give 1 or {count}")
+    return bias
+
+
+POOLS = {
+    "max": ops.max_pool2d,
+    "avg": ops.avg_pool2d,
+    "global-max": lambda x, *_: ops.global_max_pool2d(x, keepdims=True),
+    "global-avg": lambda x, *_: ops.global_avg_pool2d(x, keepdims=True),
+}
+
+
+def pool(data: np.ndarray, pooling: Pooling) -> np.ndarray:
+    """Pool an (H, W, K) map; global pools give (1, 1, K)."""
+    if pooling.type == "none":
+        return data
+    return POOLS[pooling.type](data, pooling.size, pooling.strides, pooling.padding)
+
+
+def run(image: np.ndarray, recipe: Recipe) -> list[FeatureMap]:
+    """All feature maps of one (H, W, C) float32 image."""
+    if recipe.convolution is None:
+        maps = [FeatureMap(f"{recipe.pooling.type}pool", image)]
+    else:
+        maps = convolve(image, recipe.convolution)
+    return [FeatureMap(m.label, pool(m.data, recipe.pooling)) for m in maps]

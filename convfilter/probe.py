@@ -1,0 +1,41 @@
+"""Read an input's size without decoding its pixels (for ``convfilter shape``)."""
+
+from __future__ import annotations
+
+from .io_modes import channels_of_mode
+
+NPY_MAGIC = b"\x93NUMPY"
+_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+def image_size(path: str) -> tuple[int, int, int]:
+    """``(height, width, channels)`` as ``convfilter apply`` will see the input."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+    except OSError as exc:
+        raise ValueError(exc.strerror.lower() if exc.strerror else str(exc)) from None
+    if head == NPY_MAGIC:
+        import numpy as np
+
+        try:
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        except Exception as exc:
+            raise ValueError(f"not a readable .npy array ({exc})") from None
+        if len(shape) not in (2, 3):
+            raise ValueError(f".npy array has shape {shape}; expected (H, W) or (H, W, C)")
+        return shape[0], shape[1], shape[2] if len(shape) == 3 else 1
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112)
+            mode = image.mode
+    except UnidentifiedImageError:
+        raise ValueError("not an image Pillow can read (unknown format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"cannot read image header: {exc}") from None
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+    return height, width, channels_of_mode(mode)

@@ -1,0 +1,74 @@
+"""What to do to an image: the options of one run, independent of the CLI.
+
+Pure Python (no numpy), so that ``convfilter shape`` can compute every
+stage's size from the same description that ``apply`` runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .geometry import AxisGeometry, axis
+from .kernels import Kernel
+
+ACTIVATIONS = ("none", "relu", "abs", "sigmoid", "tanh")
+CHANNEL_MODES = ("sum", "each", "gray")
+POOL_TYPES = ("none", "max", "avg", "global-max", "global-avg")
+FORMATS = ("png", "png16", "tiff", "npy")
+NORMALIZATIONS = ("minmax", "clip", "abs")
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """A pooling stage; ``stride`` None means the pool size (keras' default)."""
+
+    type: str = "none"
+    size: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] | None = None
+    padding: str = "VALID"
+
+    @property
+    def is_global(self) -> bool:
+        return self.type.startswith("global")
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        return self.size if self.stride is None else self.stride
+
+    def geometry(self, height: int, width: int) -> tuple[AxisGeometry, AxisGeometry] | None:
+        """Per-axis geometry of this pool over a height x width map (None for none/global)."""
+        if self.type == "none" or self.is_global:
+            return None
+        sh, sw = self.strides
+        return (
+            axis(height, self.size[0], sh, self.padding),
+            axis(width, self.size[1], sw, self.padding),
+        )
+
+
+@dataclass(frozen=True)
+class Convolution:
+    """A convolution stage: kernels with stride, padding, dilation, bias and activation."""
+
+    kernels: tuple[Kernel, ...]
+    stride: tuple[int, int] = (1, 1)
+    padding: str = "SAME"
+    dilation: tuple[int, int] = (1, 1)
+    bias: tuple[float, ...] = ()
+    activation: str = "none"
+    channels: str = "sum"
+
+    def geometry(self, height: int, width: int, kernel_shape: tuple[int, int]):
+        """Per-axis geometry of one kernel over a height x width image."""
+        return (
+            axis(height, kernel_shape[0], self.stride[0], self.padding, self.dilation[0]),
+            axis(width, kernel_shape[1], self.stride[1], self.padding, self.dilation[1]),
+        )
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything one input goes through: an optional convolution, then pooling."""
+
+    convolution: Convolution | None = None
+    pooling: Pooling = field(default_factory=Pooling)

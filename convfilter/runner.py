@@ -1,0 +1,153 @@
+"""One input through a recipe to its output files: where they go, what they are called.
+
+Shared by the CLI commands; imports numpy, Pillow and Numba (through the
+pipeline), so the CLI imports it only when there is work to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+from . import __version__, io, pipeline
+from .recipe import Recipe
+
+STDOUT = "-"
+
+
+def maps_per_input(recipe: Recipe) -> int:
+    """How many feature maps each input gives (known before reading any input)."""
+    conv = recipe.convolution
+    if conv is None:
+        return 1
+    return sum(k.map_count for k in conv.kernels)
+
+
+def recipe_metadata(recipe: Recipe) -> str:
+    """The options of a run as JSON, stored in every PNG convfilter writes."""
+    data = {"version": __version__, "pool": recipe.pooling.type}
+    conv = recipe.convolution
+    if conv is not None:
+        data.update(kernels=[k.spec for k in conv.kernels], stride=list(conv.stride), padding=conv.padding,
+                    dilation=list(conv.dilation), activation=conv.activation, channels=conv.channels)
+    if recipe.pooling.type != "none":
+        data.update(pool_size=list(recipe.pooling.size), pool_stride=list(recipe.pooling.strides),
+                    pool_padding=recipe.pooling.padding)
+    return json.dumps(data, sort_keys=True)
+
+
+@dataclass
+class OutputPlan:
+    """Where and how the outputs of a run are written.
+
+    ``target`` is a single file path, ``-`` (stdout), or None for a folder
+    (``folder``) with names ``{stem}_{label}.{ext}``. ``as_text`` means global
+    pool values are printed on stdout instead of written as images.
+    """
+
+    fmt: str
+    normalization: str
+    folder: str = "."
+    target: str | None = None
+    as_text: bool = False
+    metadata: str = ""
+    written: dict = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, recipe: Recipe, inputs: list[str], output: str | None, fmt: str | None,
+             normalization: str) -> "OutputPlan":
+        """Decide the plan, raising ValueError (a usage error) when the options contradict."""
+        extension_fmt = None
+        if output and output != STDOUT:
+            extension_fmt = io.FORMAT_OF_EXTENSION.get(os.path.splitext(output)[1].lower())
+        names_folder = bool(output) and output != STDOUT and (
+            os.path.isdir(output) or output.endswith(("/", os.sep)) or extension_fmt is None
+        )
+        fmt = fmt or extension_fmt or "png"
+        plan = cls(fmt, normalization, metadata=recipe_metadata(recipe))
+        if recipe.pooling.is_global and fmt in ("png", "png16"):
+            if output:
+                raise ValueError(
+                    "global pooling gives one number per map, printed on stdout; "
+                    "drop -o, or use -f npy to write arrays"
+                )
+            plan.as_text = True
+            return plan
+        count = len(inputs) * (1 if fmt == "npy" else maps_per_input(recipe))
+        if output and not names_folder:
+            if count != 1:
+                where = "stdout" if output == STDOUT else f"the file '{output}'"
+                raise ValueError(
+                    f"{count} outputs cannot all go to {where}; give a folder with -o, "
+                    "or -f npy to keep all maps of an input in one array"
+                )
+            plan.target = output
+        elif output:
+            plan.folder = output
+        return plan
+
+    def path_for(self, stem: str, label: str) -> str:
+        if self.target is not None:
+            return self.target
+        name = f"{stem}_{label}.{io.EXTENSIONS[self.fmt]}"
+        return name if self.folder == "." else os.path.join(self.folder, name)
+
+
+def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None) -> list[str]:
+    """Read ``source``, run ``recipe``, write its outputs; return what was written.
+
+    Raises ValueError or OSError with a message for the user when the input
+    cannot be read, the recipe does not fit it, or an output cannot be written.
+    """
+    loaded = io.load(source)
+    maps = pipeline.run(loaded.array, recipe)
+    if plan.as_text:
+        stream = stdout if stdout is not None else sys.stdout.buffer
+        name = "stdin" if source == STDOUT else source
+        lines = [f"{name}\t{m.label}\t{c}\t{float(m.data[0, 0, c]):.9g}\n" for m in maps
+                 for c in range(m.data.shape[2])]
+        stream.write("".join(lines).encode())
+        stream.flush()
+        return []
+    if plan.fmt == "npy" and len(maps) > 1:
+        maps = [_stacked(maps)]
+    written = []
+    for feature in maps:
+        path = plan.path_for(loaded.stem, feature.label)
+        payload = io.encode(feature.data, plan.fmt, plan.normalization, {io.MARK_KEY: plan.metadata})
+        if path == STDOUT:
+            stream = stdout if stdout is not None else sys.stdout.buffer
+            stream.write(payload)
+            stream.flush()
+            written.append("stdout")
+            continue
+        _check_destination(path, source, plan)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        io.write_atomic(path, payload)
+        plan.written[os.path.abspath(path)] = source
+        written.append(path)
+    return written
+
+
+def _stacked(maps: list[pipeline.FeatureMap]) -> pipeline.FeatureMap:
+    import numpy as np
+
+    shapes = {m.data.shape[:2] for m in maps}
+    if len(shapes) != 1:
+        raise ValueError(
+            "maps of different sizes (kernels of different sizes with padding VALID) cannot share "
+            "one .npy array; run them separately"
+        )
+    return pipeline.FeatureMap("+".join(m.label for m in maps), np.concatenate([m.data for m in maps], axis=2))
+
+
+def _check_destination(path: str, source: str, plan: OutputPlan) -> None:
+    """Refuse to overwrite an input, or an output this run wrote for another input."""
+    if source != STDOUT and os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source):
+        raise ValueError(f"the output '{path}' is the input itself; choose another -o")
+    earlier = plan.written.get(os.path.abspath(path))
+    if earlier is not None and earlier != source:
+        raise ValueError(f"the output '{path}' was already written for '{earlier}' in this run; "
+                         "use -o with a folder per input")
