@@ -130,7 +130,10 @@ def io_options(command):
 
 
 def _view(colormap, montage, with_input, columns) -> View:
-    return View(colormap.lower(), montage, with_input, columns)
+    try:
+        return View(colormap.lower(), montage, with_input, columns)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 # --- commands --------------------------------------------------------------------------------

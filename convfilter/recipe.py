@@ -92,3 +92,7 @@ class View:
     def __post_init__(self):
         if self.colormap not in COLORMAPS:
             raise ValueError(f"unknown colour map {self.colormap!r}; choose {', '.join(COLORMAPS)}")
+        if not self.montage and (self.with_input or self.columns is not None):
+            raise ValueError("--with-input and --columns shape a montage; add --montage")
+        if self.columns is not None and self.columns < 1:
+            raise ValueError(f"--columns must be at least 1, got {self.columns}")

@@ -66,7 +66,6 @@ class OutputPlan:
         ``normalization`` None means the colour map's default (``signed`` for
         diverging, else ``minmax``).
         """
-        _check_view(view)
         normalization = normalization or default_normalization(view.colormap)
         extension_fmt = None
         if output and output != STDOUT:
@@ -150,13 +149,6 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None) -> list[
         plan.written[os.path.abspath(path)] = source
         written.append(path)
     return written
-
-
-def _check_view(view: View) -> None:
-    if not view.montage and (view.with_input or view.columns is not None):
-        raise ValueError("--with-input and --columns shape a montage; add --montage")
-    if view.columns is not None and view.columns < 1:
-        raise ValueError(f"--columns must be at least 1, got {view.columns}")
 
 
 def _stacked(maps: list[pipeline.FeatureMap]) -> pipeline.FeatureMap:

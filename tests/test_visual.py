@@ -273,3 +273,11 @@ def test_the_gallery_images_are_all_shown_and_small():
     committed = sorted((ROOT / "docs" / "images").glob("*.png"))
     assert {p.name for p in committed} <= shown, "an image in docs/images is not in the README"
     assert sum(p.stat().st_size for p in committed) < 600_000
+
+
+def test_the_shape_example_in_the_readme_is_what_shape_prints():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```text\n\$ convfilter (shape [^\n]*)\n(.*?)```", text, re.S)
+    assert blocks, "no shape example in the README"
+    for command, printed in blocks:
+        assert run(*command.split()).output == printed
