@@ -18,8 +18,8 @@ import sys
 import click
 
 from . import __version__
-from .geometry import normalize_padding
 from .colormap import COLORMAPS
+from .geometry import normalize_padding
 from .kernels import REGISTRY, format_grid, resolve
 from .recipe import (
     ACTIVATIONS,

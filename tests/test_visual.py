@@ -183,6 +183,7 @@ def test_one_montage_per_input_named_after_it(tmp_path, image):
     (["--with-input"], "add --montage"),
     (["--montage", "-f", "tiff"], "-f tiff"),
     (["--montage", "--columns", "0"], "--columns"),
+    (["--montage", "--pool", "global-avg"], "drop --montage"),
 ])
 def test_montage_options_that_contradict_are_usage_errors(tmp_path, image, options, message):
     result = run("apply", "-k", "box", image, *options, "-o", tmp_path / "out", ok=False)
