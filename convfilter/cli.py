@@ -18,6 +18,7 @@ import sys
 import click
 
 from . import __version__
+from .colormap import COLORMAPS
 from .geometry import normalize_padding
 from .kernels import REGISTRY, format_grid, resolve
 from .recipe import (
@@ -29,6 +30,7 @@ from .recipe import (
     Convolution,
     Pooling,
     Recipe,
+    View,
 )
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -108,14 +110,30 @@ def io_options(command):
         click.option("-f", "--format", "fmt", type=click.Choice(FORMATS, **CHOICE),
                      help="png (8-bit), png16, tiff (raw float32) or npy (raw float32 maps, "
                           "(H, W, F)). Default: from the output's extension, else png."),
-        click.option("--normalize", type=click.Choice(NORMALIZATIONS, **CHOICE), default="minmax",
-                     show_default=True,
+        click.option("--normalize", type=click.Choice(NORMALIZATIONS, **CHOICE), default=None,
                      help="How png/png16 show raw values: minmax (as plt.imshow), clip to [0,1], "
-                          "or abs (|x| / max|x|)."),
+                          "abs (|x| / max|x|) or signed (zero in the middle, limits +-max|x|). "
+                          "Default: minmax; signed with --colormap diverging."),
+        click.option("--colormap", type=click.Choice(COLORMAPS, **CHOICE), default="gray",
+                     show_default=True,
+                     help="Colours of one-channel png maps: gray (the book's), diverging "
+                          "(blue-white-red, zero white: signed edges) or viridis."),
+        click.option("--montage", is_flag=True,
+                     help="Write all maps of an input into one labelled grid, {stem}_montage.png."),
+        click.option("--with-input", is_flag=True, help="Montage: the input is the first tile."),
+        click.option("--columns", type=click.IntRange(min=1), default=None,
+                     help="Montage: tiles per row. Default: one row up to 4 tiles, else a square-ish grid."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _view(colormap, montage, with_input, columns) -> View:
+    try:
+        return View(colormap.lower(), montage, with_input, columns)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -160,8 +178,8 @@ def cli():
 @click.option("--pool-stride", type=PAIR, default=None, help="Pool stride. Default: the pool size.")
 @click.option("--pool-padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
               show_default=True, callback=_padding)
-def apply(inputs, output, fmt, normalize, kernels, stride, padding, dilation, bias, activation,
-          channels, pool_type, pool_size, pool_stride, pool_padding):
+def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns, kernels, stride,
+          padding, dilation, bias, activation, channels, pool_type, pool_size, pool_stride, pool_padding):
     """Convolve images with kernels and write one feature map per kernel.
 
     Each map is named {stem}_{kernel}.{ext}. INPUT may be '-' for stdin (any
@@ -175,13 +193,16 @@ def apply(inputs, output, fmt, normalize, kernels, stride, padding, dilation, bi
       convfilter apply -k "1,0,-1;2,0,-2;1,0,-1" -a relu --pool max photo.png
       convfilter apply -k gaussian:9:2 --channels each photo.jpg -o blurred.png
       convfilter apply -k vertical img.jpg -f npy -o - | convfilter pool - -o out.png
+      convfilter apply -k vertical -k horizontal china.jpg --montage --with-input
+      convfilter apply -k sobel-x -k sobel-y photo.png --colormap diverging
     """
     convolution = Convolution(
         kernels=tuple(kernels), stride=stride, padding=padding, dilation=dilation,
         bias=bias or (), activation=activation.lower(), channels=channels.lower(),
     )
     pooling = Pooling(pool_type.lower(), pool_size, pool_stride, pool_padding)
-    _run(Recipe(convolution, pooling), inputs, output, fmt, normalize)
+    _run(Recipe(convolution, pooling), inputs, output, fmt, normalize,
+         _view(colormap, montage, with_input, columns))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -192,7 +213,8 @@ def apply(inputs, output, fmt, normalize, kernels, stride, padding, dilation, bi
 @click.option("--stride", type=PAIR, default=None, help="Stride. Default: the window size.")
 @click.option("--padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
               show_default=True, callback=_padding)
-def pool(inputs, output, fmt, normalize, pool_type, size, stride, padding):
+def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns, pool_type, size, stride,
+         padding):
     """Pool images (or .npy maps) without convolving.
 
     Every channel is pooled on its own. Global pools print one value per
@@ -203,8 +225,10 @@ def pool(inputs, output, fmt, normalize, pool_type, size, stride, padding):
       convfilter pool --type max --size 2 photo.png -o pooled.png
       convfilter pool --type avg --size 3 --stride 2 --padding same photo.png
       convfilter pool --type global-avg photo.png
+      convfilter pool --type max --size 4 photo.png --montage --with-input
     """
-    _run(Recipe(None, Pooling(pool_type.lower(), size, stride, padding)), inputs, output, fmt, normalize)
+    _run(Recipe(None, Pooling(pool_type.lower(), size, stride, padding)), inputs, output, fmt, normalize,
+         _view(colormap, montage, with_input, columns))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -303,13 +327,14 @@ def _input_size(image, size_text) -> tuple[int, int, int]:
 # --- running ---------------------------------------------------------------------------------
 
 
-def _run(recipe: Recipe, inputs, output, fmt, normalization) -> None:
+def _run(recipe: Recipe, inputs, output, fmt, normalization, view: View) -> None:
     from .runner import OutputPlan, process
 
     if inputs.count("-") > 1:
         raise click.UsageError("'-' (stdin) can be given only once")
     try:
-        plan = OutputPlan.make(recipe, list(inputs), output, fmt and fmt.lower(), normalization.lower())
+        plan = OutputPlan.make(recipe, list(inputs), output, fmt and fmt.lower(),
+                               normalization and normalization.lower(), view)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     failures = 0

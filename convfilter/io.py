@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import __version__
-from .display import normalize
+from .display import normalize, to_pixels
 
 NPY_MAGIC = b"\x93NUMPY"
 SOFTWARE = f"convfilter {__version__}"
@@ -136,10 +136,12 @@ EXTENSIONS = {"png": "png", "png16": "png", "tiff": "tif", "npy": "npy"}
 FORMAT_OF_EXTENSION = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy"}
 
 
-def encode(data: np.ndarray, fmt: str, normalization: str = "minmax", metadata: dict | None = None) -> bytes:
+def encode(data: np.ndarray, fmt: str, normalization: str = "minmax", metadata: dict | None = None,
+           colormap: str = "gray") -> bytes:
     """The file bytes of one (H, W, K) map in ``fmt``.
 
-    ``png`` and ``png16`` are scaled for display by ``normalization``; ``tiff``
+    ``png`` and ``png16`` are scaled for display by ``normalization`` (``png``
+    also through ``colormap``, see :mod:`convfilter.colormap`); ``tiff``
     (float32, one channel) and ``npy`` (float32, any K) keep the raw values.
     """
     if fmt == "npy":
@@ -154,15 +156,18 @@ def encode(data: np.ndarray, fmt: str, normalization: str = "minmax", metadata: 
             raise ValueError("float TIFF holds one channel; use -f npy for colour maps")
         image = Image.fromarray(np.ascontiguousarray(data[:, :, 0], np.float32), mode="F")
         return _save(image, "TIFF", compression="tiff_deflate")
-    scaled = normalize(data, normalization)
     if fmt == "png16":
         if channels != 1:
             raise ValueError("16-bit PNG holds one channel here; use -f png or -f npy for colour maps")
-        pixels = np.round(scaled[:, :, 0] * 65535).astype(np.uint16)
+        pixels = np.round(normalize(data, normalization)[:, :, 0] * 65535).astype(np.uint16)
         image = Image.fromarray(pixels, mode="I;16")
     else:
-        pixels = np.round(scaled * 255).astype(np.uint8)
-        image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels, mode="L" if channels == 1 else "RGB")
+        image = Image.fromarray(to_pixels(data, normalization, colormap))
+    return png_bytes(image, metadata)
+
+
+def png_bytes(image: Image.Image, metadata: dict | None = None) -> bytes:
+    """``image`` as PNG bytes with convfilter's Software tag and ``metadata`` as text chunks."""
     info = PngImagePlugin.PngInfo()
     info.add_text("Software", SOFTWARE)
     for key, value in (metadata or {}).items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .colormap import COLORMAPS
 from .geometry import AxisGeometry, axis
 from .kernels import Kernel
 
@@ -15,7 +16,7 @@ ACTIVATIONS = ("none", "relu", "abs", "sigmoid", "tanh")
 CHANNEL_MODES = ("sum", "each", "gray")
 POOL_TYPES = ("none", "max", "avg", "global-max", "global-avg")
 FORMATS = ("png", "png16", "tiff", "npy")
-NORMALIZATIONS = ("minmax", "clip", "abs")
+NORMALIZATIONS = ("minmax", "clip", "abs", "signed")
 
 
 @dataclass(frozen=True)
@@ -72,3 +73,26 @@ class Recipe:
 
     convolution: Convolution | None = None
     pooling: Pooling = field(default_factory=Pooling)
+
+
+@dataclass(frozen=True)
+class View:
+    """How png outputs are drawn: a colour map, and optionally one montage per input.
+
+    ``montage`` puts all maps of an input into one labelled grid
+    (:mod:`convfilter.montage`); ``with_input`` adds the input as the first
+    tile; ``columns`` None lets the montage choose the grid.
+    """
+
+    colormap: str = "gray"
+    montage: bool = False
+    with_input: bool = False
+    columns: int | None = None
+
+    def __post_init__(self):
+        if self.colormap not in COLORMAPS:
+            raise ValueError(f"unknown colour map {self.colormap!r}; choose {', '.join(COLORMAPS)}")
+        if not self.montage and (self.with_input or self.columns is not None):
+            raise ValueError("--with-input and --columns shape a montage; add --montage")
+        if self.columns is not None and self.columns < 1:
+            raise ValueError(f"--columns must be at least 1, got {self.columns}")

@@ -11,8 +11,9 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from . import __version__, io, pipeline
-from .recipe import Recipe
+from . import __version__, io, montage, pipeline
+from .colormap import default_normalization
+from .recipe import Recipe, View
 
 STDOUT = "-"
 
@@ -43,8 +44,9 @@ class OutputPlan:
     """Where and how the outputs of a run are written.
 
     ``target`` is a single file path, ``-`` (stdout), or None for a folder
-    (``folder``) with names ``{stem}_{label}.{ext}``. ``as_text`` means global
-    pool values are printed on stdout instead of written as images.
+    (``folder``) with names ``{stem}_{label}.{ext}`` (``{stem}_montage.png``
+    with a montage). ``as_text`` means global pool values are printed on
+    stdout instead of written as images. ``view`` says how PNGs are drawn.
     """
 
     fmt: str
@@ -54,11 +56,17 @@ class OutputPlan:
     as_text: bool = False
     metadata: str = ""
     written: dict = field(default_factory=dict)
+    view: View = field(default_factory=View)
 
     @classmethod
     def make(cls, recipe: Recipe, inputs: list[str], output: str | None, fmt: str | None,
-             normalization: str) -> "OutputPlan":
-        """Decide the plan, raising ValueError (a usage error) when the options contradict."""
+             normalization: str | None, view: View = View()) -> "OutputPlan":
+        """Decide the plan, raising ValueError (a usage error) when the options contradict.
+
+        ``normalization`` None means the colour map's default (``signed`` for
+        diverging, else ``minmax``).
+        """
+        normalization = normalization or default_normalization(view.colormap)
         extension_fmt = None
         if output and output != STDOUT:
             extension_fmt = io.FORMAT_OF_EXTENSION.get(os.path.splitext(output)[1].lower())
@@ -66,8 +74,12 @@ class OutputPlan:
             os.path.isdir(output) or output.endswith(("/", os.sep)) or extension_fmt is None
         )
         fmt = fmt or extension_fmt or "png"
-        plan = cls(fmt, normalization, metadata=recipe_metadata(recipe))
+        plan = cls(fmt, normalization, metadata=recipe_metadata(recipe), view=view)
+        if (view.montage or view.colormap != "gray") and fmt != "png":
+            raise ValueError(f"--montage and --colormap draw 8-bit PNGs; they do not apply to -f {fmt}")
         if recipe.pooling.is_global and fmt in ("png", "png16"):
+            if view.montage:
+                raise ValueError("global pooling gives one number per map, nothing to draw; drop --montage")
             if output:
                 raise ValueError(
                     "global pooling gives one number per map, printed on stdout; "
@@ -75,7 +87,7 @@ class OutputPlan:
                 )
             plan.as_text = True
             return plan
-        count = len(inputs) * (1 if fmt == "npy" else maps_per_input(recipe))
+        count = len(inputs) * (1 if fmt == "npy" or view.montage else maps_per_input(recipe))
         if output and not names_folder:
             if count != 1:
                 where = "stdout" if output == STDOUT else f"the file '{output}'"
@@ -113,10 +125,18 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None) -> list[
         return []
     if plan.fmt == "npy" and len(maps) > 1:
         maps = [_stacked(maps)]
+    metadata = {io.MARK_KEY: plan.metadata}
+    view = plan.view
+    if view.montage:
+        picture = montage.draw(maps, plan.normalization, view.colormap, view.columns,
+                               loaded.array if view.with_input else None, loaded.stem)
+        outputs = [("montage", io.png_bytes(picture, metadata))]
+    else:
+        outputs = [(m.label, io.encode(m.data, plan.fmt, plan.normalization, metadata, view.colormap))
+                   for m in maps]
     written = []
-    for feature in maps:
-        path = plan.path_for(loaded.stem, feature.label)
-        payload = io.encode(feature.data, plan.fmt, plan.normalization, {io.MARK_KEY: plan.metadata})
+    for label, payload in outputs:
+        path = plan.path_for(loaded.stem, label)
         if path == STDOUT:
             stream = stdout if stdout is not None else sys.stdout.buffer
             stream.write(payload)

@@ -1,5 +1,11 @@
 """The size of each stage of a recipe, with the arithmetic spelled out (``convfilter shape``).
 
+Every stage gets two table rows, one per axis: height (rows) then width
+(columns), each with ``(N - F + Pbefore + Pafter) // S + 1 = out``, the
+book's ``(N - F + 2P) / S + 1`` written with the padding TensorFlow really
+uses (SAME puts the odd cell after, at the bottom or right). ``F`` is the
+dilated window ``(F - 1) * D + 1`` when the dilation D is more than 1.
+
 Pure Python: it reads only the kernels' sizes.
 """
 
@@ -8,49 +14,93 @@ from __future__ import annotations
 from .geometry import AxisGeometry
 from .recipe import Recipe
 
+FORMULA = (
+    "out = (N - F + P) // S + 1 on each axis (the book's (N - F + 2P)/S + 1): N input size, F window,",
+    "S stride, P = padding before + after as TensorFlow pads it (SAME: the odd cell goes after)",
+)
+HEADER = ("stage", "HxWxC", "axis", "arithmetic", "padding")
+SIDES = {"H": ("top", "bottom"), "W": ("left", "right")}
+
 
 def arithmetic(g: AxisGeometry) -> str:
-    """``(N + Pbefore + Pafter - F) // S + 1 = out`` for one axis, F the dilated window."""
-    window = str(g.window) if g.dilation == 1 else f"(({g.window}-1)*{g.dilation}+1)"
-    return f"({g.size} + {g.pad_before} + {g.pad_after} - {window}) // {g.stride} + 1 = {g.out}"
+    """``(N - F + Pbefore + Pafter) // S + 1 = out`` for one axis, F the dilated window.
+
+    Examples
+    --------
+    >>> from .geometry import axis
+    >>> arithmetic(axis(640, 7, 2, "SAME"))
+    '(640 - 7 + 2 + 3) // 2 + 1 = 320'
+    """
+    return f"({g.size} - {g.effective} + {g.pad_before} + {g.pad_after}) // {g.stride} + 1 = {g.out}"
 
 
-def _row(stage: str, height: int, width: int, depth: int, note: str = "") -> tuple[str, str, str]:
-    return stage, f"{height}x{width}x{depth}", note
+def padding_note(g: AxisGeometry, name: str) -> str:
+    """Where the padding cells go on axis ``name`` ("H" or "W"), e.g. ``2 left, 3 right``."""
+    if g.pad_before == g.pad_after == 0:
+        return "none"
+    before, after = SIDES[name]
+    return f"{g.pad_before} {before}, {g.pad_after} {after}"
+
+
+def _stage(title: str, detail: str, size: tuple[int, int, int], gh: AxisGeometry, gw: AxisGeometry):
+    """The two rows of a windowed stage: the title with the height, the detail with the width."""
+    shape = "x".join(str(v) for v in size)
+    return [
+        (title, shape, "H", arithmetic(gh), padding_note(gh, "H")),
+        (f"  {detail}", "", "W", arithmetic(gw), padding_note(gw, "W")),
+    ]
+
+
+def _window(kind: str, size: tuple[int, int], padding: str, stride: tuple[int, int],
+            dilation: tuple[int, int] = (1, 1)) -> str:
+    text = f"{kind} {size[0]}x{size[1]} {padding} stride {_pair(stride)}"
+    if dilation != (1, 1):
+        effective = [(size[k] - 1) * dilation[k] + 1 for k in range(2)]
+        text += f" dilation {_pair(dilation)} (F = {effective[0]}x{effective[1]})"
+    return text
+
+
+def _pair(values: tuple[int, int]) -> str:
+    return str(values[0]) if values[0] == values[1] else f"{values[0]},{values[1]}"
 
 
 def describe(height: int, width: int, channels: int, recipe: Recipe) -> list[str]:
-    """Table lines: stage, output HxWxC, and how each axis was computed."""
-    rows = [_row("input", height, width, channels)]
-    stages = [(height, width)]
+    """Table lines: a formula line, a header, then the rows of every stage.
+
+    The depth after a convolution is the number of maps of that kernel size
+    (times the channels with ``--channels each``), as ``-f npy`` stacks them.
+    """
+    rows = [("input", f"{height}x{width}x{channels}", "", "", "")]
+    stages = [(height, width, channels, "input")]
     conv = recipe.convolution
     if conv is not None:
-        depth = channels if conv.channels == "each" else 1
+        per_map = channels if conv.channels == "each" else 1
         if conv.channels == "gray":
-            rows.append(_row("gray", height, width, 1, "luminance"))
-        by_size: dict[tuple[int, int], list[str]] = {}
+            rows.append(("gray (luminance)", f"{height}x{width}x1", "", "", ""))
+        by_size: dict[tuple[int, int], list] = {}
         for kernel in conv.kernels:
-            by_size.setdefault(kernel.size, []).append(kernel.label)
+            by_size.setdefault(kernel.size, []).append(kernel)
         stages = []
-        for (kh, kw), labels in by_size.items():
+        for (kh, kw), group in by_size.items():
             gh, gw = conv.geometry(height, width, (kh, kw))
-            count = sum(k.map_count for k in conv.kernels if k.size == (kh, kw))
-            name = f"conv {kh}x{kw} {conv.padding} ({', '.join(labels)})"
-            rows.append(_row(name, gh.out, gw.out, depth,
-                             f"{count} map(s); H: {arithmetic(gh)}; W: {arithmetic(gw)}"))
-            stages.append((gh.out, gw.out))
-        channels = depth
+            depth = per_map * sum(k.map_count for k in group)
+            title = _window("conv", (kh, kw), conv.padding, conv.stride, conv.dilation)
+            rows += _stage(title, ", ".join(k.label for k in group), (gh.out, gw.out, depth), gh, gw)
+            stages.append((gh.out, gw.out, depth, f"conv {kh}x{kw}"))
     pooling = recipe.pooling
     if pooling.type != "none":
-        for h, w in stages:
+        for h, w, depth, source in stages:
+            after = f"after {source}" if len(stages) > 1 else ""
             if pooling.is_global:
-                rows.append(_row(f"{pooling.type} pool", 1, 1, channels, "one value per channel"))
+                what = "mean" if pooling.type.endswith("avg") else "max"
+                rows.append((f"{pooling.type} pool", f"1x1x{depth}", "", f"{what} over {h}x{w}", after))
                 continue
             gh, gw = pooling.geometry(h, w)
-            name = f"{pooling.type} pool {pooling.size[0]}x{pooling.size[1]} {pooling.padding}"
-            rows.append(_row(name, gh.out, gw.out, channels, f"H: {arithmetic(gh)}; W: {arithmetic(gw)}"))
-    widths = [max(len(r[k]) for r in rows) for k in range(2)]
-    header = ("stage".ljust(widths[0]), "HxWxC".ljust(widths[1]), "arithmetic")
-    lines = ["  ".join(header).rstrip()]
-    lines += ["  ".join((r[0].ljust(widths[0]), r[1].ljust(widths[1]), r[2])).rstrip() for r in rows]
-    return lines
+            title = _window(f"{pooling.type} pool", pooling.size, pooling.padding, pooling.strides)
+            rows += _stage(title, after, (gh.out, gw.out, depth), gh, gw)
+    return [*FORMULA, ""] + _table([HEADER] + rows)
+
+
+def _table(rows) -> list[str]:
+    widths = [max(len(r[k]) for r in rows) for k in range(len(HEADER))]
+    return ["  ".join(cell.ljust(widths[k]) for k, cell in enumerate(r)).rstrip() for r in rows]
