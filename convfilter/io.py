@@ -158,8 +158,9 @@ def encode(data: np.ndarray, fmt: str, normalization: str = "minmax", metadata: 
     if fmt == "png16":
         if channels != 1:
             raise ValueError("16-bit PNG holds one channel here; use -f png or -f npy for colour maps")
-        pixels = np.round(scaled[:, :, 0] * 65535).astype(np.uint16)
-        image = Image.fromarray(pixels, mode="I;16")
+        pixels = np.round(scaled[:, :, 0] * 65535).astype("<u2")
+        # frombytes, not fromarray(mode="I;16"): newer Pillow refuses that mode for uint16 arrays
+        image = Image.frombytes("I;16", (pixels.shape[1], pixels.shape[0]), pixels.tobytes())
     else:
         pixels = np.round(scaled * 255).astype(np.uint8)
         image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels, mode="L" if channels == 1 else "RGB")
