@@ -22,7 +22,8 @@ from convfilter.cli import cli
 from convfilter.geometry import output_size
 from convfilter.kernels import REGISTRY, builtin
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_images"
 CHINA = SAMPLES / "china.jpg"
 COMMANDS = ["apply", "pool", "kernels", "shape"]
 
@@ -32,10 +33,14 @@ def invoke(*args, input=None):
     return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
+# subprocesses run this checkout's package, however (or whether) it is installed
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def run(*args, cwd, input=None):
     """Run ``python -m convfilter`` in a real subprocess."""
     return subprocess.run([sys.executable, "-m", "convfilter", *map(str, args)], cwd=cwd, input=input,
-                          capture_output=True, timeout=300)
+                          capture_output=True, timeout=300, env=ENV)
 
 
 def pixels(path):
@@ -173,7 +178,8 @@ def test_normalize_options(photo):
     raw = npy_of("apply", "-k", "sobel-x", photo)[:, :, 0].astype(np.float64)
     invoke("apply", "-k", "sobel-x", photo, "--normalize", "abs", "-o", "abs.png")
     invoke("apply", "-k", "box", photo, "--normalize", "clip", "-o", "clip.png")
-    assert np.abs(np.asarray(Image.open("abs.png"), np.float64) - np.round(np.abs(raw) / np.abs(raw).max() * 255)).max() <= 1
+    magnitude = np.round(np.abs(raw) / np.abs(raw).max() * 255)  # |x| / max|x|
+    assert np.abs(np.asarray(Image.open("abs.png"), np.float64) - magnitude).max() <= 1
     blurred = ops.conv2d(pixels(photo), bank("box", 3))[:, :, 0].astype(np.float64)
     assert np.abs(np.asarray(Image.open("clip.png"), np.float64) - np.round(np.clip(blurred, 0, 1) * 255)).max() <= 1
 
@@ -263,9 +269,9 @@ def test_stdin_image(photo):
 
 def test_real_pipe_equals_one_process(photo, cwd):
     apply = subprocess.Popen([sys.executable, "-m", "convfilter", "apply", "-k", "vertical", str(photo), "-f", "npy",
-                              "-o", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+                              "-o", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=ENV)
     pool = subprocess.run([sys.executable, "-m", "convfilter", "pool", "-", "-o", "piped.png"], stdin=apply.stdout,
-                          capture_output=True, cwd=cwd, timeout=300)
+                          capture_output=True, cwd=cwd, timeout=300, env=ENV)
     apply.stdout.close()
     assert apply.wait(timeout=300) == 0 and pool.returncode == 0, pool.stderr
     assert b"wrote piped.png" in pool.stderr
@@ -388,7 +394,8 @@ def test_a_broken_input_among_good_ones(photo, cwd):
     assert result.returncode == 1
     lines = result.stderr.decode().splitlines()
     errors = [line for line in lines if line.startswith("Error:")]
-    assert len(errors) == 2 and errors[0].startswith("Error: broken.png: ") and errors[1].startswith("Error: notes.txt:")
+    assert len(errors) == 2
+    assert errors[0].startswith("Error: broken.png: ") and errors[1].startswith("Error: notes.txt: ")
     assert "Traceback" not in result.stderr.decode()
     assert {"photo_box.png", "china_box.png"} <= set(os.listdir(cwd))
     assert not any(name.startswith(("broken_", "notes_", ".")) for name in os.listdir(cwd))
@@ -433,6 +440,6 @@ def test_light_commands_do_not_import_numpy_or_numba(argv, tmp_path):
         "heavy = sorted(m for m in ('numpy', 'numba', 'PIL') if m in sys.modules)\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=tmp_path, timeout=120, env=ENV)
     assert result.returncode == 0, result.stderr
     assert result.stderr.decode().splitlines()[-1] == "HEAVY []"
