@@ -308,6 +308,18 @@ def test_pool_global_avg_prints_values(photo):
                                pixels(photo).max(axis=(0, 1)), rtol=1e-6)
 
 
+def test_apply_with_a_global_pool_prints_one_value_per_map(photo):
+    result = invoke("apply", "-k", "box", "-k", "sobel-x", "--pool", "global-avg", photo)
+    assert result.exit_code == 0
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [r[:3] for r in rows] == [[str(photo), "box", "0"], [str(photo), "sobel-x", "0"]]
+    maps = ops.conv2d(pixels(photo), np.concatenate([bank("box", 3), bank("sobel-x", 3)], axis=3))
+    np.testing.assert_allclose([float(r[3]) for r in rows], maps.astype(np.float64).mean(axis=(0, 1)),
+                               rtol=1e-6, atol=1e-7)
+    result = invoke("apply", "-k", "box", "--pool", "global-avg", photo, "-o", "means.png")
+    assert result.exit_code == 2 and "stdout" in result.stderr
+
+
 # --- kernels, shape, help, version ------------------------------------------------------------------
 
 
