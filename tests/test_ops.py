@@ -292,6 +292,19 @@ def test_conv_is_linear_in_the_input(h, w, c, kh, kw, s, a, b, seed):
     np.testing.assert_allclose(combined, separate, rtol=1e-4, atol=1e-3)
 
 
+@PROPERTY
+@given(h=sizes, w=sizes, k=st.tuples(small, small), s=st.tuples(small, small),
+       value=st.floats(-100, 100, allow_nan=False, width=32))
+def test_same_pools_of_a_constant_image_are_the_constant(h, w, k, s, value):
+    # padding cells never count: not in the max (they are not zeros), not in the average's divisor
+    x = np.full((1, h, w, 2), value, np.float32)
+    expected_shape = (1, *output_size((h, w), k, s, "SAME"), 2)
+    for op in (ops.max_pool2d, ops.avg_pool2d):
+        out = op(x, k, s, "SAME")
+        assert out.shape == expected_shape
+        np.testing.assert_allclose(out, value, rtol=1e-6)
+
+
 # --- input forms -------------------------------------------------------------------------------
 
 
