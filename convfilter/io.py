@@ -159,8 +159,9 @@ def encode(data: np.ndarray, fmt: str, normalization: str = "minmax", metadata: 
     if fmt == "png16":
         if channels != 1:
             raise ValueError("16-bit PNG holds one channel here; use -f png or -f npy for colour maps")
-        pixels = np.round(normalize(data, normalization)[:, :, 0] * 65535).astype(np.uint16)
-        image = Image.fromarray(pixels, mode="I;16")
+        pixels = np.round(normalize(data, normalization)[:, :, 0] * 65535).astype("<u2")
+        # frombytes, not fromarray(mode="I;16"): newer Pillow refuses that mode for uint16 arrays
+        image = Image.frombytes("I;16", (pixels.shape[1], pixels.shape[0]), pixels.tobytes())
     else:
         image = Image.fromarray(to_pixels(data, normalization, colormap))
     return png_bytes(image, metadata)

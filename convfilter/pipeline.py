@@ -58,6 +58,20 @@ def map_labels(kernel, count: int) -> list[str]:
     return [kernel.label] if count == 1 else [f"{kernel.label}-{k}" for k in range(count)]
 
 
+def unique_labels(labels: list[str]) -> list[str]:
+    """Labels with repeats numbered (``custom``, ``custom-2``), so no map's file overwrites another's."""
+    seen: set[str] = set()
+    unique = []
+    for label in labels:
+        candidate, number = label, 1
+        while candidate in seen:
+            number += 1
+            candidate = f"{label}-{number}"
+        seen.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
 def convolve(image: np.ndarray, conv: Convolution) -> list[FeatureMap]:
     """Feature maps of an (H, W, C) image for every kernel of ``conv``, in order."""
     if conv.channels == "gray":
@@ -69,7 +83,7 @@ def convolve(image: np.ndarray, conv: Convolution) -> list[FeatureMap]:
         batch = image[None]
         in_channels = image.shape[2]
     banks = [filter_bank(k, in_channels) for k in conv.kernels]
-    labels = [label for k, w in zip(conv.kernels, banks) for label in map_labels(k, w.shape[3])]
+    labels = unique_labels([label for k, w in zip(conv.kernels, banks) for label in map_labels(k, w.shape[3])])
     # one conv2d per kernel size: kernels of one size share the pass over the image
     by_shape: dict[tuple[int, int], list[int]] = {}
     for index, w in enumerate(banks):

@@ -57,6 +57,7 @@ class OutputPlan:
     metadata: str = ""
     written: dict = field(default_factory=dict)
     view: View = field(default_factory=View)
+    inputs: tuple = ()  # every input path of the run: none of them may be overwritten
 
     @classmethod
     def make(cls, recipe: Recipe, inputs: list[str], output: str | None, fmt: str | None,
@@ -74,7 +75,8 @@ class OutputPlan:
             os.path.isdir(output) or output.endswith(("/", os.sep)) or extension_fmt is None
         )
         fmt = fmt or extension_fmt or "png"
-        plan = cls(fmt, normalization, metadata=recipe_metadata(recipe), view=view)
+        plan = cls(fmt, normalization, metadata=recipe_metadata(recipe), view=view,
+                   inputs=tuple(s for s in inputs if s != STDOUT))
         if (view.montage or view.colormap != "gray") and fmt != "png":
             raise ValueError(f"--montage and --colormap draw 8-bit PNGs; they do not apply to -f {fmt}")
         if recipe.pooling.is_global and fmt in ("png", "png16"):
@@ -164,9 +166,12 @@ def _stacked(maps: list[pipeline.FeatureMap]) -> pipeline.FeatureMap:
 
 
 def _check_destination(path: str, source: str, plan: OutputPlan) -> None:
-    """Refuse to overwrite an input, or an output this run wrote for another input."""
-    if source != STDOUT and os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source):
-        raise ValueError(f"the output '{path}' is the input itself; choose another -o")
+    """Refuse to overwrite any input of the run, or an output this run wrote for another input."""
+    if os.path.exists(path):
+        for other in (source, *plan.inputs):
+            if other != STDOUT and os.path.exists(other) and os.path.samefile(path, other):
+                which = "the input itself" if other == source else f"the input '{other}' of this run"
+                raise ValueError(f"the output '{path}' is {which}; choose another -o")
     earlier = plan.written.get(os.path.abspath(path))
     if earlier is not None and earlier != source:
         raise ValueError(f"the output '{path}' was already written for '{earlier}' in this run; "
