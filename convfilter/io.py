@@ -60,11 +60,15 @@ def load(source: str, data: bytes | None = None) -> Loaded:
         data = read_source(source)
     try:
         if data is not None:
+            if not data:
+                raise InputError("stdin is empty" if source == "-" else "empty file")
             head = data[:6]
             array = _load_npy(_io.BytesIO(data)) if head == NPY_MAGIC else _load_image(_io.BytesIO(data))
         else:
             with open(source, "rb") as handle:
                 head = handle.read(6)
+                if not head:
+                    raise InputError("empty file")
                 handle.seek(0)
                 array = _load_npy(handle) if head == NPY_MAGIC else _load_image(handle)
     except FileNotFoundError:

@@ -247,8 +247,10 @@ def parse_matrix(text: str, source: str = "kernel") -> Grid:
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        cells = [c for c in re.split(r"[,\s]+", line) if c]
+        cells = re.split(r"\s*,\s*|\s+", line)
         for cell in cells:
+            if not cell:
+                raise ValueError(f"{source}: empty value in row '{line}'; separate numbers by one comma")
             if not re.fullmatch(_NUMBER, cell):
                 raise ValueError(f"{source}: '{cell}' is not a number")
         rows.append(tuple(float(c) for c in cells))

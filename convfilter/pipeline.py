@@ -48,8 +48,9 @@ def filter_bank(kernel, in_channels: int) -> np.ndarray:
         w = np.repeat(w, in_channels, axis=2)
     if w.shape[2] != in_channels:
         raise ValueError(
-            f"kernel '{kernel.spec}' is a bank for {w.shape[2]} input channels but the image has "
-            f"{in_channels}; use --channels gray or a bank with {in_channels} inputs"
+            f"kernel '{kernel.spec}' is a bank for {w.shape[2]} input channels but {in_channels} reach it "
+            "(a gray image, --channels gray and --channels each give 1; --channels sum gives the "
+            f"image's channels); use a bank with {in_channels} input(s)"
         )
     return w
 

@@ -16,6 +16,13 @@ from .colormap import default_normalization
 from .recipe import Recipe, View
 
 STDOUT = "-"
+# image extensions a user may type for -o that convfilter does not write (lossy or 8-bit only)
+UNWRITABLE_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".jp2", ".ppm", ".pgm"}
+
+
+def _is_folder(output: str | None) -> bool:
+    """An existing folder, or a path that ends with a separator."""
+    return bool(output) and (os.path.isdir(output) or output.endswith(("/", os.sep)))
 
 
 def maps_per_input(recipe: Recipe) -> int:
@@ -72,8 +79,12 @@ class OutputPlan:
         if output and output != STDOUT:
             extension_fmt = io.FORMAT_OF_EXTENSION.get(os.path.splitext(output)[1].lower())
         names_folder = bool(output) and output != STDOUT and (
-            os.path.isdir(output) or output.endswith(("/", os.sep)) or extension_fmt is None
+            _is_folder(output) or extension_fmt is None
         )
+        suffix = os.path.splitext(output or "")[1].lower()
+        if extension_fmt is None and suffix in UNWRITABLE_IMAGE_SUFFIXES and not _is_folder(output):
+            raise ValueError(f"convfilter writes .png, .tif or .npy files, not '{suffix}'; "
+                             "change the extension of -o (or end it with '/' for a folder)")
         fmt = fmt or extension_fmt or "png"
         plan = cls(fmt, normalization, metadata=recipe_metadata(recipe), view=view,
                    inputs=tuple(s for s in inputs if s != STDOUT))

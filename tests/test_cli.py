@@ -455,3 +455,16 @@ def test_light_commands_do_not_import_numpy_or_numba(argv, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=tmp_path, timeout=120, env=ENV)
     assert result.returncode == 0, result.stderr
     assert result.stderr.decode().splitlines()[-1] == "HEAVY []"
+
+
+def test_output_with_an_extension_convfilter_cannot_write_is_a_usage_error(photo, tmp_path):
+    result = invoke("apply", "-k", "vertical", photo, "-o", str(tmp_path / "result.jpg"))
+    assert result.exit_code == 2 and "not '.jpg'" in result.stderr
+    assert not (tmp_path / "result.jpg").exists()
+
+
+def test_empty_input_file_is_named_as_empty(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    result = invoke("apply", "-k", "vertical", str(empty), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 1 and f"Error: {empty}: empty file" in result.stderr

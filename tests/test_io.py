@@ -176,7 +176,7 @@ def test_unreadable_inputs(tmp_path):
     for path, fragment in cases:
         with pytest.raises(io.InputError, match=fragment):
             io.load(str(path))
-    with pytest.raises(io.InputError, match="not an image"):
+    with pytest.raises(io.InputError, match="stdin is empty"):
         io.load("-", b"")
 
 

@@ -137,7 +137,7 @@ def test_inline_matrices():
     "spec,fragment",
     [
         ("1,2;3", "rows have different lengths"),
-        ("1,,2;3", "rows have different lengths"),
+        ("1,2;3", "rows have different lengths"),
         ("1,a;2,3", "unknown kernel"),
         ("", "empty kernel"),
         ("   ", "empty kernel"),
@@ -242,3 +242,9 @@ def test_corrupt_npy_and_binary_text(tmp_path):
 def test_format_grid_prints_every_value():
     text = K.format_grid(K.builtin("sobel-x"))
     assert [line.split() for line in text.splitlines()] == [["-1", "0", "1"], ["-2", "0", "2"], ["-1", "0", "1"]]
+
+
+@pytest.mark.parametrize("spec", ["1,,2", "1,0,", ",1"])
+def test_empty_cells_in_a_matrix_are_rejected(spec):
+    with pytest.raises(ValueError, match="empty value"):
+        K.resolve(spec)
