@@ -10,9 +10,13 @@ become RGB; CMYK and YCbCr are converted to RGB; mode "1" becomes 0/1.
 
 from __future__ import annotations
 
+import contextlib
 import io as _io
 import os
+import sys
 import tempfile
+import threading
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +32,9 @@ MARK_KEY = "convfilter"  # PNG text key that marks a file as our output
 
 class InputError(ValueError):
     """An input could not be read as an image or array."""
+
+
+
 
 
 @dataclass
@@ -48,8 +55,6 @@ def read_source(source: str, stdin=None) -> bytes | None:
 
 
 def _stdin_buffer():
-    import sys
-
     return sys.stdin.buffer
 
 
@@ -97,17 +102,58 @@ _SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0,
 
 
 def _load_image(handle) -> np.ndarray:
+    native: list[str] = []
     try:
-        image = Image.open(handle)
-        image.load()
-        image = ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            # Pillow warns about metadata it skips in damaged files (several lines on stderr);
+            # the image then decodes or fails with an error of its own, so stay quiet
+            warnings.simplefilter("ignore")
+            image = Image.open(handle)
+            if image.format == "TIFF":  # libtiff prints its complaints straight to stderr
+                with _native_stderr_into(native):
+                    image.load()
+            else:
+                image.load()
+            image = ImageOps.exif_transpose(image)
     except Image.DecompressionBombError as exc:
         raise InputError(str(exc)) from None
     except UnidentifiedImageError:
         raise InputError("not an image Pillow can read (unknown format)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt data
-        raise InputError(f"cannot decode image: {exc}") from None
+        detail = " ".join("".join(native).split())
+        raise InputError(f"cannot decode image: {exc}" + (f" ({detail})" if detail else "")) from None
     return image_to_array(image)
+
+
+@contextlib.contextmanager
+def _native_stderr_into(collected: list[str]):
+    """Collect what C libraries write to file descriptor 2 into ``collected``.
+
+    Keeps libtiff's messages out of the terminal, where they would break the one
+    ``Error: FILE: reason`` line per failure; the caller puts them in that line. Only
+    in a single-threaded process, so that no other thread's messages are swallowed.
+    """
+    if threading.active_count() > 1:
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            collected.append(sink.read(4096).decode("utf-8", "replace"))
 
 
 def image_to_array(image: Image.Image) -> np.ndarray:
