@@ -23,6 +23,7 @@ from .kernels import REGISTRY, format_grid, resolve
 from .recipe import (
     ACTIVATIONS,
     CHANNEL_MODES,
+    DEFAULT_MAX_PIXELS,
     FORMATS,
     NORMALIZATIONS,
     POOL_TYPES,
@@ -112,6 +113,10 @@ def io_options(command):
                      show_default=True,
                      help="How png/png16 show raw values: minmax (as plt.imshow), clip to [0,1], "
                           "or abs (|x| / max|x|)."),
+        click.option("--max-pixels", type=click.IntRange(min=0), default=DEFAULT_MAX_PIXELS,
+                     show_default=True, metavar="N",
+                     help="Refuse inputs with more pixels than N before decoding them "
+                          "(decompression bombs, memory); 0 = no limit."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -160,7 +165,7 @@ def cli():
 @click.option("--pool-stride", type=PAIR, default=None, help="Pool stride. Default: the pool size.")
 @click.option("--pool-padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
               show_default=True, callback=_padding)
-def apply(inputs, output, fmt, normalize, kernels, stride, padding, dilation, bias, activation,
+def apply(inputs, output, fmt, normalize, max_pixels, kernels, stride, padding, dilation, bias, activation,
           channels, pool_type, pool_size, pool_stride, pool_padding):
     """Convolve images with kernels and write one feature map per kernel.
 
@@ -181,7 +186,7 @@ def apply(inputs, output, fmt, normalize, kernels, stride, padding, dilation, bi
         bias=bias or (), activation=activation.lower(), channels=channels.lower(),
     )
     pooling = Pooling(pool_type.lower(), pool_size, pool_stride, pool_padding)
-    _run(Recipe(convolution, pooling), inputs, output, fmt, normalize)
+    _run(Recipe(convolution, pooling), inputs, output, fmt, normalize, max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -192,7 +197,7 @@ def apply(inputs, output, fmt, normalize, kernels, stride, padding, dilation, bi
 @click.option("--stride", type=PAIR, default=None, help="Stride. Default: the window size.")
 @click.option("--padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
               show_default=True, callback=_padding)
-def pool(inputs, output, fmt, normalize, pool_type, size, stride, padding):
+def pool(inputs, output, fmt, normalize, max_pixels, pool_type, size, stride, padding):
     """Pool images (or .npy maps) without convolving.
 
     Every channel is pooled on its own. Global pools print one value per
@@ -204,7 +209,8 @@ def pool(inputs, output, fmt, normalize, pool_type, size, stride, padding):
       convfilter pool --type avg --size 3 --stride 2 --padding same photo.png
       convfilter pool --type global-avg photo.png
     """
-    _run(Recipe(None, Pooling(pool_type.lower(), size, stride, padding)), inputs, output, fmt, normalize)
+    _run(Recipe(None, Pooling(pool_type.lower(), size, stride, padding)), inputs, output, fmt, normalize,
+         max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -303,9 +309,11 @@ def _input_size(image, size_text) -> tuple[int, int, int]:
 # --- running ---------------------------------------------------------------------------------
 
 
-def _run(recipe: Recipe, inputs, output, fmt, normalization) -> None:
+def _run(recipe: Recipe, inputs, output, fmt, normalization, max_pixels) -> None:
+    from .io import set_max_pixels
     from .runner import OutputPlan, process
 
+    set_max_pixels(max_pixels)
     if inputs.count("-") > 1:
         raise click.UsageError("'-' (stdin) can be given only once")
     try:

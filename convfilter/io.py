@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io as _io
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -24,6 +25,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import __version__
 from .display import normalize
+from .recipe import DEFAULT_MAX_PIXELS  # noqa: F401  (re-exported for library users)
 
 NPY_MAGIC = b"\x93NUMPY"
 SOFTWARE = f"convfilter {__version__}"
@@ -35,6 +37,35 @@ class InputError(ValueError):
 
 
 
+
+def set_max_pixels(limit: int) -> None:
+    """Refuse inputs with more than ``limit`` pixels (0: no limit) from now on in this process.
+
+    Sets ``PIL.Image.MAX_IMAGE_PIXELS``, which Pillow checks from the header before decoding;
+    :func:`load` turns Pillow's warning (between 1x and 2x the limit) into a refusal as well,
+    and applies the same limit to ``.npy`` inputs.
+    """
+    if limit < 0:
+        raise ValueError(f"the pixel limit must be 0 (no limit) or more, not {limit}")
+    Image.MAX_IMAGE_PIXELS = limit or None
+
+
+def _check_pixels(pixels: int) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and pixels > limit:
+        raise InputError(_too_many_pixels(pixels, limit))
+
+
+def _too_many_pixels(pixels: int, limit: int) -> str:
+    return (f"image has {pixels:,} pixels, more than the limit of {limit:,} "
+            "(a decompression bomb?); raise it with --max-pixels N, or --max-pixels 0 for no limit")
+
+
+def _bomb_message(exc: Exception) -> str:
+    """Our refusal for Pillow's DecompressionBombError/Warning ("Image size (N pixels) ...")."""
+    match = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = int(match.group(1)) if match else 0
+    return _too_many_pixels(pixels, Image.MAX_IMAGE_PIXELS or 0)
 
 
 @dataclass
@@ -83,7 +114,10 @@ def load(source: str, data: bytes | None = None) -> Loaded:
 
 def _load_npy(handle) -> np.ndarray:
     try:
+        _check_npy_header(handle)
         array = np.load(handle, allow_pickle=False)
+    except InputError:
+        raise
     except Exception as exc:  # numpy raises ValueError, EOFError, OSError... for bad files
         raise InputError(f"not a readable .npy array ({exc})") from None
     if array.dtype.kind not in "biuf":
@@ -98,6 +132,21 @@ def _load_npy(handle) -> np.ndarray:
     return array
 
 
+def _check_npy_header(handle) -> None:
+    """Apply the pixel limit to an array's declared shape before numpy allocates it."""
+    start = handle.tell()
+    version = np.lib.format.read_magic(handle)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if read_header is None:  # a newer header version: numpy checks it when loading
+        handle.seek(start)
+        return
+    shape, _, _ = read_header(handle)
+    handle.seek(start)
+    if len(shape) >= 2:
+        _check_pixels(shape[0] * shape[1])
+
+
 _SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
 
 
@@ -108,6 +157,8 @@ def _load_image(handle) -> np.ndarray:
             # Pillow warns about metadata it skips in damaged files (several lines on stderr);
             # the image then decodes or fails with an error of its own, so stay quiet
             warnings.simplefilter("ignore")
+            # Pillow only warns between 1x and 2x its pixel limit; we refuse there too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(handle)
             if image.format == "TIFF":  # libtiff prints its complaints straight to stderr
                 with _native_stderr_into(native):
@@ -115,8 +166,8 @@ def _load_image(handle) -> np.ndarray:
             else:
                 image.load()
             image = ImageOps.exif_transpose(image)
-    except Image.DecompressionBombError as exc:
-        raise InputError(str(exc)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(_bomb_message(exc)) from None
     except UnidentifiedImageError:
         raise InputError("not an image Pillow can read (unknown format)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt data
