@@ -338,7 +338,8 @@ def _name(source: str) -> str:
 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
-        return "not enough memory for this image"
+        text = " ".join(str(exc).split())  # ours says how much; numpy's names the array
+        return text if text.startswith("not enough memory") else f"not enough memory ({text or 'for this image'})"
     if isinstance(exc, OSError) and exc.strerror:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror.lower()}{where}"

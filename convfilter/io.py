@@ -89,20 +89,25 @@ def _stdin_buffer():
     return sys.stdin.buffer
 
 
-def load(source: str, data: bytes | None = None) -> Loaded:
-    """Read ``source`` (a path, or ``-`` with its bytes in ``data``) as (H, W, C) float32."""
+def load(source: str, data: bytes | None = None, check_size=None) -> Loaded:
+    """Read ``source`` (a path, or ``-`` with its bytes in ``data``) as (H, W, C) float32.
+
+    ``check_size(height, width, channels)``, if given, is called with the size the
+    header declares before any pixel is decoded; it raises to refuse the input.
+    """
     stem = "stdin" if source == "-" else os.path.splitext(os.path.basename(source))[0]
     if data is None and source == "-":
         data = read_source(source)
     try:
         if data is not None:
             head = data[:6]
-            array = _load_npy(_io.BytesIO(data)) if head == NPY_MAGIC else _load_image(_io.BytesIO(data))
+            stream = _io.BytesIO(data)
+            array = _load_npy(stream, check_size) if head == NPY_MAGIC else _load_image(stream, check_size)
         else:
             with open(source, "rb") as handle:
                 head = handle.read(6)
                 handle.seek(0)
-                array = _load_npy(handle) if head == NPY_MAGIC else _load_image(handle)
+                array = _load_npy(handle, check_size) if head == NPY_MAGIC else _load_image(handle, check_size)
     except FileNotFoundError:
         raise InputError("no such file") from None
     except IsADirectoryError:
@@ -112,11 +117,11 @@ def load(source: str, data: bytes | None = None) -> Loaded:
     return Loaded(array, stem, source)
 
 
-def _load_npy(handle) -> np.ndarray:
+def _load_npy(handle, check_size=None) -> np.ndarray:
     try:
-        _check_npy_header(handle)
+        _check_npy_header(handle, check_size)
         array = np.load(handle, allow_pickle=False)
-    except InputError:
+    except (InputError, MemoryError):
         raise
     except Exception as exc:  # numpy raises ValueError, EOFError, OSError... for bad files
         raise InputError(f"not a readable .npy array ({exc})") from None
@@ -132,8 +137,8 @@ def _load_npy(handle) -> np.ndarray:
     return array
 
 
-def _check_npy_header(handle) -> None:
-    """Apply the pixel limit to an array's declared shape before numpy allocates it."""
+def _check_npy_header(handle, check_size=None) -> None:
+    """Check an array's declared shape (pixel limit, ``check_size``) before numpy allocates it."""
     start = handle.tell()
     version = np.lib.format.read_magic(handle)
     read_header = {(1, 0): np.lib.format.read_array_header_1_0,
@@ -143,14 +148,16 @@ def _check_npy_header(handle) -> None:
         return
     shape, _, _ = read_header(handle)
     handle.seek(start)
-    if len(shape) >= 2:
+    if len(shape) in (2, 3):
         _check_pixels(shape[0] * shape[1])
+        if check_size is not None:
+            check_size(shape[0], shape[1], shape[2] if len(shape) == 3 else 1)
 
 
 _SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
 
 
-def _load_image(handle) -> np.ndarray:
+def _load_image(handle, check_size=None) -> np.ndarray:
     native: list[str] = []
     try:
         with warnings.catch_warnings():
@@ -160,6 +167,8 @@ def _load_image(handle) -> np.ndarray:
             # Pillow only warns between 1x and 2x its pixel limit; we refuse there too
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(handle)
+            if check_size is not None:
+                check_size(image.height, image.width, channels_of_mode(image.mode))
             if image.format == "TIFF":  # libtiff prints its complaints straight to stderr
                 with _native_stderr_into(native):
                     image.load()
@@ -205,6 +214,40 @@ def _native_stderr_into(collected: list[str]):
             os.close(saved)
             sink.seek(0)
             collected.append(sink.read(4096).decode("utf-8", "replace"))
+
+
+def channels_of_mode(mode: str) -> int:
+    """How many channels :func:`image_to_array` gives for a Pillow mode."""
+    return 1 if mode in _SCALE or mode in ("1", "L", "LA", "La") else 3
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate without swapping, if the system tells (Linux).
+
+    The smaller of the kernel's ``MemAvailable`` and the room left under a cgroup
+    (container) memory limit; None where neither is known.
+    """
+    limits = []
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file) as handle:
+                text = handle.read().strip()
+            with open(usage_file) as handle:
+                usage = int(handle.read().strip())
+        except (OSError, ValueError):
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # "max" or a huge number: no limit
+            limits.append(max(int(text) - usage, 0))
+    return min(limits) if limits else None
 
 
 def image_to_array(image: Image.Image) -> np.ndarray:
