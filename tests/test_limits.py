@@ -119,12 +119,13 @@ RECIPE_ONE = Recipe(Convolution(kernels=(resolve("vertical"),)))
 
 
 @pytest.mark.parametrize("recipe, channels, outputs", [
-    (RECIPE_ONE, 3, 1),
-    (Recipe(Convolution(kernels=(resolve("vertical"), resolve("sobel-x")))), 3, 2),
-    (Recipe(Convolution(kernels=(resolve("box"),), channels="each")), 3, 3),
+    (Recipe(Convolution(kernels=(resolve("vertical"),), padding="VALID")), 3, 1),
+    (Recipe(Convolution(kernels=(resolve("vertical"), resolve("sobel-x")), padding="VALID")), 3, 2),
+    (Recipe(Convolution(kernels=(resolve("box"),), padding="VALID", channels="each")), 3, 3),
     (Recipe(None, Pooling("max")), 3, 3),
 ])
 def test_memory_bound_counts_input_and_output_channels(recipe, channels, outputs):
+    # VALID: no padded cells beyond the image
     assert pipeline.memory_bound(recipe, 100, 200, channels) == int(4 * 100 * 200 * 2.5 * (channels + outputs))
 
 
@@ -150,3 +151,10 @@ def test_measured_peak_stays_under_the_bound(tmp_path):
     bound = 300e6 + pipeline.memory_bound(Recipe(Convolution(kernels=(resolve("vertical"), resolve("sobel-x")))),
                                           2000, 2000, 3)
     assert peak_kb * 1024 < bound, (peak_kb, bound)
+
+
+def test_memory_bound_includes_the_padding_of_a_large_dilation():
+    recipe = Recipe(Convolution(kernels=(resolve("vertical"),), dilation=(1000, 1000)))
+    # SAME pads (7 - 1) * 1000 = 6000 cells per axis around a 10x20 image
+    padded = (10 + 6000) * (20 + 6000) - 10 * 20
+    assert pipeline.memory_bound(recipe, 10, 20, 3) == int(4 * 10 * 20 * 2.5 * 4) + 4 * 3 * padded
