@@ -34,6 +34,7 @@ from .recipe import (
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 130, 143
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 # --- option types ----------------------------------------------------------------------------
@@ -86,8 +87,8 @@ class BiasType(click.ParamType):
             values = tuple(float(v) for v in str(value).split(","))
         except ValueError:
             self.fail(f"'{value}' is not a number or a comma-separated list of numbers", param, ctx)
-        if not all(abs(v) < float("inf") for v in values):
-            self.fail(f"'{value}' must be finite", param, ctx)
+        if not all(abs(v) <= FLOAT32_MAX for v in values):  # maps are float32
+            self.fail(f"'{value}' must be finite and within float32 range (|b| <= 3.4e38)", param, ctx)
         return values
 
 
