@@ -13,7 +13,7 @@ from PIL import Image
 KERNELS = ["-k", "vertical", "-k", "sobel-x", "-k", "gaussian:9:2"]
 
 
-def make_inputs(folder, count=12):
+def make_inputs(folder, count=8):
     rng = np.random.default_rng(11)
     names = []
     for index in range(count):

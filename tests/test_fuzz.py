@@ -23,14 +23,13 @@ from PIL import Image
 
 from convfilter import runner
 from convfilter.kernels import resolve
-from convfilter.recipe import Convolution, Pooling, Recipe
+from convfilter.recipe import DEFAULT_MAX_PIXELS, Convolution, Pooling, Recipe
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 SEED = 20261128
 MUTANTS_PER_SEED_FILE = 60  # 6 seed files x 60 = 360 mutants
 BATCH = 90  # mutants per CLI process
 TIMEOUT = 60  # seconds for one CLI process (a hang fails the test instead of stalling it)
-MAX_PIXELS = 4_000_000  # keeps "huge declared size" mutants that do decode quick to filter
 ERRORS = (ValueError, OSError, MemoryError)  # what runner.process may raise for bad input
 
 
@@ -172,7 +171,7 @@ def test_cli_survives_every_mutant(mutants, tmp_path, command):
     failed = succeeded = 0
     for start in range(0, len(mutants), BATCH):
         batch = mutants[start:start + BATCH]
-        result = run_cli([*command, "--max-pixels", str(MAX_PIXELS), "-o", str(outputs), "--",
+        result = run_cli([*command, "-o", str(outputs), "--",
                           *map(str, batch)], tmp_path)
         assert result.returncode in (0, 1), f"exit {result.returncode}:\n{result.stderr[-3000:]}"
         assert "Traceback" not in result.stderr, result.stderr
@@ -210,7 +209,7 @@ def test_runner_raises_only_clean_errors_for_each_mutant(mutants, tmp_path):
     from convfilter import io as cfio
 
     recipe = Recipe(Convolution(kernels=(resolve("sobel-x"),)), Pooling("max"))
-    cfio.set_max_pixels(MAX_PIXELS)
+    cfio.set_max_pixels(DEFAULT_MAX_PIXELS)
     previous = signal.signal(signal.SIGALRM, _on_alarm)
     misbehaving = []
     try:
@@ -231,5 +230,5 @@ def test_runner_raises_only_clean_errors_for_each_mutant(mutants, tmp_path):
                 signal.alarm(0)
     finally:
         signal.signal(signal.SIGALRM, previous)
-        cfio.set_max_pixels(cfio.DEFAULT_MAX_PIXELS)
+        cfio.set_max_pixels(DEFAULT_MAX_PIXELS)
     assert not misbehaving, "\n".join(misbehaving)
