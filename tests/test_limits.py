@@ -158,3 +158,20 @@ def test_memory_bound_includes_the_padding_of_a_large_dilation():
     # SAME pads (7 - 1) * 1000 = 6000 cells per axis around a 10x20 image
     padded = (10 + 6000) * (20 + 6000) - 10 * 20
     assert pipeline.memory_bound(recipe, 10, 20, 3) == int(4 * 10 * 20 * 2.5 * 4) + 4 * 3 * padded
+
+
+def test_a_kernel_file_with_a_huge_declared_shape_is_refused_without_allocating(tmp_path):
+    if not os.path.exists("/usr/bin/time"):
+        pytest.skip("needs GNU time at /usr/bin/time (apt-get install time)")
+    header = npy_bomb((10_000, 10_000))[:-64]
+    with open(tmp_path / "huge.npy", "wb") as handle:  # complete but sparse: 400 MB of zeros
+        handle.write(header)
+        handle.truncate(len(header) + 4 * 10_000 * 10_000)
+    (tmp_path / "short.npy").write_bytes(npy_bomb((20_000, 20_000)))  # declares 1.6 GB, holds 64 bytes
+    Image.new("RGB", (8, 6)).save(tmp_path / "img.png")
+    for name, reason in (("huge.npy", "has more than 67,108,864 values"), ("short.npy", "mmap length")):
+        result = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-m", "convfilter", "apply",
+                                 "-k", name, "img.png"], cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 2 and reason in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert int(result.stderr.split()[-1]) < 200_000  # peak KB: nothing near the declared size
