@@ -217,11 +217,20 @@ def test_runner_raises_only_clean_errors_for_each_mutant(mutants, tmp_path):
             plan = runner.OutputPlan.make(recipe, [str(path)], str(tmp_path / "out") + "/", None, "minmax")
             signal.alarm(10)
             try:
-                runner.process(str(path), recipe, plan)
-            except ERRORS as exc:
-                message = " ".join(str(exc).split())
-                if not message:
-                    misbehaving.append(f"{path.name}: {type(exc).__name__} without a message")
+                try:
+                    runner.process(str(path), recipe, plan)
+                except ERRORS as exc:
+                    if not " ".join(str(exc).split()):
+                        misbehaving.append(f"{path.name}: {type(exc).__name__} without a message")
+                # the same bytes on stdin ('-') must meet the same fate as the file
+                fates = []
+                for source, data in ((str(path), None), ("-", path.read_bytes())):
+                    try:
+                        fates.append(cfio.load(source, data=data).array.shape)
+                    except ERRORS as exc:
+                        fates.append(" ".join(str(exc).split()))
+                if fates[0] != fates[1]:
+                    misbehaving.append(f"{path.name}: the file gives {fates[0]!r}, stdin {fates[1]!r}")
             except Hang:
                 misbehaving.append(f"{path.name}: took more than 10 s")
             except Exception as exc:  # noqa: BLE001 - this is what the test looks for
