@@ -166,8 +166,8 @@ def cli():
 @click.option("--pool-stride", type=PAIR, default=None, help="Pool stride. Default: the pool size.")
 @click.option("--pool-padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
               show_default=True, callback=_padding)
-def apply(inputs, output, fmt, normalize, max_pixels, kernels, stride, padding, dilation, bias, activation,
-          channels, pool_type, pool_size, pool_stride, pool_padding):
+def apply(inputs, output, fmt, normalize, max_pixels, kernels, stride, padding, dilation, bias,
+          activation, channels, pool_type, pool_size, pool_stride, pool_padding):
     """Convolve images with kernels and write one feature map per kernel.
 
     Each map is named {stem}_{kernel}.{ext}. INPUT may be '-' for stdin (any
@@ -340,7 +340,9 @@ def _name(source: str) -> str:
 def _message(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         text = " ".join(str(exc).split())  # ours says how much; numpy's names the array
-        return text if text.startswith("not enough memory") else f"not enough memory ({text or 'for this image'})"
+        if text.startswith("not enough memory"):
+            return text
+        return f"not enough memory ({text or 'for this image'})"
     if isinstance(exc, OSError) and exc.strerror:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror.lower()}{where}"

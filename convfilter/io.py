@@ -107,7 +107,8 @@ def load(source: str, data: bytes | None = None, check_size=None) -> Loaded:
             with open(source, "rb") as handle:
                 head = handle.read(6)
                 handle.seek(0)
-                array = _load_npy(handle, check_size) if head == NPY_MAGIC else _load_image(handle, check_size)
+                read = _load_npy if head == NPY_MAGIC else _load_image
+                array = read(handle, check_size)
     except FileNotFoundError:
         raise InputError("no such file") from None
     except IsADirectoryError:

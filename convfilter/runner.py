@@ -99,7 +99,8 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None) -> list[
     """Read ``source``, run ``recipe``, write its outputs; return what was written.
 
     Raises ValueError or OSError with a message for the user when the input
-    cannot be read, the recipe does not fit it, or an output cannot be written.
+    cannot be read, the recipe does not fit it, or an output cannot be written;
+    MemoryError when the image would not fit in memory (checked before decoding).
     """
     loaded = io.load(source, check_size=lambda h, w, c: check_memory(recipe, h, w, c))
     maps = pipeline.run(loaded.array, recipe)
