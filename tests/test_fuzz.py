@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from convfilter import runner
+from convfilter import probe, runner
 from convfilter.kernels import resolve
 from convfilter.recipe import DEFAULT_MAX_PIXELS, Convolution, Pooling, Recipe
 
@@ -231,6 +231,13 @@ def test_runner_raises_only_clean_errors_for_each_mutant(mutants, tmp_path):
                         fates.append(" ".join(str(exc).split()))
                 if fates[0] != fates[1]:
                     misbehaving.append(f"{path.name}: the file gives {fates[0]!r}, stdin {fates[1]!r}")
+                # 'convfilter shape' reads only the header; when the image decodes, it must agree
+                try:
+                    header = probe.image_size(str(path))
+                except ValueError:
+                    header = None
+                if isinstance(fates[0], tuple) and header != fates[0]:
+                    misbehaving.append(f"{path.name}: shape reads {header}, the decoded image is {fates[0]}")
             except Hang:
                 misbehaving.append(f"{path.name}: took more than 10 s")
             except Exception as exc:  # noqa: BLE001 - this is what the test looks for

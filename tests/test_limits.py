@@ -59,6 +59,14 @@ def test_a_bomb_is_refused_before_decoding_with_the_limit_and_the_option(tmp_pat
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
 
 
+def test_shape_reports_a_bombs_declared_size_without_decoding(tmp_path):
+    (tmp_path / "bomb.png").write_bytes(png_bomb(200_000, 100_000))
+    result = convfilter("shape", "bomb.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1].split() == ["input", "100000x200000x3"], result.stdout
+    assert result.stderr == ""
+
+
 def test_the_limit_is_exact_and_covers_pillows_warning_band(tmp_path):
     # 40x40 = 1600 pixels: Pillow itself only warns between 1x and 2x its limit
     Image.new("RGB", (40, 40), (200, 10, 10)).save(tmp_path / "small.png")
