@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from ._numba_cache import configure_cache
 
-configure_cache()
+# False only when no folder at all can hold the cache: compile in every process instead
+CACHE = configure_cache() is not False
 
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE, nogil=True)
 def pad_planar(x, pad_top, pad_left, out):
     """Copy NHWC ``x`` into the zeroed planar (N, C, Hp, Wp) ``out`` at an offset."""
     n_img, height, width, channels = x.shape
@@ -27,7 +28,7 @@ def pad_planar(x, pad_top, pad_left, out):
                     out[n, c, pad_top + r, pad_left + q] = x[n, r, q, c]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE, nogil=True)
 def correlate_planar(xp, w, sh, sw, dh, dw, out):
     """Direct cross-correlation of a padded planar input.
 
@@ -54,7 +55,7 @@ def correlate_planar(xp, w, sh, sw, dh, dw, out):
                                 row[j] += weight * src[j * sw + offset]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE, nogil=True)
 def planar_to_nhwc(src, out):
     """Transpose (N, F, H, W) into (N, H, W, F)."""
     n_img, n_out, height, width = src.shape
@@ -65,7 +66,7 @@ def planar_to_nhwc(src, out):
                     out[n, i, j, f] = src[n, f, i, j]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE, nogil=True)
 def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out):
     """Max over each window; cells outside the image are ignored (never zeros)."""
     n_img, height, width, channels = x.shape
@@ -89,7 +90,7 @@ def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out):
                                 dst[c] = cell[c]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE, nogil=True)
 def avg_pool(x, ph, pw, sh, sw, pad_top, pad_left, out):
     """Mean over each window, dividing by the number of cells inside the image."""
     n_img, height, width, channels = x.shape

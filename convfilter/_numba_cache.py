@@ -3,9 +3,10 @@
 Numba caches beside the source (``convfilter/__pycache__``) when that folder
 is writable. A package installed read-only, with an unwritable home as well,
 makes Numba raise at import ("no locator available"). So when the package
-folder is not writable and the user has not set ``NUMBA_CACHE_DIR``, point
-Numba at the first writable per-user cache folder (XDG), else a private
+folder is not writable and the user has not set a writable ``NUMBA_CACHE_DIR``,
+point Numba at the first writable per-user cache folder (XDG), else a private
 temporary folder. Compilation then still works; only the cache is elsewhere.
+When nothing at all can be written, the kernels are compiled without a cache.
 """
 
 from __future__ import annotations
@@ -39,20 +40,33 @@ def candidate_dirs() -> list[str]:
     return dirs
 
 
-def configure_cache() -> str | None:
+def configure_cache() -> str | None | bool:
     """Set ``NUMBA_CACHE_DIR`` if Numba could not cache beside the package.
 
-    Returns the folder chosen, or None when Numba's own choice is kept.
+    Returns the folder chosen, None when Numba's own choice is kept, or False when
+    no folder can be written at all: the kernels must then be compiled without a
+    cache (``cache=False``), since Numba would refuse to define them.
+    A ``NUMBA_CACHE_DIR`` that cannot be written is ignored (Numba would fail too).
     """
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return None
+    user_dir = os.environ.get("NUMBA_CACHE_DIR")
+    if user_dir:
+        if _writable_dir(user_dir):
+            return None
+        del os.environ["NUMBA_CACHE_DIR"]
     if _writable_dir(os.path.join(PACKAGE_DIR, "__pycache__")):
+        _set_numba_cache_dir(None)
         return None
     for path in candidate_dirs():
         if _writable_dir(path):
-            os.environ["NUMBA_CACHE_DIR"] = path
-            numba = sys.modules.get("numba")
-            if numba is not None:  # imported already: its config has read the environment
-                numba.config.CACHE_DIR = path
+            _set_numba_cache_dir(path)
             return path
-    return None
+    _set_numba_cache_dir(None)
+    return False
+
+
+def _set_numba_cache_dir(path: str | None) -> None:
+    if path is not None:
+        os.environ["NUMBA_CACHE_DIR"] = path
+    numba = sys.modules.get("numba")
+    if numba is not None:  # imported already: its config has read the environment
+        numba.config.CACHE_DIR = path or ""

@@ -24,6 +24,7 @@ from .kernels import REGISTRY, format_grid, resolve
 from .recipe import (
     ACTIVATIONS,
     CHANNEL_MODES,
+    DEFAULT_MAX_PIXELS,
     FORMATS,
     NORMALIZATIONS,
     POOL_TYPES,
@@ -35,6 +36,7 @@ from .recipe import (
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 130, 143
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 # --- option types ----------------------------------------------------------------------------
@@ -87,8 +89,8 @@ class BiasType(click.ParamType):
             values = tuple(float(v) for v in str(value).split(","))
         except ValueError:
             self.fail(f"'{value}' is not a number or a comma-separated list of numbers", param, ctx)
-        if not all(abs(v) < float("inf") for v in values):
-            self.fail(f"'{value}' must be finite", param, ctx)
+        if not all(abs(v) <= FLOAT32_MAX for v in values):  # maps are float32
+            self.fail(f"'{value}' must be finite and within float32 range (|b| <= 3.4e38)", param, ctx)
         return values
 
 
@@ -123,6 +125,10 @@ def io_options(command):
         click.option("--with-input", is_flag=True, help="Montage: the input is the first tile."),
         click.option("--columns", type=click.IntRange(min=1), default=None,
                      help="Montage: tiles per row. Default: one row up to 4 tiles, else a square-ish grid."),
+        click.option("--max-pixels", type=click.IntRange(min=0), default=DEFAULT_MAX_PIXELS,
+                     show_default=True, metavar="N",
+                     help="Refuse inputs with more pixels than N before decoding them "
+                          "(decompression bombs, memory); 0 = no limit."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -178,8 +184,9 @@ def cli():
 @click.option("--pool-stride", type=PAIR, default=None, help="Pool stride. Default: the pool size.")
 @click.option("--pool-padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
               show_default=True, callback=_padding)
-def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns, kernels, stride,
-          padding, dilation, bias, activation, channels, pool_type, pool_size, pool_stride, pool_padding):
+def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns, max_pixels, kernels,
+          stride, padding, dilation, bias, activation, channels, pool_type, pool_size, pool_stride,
+          pool_padding):
     """Convolve images with kernels and write one feature map per kernel.
 
     Each map is named {stem}_{kernel}.{ext}. INPUT may be '-' for stdin (any
@@ -202,7 +209,7 @@ def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns
     )
     pooling = Pooling(pool_type.lower(), pool_size, pool_stride, pool_padding)
     _run(Recipe(convolution, pooling), inputs, output, fmt, normalize,
-         _view(colormap, montage, with_input, columns))
+         _view(colormap, montage, with_input, columns), max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -213,8 +220,8 @@ def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns
 @click.option("--stride", type=PAIR, default=None, help="Stride. Default: the window size.")
 @click.option("--padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
               show_default=True, callback=_padding)
-def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns, pool_type, size, stride,
-         padding):
+def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns, max_pixels, pool_type,
+         size, stride, padding):
     """Pool images (or .npy maps) without convolving.
 
     Every channel is pooled on its own. Global pools print one value per
@@ -228,7 +235,7 @@ def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns,
       convfilter pool --type max --size 4 photo.png --montage --with-input
     """
     _run(Recipe(None, Pooling(pool_type.lower(), size, stride, padding)), inputs, output, fmt, normalize,
-         _view(colormap, montage, with_input, columns))
+         _view(colormap, montage, with_input, columns), max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -327,9 +334,11 @@ def _input_size(image, size_text) -> tuple[int, int, int]:
 # --- running ---------------------------------------------------------------------------------
 
 
-def _run(recipe: Recipe, inputs, output, fmt, normalization, view: View) -> None:
+def _run(recipe: Recipe, inputs, output, fmt, normalization, view: View, max_pixels) -> None:
+    from .io import set_max_pixels
     from .runner import OutputPlan, process
 
+    set_max_pixels(max_pixels)
     if inputs.count("-") > 1:
         raise click.UsageError("'-' (stdin) can be given only once")
     try:
@@ -355,7 +364,10 @@ def _name(source: str) -> str:
 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
-        return "not enough memory for this image"
+        text = " ".join(str(exc).split())  # ours says how much; numpy's names the array
+        if text.startswith("not enough memory"):
+            return text
+        return f"not enough memory ({text or 'for this image'})"
     if isinstance(exc, OSError) and exc.strerror:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror.lower()}{where}"

@@ -10,9 +10,14 @@ become RGB; CMYK and YCbCr are converted to RGB; mode "1" becomes 0/1.
 
 from __future__ import annotations
 
+import contextlib
 import io as _io
 import os
+import re
+import sys
 import tempfile
+import threading
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +25,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import __version__
 from .display import normalize, to_pixels
+from .recipe import DEFAULT_MAX_PIXELS  # noqa: F401  (re-exported for library users)
 
 NPY_MAGIC = b"\x93NUMPY"
 SOFTWARE = f"convfilter {__version__}"
@@ -28,6 +34,38 @@ MARK_KEY = "convfilter"  # PNG text key that marks a file as our output
 
 class InputError(ValueError):
     """An input could not be read as an image or array."""
+
+
+
+
+def set_max_pixels(limit: int) -> None:
+    """Refuse inputs with more than ``limit`` pixels (0: no limit) from now on in this process.
+
+    Sets ``PIL.Image.MAX_IMAGE_PIXELS``, which Pillow checks from the header before decoding;
+    :func:`load` turns Pillow's warning (between 1x and 2x the limit) into a refusal as well,
+    and applies the same limit to ``.npy`` inputs.
+    """
+    if limit < 0:
+        raise ValueError(f"the pixel limit must be 0 (no limit) or more, not {limit}")
+    Image.MAX_IMAGE_PIXELS = limit or None
+
+
+def _check_pixels(pixels: int) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and pixels > limit:
+        raise InputError(_too_many_pixels(pixels, limit))
+
+
+def _too_many_pixels(pixels: int, limit: int) -> str:
+    return (f"image has {pixels:,} pixels, more than the limit of {limit:,} "
+            "(a decompression bomb?); raise it with --max-pixels N, or --max-pixels 0 for no limit")
+
+
+def _bomb_message(exc: Exception) -> str:
+    """Our refusal for Pillow's DecompressionBombError/Warning ("Image size (N pixels) ...")."""
+    match = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = int(match.group(1)) if match else 0
+    return _too_many_pixels(pixels, Image.MAX_IMAGE_PIXELS or 0)
 
 
 @dataclass
@@ -48,13 +86,15 @@ def read_source(source: str, stdin=None) -> bytes | None:
 
 
 def _stdin_buffer():
-    import sys
-
     return sys.stdin.buffer
 
 
-def load(source: str, data: bytes | None = None) -> Loaded:
-    """Read ``source`` (a path, or ``-`` with its bytes in ``data``) as (H, W, C) float32."""
+def load(source: str, data: bytes | None = None, check_size=None) -> Loaded:
+    """Read ``source`` (a path, or ``-`` with its bytes in ``data``) as (H, W, C) float32.
+
+    ``check_size(height, width, channels)``, if given, is called with the size the
+    header declares before any pixel is decoded; it raises to refuse the input.
+    """
     stem = "stdin" if source == "-" else os.path.splitext(os.path.basename(source))[0]
     if data is None and source == "-":
         data = read_source(source)
@@ -63,14 +103,16 @@ def load(source: str, data: bytes | None = None) -> Loaded:
             if not data:
                 raise InputError("stdin is empty" if source == "-" else "empty file")
             head = data[:6]
-            array = _load_npy(_io.BytesIO(data)) if head == NPY_MAGIC else _load_image(_io.BytesIO(data))
+            stream = _io.BytesIO(data)
+            array = _load_npy(stream, check_size) if head == NPY_MAGIC else _load_image(stream, check_size)
         else:
             with open(source, "rb") as handle:
                 head = handle.read(6)
                 if not head:
                     raise InputError("empty file")
                 handle.seek(0)
-                array = _load_npy(handle) if head == NPY_MAGIC else _load_image(handle)
+                read = _load_npy if head == NPY_MAGIC else _load_image
+                array = read(handle, check_size)
     except FileNotFoundError:
         raise InputError("no such file") from None
     except IsADirectoryError:
@@ -80,9 +122,12 @@ def load(source: str, data: bytes | None = None) -> Loaded:
     return Loaded(array, stem, source)
 
 
-def _load_npy(handle) -> np.ndarray:
+def _load_npy(handle, check_size=None) -> np.ndarray:
     try:
+        _check_npy_header(handle, check_size)
         array = np.load(handle, allow_pickle=False)
+    except (InputError, MemoryError):
+        raise
     except Exception as exc:  # numpy raises ValueError, EOFError, OSError... for bad files
         raise InputError(f"not a readable .npy array ({exc})") from None
     if array.dtype.kind not in "biuf":
@@ -97,21 +142,117 @@ def _load_npy(handle) -> np.ndarray:
     return array
 
 
+def _check_npy_header(handle, check_size=None) -> None:
+    """Check an array's declared shape (pixel limit, ``check_size``) before numpy allocates it."""
+    start = handle.tell()
+    version = np.lib.format.read_magic(handle)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if read_header is None:  # a newer header version: numpy checks it when loading
+        handle.seek(start)
+        return
+    shape, _, _ = read_header(handle)
+    handle.seek(start)
+    if len(shape) in (2, 3):
+        _check_pixels(shape[0] * shape[1])
+        if check_size is not None:
+            check_size(shape[0], shape[1], shape[2] if len(shape) == 3 else 1)
+
+
 _SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
 
 
-def _load_image(handle) -> np.ndarray:
+def _load_image(handle, check_size=None) -> np.ndarray:
+    native: list[str] = []
     try:
-        image = Image.open(handle)
-        image.load()
-        image = ImageOps.exif_transpose(image)
-    except Image.DecompressionBombError as exc:
-        raise InputError(str(exc)) from None
+        with warnings.catch_warnings():
+            # Pillow warns about metadata it skips in damaged files (several lines on stderr);
+            # the image then decodes or fails with an error of its own, so stay quiet
+            warnings.simplefilter("ignore")
+            # Pillow only warns between 1x and 2x its pixel limit; we refuse there too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(handle)
+            if check_size is not None:
+                check_size(image.height, image.width, channels_of_mode(image.mode))
+            if image.format == "TIFF":  # libtiff prints its complaints straight to stderr
+                with _native_stderr_into(native):
+                    image.load()
+            else:
+                image.load()
+            image = ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(_bomb_message(exc)) from None
     except UnidentifiedImageError:
         raise InputError("not an image Pillow can read (unknown format)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt data
-        raise InputError(f"cannot decode image: {exc}") from None
+        detail = " ".join("".join(native).split())
+        raise InputError(f"cannot decode image: {exc}" + (f" ({detail})" if detail else "")) from None
     return image_to_array(image)
+
+
+@contextlib.contextmanager
+def _native_stderr_into(collected: list[str]):
+    """Collect what C libraries write to file descriptor 2 into ``collected``.
+
+    Keeps libtiff's messages out of the terminal, where they would break the one
+    ``Error: FILE: reason`` line per failure; the caller puts them in that line. Only
+    in a single-threaded process, so that no other thread's messages are swallowed.
+    """
+    if threading.active_count() > 1:
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            collected.append(sink.read(4096).decode("utf-8", "replace"))
+
+
+def channels_of_mode(mode: str) -> int:
+    """How many channels :func:`image_to_array` gives for a Pillow mode."""
+    return 1 if mode in _SCALE or mode in ("1", "L", "LA", "La") else 3
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate without swapping, if the system tells (Linux).
+
+    The smaller of the kernel's ``MemAvailable`` and the room left under a cgroup
+    (container) memory limit; None where neither is known.
+    """
+    limits = []
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file) as handle:
+                text = handle.read().strip()
+            with open(usage_file) as handle:
+                usage = int(handle.read().strip())
+        except (OSError, ValueError):
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # "max" or a huge number: no limit
+            limits.append(max(int(text) - usage, 0))
+    return min(limits) if limits else None
 
 
 def image_to_array(image: Image.Image) -> np.ndarray:
@@ -193,18 +334,28 @@ def write_atomic(path: str, payload: bytes) -> None:
     most a hidden temporary file that is removed on the way out.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=folder)
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from None
         raise
+
+
+def _naming(exc: OSError, path: str) -> OSError:
+    """The same error about ``path`` (not the hidden temporary file, or no file at all)."""
+    return type(exc)(exc.errno, exc.strerror, path) if exc.errno else exc
 
 
 def _read_umask() -> int:

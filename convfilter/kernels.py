@@ -22,6 +22,7 @@ from typing import Any, Callable
 Grid = tuple[tuple[float, ...], ...]
 
 MAX_SIZE = 255  # built-in kernels; larger sizes are a typo more often than a wish
+MAX_FILE_VALUES = 1 << 26  # a .npy kernel file (256 MB of float32; keras banks are far smaller)
 
 
 def outer(column, row) -> Grid:
@@ -305,6 +306,12 @@ def load_file(path: str):
         import numpy as np
 
         try:
+            # the declared shape first (mapped, nothing read): a damaged or hostile header
+            # must not make numpy allocate gigabytes
+            declared = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            if math.prod(declared) > MAX_FILE_VALUES:
+                raise ValueError(f"shape {declared} has more than {MAX_FILE_VALUES:,} values; "
+                                 "that is not a kernel or filter bank")
             weights = np.load(path, allow_pickle=False)
         except Exception as exc:  # numpy raises several types for a bad file
             raise ValueError(f"kernel file '{path}' is not a readable .npy array: {exc}") from None

@@ -132,6 +132,38 @@ def pool(data: np.ndarray, pooling: Pooling) -> np.ndarray:
     return POOLS[pooling.type](data, pooling.size, pooling.strides, pooling.padding)
 
 
+# Measured peak memory (see the README) stays below this many float32 copies of the input
+# plus the output channels; it covers the decoded pixels, the float image, the padded copy,
+# the planar and NHWC results and the normalised copy for encoding.
+COPIES_PER_CHANNEL = 2.5
+
+
+def memory_bound(recipe: Recipe, height: int, width: int, channels: int) -> int:
+    """Bytes one (height, width, channels) image needs at most through ``recipe`` (an estimate).
+
+    ``4 * H * W * 2.5 * (C + M)``, where M counts the output channels of all maps
+    before pooling (one per map, or C per map with ``--channels each``), plus the
+    padding of the zero-padded copy beyond the image itself (large with SAME padding
+    and a large dilation: a 7x7 kernel with dilation 1000 pads 3000 cells a side).
+    """
+    conv = recipe.convolution
+    if conv is None:
+        return int(4 * height * width * COPIES_PER_CHANNEL * 2 * channels)
+    per_map = channels if conv.channels == "each" else 1
+    outputs = per_map * sum(k.map_count for k in conv.kernels)
+    padded_channels = 1 if conv.channels == "gray" else channels
+    extra_padding = 0
+    for kernel in conv.kernels:
+        try:
+            rows, cols = conv.geometry(height, width, kernel.size)
+        except ValueError:  # a window larger than the image with VALID: the run says so later
+            continue
+        padded = (height + rows.pad_before + rows.pad_after) * (width + cols.pad_before + cols.pad_after)
+        extra_padding = max(extra_padding, padded - height * width)
+    return int(4 * height * width * COPIES_PER_CHANNEL * (channels + outputs)
+               + 4 * padded_channels * extra_padding)
+
+
 def run(image: np.ndarray, recipe: Recipe) -> list[FeatureMap]:
     """All feature maps of one (H, W, C) float32 image."""
     if recipe.convolution is None:

@@ -25,17 +25,28 @@ def image_size(path: str) -> tuple[int, int, int]:
         if len(shape) not in (2, 3):
             raise ValueError(f".npy array has shape {shape}; expected (H, W) or (H, W, C)")
         return shape[0], shape[1], shape[2] if len(shape) == 3 else 1
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(0x0112)
-            mode = image.mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # damaged metadata: only the size matters here
+            Image.MAX_IMAGE_PIXELS = None  # nothing is decoded, so any declared size can be shown
+            with Image.open(path) as image:
+                width, height = image.size
+                # PNG's getexif() decodes the whole image to look for an eXIf chunk after the
+                # pixels; use only one that comes before them
+                png_without_exif = image.format == "PNG" and "exif" not in image.info
+                orientation = None if png_without_exif else image.getexif().get(0x0112)
+                mode = image.mode
     except UnidentifiedImageError:
         raise ValueError("not an image Pillow can read (unknown format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"cannot read image header: {exc}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
     if orientation in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return height, width, channels_of_mode(mode)

@@ -17,6 +17,8 @@ CHANNEL_MODES = ("sum", "each", "gray")
 POOL_TYPES = ("none", "max", "avg", "global-max", "global-avg")
 FORMATS = ("png", "png16", "tiff", "npy")
 NORMALIZATIONS = ("minmax", "clip", "abs", "signed")
+# Pillow's own default pixel limit (about 89.5 million pixels, a 9459x9459 image)
+DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 
 
 @dataclass(frozen=True)

@@ -124,9 +124,10 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None) -> list[
     """Read ``source``, run ``recipe``, write its outputs; return what was written.
 
     Raises ValueError or OSError with a message for the user when the input
-    cannot be read, the recipe does not fit it, or an output cannot be written.
+    cannot be read, the recipe does not fit it, or an output cannot be written;
+    MemoryError when the image would not fit in memory (checked before decoding).
     """
-    loaded = io.load(source)
+    loaded = io.load(source, check_size=lambda h, w, c: check_memory(recipe, h, w, c))
     maps = pipeline.run(loaded.array, recipe)
     if plan.as_text:
         stream = stdout if stdout is not None else sys.stdout.buffer
@@ -162,6 +163,22 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None) -> list[
         plan.written[os.path.abspath(path)] = source
         written.append(path)
     return written
+
+
+def check_memory(recipe: Recipe, height: int, width: int, channels: int, available=None) -> None:
+    """Refuse, before decoding, an image whose memory bound exceeds the memory available.
+
+    ``available`` defaults to :func:`io.available_memory`; nothing is refused where the
+    system does not tell.
+    """
+    if available is None:
+        available = io.available_memory()
+    needed = pipeline.memory_bound(recipe, height, width, channels)
+    if available is not None and needed > available:
+        raise MemoryError(
+            f"not enough memory: a {width}x{height} image with {channels} channel(s) needs about "
+            f"{needed / 1e9:.1f} GB through these options, {available / 1e9:.1f} GB are available"
+        )
 
 
 def _stacked(maps: list[pipeline.FeatureMap]) -> pipeline.FeatureMap:

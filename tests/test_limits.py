@@ -1,0 +1,185 @@
+"""Decompression bombs and memory: refused before decoding, with a message that says what to do."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convfilter import pipeline, runner
+from convfilter.kernels import resolve
+from convfilter.recipe import DEFAULT_MAX_PIXELS, Convolution, Pooling, Recipe
+
+resource = pytest.importorskip("resource")
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid PNG header declaring width x height RGB over a few rows of real data."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress((b"\0" + b"\x80" * 3 * min(width, 4096)) * 4)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
+
+
+def npy_bomb(shape) -> bytes:
+    """A .npy header declaring ``shape`` float32, followed by a few bytes only."""
+    buffer = io.BytesIO()
+    header = {"descr": "<f4", "fortran_order": False, "shape": tuple(shape)}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + b"\0" * 64
+
+
+def convfilter(*args, cwd, env=None, preexec_fn=None):
+    return subprocess.run([sys.executable, "-m", "convfilter", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env=env, preexec_fn=preexec_fn)
+
+
+def test_a_bomb_is_refused_before_decoding_with_the_limit_and_the_option(tmp_path):
+    (tmp_path / "bomb.png").write_bytes(png_bomb(200_000, 200_000))
+    started = time.monotonic()
+    result = convfilter("apply", "-k", "vertical", "bomb.png", "-o", "out/", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "Error: bomb.png: image has 40,000,000,000 pixels, more than the limit of "
+        f"{DEFAULT_MAX_PIXELS:,} (a decompression bomb?); raise it with --max-pixels N, "
+        "or --max-pixels 0 for no limit\n"
+    )
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+def test_shape_reports_a_bombs_declared_size_without_decoding(tmp_path):
+    (tmp_path / "bomb.png").write_bytes(png_bomb(200_000, 100_000))
+    result = convfilter("shape", "bomb.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert ["input", "100000x200000x3"] in [line.split() for line in result.stdout.splitlines()], result.stdout
+    assert result.stderr == ""
+
+
+def test_the_limit_is_exact_and_covers_pillows_warning_band(tmp_path):
+    # 40x40 = 1600 pixels: Pillow itself only warns between 1x and 2x its limit
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(tmp_path / "small.png")
+    for limit, code in ((1600, 0), (1599, 1), (1000, 1), (799, 1), (0, 0)):
+        result = convfilter("pool", "--max-pixels", str(limit), "small.png", "-o", f"out{limit}.png",
+                            cwd=tmp_path)
+        assert result.returncode == code, (limit, result.stderr)
+        if code:
+            assert f"1,600 pixels, more than the limit of {limit:,}" in result.stderr
+            assert not (tmp_path / f"out{limit}.png").exists()
+        else:
+            with Image.open(tmp_path / f"out{limit}.png") as image:
+                assert image.size == (20, 20)
+
+
+def test_npy_shape_is_checked_before_numpy_allocates(tmp_path):
+    (tmp_path / "huge.npy").write_bytes(npy_bomb((100_000, 100_000, 3)))
+    result = convfilter("pool", "huge.npy", "-o", "out.png", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Error: huge.npy: image has 10,000,000,000 pixels, more than the limit" in result.stderr
+    assert "--max-pixels" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_without_a_pixel_limit_a_bomb_is_refused_by_the_memory_check(tmp_path):
+    (tmp_path / "bomb.png").write_bytes(png_bomb(200_000, 200_000))
+    (tmp_path / "huge.npy").write_bytes(npy_bomb((200_000, 200_000)))
+    result = convfilter("apply", "--max-pixels", "0", "-k", "vertical", "bomb.png", "huge.npy", "-o", "out/",
+                        cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith("Error: bomb.png: not enough memory: a 200000x200000 image with 3 channel(s) "
+                               "needs about 1600.0 GB")
+    assert lines[1].startswith("Error: huge.npy: not enough memory: a 200000x200000 image with 1 channel(s) "
+                               "needs about 800.0 GB")
+
+
+def test_an_allocation_failure_is_one_clean_line_and_the_next_input_still_runs(tmp_path):
+    # an address-space limit makes numpy's allocations fail for real, below the memory check
+    Image.new("RGB", (6000, 6000), (10, 200, 30)).save(tmp_path / "large.png")
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(tmp_path / "small.png")
+    limit = 900 << 20
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    result = convfilter("apply", "--max-pixels", "0", "-k", "vertical", "large.png", "small.png", "-o", "out/",
+                        cwd=tmp_path, env=env, preexec_fn=limit_memory)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("Error: large.png: not enough memory (Unable to allocate"), result.stderr
+    assert lines[1:] == [f"wrote {os.path.join('out', 'small_vertical.png')}"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["small_vertical.png"]
+
+
+RECIPE_ONE = Recipe(Convolution(kernels=(resolve("vertical"),)))
+
+
+@pytest.mark.parametrize("recipe, channels, outputs", [
+    (Recipe(Convolution(kernels=(resolve("vertical"),), padding="VALID")), 3, 1),
+    (Recipe(Convolution(kernels=(resolve("vertical"), resolve("sobel-x")), padding="VALID")), 3, 2),
+    (Recipe(Convolution(kernels=(resolve("box"),), padding="VALID", channels="each")), 3, 3),
+    (Recipe(None, Pooling("max")), 3, 3),
+])
+def test_memory_bound_counts_input_and_output_channels(recipe, channels, outputs):
+    # VALID: no padded cells beyond the image
+    assert pipeline.memory_bound(recipe, 100, 200, channels) == int(4 * 100 * 200 * 2.5 * (channels + outputs))
+
+
+def test_check_memory_refuses_only_above_what_is_available():
+    needed = pipeline.memory_bound(RECIPE_ONE, 1000, 1000, 3)
+    runner.check_memory(RECIPE_ONE, 1000, 1000, 3, available=needed)
+    with pytest.raises(MemoryError, match=r"not enough memory: a 1000x1000 image with 3 channel\(s\) needs "
+                                          r"about 0\.0 GB through these options, 0\.0 GB are available"):
+        runner.check_memory(RECIPE_ONE, 1000, 1000, 3, available=needed - 1)
+
+
+def test_measured_peak_stays_under_the_bound(tmp_path):
+    """The bound in the README, checked on one 2000x2000 RGB image with /usr/bin/time's peak RSS."""
+    if not os.path.exists("/usr/bin/time"):
+        pytest.skip("needs GNU time at /usr/bin/time (apt-get install time)")
+    pixels = np.random.default_rng(1).integers(0, 256, (2000, 2000, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "noise.png")
+    result = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "convfilter", "apply", "-k", "vertical",
+                             "-k", "sobel-x", "noise.png", "-o", "out/"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    peak_kb = int(next(line for line in result.stderr.splitlines() if "Maximum resident" in line).split()[-1])
+    bound = 300e6 + pipeline.memory_bound(Recipe(Convolution(kernels=(resolve("vertical"), resolve("sobel-x")))),
+                                          2000, 2000, 3)
+    assert peak_kb * 1024 < bound, (peak_kb, bound)
+
+
+def test_memory_bound_includes_the_padding_of_a_large_dilation():
+    recipe = Recipe(Convolution(kernels=(resolve("vertical"),), dilation=(1000, 1000)))
+    # SAME pads (7 - 1) * 1000 = 6000 cells per axis around a 10x20 image
+    padded = (10 + 6000) * (20 + 6000) - 10 * 20
+    assert pipeline.memory_bound(recipe, 10, 20, 3) == int(4 * 10 * 20 * 2.5 * 4) + 4 * 3 * padded
+
+
+def test_a_kernel_file_with_a_huge_declared_shape_is_refused_without_allocating(tmp_path):
+    if not os.path.exists("/usr/bin/time"):
+        pytest.skip("needs GNU time at /usr/bin/time (apt-get install time)")
+    header = npy_bomb((10_000, 10_000))[:-64]
+    with open(tmp_path / "huge.npy", "wb") as handle:  # complete but sparse: 400 MB of zeros
+        handle.write(header)
+        handle.truncate(len(header) + 4 * 10_000 * 10_000)
+    (tmp_path / "short.npy").write_bytes(npy_bomb((20_000, 20_000)))  # declares 1.6 GB, holds 64 bytes
+    Image.new("RGB", (8, 6)).save(tmp_path / "img.png")
+    for name, reason in (("huge.npy", "has more than 67,108,864 values"), ("short.npy", "mmap length")):
+        result = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-m", "convfilter", "apply",
+                                 "-k", name, "img.png"], cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 2 and reason in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert int(result.stderr.split()[-1]) < 200_000  # peak KB: nothing near the declared size

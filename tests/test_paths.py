@@ -1,0 +1,84 @@
+"""Awkward paths: spaces, unicode, leading dashes, symlinks; inputs are never changed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def convfilter(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "convfilter", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    pixels = np.random.default_rng(2).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    for name in ("my photo.png", "фото 日本.png", "-dash.png", "--double.png", "plain.png"):
+        Image.fromarray(pixels).save(tmp_path / name)
+    return tmp_path
+
+
+def expected_map(folder):
+    result = convfilter("apply", "-k", "vertical", "plain.png", "-o", "reference.png", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return (folder / "reference.png").read_bytes()
+
+
+def test_spaces_unicode_and_leading_dashes(folder):
+    reference = expected_map(folder)
+    names = ["my photo.png", "фото 日本.png", "-dash.png", "--double.png"]
+    before = {n: (folder / n).read_bytes() for n in names}
+    result = convfilter("apply", "-k", "vertical", "-o", "out dir/", "--", *names, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    for name in names:
+        output = folder / "out dir" / f"{name[:-4]}_vertical.png"
+        assert output.read_bytes() == reference, name
+        assert (folder / name).read_bytes() == before[name]
+    # without '--' a leading dash is an option: a usage error, nothing written
+    result = convfilter("apply", "-k", "vertical", "-dash.png", "-o", "other/", cwd=folder)
+    assert result.returncode == 2 and "Error: " in result.stderr
+    assert not (folder / "other").exists()
+
+
+def test_unicode_name_in_error_lines(folder):
+    (folder / "сломано 破損.png").write_bytes(b"not an image")
+    result = convfilter("apply", "-k", "vertical", "--", "сломано 破損.png", "-dash.png", cwd=folder)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "Error: сломано 破損.png: not an image Pillow can read (unknown format)",
+        "wrote -dash_vertical.png",
+    ]
+
+
+def test_symlinked_input_and_output_folder(folder):
+    reference = expected_map(folder)
+    os.symlink("plain.png", folder / "link.png")
+    (folder / "real").mkdir()
+    os.symlink("real", folder / "outlink")
+    result = convfilter("apply", "-k", "vertical", "link.png", "-o", "outlink/", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert (folder / "real" / "link_vertical.png").read_bytes() == reference  # named after the link
+    assert os.path.islink(folder / "link.png") and os.path.islink(folder / "outlink")
+
+
+def test_an_output_that_is_a_symlink_to_the_input_is_refused(folder):
+    before = (folder / "plain.png").read_bytes()
+    os.symlink("plain.png", folder / "alias.png")
+    result = convfilter("apply", "-k", "vertical", "plain.png", "-o", "alias.png", cwd=folder)
+    assert result.returncode == 1
+    assert result.stderr == "Error: plain.png: the output 'alias.png' is the input itself; choose another -o\n"
+    assert (folder / "plain.png").read_bytes() == before and os.path.islink(folder / "alias.png")
+
+
+def test_dangling_symlink_is_a_clean_error(folder):
+    os.symlink("missing.png", folder / "dangling.png")
+    result = convfilter("apply", "-k", "vertical", "dangling.png", "plain.png", "-o", "out/", cwd=folder)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["Error: dangling.png: no such file",
+                                          f"wrote {os.path.join('out', 'plain_vertical.png')}"]
