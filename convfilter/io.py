@@ -23,7 +23,7 @@ from .display import normalize
 
 NPY_MAGIC = b"\x93NUMPY"
 SOFTWARE = f"convfilter {__version__}"
-MARK_KEY = "convfilter"  # PNG text key that marks a file as our output
+MARK_KEY = "convfilter"  # PNG text key (and TIFF description prefix) that marks a file as our output
 
 
 class InputError(ValueError):
@@ -53,9 +53,14 @@ def _stdin_buffer():
     return sys.stdin.buffer
 
 
+def stem_of(source: str) -> str:
+    """The name an input's outputs are named after: its file name without extension."""
+    return "stdin" if source == "-" else os.path.splitext(os.path.basename(source))[0]
+
+
 def load(source: str, data: bytes | None = None) -> Loaded:
     """Read ``source`` (a path, or ``-`` with its bytes in ``data``) as (H, W, C) float32."""
-    stem = "stdin" if source == "-" else os.path.splitext(os.path.basename(source))[0]
+    stem = stem_of(source)
     if data is None and source == "-":
         data = read_source(source)
     try:
@@ -153,7 +158,8 @@ def encode(data: np.ndarray, fmt: str, normalization: str = "minmax", metadata: 
         if channels != 1:
             raise ValueError("float TIFF holds one channel; use -f npy for colour maps")
         image = Image.fromarray(np.ascontiguousarray(data[:, :, 0], np.float32), mode="F")
-        return _save(image, "TIFF", compression="tiff_deflate")
+        description = MARK_KEY + " " + (metadata or {}).get(MARK_KEY, "{}")
+        return _save(image, "TIFF", compression="tiff_deflate", software=SOFTWARE, description=description)
     scaled = normalize(data, normalization)
     if fmt == "png16":
         if channels != 1:
@@ -168,6 +174,33 @@ def encode(data: np.ndarray, fmt: str, normalization: str = "minmax", metadata: 
     for key, value in (metadata or {}).items():
         info.add_text(key, value)
     return _save(image, "PNG", pnginfo=info)
+
+
+def written_by_convfilter(path: str) -> bool:
+    """Whether ``path`` is a file convfilter wrote (so a folder run does not re-filter it).
+
+    PNGs carry a ``convfilter`` text chunk and TIFFs an ImageDescription that
+    starts with ``convfilter``. ``.npy`` arrays cannot carry a mark, and
+    convfilter is what writes them, so every ``.npy`` counts as an output.
+    Unreadable files are not outputs (they are reported when processed).
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    if head.startswith(NPY_MAGIC):
+        return True
+    if not (head.startswith(b"\x89PNG") or head[:4] in (b"II*\x00", b"MM\x00*")):
+        return False
+    try:
+        with Image.open(path) as image:
+            if image.format == "PNG":
+                return MARK_KEY in image.info
+            description = image.tag_v2.get(270, "") if image.format == "TIFF" else ""
+            return isinstance(description, str) and description.startswith(MARK_KEY)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        return False
 
 
 def _save(image: Image.Image, fmt: str, **options) -> bytes:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import string
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import __version__, io, pipeline
 from .recipe import Recipe
@@ -23,6 +24,51 @@ def maps_per_input(recipe: Recipe) -> int:
     if conv is None:
         return 1
     return sum(k.map_count for k in conv.kernels)
+
+
+def output_labels(recipe: Recipe, fmt: str) -> list[str]:
+    """The ``{kernel}`` label of every file one input gives, known before reading it."""
+    conv = recipe.convolution
+    if conv is None:
+        labels = [f"{recipe.pooling.type}pool"]
+    else:
+        labels = [label for k in conv.kernels for label in pipeline.map_labels(k, k.map_count)]
+    return ["+".join(labels)] if fmt == "npy" else labels
+
+
+DEFAULT_NAME = "{stem}_{kernel}.{ext}"
+NAME_FIELDS = ("stem", "kernel", "index", "ext")
+
+
+def check_name_template(template: str) -> str:
+    """Return ``template`` if it is a valid ``--name``, else raise ValueError saying why.
+
+    Fields are ``{stem}``, ``{kernel}``, ``{index}`` (the input's number in
+    the run, from 0) and ``{ext}``, with optional format specs
+    (``{index:05d}``). The name may hold sub-folders but must stay inside the
+    output folder.
+    """
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"--name '{template}': {exc} (write {{{{ and }}}} for literal braces)") from None
+    unknown = [f for f in fields if f not in NAME_FIELDS]
+    if unknown:
+        known = ", ".join("{" + f + "}" for f in NAME_FIELDS)
+        raise ValueError(f"--name '{template}': unknown field {{{unknown[0]}}}; use {known}")
+    try:
+        sample = template.format(stem="stem", kernel="kernel", index=0, ext="png")
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--name '{template}': {exc}") from None
+    parts = sample.replace("\\", "/").split("/")
+    if os.path.isabs(sample) or ".." in parts or not parts[-1] or parts[-1] == ".":
+        raise ValueError(f"--name '{template}' must name a file inside the output folder "
+                         "(no leading '/', no '..', not ending in '/')")
+    return template
+
+
+def template_fields(template: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
 
 
 def recipe_metadata(recipe: Recipe) -> str:
@@ -43,8 +89,9 @@ class OutputPlan:
     """Where and how the outputs of a run are written.
 
     ``target`` is a single file path, ``-`` (stdout), or None for a folder
-    (``folder``) with names ``{stem}_{label}.{ext}``. ``as_text`` means global
-    pool values are printed on stdout instead of written as images.
+    (``folder``) with names from ``name`` (``{stem}_{kernel}.{ext}``), each in
+    the input's sub-folder under ``folder``. ``as_text`` means global pool
+    values are printed on stdout instead of written as images.
     """
 
     fmt: str
@@ -53,12 +100,15 @@ class OutputPlan:
     target: str | None = None
     as_text: bool = False
     metadata: str = ""
-    written: dict = field(default_factory=dict)
+    name: str = DEFAULT_NAME
 
     @classmethod
     def make(cls, recipe: Recipe, inputs: list[str], output: str | None, fmt: str | None,
-             normalization: str) -> "OutputPlan":
-        """Decide the plan, raising ValueError (a usage error) when the options contradict."""
+             normalization: str, name: str | None = None) -> "OutputPlan":
+        """Decide the plan, raising ValueError (a usage error) when the options contradict.
+
+        ``name`` is a ``--name`` template (checked by :func:`check_name_template`).
+        """
         extension_fmt = None
         if output and output != STDOUT:
             extension_fmt = io.FORMAT_OF_EXTENSION.get(os.path.splitext(output)[1].lower())
@@ -86,22 +136,58 @@ class OutputPlan:
             plan.target = output
         elif output:
             plan.folder = output
+        if name is not None:
+            if plan.target is not None:
+                raise ValueError(f"--name names files in a folder, but -o '{output}' is one file; "
+                                 "give -o a folder")
+            plan.name = check_name_template(name)
+        fields = template_fields(plan.name)
+        if plan.target is None and len(inputs) > 1 and not fields & {"stem", "index"}:
+            raise ValueError(f"--name '{plan.name}' gives every input the same name; "
+                             "put {stem} or {index} in it")
+        if plan.target is None and len(output_labels(recipe, fmt)) > 1 and "kernel" not in fields:
+            raise ValueError(f"--name '{plan.name}' gives every map of an input the same name; "
+                             "put {kernel} in it, or use -f npy")
         return plan
 
-    def path_for(self, stem: str, label: str) -> str:
+    def path_for(self, stem: str, label: str, subfolder: str = "", index: int = 0) -> str:
+        """The output path of map ``label`` of input number ``index``, named ``stem``.
+
+        ``subfolder`` is the input's folder relative to the folder argument it
+        was found in; it is mirrored under the output folder.
+        """
         if self.target is not None:
             return self.target
-        name = f"{stem}_{label}.{io.EXTENSIONS[self.fmt]}"
-        return name if self.folder == "." else os.path.join(self.folder, name)
+        name = self.name.format(stem=stem, kernel=label, index=index, ext=io.EXTENSIONS[self.fmt])
+        path = os.path.join(subfolder, name) if subfolder else name
+        return os.path.normpath(path if self.folder == "." else os.path.join(self.folder, path))
+
+    def outputs_for(self, recipe: Recipe, source: str, subfolder: str = "", index: int = 0) -> list[str]:
+        """Every file ``process`` will write for ``source`` (none for text or stdout)."""
+        if self.as_text or self.target == STDOUT:
+            return []
+        stem = io.stem_of(source)
+        return [self.path_for(stem, label, subfolder, index) for label in output_labels(recipe, self.fmt)]
 
 
-def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None) -> list[str]:
+@dataclass(frozen=True)
+class Written:
+    """One output of :func:`process`: its path (or ``stdout``) and array shape (H, W, K)."""
+
+    path: str
+    shape: tuple[int, ...]
+
+
+def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfolder: str = "",
+            index: int = 0, data: bytes | None = None) -> list[Written]:
     """Read ``source``, run ``recipe``, write its outputs; return what was written.
 
+    ``data`` holds the bytes of ``-`` (stdin) when the caller read them;
+    ``subfolder`` and ``index`` name the outputs (see ``OutputPlan.path_for``).
     Raises ValueError or OSError with a message for the user when the input
     cannot be read, the recipe does not fit it, or an output cannot be written.
     """
-    loaded = io.load(source)
+    loaded = io.load(source, data)
     maps = pipeline.run(loaded.array, recipe)
     if plan.as_text:
         stream = stdout if stdout is not None else sys.stdout.buffer
@@ -115,19 +201,18 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None) -> list[
         maps = [_stacked(maps)]
     written = []
     for feature in maps:
-        path = plan.path_for(loaded.stem, feature.label)
+        path = plan.path_for(loaded.stem, feature.label, subfolder, index)
         payload = io.encode(feature.data, plan.fmt, plan.normalization, {io.MARK_KEY: plan.metadata})
         if path == STDOUT:
             stream = stdout if stdout is not None else sys.stdout.buffer
             stream.write(payload)
             stream.flush()
-            written.append("stdout")
+            written.append(Written("stdout", feature.data.shape))
             continue
-        _check_destination(path, source, plan)
+        _check_destination(path, source)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         io.write_atomic(path, payload)
-        plan.written[os.path.abspath(path)] = source
-        written.append(path)
+        written.append(Written(path, feature.data.shape))
     return written
 
 
@@ -143,11 +228,17 @@ def _stacked(maps: list[pipeline.FeatureMap]) -> pipeline.FeatureMap:
     return pipeline.FeatureMap("+".join(m.label for m in maps), np.concatenate([m.data for m in maps], axis=2))
 
 
-def _check_destination(path: str, source: str, plan: OutputPlan) -> None:
-    """Refuse to overwrite an input, or an output this run wrote for another input."""
+def _check_destination(path: str, source: str) -> None:
+    """Refuse to overwrite the input itself (the batch planner checks the other inputs)."""
     if source != STDOUT and os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source):
         raise ValueError(f"the output '{path}' is the input itself; choose another -o")
-    earlier = plan.written.get(os.path.abspath(path))
-    if earlier is not None and earlier != source:
-        raise ValueError(f"the output '{path}' was already written for '{earlier}' in this run; "
-                         "use -o with a folder per input")
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for the user about a failed input (no traceback, no class names)."""
+    if isinstance(exc, MemoryError):
+        return "not enough memory for this image"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror.lower()}{where}"
+    return " ".join(str(exc).split()) or type(exc).__name__
