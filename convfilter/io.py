@@ -165,7 +165,7 @@ def encode(data: np.ndarray, fmt: str, normalization: str = "minmax", metadata: 
         if channels != 1:
             raise ValueError("16-bit PNG holds one channel here; use -f png or -f npy for colour maps")
         pixels = np.round(scaled[:, :, 0] * 65535).astype(np.uint16)
-        image = Image.fromarray(pixels, mode="I;16")
+        image = Image.fromarray(pixels)  # uint16 gives "I;16" (Pillow 13 refuses mode= here)
     else:
         pixels = np.round(scaled * 255).astype(np.uint8)
         image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels, mode="L" if channels == 1 else "RGB")
