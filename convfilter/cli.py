@@ -114,9 +114,10 @@ def io_options(command):
                      help="How png/png16 show raw values: minmax (as plt.imshow), clip to [0,1], "
                           "or abs (|x| / max|x|)."),
     ]
+    command = batch_options(command)
     for option in reversed(options):
         command = option(command)
-    return batch_options(command)
+    return command
 
 
 def batch_options(command):
@@ -125,7 +126,7 @@ def batch_options(command):
         click.option("-r", "--recursive", is_flag=True, help="Also take images in sub-folders of a folder INPUT."),
         click.option("--from-list", metavar="FILE", help="Read more inputs from FILE ('-': stdin), one per line."),
         click.option("--include-outputs", is_flag=True,
-                     help="Also take files convfilter wrote (marked PNG/TIFF, .npy) from folders."),
+                     help="Also take files convfilter wrote (marked PNG/TIFF, .npy) from folders and lists."),
         click.option("--name", "name_template", metavar="TEMPLATE",
                      help="Output file names from {stem} {kernel} {index} {ext}. "
                           "Default: {stem}_{kernel}.{ext}"),
@@ -199,8 +200,9 @@ def apply(inputs, output, fmt, normalize, kernels, stride, padding, dilation, bi
           channels, pool_type, pool_size, pool_stride, pool_padding, batch):
     """Convolve images with kernels and write one feature map per kernel.
 
-    Each map is named {stem}_{kernel}.{ext}. INPUT may be '-' for stdin (any
-    image format, or .npy from another convfilter).
+    Each map is named {stem}_{kernel}.{ext} (see --name). INPUT may be a file,
+    a folder (its images; -r for sub-folders, mirrored under -o) or '-' for
+    stdin (any image format, or .npy from another convfilter).
 
     \b
     Examples:
@@ -210,6 +212,8 @@ def apply(inputs, output, fmt, normalize, kernels, stride, padding, dilation, bi
       convfilter apply -k "1,0,-1;2,0,-2;1,0,-1" -a relu --pool max photo.png
       convfilter apply -k gaussian:9:2 --channels each photo.jpg -o blurred.png
       convfilter apply -k vertical img.jpg -f npy -o - | convfilter pool - -o out.png
+      convfilter apply -k sobel-x -r photos/ -o edges/ --skip-existing
+      find photos -name '*.jpg' | convfilter apply -k vertical --from-list - -o maps/
     """
     convolution = Convolution(
         kernels=tuple(kernels), stride=stride, padding=padding, dilation=dilation,
