@@ -421,11 +421,16 @@ def run_batch(work: Work, expansion: Expansion, todo: list[Job], decided: list[R
                     emitter.done(result)
                     if options.fail_fast and result.status == "failed":
                         break
-        summary.not_run = total - summary.processed - summary.failed - summary.skipped
+    except BaseException:  # interrupted: say how far the run got, then let the caller exit
+        console.close()
+        if console.batch:
+            console.note(summary.line())
+        raise
     finally:
         console.close()
         if report is not None:
             report.close()
+    summary.not_run = total - summary.processed - summary.failed - summary.skipped
     if summary.not_run:
         console.note(f"stopped at the first failure (--fail-fast); {summary.not_run} inputs not run")
     if console.batch:
