@@ -185,6 +185,13 @@ def test_several_maps_to_stdout_as_png_is_a_usage_error_with_a_hint(tree, tmp_pa
     assert code == 2 and "-f npy" in output and "folder" in output
 
 
+def test_values_on_stdout_come_in_input_order_whatever_the_jobs(tree):
+    code, output = invoke("pool", "--type", "global-max", "-r", tree, "-j", "2", "-q")
+    names = [line.split("\t")[0] for line in output.splitlines() if not line.startswith("Error:")]
+    good = [str(tree / n) for n in ("a.jpg", "b.png", "sub/c.jpg", "sub/deeper/d.png")]
+    assert code == 1 and names == [name for name in good for _ in range(3)]  # 3 channels each
+
+
 def test_report_has_one_json_line_per_input(tree, tmp_path):
     report = tmp_path / "report.jsonl"
     invoke("apply", "-k", "vertical", "-r", tree, "-o", tmp_path / "out", "--report", report, "-j", "2")
