@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io as _io
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,15 +212,17 @@ def _save(image: Image.Image, fmt: str, **options) -> bytes:
 def write_atomic(path: str, payload: bytes) -> None:
     """Write ``payload`` to ``path`` through a temporary file and a rename.
 
-    A reader never sees a half-written file, and an interrupted run leaves at
-    most a hidden temporary file that is removed on the way out.
+    A reader never sees a half-written file. The temporary name is chosen
+    before the file is created, so an interruption at any point (Ctrl-C, a
+    SIGTERM turned into an exception) can remove it: no ``.part`` file is left.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=folder)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(8)}.part")
     try:
+        # 0o666 less the umask: outputs get the usual permissions
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
-        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -228,12 +230,3 @@ def write_atomic(path: str, payload: bytes) -> None:
         except OSError:
             pass
         raise
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # mkstemp makes 0600 files; outputs get the usual permissions

@@ -270,7 +270,7 @@ def test_ctrl_c_leaves_only_whole_files(tmp_path):
     assert "interrupted" in err.decode()
     left = list(out.iterdir())
     assert 0 < len(left) < 120  # stopped part-way
-    assert all(p.suffix == ".png" and not p.name.startswith(".") for p in left)  # no .part files
+    assert all(p.suffix == ".png" and not p.name.startswith(".") for p in left), left  # no .part files
     for path in left:
         with Image.open(path) as image:
             image.load()  # raises on a truncated file
