@@ -275,3 +275,28 @@ def test_ctrl_c_leaves_only_whole_files(tmp_path):
         with Image.open(path) as image:
             image.load()  # raises on a truncated file
             assert image.size == (160, 160)
+
+
+class DiesOn:
+    """Work that kills its own process on one input, as the OOM killer would."""
+
+    def __init__(self, fatal: str):
+        self.fatal = fatal
+
+    def __call__(self, job):
+        if job.source == self.fatal:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return Result(job.index, job.source, "processed", seconds=float(os.getpid()))
+
+
+def test_process_executor_yields_one_result_per_job_and_survives_a_lost_worker():
+    from convfilter.batch import Job
+    from convfilter.executors import ProcessExecutor
+
+    jobs = [Job(index, f"in{index}") for index in range(12)]
+    with ProcessExecutor(2) as executor:
+        results = list(executor.map_unordered(DiesOn("in5"), jobs))
+    assert sorted(r.index for r in results) == list(range(12))
+    failed = [r for r in results if r.status == "failed"]
+    assert [(r.source, r.error) for r in failed] == [("in5", "the worker process died (killed by signal 9)")]
+    assert os.getpid() not in {r.seconds for r in results}  # the work ran in other processes
