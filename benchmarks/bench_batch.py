@@ -108,7 +108,7 @@ def main() -> None:
                     times[tool].append(timed(mogrify_command(folder, out)))
         jobs_label = f"--jobs {args.jobs}" if args.jobs else f"--jobs default ({cpus})"
         rate = {tool: args.copies / statistics.median(t) for tool, t in times.items() if t}
-        print(f"| tool | seconds | images/s |\n| --- | --- | --- |")
+        print("| tool | seconds | images/s |\n| --- | --- | --- |")
         for tool, label in (("convfilter", f"convfilter {jobs_label}"), ("mogrify", "ImageMagick mogrify")):
             if tool in rate:
                 print(f"| {label} | {statistics.median(times[tool]):.2f} | {rate[tool]:.1f} |")
