@@ -137,6 +137,7 @@ def image_to_array(image: Image.Image) -> np.ndarray:
 
 # --- writing -------------------------------------------------------------------------------
 
+PNG_COMPRESS_LEVEL = 4
 EXTENSIONS = {"png": "png", "png16": "png", "tiff": "tif", "npy": "npy"}
 FORMAT_OF_EXTENSION = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy"}
 
@@ -173,7 +174,9 @@ def encode(data: np.ndarray, fmt: str, normalization: str = "minmax", metadata: 
     info.add_text("Software", SOFTWARE)
     for key, value in (metadata or {}).items():
         info.add_text(key, value)
-    return _save(image, "PNG", pnginfo=info)
+    # zlib level 4 instead of Pillow's 6: 13 ms instead of 21 ms on a 640x427 gray map for a file
+    # 2% larger; compression was close to half of a batch's cost per file
+    return _save(image, "PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
 
 
 def written_by_convfilter(path: str) -> bool:
