@@ -94,7 +94,7 @@ def main() -> None:
         with Image.open(next(folder.iterdir())) as first:
             shape = f"{first.width}x{first.height}"
         print(f"{args.copies} JPEGs of {shape}, 7x7 correlation to gray PNG, {cpus} usable CPUs, "
-              f"medians of {args.rounds} rounds")
+              f"medians of {args.rounds} rounds; load average before: {os.getloadavg()[0]:.1f}")
 
         timed(convfilter_command([str(folder / "img00000.jpg")], fresh(root, "warm"), 1))  # Numba cache
         times: dict[str, list[float]] = {"convfilter": [], "mogrify": []}
@@ -126,6 +126,8 @@ def main() -> None:
         print(f"one process, --jobs 1: 1 image {t_one:.2f} s, {args.copies} images {t_many:.2f} s: "
               f"{per_file * 1000:.0f} ms per further file, start-up about {(t_one - per_file) * 1000:.0f} ms "
               f"paid once")
+        print(f"load average after: {os.getloadavg()[0]:.1f} (other work on the machine slows "
+              "the parallel run most)")
 
 
 if __name__ == "__main__":

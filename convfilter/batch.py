@@ -401,7 +401,7 @@ def run_batch(work: Work, expansion: Expansion, todo: list[Job], decided: list[R
     total = len(early) + len(todo)
     console = Console(options.verbosity, expansion.from_folders or total > 1, total)
     summary = Summary()
-    report = open(options.report, "w", encoding="utf-8") if options.report else None
+    report = _open_report(options.report) if options.report else None
     emitter = _OrderedOutput([job.index for job in todo], stdout)
 
     def record(result: Result) -> None:
@@ -436,6 +436,13 @@ def run_batch(work: Work, expansion: Expansion, todo: list[Job], decided: list[R
     if console.batch:
         console.note(summary.line())
     return summary
+
+
+def _open_report(path: str):
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise UsageProblem(f"--report '{path}': {(exc.strerror or str(exc)).lower()}") from None
 
 
 class _OrderedOutput:

@@ -24,6 +24,8 @@ elsewhere) writes the same bytes.
 
 from __future__ import annotations
 
+import collections
+import gc
 import multiprocessing
 import os
 import signal
@@ -63,6 +65,7 @@ class ProcessExecutor(Executor):
     """
 
     STOP_TIMEOUT = 5.0
+    PREFETCH = 2
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -70,28 +73,38 @@ class ProcessExecutor(Executor):
         self._processes: dict = {}  # connection -> process
 
     def map_unordered(self, work, jobs):
+        from .batch import Result
+
         if hasattr(work, "warm"):
             work.warm()
-        pending = list(reversed(jobs))
-        busy: dict = {}  # connection -> job
+        pending = list(reversed(jobs))  # pop() gives the next job in order
+        queued: dict = {}  # connection -> jobs sent to that worker, oldest (running) first
         clean = False
         try:
+            gc.freeze()  # workers' collections then skip the parent's objects: fewer copied pages
             for _ in range(min(self.workers, len(jobs))):
-                self._start(work)
-            for connection in list(self._processes):
-                self._give(connection, pending, busy)
-            while busy:
-                for connection in wait(list(busy)):
-                    job = busy.pop(connection)
+                queued[self._start(work)] = collections.deque()
+            for connection in queued:
+                self._give(connection, pending, queued)
+            while pending or any(queued.values()):
+                for connection in wait(list(queued)):
                     try:
                         result = connection.recv()
-                    except (EOFError, OSError):
-                        result = self._lost(connection, job)
+                        queued[connection].popleft()
+                    except (EOFError, OSError):  # the worker died: fail the job it was running
+                        lost = queued.pop(connection)
+                        how = self._retire(connection)
+                        result = Result(lost[0].index, lost[0].source, "failed",
+                                        error=f"the worker process died ({how})") if lost else None
+                        pending.extend(reversed(list(lost)[1:]))  # sent but not started: run elsewhere
                         connection = self._start(work)
-                    yield result
-                    self._give(connection, pending, busy)
+                        queued[connection] = collections.deque()
+                    if result is not None:
+                        yield result
+                    self._give(connection, pending, queued)
             clean = True
         finally:
+            gc.unfreeze()
             self._stop(graceful=clean)
 
     def __exit__(self, *exc_info) -> None:
@@ -111,21 +124,25 @@ class ProcessExecutor(Executor):
         self._processes[parent_end] = process
         return parent_end
 
-    def _give(self, connection, pending: list, busy: dict) -> None:
-        if pending:
+    def _give(self, connection, pending: list, queued: dict) -> None:
+        """Keep ``PREFETCH`` jobs in the worker's pipe, so it never waits for the parent."""
+        jobs = queued[connection]
+        while pending and len(jobs) < self.PREFETCH:
             job = pending.pop()
-            connection.send(job)
-            busy[connection] = job
+            try:
+                connection.send(job)
+            except OSError:  # the worker died; its end-of-file shows up in wait() next
+                pending.append(job)
+                return
+            jobs.append(job)
 
-    def _lost(self, connection, job):
-        from .batch import Result
-
+    def _retire(self, connection) -> str:
+        """Forget a dead worker; say how it died."""
         process = self._processes.pop(connection)
         process.join(self.STOP_TIMEOUT)
-        code = process.exitcode
-        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         connection.close()
-        return Result(job.index, job.source, "failed", error=f"the worker process died ({how})")
+        code = process.exitcode
+        return f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
 
     def _stop(self, graceful: bool) -> None:
         """Stop every worker: ask politely after a clean run, else SIGTERM (they clean up)."""
