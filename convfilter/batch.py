@@ -476,7 +476,8 @@ def run(recipe: Recipe, arguments: list[str], output: str | None, fmt: str | Non
     (or this process when one is enough).
     """
     workers = options.jobs or usable_cpus()
-    if workers > 1:
+    several = bool(options.from_list) or len(arguments) > 1 or any(os.path.isdir(a) for a in arguments)
+    if workers > 1 and several:  # decided before numpy and Numba load; one input keeps their threads
         limit_threads()
     from .runner import OutputPlan
 
