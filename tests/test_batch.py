@@ -300,3 +300,12 @@ def test_process_executor_yields_one_result_per_job_and_survives_a_lost_worker()
     failed = [r for r in results if r.status == "failed"]
     assert [(r.source, r.error) for r in failed] == [("in5", "the worker process died (killed by signal 9)")]
     assert str(os.getpid()) not in {pid for r in results for pid in r.outputs}  # ran in other processes
+
+
+def test_lists_are_lines_or_nul_separated_and_a_missing_list_is_a_usage_error(tmp_path):
+    from convfilter.batch import read_list
+
+    assert read_list("-", io.BytesIO(b"a b.jpg\n\nsub/c.png\n")) == ["a b.jpg", "sub/c.png"]
+    assert read_list("-", io.BytesIO(b"x\ny.jpg\0z.png\0")) == ["x\ny.jpg", "z.png"]  # find -print0
+    code, output = invoke("apply", "-k", "vertical", "--from-list", tmp_path / "missing.txt")
+    assert code == 2 and "missing.txt" in output and "no such file" in output
