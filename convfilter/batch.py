@@ -15,8 +15,9 @@ A run goes through four steps, each a function here:
 4. :func:`run_batch` shows progress, errors and the summary, writes the
    ``--report`` and returns the counts.
 
-Only ``run_batch``'s callers import this module when there is work to do;
-discovery uses Pillow (through :mod:`convfilter.io`) to recognise images.
+:func:`run` strings the four together for ``apply`` and ``pool``. Importing
+this module is cheap (no numpy): numpy, Pillow and Numba load inside the
+functions that need them, after :func:`limit_threads` has had its say.
 """
 
 from __future__ import annotations
