@@ -10,6 +10,7 @@ Exit codes: 0 success, 1 some input failed, 2 bad usage, 130 interrupted
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -105,7 +106,7 @@ def _padding(ctx, param, value):
 def io_options(command):
     """The input/output options that ``apply`` and ``pool`` share."""
     options = [
-        click.argument("inputs", nargs=-1, required=True, metavar="INPUT..."),
+        click.argument("inputs", nargs=-1, metavar="INPUT..."),
         click.option("-o", "--output", metavar="PATH",
                      help="Output file (one output), '-' for stdout, or a folder (created if "
                           "needed). Default: the current folder."),
@@ -130,6 +131,7 @@ def io_options(command):
                      help="Refuse inputs with more pixels than N before decoding them "
                           "(decompression bombs, memory); 0 = no limit."),
     ]
+    command = batch_options(command)
     for option in reversed(options):
         command = option(command)
     return command
@@ -140,6 +142,40 @@ def _view(colormap, montage, with_input, columns) -> View:
         return View(colormap.lower(), montage, with_input, columns)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def batch_options(command):
+    """The options for folders and batches, passed to the command as one ``batch`` argument."""
+    options = [
+        click.option("-r", "--recursive", is_flag=True, help="Also take images in sub-folders of a folder INPUT."),
+        click.option("--from-list", metavar="FILE", help="Read more inputs from FILE ('-': stdin), one per line."),
+        click.option("--include-outputs", is_flag=True,
+                     help="Also take files convfilter wrote (marked PNG/TIFF, .npy) from folders and lists."),
+        click.option("--name", "name_template", metavar="TEMPLATE",
+                     help="Output file names from {stem} {kernel} {index} {ext}. "
+                          "Default: {stem}_{kernel}.{ext}"),
+        click.option("--skip-existing", is_flag=True, help="Skip inputs whose outputs all exist (resume a batch)."),
+        click.option("-j", "--jobs", type=click.IntRange(min=1), metavar="N",
+                     help="Worker processes. Default: the usable CPU count."),
+        click.option("--fail-fast", is_flag=True, help="Stop at the first failed input."),
+        click.option("--report", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
+                     help="Write one JSON line per input (path, outputs, shapes, seconds, error)."),
+        click.option("-q", "--quiet", "verbosity", flag_value=-1, help="Print errors only."),
+        click.option("-v", "--verbose", "verbosity", flag_value=1, help="Name every file written."),
+    ]
+
+    @functools.wraps(command)
+    def wrapper(recursive, from_list, include_outputs, name_template, skip_existing, jobs, fail_fast,
+                report, verbosity, **kwargs):
+        from .batch import BatchOptions
+
+        batch = BatchOptions(recursive, from_list, include_outputs, name_template, skip_existing, jobs,
+                             fail_fast, report, verbosity or 0)
+        return command(batch=batch, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -186,11 +222,12 @@ def cli():
               show_default=True, callback=_padding)
 def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns, max_pixels, kernels,
           stride, padding, dilation, bias, activation, channels, pool_type, pool_size, pool_stride,
-          pool_padding):
+          pool_padding, batch):
     """Convolve images with kernels and write one feature map per kernel.
 
-    Each map is named {stem}_{kernel}.{ext}. INPUT may be '-' for stdin (any
-    image format, or .npy from another convfilter).
+    Each map is named {stem}_{kernel}.{ext} (see --name). INPUT may be a file,
+    a folder (its images; -r for sub-folders, mirrored under -o) or '-' for
+    stdin (any image format, or .npy from another convfilter).
 
     \b
     Examples:
@@ -202,6 +239,8 @@ def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns
       convfilter apply -k vertical img.jpg -f npy -o - | convfilter pool - -o out.png
       convfilter apply -k vertical -k horizontal china.jpg --montage --with-input
       convfilter apply -k sobel-x -k sobel-y photo.png --colormap diverging
+      convfilter apply -k sobel-x -r photos/ -o edges/ --skip-existing
+      find photos -name '*.jpg' | convfilter apply -k vertical --from-list - -o maps/
     """
     convolution = Convolution(
         kernels=tuple(kernels), stride=stride, padding=padding, dilation=dilation,
@@ -209,7 +248,7 @@ def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns
     )
     pooling = Pooling(pool_type.lower(), pool_size, pool_stride, pool_padding)
     _run(Recipe(convolution, pooling), inputs, output, fmt, normalize,
-         _view(colormap, montage, with_input, columns), max_pixels)
+         _view(colormap, montage, with_input, columns), max_pixels, batch)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -221,7 +260,7 @@ def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns
 @click.option("--padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
               show_default=True, callback=_padding)
 def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns, max_pixels, pool_type,
-         size, stride, padding):
+         size, stride, padding, batch):
     """Pool images (or .npy maps) without convolving.
 
     Every channel is pooled on its own. Global pools print one value per
@@ -235,7 +274,7 @@ def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns,
       convfilter pool --type max --size 4 photo.png --montage --with-input
     """
     _run(Recipe(None, Pooling(pool_type.lower(), size, stride, padding)), inputs, output, fmt, normalize,
-         _view(colormap, montage, with_input, columns), max_pixels)
+         _view(colormap, montage, with_input, columns), max_pixels, batch)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -334,44 +373,17 @@ def _input_size(image, size_text) -> tuple[int, int, int]:
 # --- running ---------------------------------------------------------------------------------
 
 
-def _run(recipe: Recipe, inputs, output, fmt, normalization, view: View, max_pixels) -> None:
-    from .io import set_max_pixels
-    from .runner import OutputPlan, process
+def _run(recipe: Recipe, inputs, output, fmt, normalization, view: View, max_pixels, batch) -> None:
+    from . import batch as batches
 
-    set_max_pixels(max_pixels)
-    if inputs.count("-") > 1:
-        raise click.UsageError("'-' (stdin) can be given only once")
     try:
-        plan = OutputPlan.make(recipe, list(inputs), output, fmt and fmt.lower(),
-                               normalization and normalization.lower(), view)
-    except ValueError as exc:
+        summary = batches.run(recipe, list(inputs), output, fmt and fmt.lower(),
+                              normalization and normalization.lower(), batch, view=view,
+                              max_pixels=max_pixels)
+    except batches.UsageProblem as exc:
         raise click.UsageError(str(exc)) from None
-    failures = 0
-    for source in inputs:
-        try:
-            for written in process(source, recipe, plan):
-                click.echo(f"wrote {written}", err=True)
-        except (ValueError, OSError, MemoryError) as exc:
-            failures += 1
-            click.echo(f"Error: {_name(source)}: {_message(exc)}", err=True)
-    if failures:
+    if summary.failed:
         raise click.exceptions.Exit(EXIT_FAILED)
-
-
-def _name(source: str) -> str:
-    return "stdin" if source == "-" else source
-
-
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, MemoryError):
-        text = " ".join(str(exc).split())  # ours says how much; numpy's names the array
-        if text.startswith("not enough memory"):
-            return text
-        return f"not enough memory ({text or 'for this image'})"
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f" ({exc.filename})" if exc.filename else ""
-        return f"{exc.strerror.lower()}{where}"
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class Terminated(BaseException):

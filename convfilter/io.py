@@ -14,6 +14,7 @@ import contextlib
 import io as _io
 import os
 import re
+import secrets
 import sys
 import tempfile
 import threading
@@ -29,7 +30,7 @@ from .recipe import DEFAULT_MAX_PIXELS  # noqa: F401  (re-exported for library u
 
 NPY_MAGIC = b"\x93NUMPY"
 SOFTWARE = f"convfilter {__version__}"
-MARK_KEY = "convfilter"  # PNG text key that marks a file as our output
+MARK_KEY = "convfilter"  # PNG text key (and TIFF description prefix) that marks a file as our output
 
 
 class InputError(ValueError):
@@ -89,13 +90,18 @@ def _stdin_buffer():
     return sys.stdin.buffer
 
 
+def stem_of(source: str) -> str:
+    """The name an input's outputs are named after: its file name without extension."""
+    return "stdin" if source == "-" else os.path.splitext(os.path.basename(source))[0]
+
+
 def load(source: str, data: bytes | None = None, check_size=None) -> Loaded:
     """Read ``source`` (a path, or ``-`` with its bytes in ``data``) as (H, W, C) float32.
 
     ``check_size(height, width, channels)``, if given, is called with the size the
     header declares before any pixel is decoded; it raises to refuse the input.
     """
-    stem = "stdin" if source == "-" else os.path.splitext(os.path.basename(source))[0]
+    stem = stem_of(source)
     if data is None and source == "-":
         data = read_source(source)
     try:
@@ -277,6 +283,7 @@ def image_to_array(image: Image.Image) -> np.ndarray:
 
 # --- writing -------------------------------------------------------------------------------
 
+PNG_COMPRESS_LEVEL = 4
 EXTENSIONS = {"png": "png", "png16": "png", "tiff": "tif", "npy": "npy"}
 FORMAT_OF_EXTENSION = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy"}
 
@@ -300,7 +307,8 @@ def encode(data: np.ndarray, fmt: str, normalization: str = "minmax", metadata: 
         if channels != 1:
             raise ValueError("float TIFF holds one channel; use -f npy for colour maps")
         image = Image.fromarray(np.ascontiguousarray(data[:, :, 0], np.float32), mode="F")
-        return _save(image, "TIFF", compression="tiff_deflate")
+        description = MARK_KEY + " " + (metadata or {}).get(MARK_KEY, "{}")
+        return _save(image, "TIFF", compression="tiff_deflate", software=SOFTWARE, description=description)
     if fmt == "png16":
         if channels != 1:
             raise ValueError("16-bit PNG holds one channel here; use -f png or -f npy for colour maps")
@@ -318,7 +326,36 @@ def png_bytes(image: Image.Image, metadata: dict | None = None) -> bytes:
     info.add_text("Software", SOFTWARE)
     for key, value in (metadata or {}).items():
         info.add_text(key, value)
-    return _save(image, "PNG", pnginfo=info)
+    # zlib level 4 instead of Pillow's 6: 13 ms instead of 21 ms on a 640x427 gray map for a file
+    # 2% larger; compression was close to half of a batch's cost per file
+    return _save(image, "PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
+
+
+def written_by_convfilter(path: str) -> bool:
+    """Whether ``path`` is a file convfilter wrote (so a folder run does not re-filter it).
+
+    PNGs carry a ``convfilter`` text chunk and TIFFs an ImageDescription that
+    starts with ``convfilter``. ``.npy`` arrays cannot carry a mark, and
+    convfilter is what writes them, so every ``.npy`` counts as an output.
+    Unreadable files are not outputs (they are reported when processed).
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    if head.startswith(NPY_MAGIC):
+        return True
+    if not (head.startswith(b"\x89PNG") or head[:4] in (b"II*\x00", b"MM\x00*")):
+        return False
+    try:
+        with Image.open(path) as image:
+            if image.format == "PNG":
+                return MARK_KEY in image.info
+            description = image.tag_v2.get(270, "") if image.format == "TIFF" else ""
+            return isinstance(description, str) and description.startswith(MARK_KEY)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        return False
 
 
 def _save(image: Image.Image, fmt: str, **options) -> bytes:
@@ -330,18 +367,17 @@ def _save(image: Image.Image, fmt: str, **options) -> bytes:
 def write_atomic(path: str, payload: bytes) -> None:
     """Write ``payload`` to ``path`` through a temporary file and a rename.
 
-    A reader never sees a half-written file, and an interrupted run leaves at
-    most a hidden temporary file that is removed on the way out.
+    A reader never sees a half-written file. The temporary name is chosen
+    before the file is created, so an interruption at any point (Ctrl-C, a
+    SIGTERM turned into an exception) can remove it: no ``.part`` file is left.
     """
     folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(8)}.part")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=folder)
-    except OSError as exc:
-        raise _naming(exc, path) from None
-    try:
+        # 0o666 less the umask: outputs get the usual permissions
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
-        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException as exc:
         try:
@@ -356,12 +392,3 @@ def write_atomic(path: str, payload: bytes) -> None:
 def _naming(exc: OSError, path: str) -> OSError:
     """The same error about ``path`` (not the hidden temporary file, or no file at all)."""
     return type(exc)(exc.errno, exc.strerror, path) if exc.errno else exc
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # mkstemp makes 0600 files; outputs get the usual permissions

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import string
 import sys
 from dataclasses import dataclass, field
 
 from . import __version__, io, montage, pipeline
 from .colormap import default_normalization
-from .recipe import Recipe, View
+from .recipe import DEFAULT_MAX_PIXELS, Recipe, View
 
 STDOUT = "-"
 # image extensions a user may type for -o that convfilter does not write (lossy or 8-bit only)
@@ -25,12 +26,49 @@ def _is_folder(output: str | None) -> bool:
     return bool(output) and (os.path.isdir(output) or output.endswith(("/", os.sep)))
 
 
-def maps_per_input(recipe: Recipe) -> int:
-    """How many feature maps each input gives (known before reading any input)."""
+def output_labels(recipe: Recipe, fmt: str) -> list[str]:
+    """The ``{kernel}`` label of every file one input gives, known before reading it."""
     conv = recipe.convolution
     if conv is None:
-        return 1
-    return sum(k.map_count for k in conv.kernels)
+        labels = [f"{recipe.pooling.type}pool"]
+    else:
+        labels = [label for k in conv.kernels for label in pipeline.map_labels(k, k.map_count)]
+    return ["+".join(labels)] if fmt == "npy" else labels
+
+
+DEFAULT_NAME = "{stem}_{kernel}.{ext}"
+NAME_FIELDS = ("stem", "kernel", "index", "ext")
+
+
+def check_name_template(template: str) -> str:
+    """Return ``template`` if it is a valid ``--name``, else raise ValueError saying why.
+
+    Fields are ``{stem}``, ``{kernel}``, ``{index}`` (the input's number in
+    the run, from 0) and ``{ext}``, with optional format specs
+    (``{index:05d}``). The name may hold sub-folders but must stay inside the
+    output folder.
+    """
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"--name '{template}': {exc} (write {{{{ and }}}} for literal braces)") from None
+    unknown = [f for f in fields if f not in NAME_FIELDS]
+    if unknown:
+        known = ", ".join("{" + f + "}" for f in NAME_FIELDS)
+        raise ValueError(f"--name '{template}': unknown field {{{unknown[0]}}}; use {known}")
+    try:
+        sample = template.format(stem="stem", kernel="kernel", index=0, ext="png")
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--name '{template}': {exc}") from None
+    parts = sample.replace("\\", "/").split("/")
+    if os.path.isabs(sample) or ".." in parts or not parts[-1] or parts[-1] == ".":
+        raise ValueError(f"--name '{template}' must name a file inside the output folder "
+                         "(no leading '/', no '..', not ending in '/')")
+    return template
+
+
+def template_fields(template: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
 
 
 def recipe_metadata(recipe: Recipe) -> str:
@@ -51,9 +89,12 @@ class OutputPlan:
     """Where and how the outputs of a run are written.
 
     ``target`` is a single file path, ``-`` (stdout), or None for a folder
-    (``folder``) with names ``{stem}_{label}.{ext}`` (``{stem}_montage.png``
-    with a montage). ``as_text`` means global pool values are printed on
-    stdout instead of written as images. ``view`` says how PNGs are drawn.
+    (``folder``) with names from ``name`` (``{stem}_{kernel}.{ext}``), each in
+    the input's sub-folder under ``folder``; a montage is one file per input
+    with ``{kernel}`` = ``montage``. ``as_text`` means global pool values are
+    printed on stdout instead of written as images. ``view`` says how PNGs are
+    drawn; ``max_pixels`` is the decompression-bomb limit, applied wherever the
+    work runs.
     """
 
     fmt: str
@@ -62,17 +103,19 @@ class OutputPlan:
     target: str | None = None
     as_text: bool = False
     metadata: str = ""
-    written: dict = field(default_factory=dict)
+    name: str = DEFAULT_NAME
     view: View = field(default_factory=View)
-    inputs: tuple = ()  # every input path of the run: none of them may be overwritten
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     @classmethod
     def make(cls, recipe: Recipe, inputs: list[str], output: str | None, fmt: str | None,
-             normalization: str | None, view: View = View()) -> "OutputPlan":
+             normalization: str | None, name: str | None = None, view: View = View(),
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> "OutputPlan":
         """Decide the plan, raising ValueError (a usage error) when the options contradict.
 
         ``normalization`` None means the colour map's default (``signed`` for
-        diverging, else ``minmax``).
+        diverging, else ``minmax``). ``name`` is a ``--name`` template (checked
+        by :func:`check_name_template`).
         """
         normalization = normalization or default_normalization(view.colormap)
         extension_fmt = None
@@ -86,8 +129,7 @@ class OutputPlan:
             raise ValueError(f"convfilter writes .png, .tif or .npy files, not '{suffix}'; "
                              "change the extension of -o (or end it with '/' for a folder)")
         fmt = fmt or extension_fmt or "png"
-        plan = cls(fmt, normalization, metadata=recipe_metadata(recipe), view=view,
-                   inputs=tuple(s for s in inputs if s != STDOUT))
+        plan = cls(fmt, normalization, metadata=recipe_metadata(recipe), view=view, max_pixels=max_pixels)
         if (view.montage or view.colormap != "gray") and fmt != "png":
             raise ValueError(f"--montage and --colormap draw 8-bit PNGs; they do not apply to -f {fmt}")
         if recipe.pooling.is_global and fmt in ("png", "png16"):
@@ -100,7 +142,7 @@ class OutputPlan:
                 )
             plan.as_text = True
             return plan
-        count = len(inputs) * (1 if fmt == "npy" or view.montage else maps_per_input(recipe))
+        count = len(inputs) * len(plan.labels(recipe))
         if output and not names_folder:
             if count != 1:
                 where = "stdout" if output == STDOUT else f"the file '{output}'"
@@ -111,23 +153,64 @@ class OutputPlan:
             plan.target = output
         elif output:
             plan.folder = output
+        if name is not None:
+            if plan.target is not None:
+                raise ValueError(f"--name names files in a folder, but -o '{output}' is one file; "
+                                 "give -o a folder")
+            plan.name = check_name_template(name)
+        fields = template_fields(plan.name)
+        if plan.target is None and len(inputs) > 1 and not fields & {"stem", "index"}:
+            raise ValueError(f"--name '{plan.name}' gives every input the same name; "
+                             "put {stem} or {index} in it")
+        if plan.target is None and len(plan.labels(recipe)) > 1 and "kernel" not in fields:
+            raise ValueError(f"--name '{plan.name}' gives every map of an input the same name; "
+                             "put {kernel} in it, or use -f npy")
         return plan
 
-    def path_for(self, stem: str, label: str) -> str:
+    def path_for(self, stem: str, label: str, subfolder: str = "", index: int = 0) -> str:
+        """The output path of map ``label`` of input number ``index``, named ``stem``.
+
+        ``subfolder`` is the input's folder relative to the folder argument it
+        was found in; it is mirrored under the output folder.
+        """
         if self.target is not None:
             return self.target
-        name = f"{stem}_{label}.{io.EXTENSIONS[self.fmt]}"
-        return name if self.folder == "." else os.path.join(self.folder, name)
+        name = self.name.format(stem=stem, kernel=label, index=index, ext=io.EXTENSIONS[self.fmt])
+        path = os.path.join(subfolder, name) if subfolder else name
+        return os.path.normpath(path if self.folder == "." else os.path.join(self.folder, path))
+
+    def outputs_for(self, recipe: Recipe, source: str, subfolder: str = "", index: int = 0) -> list[str]:
+        """Every file ``process`` will write for ``source`` (none for text or stdout)."""
+        if self.as_text or self.target == STDOUT:
+            return []
+        stem = io.stem_of(source)
+        return [self.path_for(stem, label, subfolder, index) for label in self.labels(recipe)]
+
+    def labels(self, recipe: Recipe) -> list[str]:
+        """The ``{kernel}`` label of every file one input gives."""
+        return ["montage"] if self.view.montage else output_labels(recipe, self.fmt)
 
 
-def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None) -> list[str]:
+@dataclass(frozen=True)
+class Written:
+    """One output of :func:`process`: its path (or ``stdout``) and array shape (H, W, K)."""
+
+    path: str
+    shape: tuple[int, ...]
+
+
+def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfolder: str = "",
+            index: int = 0, data: bytes | None = None) -> list[Written]:
     """Read ``source``, run ``recipe``, write its outputs; return what was written.
 
+    ``data`` holds the bytes of ``-`` (stdin) when the caller read them;
+    ``subfolder`` and ``index`` name the outputs (see ``OutputPlan.path_for``).
     Raises ValueError or OSError with a message for the user when the input
     cannot be read, the recipe does not fit it, or an output cannot be written;
     MemoryError when the image would not fit in memory (checked before decoding).
     """
-    loaded = io.load(source, check_size=lambda h, w, c: check_memory(recipe, h, w, c))
+    io.set_max_pixels(plan.max_pixels)
+    loaded = io.load(source, data, check_size=lambda h, w, c: check_memory(recipe, h, w, c))
     maps = pipeline.run(loaded.array, recipe)
     if plan.as_text:
         stream = stdout if stdout is not None else sys.stdout.buffer
@@ -144,24 +227,24 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None) -> list[
     if view.montage:
         picture = montage.draw(maps, plan.normalization, view.colormap, view.columns,
                                loaded.array if view.with_input else None, loaded.stem)
-        outputs = [("montage", io.png_bytes(picture, metadata))]
+        shape = (picture.height, picture.width, len(picture.getbands()))
+        outputs = [("montage", shape, io.png_bytes(picture, metadata))]
     else:
-        outputs = [(m.label, io.encode(m.data, plan.fmt, plan.normalization, metadata, view.colormap))
-                   for m in maps]
+        outputs = [(m.label, m.data.shape, io.encode(m.data, plan.fmt, plan.normalization, metadata,
+                                                     view.colormap)) for m in maps]
     written = []
-    for label, payload in outputs:
-        path = plan.path_for(loaded.stem, label)
+    for label, shape, payload in outputs:
+        path = plan.path_for(loaded.stem, label, subfolder, index)
         if path == STDOUT:
             stream = stdout if stdout is not None else sys.stdout.buffer
             stream.write(payload)
             stream.flush()
-            written.append("stdout")
+            written.append(Written("stdout", shape))
             continue
-        _check_destination(path, source, plan)
+        _check_destination(path, source)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         io.write_atomic(path, payload)
-        plan.written[os.path.abspath(path)] = source
-        written.append(path)
+        written.append(Written(path, shape))
     return written
 
 
@@ -193,14 +276,20 @@ def _stacked(maps: list[pipeline.FeatureMap]) -> pipeline.FeatureMap:
     return pipeline.FeatureMap("+".join(m.label for m in maps), np.concatenate([m.data for m in maps], axis=2))
 
 
-def _check_destination(path: str, source: str, plan: OutputPlan) -> None:
-    """Refuse to overwrite any input of the run, or an output this run wrote for another input."""
-    if os.path.exists(path):
-        for other in (source, *plan.inputs):
-            if other != STDOUT and os.path.exists(other) and os.path.samefile(path, other):
-                which = "the input itself" if other == source else f"the input '{other}' of this run"
-                raise ValueError(f"the output '{path}' is {which}; choose another -o")
-    earlier = plan.written.get(os.path.abspath(path))
-    if earlier is not None and earlier != source:
-        raise ValueError(f"the output '{path}' was already written for '{earlier}' in this run; "
-                         "use -o with a folder per input")
+def _check_destination(path: str, source: str) -> None:
+    """Refuse to overwrite the input itself (the batch planner checks the other inputs)."""
+    if source != STDOUT and os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source):
+        raise ValueError(f"the output '{path}' is the input itself; choose another -o")
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for the user about a failed input (no traceback, no class names)."""
+    if isinstance(exc, MemoryError):
+        text = " ".join(str(exc).split())  # ours says how much; numpy's names the array
+        if text.startswith("not enough memory"):
+            return text
+        return f"not enough memory ({text or 'for this image'})"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror.lower()}{where}"
+    return " ".join(str(exc).split()) or type(exc).__name__
