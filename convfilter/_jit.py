@@ -2,7 +2,18 @@
 
 They assume valid, C-contiguous float32 arrays and preallocated outputs:
 ``convfilter.ops`` checks and converts everything before calling them. They
-never validate, print or allocate anything the caller did not ask for.
+never validate, print or allocate anything the caller did not ask for
+(beyond one scratch row).
+
+The compute kernels work on a band of output rows ``[row_start, row_stop)``
+and release the GIL, so ``ops`` can run bands on several threads without
+Numba's parallel backend (which costs seconds to compile and would
+oversubscribe inside worker processes).
+
+Loop orders: every innermost loop runs along a contiguous axis (an image
+row, or the channels of one pixel) so that it vectorises, and accumulates
+into a row that stays in L1 cache. Zero taps are skipped (line kernels are
+mostly zeros), which is exact.
 """
 
 from __future__ import annotations
@@ -14,64 +25,188 @@ configure_cache()
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
+# Fused multiply-add only: no reassociation, no assumptions about NaN or infinity.
+FMA = {"contract"}
 
-@njit(cache=True, nogil=True)
+
+@njit(cache=True, nogil=True, fastmath=FMA, inline="always")
+def _zero_border(plane, pad_top, pad_left, height, width):
+    """Zero the cells of a padded 2-D plane outside ``[pad_top, +height) x [pad_left, +width)``."""
+    plane[:pad_top] = 0.0
+    plane[pad_top + height :] = 0.0
+    for r in range(pad_top, pad_top + height):
+        plane[r, :pad_left] = 0.0
+        plane[r, pad_left + width :] = 0.0
+
+
+@njit(cache=True, nogil=True, fastmath=FMA)
 def pad_planar(x, pad_top, pad_left, out):
-    """Copy NHWC ``x`` into the zeroed planar (N, C, Hp, Wp) ``out`` at an offset."""
+    """Copy NHWC ``x`` into the planar (N, C, Hp, Wp) ``out`` at an offset; the border is zeroed."""
     n_img, height, width, channels = x.shape
-    out[:] = 0.0
     for n in range(n_img):
+        for c in range(channels):
+            _zero_border(out[n, c], pad_top, pad_left, height, width)
         for r in range(height):
-            for q in range(width):
-                for c in range(channels):
-                    out[n, c, pad_top + r, pad_left + q] = x[n, r, q, c]
+            pixels = x[n, r].reshape(width * channels)
+            for c in range(channels):
+                dst = out[n, c, pad_top + r, pad_left : pad_left + width]
+                for q in range(width):
+                    dst[q] = pixels[q * channels + c]
 
 
-@njit(cache=True, nogil=True)
-def correlate_planar(xp, w, sh, sw, dh, dw, out):
-    """Direct cross-correlation of a padded planar input.
+@njit(cache=True, nogil=True, fastmath=FMA)
+def pad_planar_channel_sum(x, pad_top, pad_left, out):
+    """Like :func:`pad_planar` into (N, 1, Hp, Wp), summing the channels of each pixel."""
+    n_img, height, width, channels = x.shape
+    for n in range(n_img):
+        _zero_border(out[n, 0], pad_top, pad_left, height, width)
+        for r in range(height):
+            pixels = x[n, r].reshape(width * channels)
+            dst = out[n, 0, pad_top + r, pad_left : pad_left + width]
+            if channels == 3:  # RGB, the common case, unrolled so that it vectorises
+                for q in range(width):
+                    dst[q] = pixels[3 * q] + pixels[3 * q + 1] + pixels[3 * q + 2]
+            else:
+                for q in range(width):
+                    total = pixels[q * channels]
+                    for c in range(1, channels):
+                        total += pixels[q * channels + c]
+                    dst[q] = total
 
-    ``out[n, f, i, j] = sum_{c,u,v} w[f, c, u, v] * xp[n, c, i*sh + u*dh, j*sw + v*dw]``
 
-    The innermost loop runs along an output row, so it is contiguous (and
-    vectorised) for unit column stride.
+@njit(cache=True, nogil=True, fastmath=FMA)
+def pad_nhwc(x, pad_top, pad_left, out):
+    """Copy NHWC ``x`` into NHWC ``out`` at an offset; the border is zeroed."""
+    n_img, height, width, channels = x.shape
+    for n in range(n_img):
+        image = out[n].reshape(out.shape[1], out.shape[2] * channels)
+        _zero_border(image, pad_top, pad_left * channels, height, width * channels)
+        for r in range(height):
+            image[pad_top + r, pad_left * channels : (pad_left + width) * channels] = \
+                x[n, r].reshape(width * channels)
+
+
+@njit(cache=True, nogil=True, fastmath=FMA, inline="always")
+def _four_taps(acc, s0, s1, s2, s3, w0, w1, w2, w3, count):
+    """``acc[j] += w0*s0[j] + w1*s1[j] + w2*s2[j] + w3*s3[j]`` for ``j < count``.
+
+    Four taps per pass over the accumulator: a quarter of the loads and
+    stores of one tap at a time, which is what limits these loops.
     """
-    n_img, channels = xp.shape[0], xp.shape[1]
-    n_out, kh, kw = w.shape[0], w.shape[2], w.shape[3]
-    out_h, out_w = out.shape[2], out.shape[3]
-    out[:] = 0.0
+    for j in range(count):
+        acc[j] += w0 * s0[j] + w1 * s1[j] + w2 * s2[j] + w3 * s3[j]
+
+
+@njit(cache=True, nogil=True, fastmath=FMA, inline="always")
+def _row_taps(acc, rows, taps, weights, row_shift, step, count):
+    """Add ``weights[t] * rows[taps[t, 0] + row_shift, taps[t, 1] + j*step]`` over taps t, four at a time.
+
+    ``rows`` is a 2-D (row, column) array; ``len(taps)`` is a multiple of four
+    (padded with zero weights).
+    """
+    if step == 1:  # contiguous slices: plain vector loads
+        for t in range(0, taps.shape[0], 4):
+            r0, r1 = taps[t, 0] + row_shift, taps[t + 1, 0] + row_shift
+            r2, r3 = taps[t + 2, 0] + row_shift, taps[t + 3, 0] + row_shift
+            q0, q1, q2, q3 = taps[t, 1], taps[t + 1, 1], taps[t + 2, 1], taps[t + 3, 1]
+            _four_taps(acc, rows[r0, q0 : q0 + count], rows[r1, q1 : q1 + count],
+                       rows[r2, q2 : q2 + count], rows[r3, q3 : q3 + count],
+                       weights[t], weights[t + 1], weights[t + 2], weights[t + 3], count)
+    else:
+        span = (count - 1) * step + 1
+        for t in range(0, taps.shape[0], 4):
+            r0, r1 = taps[t, 0] + row_shift, taps[t + 1, 0] + row_shift
+            r2, r3 = taps[t + 2, 0] + row_shift, taps[t + 3, 0] + row_shift
+            q0, q1, q2, q3 = taps[t, 1], taps[t + 1, 1], taps[t + 2, 1], taps[t + 3, 1]
+            _four_taps(acc, rows[r0, q0 : q0 + span : step], rows[r1, q1 : q1 + span : step],
+                       rows[r2, q2 : q2 + span : step], rows[r3, q3 : q3 + span : step],
+                       weights[t], weights[t + 1], weights[t + 2], weights[t + 3], count)
+
+
+@njit(cache=True, nogil=True, fastmath=FMA)
+def correlate_planar(xp, taps, weights, sh, sw, out, row_start, row_stop):
+    """Direct cross-correlation of a padded planar input, one output row at a time.
+
+    ``xp`` is (N, C, Hp, Wp) viewed as (N, C*Hp, Wp); filter ``f`` is the list
+    of its nonzero taps ``taps[f, t] = (c*Hp + u*dh, v*dw)`` with weights
+    ``weights[f, t]``, so that
+
+    ``out[n, i, j, f] = sum_t weights[f, t] * xp[n, taps[f, t, 0] + i*sh, taps[f, t, 1] + j*sw]``
+
+    for ``row_start <= i < row_stop``. Each row is summed in a scratch row
+    that stays in L1 cache, then written into the NHWC output. Suits banks
+    with few filters.
+    """
+    n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
+    acc = np.empty(out_w, np.float32)
     for n in range(n_img):
-        for f in range(n_out):
-            for i in range(out_h):
-                row = out[n, f, i]
+        for i in range(row_start, row_stop):
+            dst = out[n, i]
+            for f in range(n_out):
+                acc[:] = 0.0
+                _row_taps(acc, xp[n], taps[f], weights[f], i * sh, sw, out_w)
+                dst[:, f] = acc
+
+
+@njit(cache=True, nogil=True, fastmath=FMA)
+def correlate_separable(xp, col_taps, col_weights, row_taps, row_weights, sh, sw, out,
+                        row_start, row_stop):
+    """Cross-correlation with rank-1 kernels: a column pass, then a row pass.
+
+    ``xp`` is (N, C*Hp, Wp); ``out`` is NHWC. For output row ``i`` of filter
+    ``f`` and input channel ``c``, the column taps
+    ``col_taps[f, c, t] = (c*Hp + u*dh, 0)`` sum padded rows into a scratch
+    row, and the row taps ``row_taps[f, c, t] = (0, v*dw)`` sum shifts of it:
+    ``kh + kw`` instead of ``kh * kw`` operations per output.
+    """
+    n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
+    channels, width_padded = col_taps.shape[1], xp.shape[2]
+    scratch = np.empty((1, width_padded), np.float32)
+    acc = np.empty(out_w, np.float32)
+    for n in range(n_img):
+        for i in range(row_start, row_stop):
+            dst = out[n, i]
+            for f in range(n_out):
+                acc[:] = 0.0
                 for c in range(channels):
-                    for u in range(kh):
-                        src = xp[n, c, i * sh + u * dh]
-                        for v in range(kw):
-                            weight = w[f, c, u, v]
-                            offset = v * dw
-                            for j in range(out_w):
-                                row[j] += weight * src[j * sw + offset]
+                    scratch[:] = 0.0
+                    _row_taps(scratch[0], xp[n], col_taps[f, c], col_weights[f, c], i * sh, 1, width_padded)
+                    _row_taps(acc, scratch, row_taps[f, c], row_weights[f, c], 0, sw, out_w)
+                dst[:, f] = acc
 
 
-@njit(cache=True, nogil=True)
-def planar_to_nhwc(src, out):
-    """Transpose (N, F, H, W) into (N, H, W, F)."""
-    n_img, n_out, height, width = src.shape
+@njit(cache=True, nogil=True, fastmath=FMA)
+def correlate_channels_last(xp, taps, weights, sh, sw, out, row_start, row_stop):
+    """Direct cross-correlation of a padded NHWC input, writing NHWC directly.
+
+    Tap ``t`` reads pixel channel ``taps[t] = (u*dh, v*dw, c)`` and adds
+    ``value * weights[t, :]`` to all F outputs of the pixel: the innermost
+    loop runs over the output channels, so it suits banks with many filters
+    (a keras layer). ``len(taps)`` is a multiple of four (zero-weight padding).
+    """
+    n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
     for n in range(n_img):
-        for i in range(height):
-            for j in range(width):
-                for f in range(n_out):
-                    out[n, i, j, f] = src[n, f, i, j]
+        for i in range(row_start, row_stop):
+            for j in range(out_w):
+                acc = out[n, i, j]
+                acc[:] = 0.0
+                r, q = i * sh, j * sw
+                for t in range(0, taps.shape[0], 4):
+                    _four_taps(acc, weights[t], weights[t + 1], weights[t + 2], weights[t + 3],
+                               xp[n, r + taps[t, 0], q + taps[t, 1], taps[t, 2]],
+                               xp[n, r + taps[t + 1, 0], q + taps[t + 1, 1], taps[t + 1, 2]],
+                               xp[n, r + taps[t + 2, 0], q + taps[t + 2, 1], taps[t + 2, 2]],
+                               xp[n, r + taps[t + 3, 0], q + taps[t + 3, 1], taps[t + 3, 2]],
+                               n_out)
 
 
-@njit(cache=True, nogil=True)
-def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out):
+@njit(cache=True, nogil=True, fastmath=FMA)
+def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
     """Max over each window; cells outside the image are ignored (never zeros)."""
     n_img, height, width, channels = x.shape
-    out_h, out_w = out.shape[1], out.shape[2]
+    out_w = out.shape[2]
     for n in range(n_img):
-        for i in range(out_h):
+        for i in range(row_start, row_stop):
             r0 = i * sh - pad_top
             r1 = min(r0 + ph, height)
             r0 = max(r0, 0)
@@ -80,23 +215,24 @@ def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out):
                 q1 = min(q0 + pw, width)
                 q0 = max(q0, 0)
                 dst = out[n, i, j]
-                dst[:] = -np.inf
+                first = x[n, r0, q0]
+                for c in range(channels):
+                    dst[c] = first[c]
                 for r in range(r0, r1):
                     for q in range(q0, q1):
                         cell = x[n, r, q]
                         for c in range(channels):
-                            if cell[c] > dst[c]:
-                                dst[c] = cell[c]
+                            value = cell[c]
+                            dst[c] = value if value > dst[c] else dst[c]
 
 
-@njit(cache=True, nogil=True)
-def avg_pool(x, ph, pw, sh, sw, pad_top, pad_left, out):
+@njit(cache=True, nogil=True, fastmath=FMA)
+def avg_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
     """Mean over each window, dividing by the number of cells inside the image."""
     n_img, height, width, channels = x.shape
-    out_h, out_w = out.shape[1], out.shape[2]
-    acc = np.zeros(channels, dtype=np.float64)
+    out_w = out.shape[2]
     for n in range(n_img):
-        for i in range(out_h):
+        for i in range(row_start, row_stop):
             r0 = i * sh - pad_top
             r1 = min(r0 + ph, height)
             r0 = max(r0, 0)
@@ -104,13 +240,13 @@ def avg_pool(x, ph, pw, sh, sw, pad_top, pad_left, out):
                 q0 = j * sw - pad_left
                 q1 = min(q0 + pw, width)
                 q0 = max(q0, 0)
-                acc[:] = 0.0
+                dst = out[n, i, j]
+                dst[:] = 0.0
                 for r in range(r0, r1):
                     for q in range(q0, q1):
                         cell = x[n, r, q]
                         for c in range(channels):
-                            acc[c] += cell[c]
-                inv = 1.0 / ((r1 - r0) * (q1 - q0))
-                dst = out[n, i, j]
+                            dst[c] += cell[c]
+                count = np.float32((r1 - r0) * (q1 - q0))
                 for c in range(channels):
-                    dst[c] = acc[c] * inv
+                    dst[c] /= count

@@ -15,6 +15,8 @@ with zero padding ``pt``/``pl`` from :func:`convfilter.geometry.axis`.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from . import _jit
@@ -31,6 +33,8 @@ __all__ = [
     "activate",
     "ACTIVATIONS",
     "output_size",
+    "set_num_threads",
+    "get_num_threads",
 ]
 
 
@@ -119,22 +123,205 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1) -> np.ndarray
     dilations = pair(dilations, "dilations")
     padding = normalize_padding(padding)
     gh, gw = _geometry(x, w.shape[:2], strides, padding, dilations, "kernel")
-    return _unbatch(_correlate(x, np.asarray(w, np.float32), strides, dilations, gh, gw), added)
+    return _unbatch(_correlate(x, np.ascontiguousarray(w, np.float32), strides, dilations, gh, gw), added)
 
 
-def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry) -> np.ndarray:
+# --- threads ---------------------------------------------------------------------------------
+# The kernels release the GIL and work on bands of output rows, so plain threads run them in
+# parallel. Work below MIN_PARALLEL_WORK multiply-adds (or cells) stays on the calling thread:
+# starting threads costs more than it saves there.
+
+MIN_PARALLEL_WORK = 4_000_000
+_threads: int | None = None
+_executor = None
+
+
+def _default_threads() -> int:
+    env = os.environ.get("CONVFILTER_NUM_THREADS") or os.environ.get("NUMBA_NUM_THREADS")
+    if env and env.strip().isdigit() and int(env) >= 1:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_num_threads(count: int | None) -> None:
+    """Use at most ``count`` threads per call (None: every available CPU).
+
+    Batch workers that already run one process per CPU call
+    ``set_num_threads(1)`` so they never oversubscribe. The environment
+    variables ``CONVFILTER_NUM_THREADS`` or ``NUMBA_NUM_THREADS`` set the
+    default.
+    """
+    global _threads
+    if count is not None and (not isinstance(count, int) or count < 1):
+        raise ValueError(f"thread count must be a whole number >= 1 or None, got {count!r}")
+    _threads = count
+
+
+def get_num_threads() -> int:
+    """The number of threads a large call uses."""
+    return _threads if _threads is not None else _default_threads()
+
+
+def _run_bands(kernel, args, rows: int, work: float) -> None:
+    """Run ``kernel(*args, row_start, row_stop)`` over ``rows`` output rows, split across threads
+    when there is enough ``work``."""
+    global _executor
+    threads = min(get_num_threads(), rows)
+    if threads <= 1 or work < MIN_PARALLEL_WORK:
+        kernel(*args, 0, rows)
+        return
+    if _executor is None or _executor._max_workers < threads:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="convfilter")
+    edges = [rows * t // threads for t in range(threads + 1)]
+    futures = [_executor.submit(kernel, *args, lo, hi) for lo, hi in zip(edges, edges[1:]) if hi > lo]
+    for future in futures:
+        future.result()
+
+
+# --- convolution paths -----------------------------------------------------------------------
+
+CONV_PATHS = ("auto", "planar", "channels-last", "separable")
+MANY_FILTERS = 8  # from this many filters per pass, the channels-last loop order wins
+
+
+def _rank_one(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(col, row)`` with ``outer(col, row) == kernel`` to float32 precision, or None.
+
+    The largest entry's row and column define the factors; the check runs in
+    float64 and allows a few float32 ulps of the largest weight, so the
+    separable result stays within the rounding of the direct formula.
+    """
+    k = kernel.astype(np.float64)
+    p, q = np.unravel_index(np.argmax(np.abs(k)), k.shape)
+    peak = k[p, q]
+    if peak == 0.0:
+        return np.zeros(k.shape[0], np.float32), np.zeros(k.shape[1], np.float32)
+    col, row = k[:, q] / peak, k[p, :]
+    if np.max(np.abs(np.outer(col, row) - k)) > 4 * np.finfo(np.float32).eps * abs(peak):
+        return None
+    return col.astype(np.float32), row.astype(np.float32)
+
+
+def _separable_factors(w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Column and row factors (F, C, kh) and (F, C, kw) when every w[:, :, c, f] is rank 1."""
+    fh, fw, n_in, n_out = w.shape
+    cols = np.empty((n_out, n_in, fh), np.float32)
+    rows = np.empty((n_out, n_in, fw), np.float32)
+    for f in range(n_out):
+        for c in range(n_in):
+            factors = _rank_one(w[:, :, c, f])
+            if factors is None:
+                return None
+            cols[f, c], rows[f, c] = factors
+    return cols, rows
+
+
+def _uniform_over_inputs(w: np.ndarray) -> bool:
+    """True when every input channel has the same kernels, so the channel sum can be filtered once."""
+    return w.shape[2] > 1 and bool(np.all(w == w[:, :, :1, :]))
+
+
+def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path: str = "auto",
+               sum_channels: bool | None = None) -> np.ndarray:
+    """NHWC float32 result of the cross-correlation, by the fastest exact path (or the one forced).
+
+    ``sum_channels`` (None: when it applies) filters the sum of the input channels once with
+    one channel's kernels. ``path`` is one of :data:`CONV_PATHS`.
+    """
+    if sum_channels is None:
+        sum_channels = _uniform_over_inputs(w)
+    elif sum_channels and not (w.shape[2] == 1 or np.all(w == w[:, :, :1, :])):
+        raise ValueError("sum_channels needs the same kernels on every input channel")
+    if sum_channels:
+        w = np.ascontiguousarray(w[:, :, :1, :])
+    factors = _separable_factors(w) if path in ("auto", "separable") else None
+    if path == "separable" and factors is None:
+        raise ValueError("the separable path needs rank-1 kernels")
+    if path == "auto":
+        path = "separable" if factors is not None else (
+            "channels-last" if w.shape[3] >= MANY_FILTERS else "planar")
+
     n_img, height, width, channels = x.shape
-    padded = np.empty(
-        (n_img, channels, height + gh.pad_before + gh.pad_after, width + gw.pad_before + gw.pad_after),
-        np.float32,
-    )
-    _jit.pad_planar(x, gh.pad_before, gw.pad_before, padded)
-    weights = np.ascontiguousarray(w.transpose(3, 2, 0, 1), dtype=np.float32)
-    planar = np.empty((n_img, w.shape[3], gh.out, gw.out), np.float32)
-    _jit.correlate_planar(padded, weights, strides[0], strides[1], dilations[0], dilations[1], planar)
-    out = np.empty((n_img, gh.out, gw.out, w.shape[3]), np.float32)
-    _jit.planar_to_nhwc(planar, out)
+    fh, fw, n_in, n_out = w.shape
+    (sh, sw), (dh, dw) = strides, dilations
+    padded_h = height + gh.pad_before + gh.pad_after
+    padded_w = width + gw.pad_before + gw.pad_after
+    cells = n_img * gh.out * gw.out * n_out
+
+    if path == "channels-last":
+        if sum_channels:
+            x = np.ascontiguousarray(x.sum(axis=3, keepdims=True, dtype=np.float32))
+        padded = np.empty((n_img, padded_h, padded_w, n_in), np.float32)
+        _jit.pad_nhwc(x, gh.pad_before, gw.pad_before, padded)
+        u, v, c = np.meshgrid(np.arange(fh), np.arange(fw), np.arange(n_in), indexing="ij")
+        taps, weights = _tap_list(np.stack([u.ravel() * dh, v.ravel() * dw, c.ravel()], 1),
+                                  w.reshape(fh * fw * n_in, n_out))
+        out = np.empty((n_img, gh.out, gw.out, n_out), np.float32)
+        _run_bands(_jit.correlate_channels_last, (padded, taps, weights, sh, sw, out), gh.out,
+                   cells * len(taps))
+        return out
+
+    padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
+    if sum_channels:
+        _jit.pad_planar_channel_sum(x, gh.pad_before, gw.pad_before, padded)
+    else:
+        _jit.pad_planar(x, gh.pad_before, gw.pad_before, padded)
+    rows_view = padded.reshape(n_img, n_in * padded_h, padded_w)
+    out = np.empty((n_img, gh.out, gw.out, n_out), np.float32)
+    if path == "separable":
+        cols, rows = factors
+        channel_rows = (np.arange(n_in) * padded_h)[:, None]
+        col_taps, col_weights = _tap_lists(
+            cols, lambda f, c, u: (channel_rows[c] + u * dh, 0 * u))
+        row_taps, row_weights = _tap_lists(rows, lambda f, c, v: (0 * v, v * dw))
+        args = (rows_view, col_taps, col_weights, row_taps, row_weights, sh, sw, out)
+        work = n_img * gh.out * (col_taps.shape[2] * padded_w + row_taps.shape[2] * gw.out) * n_out * n_in
+        _run_bands(_jit.correlate_separable, args, gh.out, work)
+    else:
+        per_filter = w.transpose(3, 2, 0, 1).reshape(n_out, 1, n_in * fh * fw)
+        c, u, v = np.meshgrid(np.arange(n_in), np.arange(fh), np.arange(fw), indexing="ij")
+        rows_of, cols_of = (c * padded_h + u * dh).ravel(), (v * dw).ravel()
+        taps, weights = _tap_lists(per_filter, lambda f, _, t: (rows_of[t], cols_of[t]))
+        taps, weights = taps[:, 0], weights[:, 0]
+        _run_bands(_jit.correlate_planar, (rows_view, taps, weights, sh, sw, out), gh.out,
+                   cells * taps.shape[1])
     return out
+
+
+def _tap_list(positions: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Taps and their weight rows, padded to a multiple of four with zero-weight copies of tap 0."""
+    count = -(-len(positions) // 4) * 4
+    taps = np.zeros((count, positions.shape[1]), np.int64)
+    taps[: len(positions)] = positions
+    padded = np.zeros((count,) + weights.shape[1:], np.float32)
+    padded[: len(weights)] = weights
+    return taps, padded
+
+
+def _tap_lists(kernels: np.ndarray, position) -> tuple[np.ndarray, np.ndarray]:
+    """The nonzero taps of each 1-D kernel ``kernels[f, c]`` as (F, C, T, 2) positions and (F, C, T)
+    weights, T a multiple of four; ``position(f, c, index)`` gives (row, column) of a tap.
+
+    Zero weights are left out (exact: they add nothing), padding taps have weight 0 at (0, 0).
+    """
+    n_out, n_in, _ = kernels.shape
+    count = max(1, max(np.count_nonzero(kernels[f, c]) for f in range(n_out) for c in range(n_in)))
+    count = -(-count // 4) * 4
+    taps = np.zeros((n_out, n_in, count, 2), np.int64)
+    weights = np.zeros((n_out, n_in, count), np.float32)
+    for f in range(n_out):
+        for c in range(n_in):
+            index = np.flatnonzero(kernels[f, c])
+            row, col = position(f, c, index)
+            taps[f, c, : len(index), 0] = row
+            taps[f, c, : len(index), 1] = col
+            weights[f, c, : len(index)] = kernels[f, c, index]
+    return taps, weights
 
 
 def _pool(kernel, input, ksize, strides, padding) -> np.ndarray:
@@ -144,7 +331,8 @@ def _pool(kernel, input, ksize, strides, padding) -> np.ndarray:
     padding = normalize_padding(padding)
     gh, gw = _geometry(x, ksize, strides, padding, (1, 1), "pool window")
     out = np.empty((x.shape[0], gh.out, gw.out, x.shape[3]), np.float32)
-    kernel(x, ksize[0], ksize[1], strides[0], strides[1], gh.pad_before, gw.pad_before, out)
+    args = (x, ksize[0], ksize[1], strides[0], strides[1], gh.pad_before, gw.pad_before, out)
+    _run_bands(kernel, args, gh.out, out.size * ksize[0] * ksize[1])
     return _unbatch(out, added)
 
 
