@@ -74,18 +74,6 @@ def pad_planar_channel_sum(x, pad_top, pad_left, out):
                     dst[q] = total
 
 
-@njit(cache=True, nogil=True, fastmath=FMA)
-def pad_nhwc(x, pad_top, pad_left, out):
-    """Copy NHWC ``x`` into NHWC ``out`` at an offset; the border is zeroed."""
-    n_img, height, width, channels = x.shape
-    for n in range(n_img):
-        image = out[n].reshape(out.shape[1], out.shape[2] * channels)
-        _zero_border(image, pad_top, pad_left * channels, height, width * channels)
-        for r in range(height):
-            image[pad_top + r, pad_left * channels : (pad_left + width) * channels] = \
-                x[n, r].reshape(width * channels)
-
-
 @njit(cache=True, nogil=True, fastmath=FMA, inline="always")
 def _four_taps(acc, s0, s1, s2, s3, w0, w1, w2, w3, count):
     """``acc[j] += w0*s0[j] + w1*s1[j] + w2*s2[j] + w3*s3[j]`` for ``j < count``.
@@ -173,31 +161,6 @@ def correlate_separable(xp, col_taps, col_weights, row_taps, row_weights, sh, sw
                     _row_taps(scratch[0], xp[n], col_taps[f, c], col_weights[f, c], i * sh, 1, width_padded)
                     _row_taps(acc, scratch, row_taps[f, c], row_weights[f, c], 0, sw, out_w)
                 dst[:, f] = acc
-
-
-@njit(cache=True, nogil=True, fastmath=FMA)
-def correlate_channels_last(xp, taps, weights, sh, sw, out, row_start, row_stop):
-    """Direct cross-correlation of a padded NHWC input, writing NHWC directly.
-
-    Tap ``t`` reads pixel channel ``taps[t] = (u*dh, v*dw, c)`` and adds
-    ``value * weights[t, :]`` to all F outputs of the pixel: the innermost
-    loop runs over the output channels, so it suits banks with many filters
-    (a keras layer). ``len(taps)`` is a multiple of four (zero-weight padding).
-    """
-    n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
-    for n in range(n_img):
-        for i in range(row_start, row_stop):
-            for j in range(out_w):
-                acc = out[n, i, j]
-                acc[:] = 0.0
-                r, q = i * sh, j * sw
-                for t in range(0, taps.shape[0], 4):
-                    _four_taps(acc, weights[t], weights[t + 1], weights[t + 2], weights[t + 3],
-                               xp[n, r + taps[t, 0], q + taps[t, 1], taps[t, 2]],
-                               xp[n, r + taps[t + 1, 0], q + taps[t + 1, 1], taps[t + 1, 2]],
-                               xp[n, r + taps[t + 2, 0], q + taps[t + 2, 1], taps[t + 2, 2]],
-                               xp[n, r + taps[t + 3, 0], q + taps[t + 3, 1], taps[t + 3, 2]],
-                               n_out)
 
 
 @njit(cache=True, nogil=True, fastmath=FMA)
