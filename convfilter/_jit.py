@@ -25,6 +25,10 @@ configure_cache()
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
+# The public kernels, for ``ops.warm_up`` (helpers inlined into them are not listed).
+KERNELS = ("pad_planar", "pad_planar_channel_sum", "correlate_planar", "correlate_separable",
+           "max_pool", "avg_pool")
+
 # Fused multiply-add only: no reassociation, no assumptions about NaN or infinity.
 FMA = {"contract"}
 
