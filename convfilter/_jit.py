@@ -115,6 +115,18 @@ def _row_taps(acc, rows, taps, weights, row_shift, step, count):
                        weights[t], weights[t + 1], weights[t + 2], weights[t + 3], count)
 
 
+@njit(cache=True, nogil=True, fastmath=FMA, inline="always")
+def _store_transposed(rows, dst):
+    """``dst[j, f] = rows[f, j]``: one output row of every filter into an NHWC row."""
+    n_out, width = rows.shape
+    if n_out == 1:
+        dst[:, 0] = rows[0]
+        return
+    for j in range(width):
+        for f in range(n_out):
+            dst[j, f] = rows[f, j]
+
+
 @njit(cache=True, nogil=True, fastmath=FMA)
 def correlate_planar(xp, taps, weights, sh, sw, out, row_start, row_stop):
     """Direct cross-correlation of a padded planar input, one output row at a time.
@@ -130,14 +142,14 @@ def correlate_planar(xp, taps, weights, sh, sw, out, row_start, row_stop):
     with few filters.
     """
     n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
-    acc = np.empty(out_w, np.float32)
+    rows = np.empty((n_out, out_w), np.float32)
     for n in range(n_img):
         for i in range(row_start, row_stop):
-            dst = out[n, i]
             for f in range(n_out):
+                acc = rows[f]
                 acc[:] = 0.0
                 _row_taps(acc, xp[n], taps[f], weights[f], i * sh, sw, out_w)
-                dst[:, f] = acc
+            _store_transposed(rows, out[n, i])
 
 
 @njit(cache=True, nogil=True, fastmath=FMA)
@@ -154,17 +166,17 @@ def correlate_separable(xp, col_taps, col_weights, row_taps, row_weights, sh, sw
     n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
     channels, width_padded = col_taps.shape[1], xp.shape[2]
     scratch = np.empty((1, width_padded), np.float32)
-    acc = np.empty(out_w, np.float32)
+    rows = np.empty((n_out, out_w), np.float32)
     for n in range(n_img):
         for i in range(row_start, row_stop):
-            dst = out[n, i]
             for f in range(n_out):
+                acc = rows[f]
                 acc[:] = 0.0
                 for c in range(channels):
                     scratch[:] = 0.0
                     _row_taps(scratch[0], xp[n], col_taps[f, c], col_weights[f, c], i * sh, 1, width_padded)
                     _row_taps(acc, scratch, row_taps[f, c], row_weights[f, c], 0, sw, out_w)
-                dst[:, f] = acc
+            _store_transposed(rows, out[n, i])
 
 
 @njit(cache=True, nogil=True, fastmath=FMA)
