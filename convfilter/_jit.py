@@ -79,22 +79,34 @@ def pad_planar_channel_sum(x, pad_top, pad_left, out):
 
 
 @njit(cache=True, nogil=True, fastmath=FMA, inline="always")
-def _four_taps(acc, s0, s1, s2, s3, w0, w1, w2, w3, count):
-    """``acc[j] += w0*s0[j] + w1*s1[j] + w2*s2[j] + w3*s3[j]`` for ``j < count``.
+def _four_taps(acc, s0, s1, s2, s3, weights, t, count):
+    """``acc[k, j] += sum_e weights[k, t + e] * s_e[j]`` for the four rows ``s_e``, ``j < count``.
 
-    Four taps per pass over the accumulator: a quarter of the loads and
-    stores of one tap at a time, which is what limits these loops.
+    Four taps per pass over an accumulator row, and for two filters
+    (``acc`` with two rows) the same four source values feed both: loads and
+    stores, not arithmetic, limit these loops.
     """
-    for j in range(count):
-        acc[j] += w0 * s0[j] + w1 * s1[j] + w2 * s2[j] + w3 * s3[j]
+    a0 = acc[0]
+    w00, w01, w02, w03 = weights[0, t], weights[0, t + 1], weights[0, t + 2], weights[0, t + 3]
+    if acc.shape[0] == 1:
+        for j in range(count):
+            a0[j] += w00 * s0[j] + w01 * s1[j] + w02 * s2[j] + w03 * s3[j]
+    else:
+        a1 = acc[1]
+        w10, w11, w12, w13 = weights[1, t], weights[1, t + 1], weights[1, t + 2], weights[1, t + 3]
+        for j in range(count):
+            x0, x1, x2, x3 = s0[j], s1[j], s2[j], s3[j]
+            a0[j] += w00 * x0 + w01 * x1 + w02 * x2 + w03 * x3
+            a1[j] += w10 * x0 + w11 * x1 + w12 * x2 + w13 * x3
 
 
 @njit(cache=True, nogil=True, fastmath=FMA, inline="always")
 def _row_taps(acc, rows, taps, weights, row_shift, step, count):
-    """Add ``weights[t] * rows[taps[t, 0] + row_shift, taps[t, 1] + j*step]`` over taps t, four at a time.
+    """``acc[k, j] += sum_t weights[k, t] * rows[taps[t, 0] + row_shift, taps[t, 1] + j*step]``.
 
-    ``rows`` is a 2-D (row, column) array; ``len(taps)`` is a multiple of four
-    (padded with zero weights).
+    ``acc`` holds one or two filters' rows (sharing the taps); ``rows`` is a
+    2-D (row, column) array; ``len(taps)`` is a multiple of four (padded with
+    zero weights).
     """
     if step == 1:  # contiguous slices: plain vector loads
         for t in range(0, taps.shape[0], 4):
@@ -102,8 +114,7 @@ def _row_taps(acc, rows, taps, weights, row_shift, step, count):
             r2, r3 = taps[t + 2, 0] + row_shift, taps[t + 3, 0] + row_shift
             q0, q1, q2, q3 = taps[t, 1], taps[t + 1, 1], taps[t + 2, 1], taps[t + 3, 1]
             _four_taps(acc, rows[r0, q0 : q0 + count], rows[r1, q1 : q1 + count],
-                       rows[r2, q2 : q2 + count], rows[r3, q3 : q3 + count],
-                       weights[t], weights[t + 1], weights[t + 2], weights[t + 3], count)
+                       rows[r2, q2 : q2 + count], rows[r3, q3 : q3 + count], weights, t, count)
     else:
         span = (count - 1) * step + 1
         for t in range(0, taps.shape[0], 4):
@@ -111,8 +122,7 @@ def _row_taps(acc, rows, taps, weights, row_shift, step, count):
             r2, r3 = taps[t + 2, 0] + row_shift, taps[t + 3, 0] + row_shift
             q0, q1, q2, q3 = taps[t, 1], taps[t + 1, 1], taps[t + 2, 1], taps[t + 3, 1]
             _four_taps(acc, rows[r0, q0 : q0 + span : step], rows[r1, q1 : q1 + span : step],
-                       rows[r2, q2 : q2 + span : step], rows[r3, q3 : q3 + span : step],
-                       weights[t], weights[t + 1], weights[t + 2], weights[t + 3], count)
+                       rows[r2, q2 : q2 + span : step], rows[r3, q3 : q3 + span : step], weights, t, count)
 
 
 @njit(cache=True, nogil=True, fastmath=FMA, inline="always")
@@ -131,24 +141,24 @@ def _store_transposed(rows, dst):
 def correlate_planar(xp, taps, weights, sh, sw, out, row_start, row_stop):
     """Direct cross-correlation of a padded planar input, one output row at a time.
 
-    ``xp`` is (N, C, Hp, Wp) viewed as (N, C*Hp, Wp); filter ``f`` is the list
-    of its nonzero taps ``taps[f, t] = (c*Hp + u*dh, v*dw)`` with weights
-    ``weights[f, t]``, so that
+    ``xp`` is (N, C, Hp, Wp) viewed as (N, C*Hp, Wp); the taps
+    ``taps[t] = (c*Hp + u*dh, v*dw)`` are the positions where any filter has
+    a nonzero weight, and ``weights[f, t]`` each filter's weight there, so that
 
-    ``out[n, i, j, f] = sum_t weights[f, t] * xp[n, taps[f, t, 0] + i*sh, taps[f, t, 1] + j*sw]``
+    ``out[n, i, j, f] = sum_t weights[f, t] * xp[n, taps[t, 0] + i*sh, taps[t, 1] + j*sw]``
 
-    for ``row_start <= i < row_stop``. Each row is summed in a scratch row
-    that stays in L1 cache, then written into the NHWC output. Suits banks
-    with few filters.
+    for ``row_start <= i < row_stop``. Filters go two at a time through the
+    taps; each row is summed in a scratch block that stays in L1 cache, then
+    written into the NHWC output.
     """
     n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
     rows = np.empty((n_out, out_w), np.float32)
     for n in range(n_img):
         for i in range(row_start, row_stop):
-            for f in range(n_out):
-                acc = rows[f]
-                acc[:] = 0.0
-                _row_taps(acc, xp[n], taps[f], weights[f], i * sh, sw, out_w)
+            rows[:] = 0.0
+            for f in range(0, n_out, 2):
+                last = min(f + 2, n_out)
+                _row_taps(rows[f:last], xp[n], taps, weights[f:last], i * sh, sw, out_w)
             _store_transposed(rows, out[n, i])
 
 
@@ -169,13 +179,13 @@ def correlate_separable(xp, col_taps, col_weights, row_taps, row_weights, sh, sw
     rows = np.empty((n_out, out_w), np.float32)
     for n in range(n_img):
         for i in range(row_start, row_stop):
+            rows[:] = 0.0
             for f in range(n_out):
-                acc = rows[f]
-                acc[:] = 0.0
                 for c in range(channels):
                     scratch[:] = 0.0
-                    _row_taps(scratch[0], xp[n], col_taps[f, c], col_weights[f, c], i * sh, 1, width_padded)
-                    _row_taps(acc, scratch, row_taps[f, c], row_weights[f, c], 0, sw, out_w)
+                    _row_taps(scratch, xp[n], col_taps[f, c], col_weights[f, c : c + 1], i * sh, 1,
+                              width_padded)
+                    _row_taps(rows[f : f + 1], scratch, row_taps[f, c], row_weights[f, c : c + 1], 0, sw, out_w)
             _store_transposed(rows, out[n, i])
 
 

@@ -295,13 +295,19 @@ def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, pat
         work = n_img * gh.out * (col_taps.shape[2] * padded_w + row_taps.shape[2] * gw.out) * n_out * n_in
         _run_bands(_jit.correlate_separable, args, gh.out, work)
     else:
-        per_filter = w.transpose(3, 2, 0, 1).reshape(n_out, 1, n_in * fh * fw)
+        # one tap list for all filters (positions where any filter is nonzero), so that filters
+        # can share the loads of their source rows
         c, u, v = np.meshgrid(np.arange(n_in), np.arange(fh), np.arange(fw), indexing="ij")
-        rows_of, cols_of = (c * padded_h + u * dh).ravel(), (v * dw).ravel()
-        taps, weights = _tap_lists(per_filter, lambda f, _, t: (rows_of[t], cols_of[t]))
-        taps, weights = taps[:, 0], weights[:, 0]
+        positions = np.stack([(c * padded_h + u * dh).ravel(), (v * dw).ravel()], 1)
+        per_filter = w.transpose(3, 2, 0, 1).reshape(n_out, n_in * fh * fw)
+        used = np.flatnonzero(np.any(per_filter != 0, axis=0))
+        count = max(4, -(-len(used) // 4) * 4)
+        taps = np.zeros((count, 2), np.int64)
+        taps[: len(used)] = positions[used]
+        weights = np.zeros((n_out, count), np.float32)
+        weights[:, : len(used)] = per_filter[:, used]
         _run_bands(_jit.correlate_planar, (rows_view, taps, weights, sh, sw, out), gh.out,
-                   cells * taps.shape[1])
+                   cells * count)
     return out
 
 
