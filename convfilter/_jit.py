@@ -163,8 +163,8 @@ def correlate_planar(xp, taps, weights, sh, sw, out, row_start, row_stop):
 
 
 @njit(cache=True, nogil=True, fastmath=FMA)
-def correlate_separable(xp, col_taps, col_weights, row_taps, row_weights, sh, sw, out,
-                        row_start, row_stop):
+def correlate_separable(xp, col_taps, col_weights, pair_taps, pair_weights, row_taps, row_weights,
+                        sh, sw, out, row_start, row_stop):
     """Cross-correlation with rank-1 kernels: a column pass, then a row pass.
 
     ``xp`` is (N, C*Hp, Wp); ``out`` is NHWC. For output row ``i`` of filter
@@ -172,21 +172,33 @@ def correlate_separable(xp, col_taps, col_weights, row_taps, row_weights, sh, sw
     ``col_taps[f, c, t] = (c*Hp + u*dh, 0)`` sum padded rows into a scratch
     row, and the row taps ``row_taps[f, c, t] = (0, v*dw)`` sum shifts of it:
     ``kh + kw`` instead of ``kh * kw`` operations per output.
+
+    Output rows go two at a time through the column pass: ``pair_taps[f, c]``
+    are the source rows that rows ``i`` and ``i + 1`` use (they overlap) and
+    ``pair_weights[f, c, k]`` their weights for row ``i + k``, so each source
+    row is loaded once for both.
     """
     n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
     channels, width_padded = col_taps.shape[1], xp.shape[2]
-    scratch = np.empty((1, width_padded), np.float32)
-    rows = np.empty((n_out, out_w), np.float32)
+    scratch = np.empty((2, width_padded), np.float32)
+    rows = np.empty((2, n_out, out_w), np.float32)
     for n in range(n_img):
-        for i in range(row_start, row_stop):
+        for i in range(row_start, row_stop, 2):
+            count = min(2, row_stop - i)
             rows[:] = 0.0
             for f in range(n_out):
                 for c in range(channels):
                     scratch[:] = 0.0
-                    _row_taps(scratch, xp[n], col_taps[f, c], col_weights[f, c : c + 1], i * sh, 1,
-                              width_padded)
-                    _row_taps(rows[f : f + 1], scratch, row_taps[f, c], row_weights[f, c : c + 1], 0, sw, out_w)
-            _store_transposed(rows, out[n, i])
+                    if count == 2:
+                        _row_taps(scratch, xp[n], pair_taps[f, c], pair_weights[f, c], i * sh, 1, width_padded)
+                    else:
+                        _row_taps(scratch[:1], xp[n], col_taps[f, c], col_weights[f, c : c + 1], i * sh, 1,
+                                  width_padded)
+                    for k in range(count):
+                        _row_taps(rows[k, f : f + 1], scratch[k : k + 1], row_taps[f, c],
+                                  row_weights[f, c : c + 1], 0, sw, out_w)
+            for k in range(count):
+                _store_transposed(rows[k], out[n, i + k])
 
 
 @njit(cache=True, nogil=True, fastmath=FMA)

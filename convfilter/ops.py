@@ -291,7 +291,8 @@ def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, pat
         col_taps, col_weights = _tap_lists(
             cols, lambda f, c, u: (channel_rows[c] + u * dh, 0 * u))
         row_taps, row_weights = _tap_lists(rows, lambda f, c, v: (0 * v, v * dw))
-        args = (rows_view, col_taps, col_weights, row_taps, row_weights, sh, sw, out)
+        pair_taps, pair_weights = _row_pair_taps(cols, sh, dh, padded_h)
+        args = (rows_view, col_taps, col_weights, pair_taps, pair_weights, row_taps, row_weights, sh, sw, out)
         work = n_img * gh.out * (col_taps.shape[2] * padded_w + row_taps.shape[2] * gw.out) * n_out * n_in
         _run_bands(_jit.correlate_separable, args, gh.out, work)
     else:
@@ -309,6 +310,33 @@ def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, pat
         _run_bands(_jit.correlate_planar, (rows_view, taps, weights, sh, sw, out), gh.out,
                    cells * count)
     return out
+
+
+def _row_pair_taps(cols: np.ndarray, sh: int, dh: int, padded_h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column taps for two output rows at once: row ``i`` reads rows ``u*dh``, row ``i + 1`` rows
+    ``sh + u*dh`` (relative to ``i*sh``). Returns (F, C, T, 2) positions of the union of the
+    nonzero taps and (F, C, 2, T) weights, T a multiple of four, zero-weight padding at (0, 0).
+    """
+    n_out, n_in, fh = cols.shape
+    lists = [[None] * n_in for _ in range(n_out)]
+    longest = 1
+    for f in range(n_out):
+        for c in range(n_in):
+            table: dict[int, list[float]] = {}
+            for u in np.flatnonzero(cols[f, c]):
+                table.setdefault(int(u * dh), [0.0, 0.0])[0] = cols[f, c, u]
+                table.setdefault(int(sh + u * dh), [0.0, 0.0])[1] = cols[f, c, u]
+            lists[f][c] = sorted(table.items())
+            longest = max(longest, len(table))
+    count = -(-longest // 4) * 4
+    taps = np.zeros((n_out, n_in, count, 2), np.int64)
+    weights = np.zeros((n_out, n_in, 2, count), np.float32)
+    for f in range(n_out):
+        for c in range(n_in):
+            for t, (offset, pair) in enumerate(lists[f][c]):
+                taps[f, c, t, 0] = c * padded_h + offset
+                weights[f, c, :, t] = pair
+    return taps, weights
 
 
 def _tap_lists(kernels: np.ndarray, position) -> tuple[np.ndarray, np.ndarray]:
