@@ -219,9 +219,10 @@ CONV_PATHS = ("auto", "planar", "separable")
 def _rank_one(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """``(col, row)`` with ``outer(col, row) == kernel`` to float32 precision, or None.
 
-    The largest entry's row and column define the factors; the check runs in
-    float64 and allows a few float32 ulps of the largest weight, so the
-    separable result stays within the rounding of the direct formula.
+    The largest entry's row and column define the factors. The check runs in
+    float64 and is relative to each entry (zeros must stay exactly zero), so
+    every effective weight is within a few float32 ulps of the given one and
+    the separable result stays within the rounding of the direct formula.
     """
     k = kernel.astype(np.float64)
     p, q = np.unravel_index(np.argmax(np.abs(k)), k.shape)
@@ -229,7 +230,7 @@ def _rank_one(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     if peak == 0.0:
         return np.zeros(k.shape[0], np.float32), np.zeros(k.shape[1], np.float32)
     col, row = k[:, q] / peak, k[p, :]
-    if np.max(np.abs(np.outer(col, row) - k)) > 4 * np.finfo(np.float32).eps * abs(peak):
+    if np.any(np.abs(np.outer(col, row) - k) > 4 * np.finfo(np.float32).eps * np.abs(k)):
         return None
     return col.astype(np.float32), row.astype(np.float32)
 
