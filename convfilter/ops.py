@@ -136,6 +136,16 @@ _threads: int | None = None
 _executor = None
 
 
+def _forget_executor() -> None:
+    """In a forked child the parent's worker threads do not exist: start a fresh pool when needed."""
+    global _executor
+    _executor = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_executor)
+
+
 def _default_threads() -> int:
     env = os.environ.get("CONVFILTER_NUM_THREADS") or os.environ.get("NUMBA_NUM_THREADS")
     if env and env.strip().isdigit() and int(env) >= 1:

@@ -5,6 +5,8 @@ compared within float32 rounding of the direct formula: a tolerance scaled by
 sum |x| * |w| over each window, which the naive float64 reference gives.
 """
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -124,6 +126,24 @@ def test_thread_bands_give_the_same_result(threads, monkeypatch):
         ops.set_num_threads(None)
     assert_close_to_formula(banded, x, w, (1, 1), "SAME", (1, 1))
     np.testing.assert_allclose(pooled, naive.pool2d(x, (3, 3), (2, 2), "SAME", np.mean), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_worker_can_use_threads_after_its_parent_did(monkeypatch):
+    import multiprocessing
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 20, 20, 2)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 2, 3)).astype(np.float32)
+    monkeypatch.setattr(ops, "MIN_PARALLEL_WORK", 0)
+    ops.set_num_threads(2)
+    try:
+        expected = ops.conv2d(x, w)  # starts the parent's thread pool
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            result = pool.apply_async(ops.conv2d, (x, w)).get(timeout=120)
+    finally:
+        ops.set_num_threads(None)
+    np.testing.assert_array_equal(result, expected)
 
 
 def test_set_num_threads_rejects_nonsense():
