@@ -13,7 +13,6 @@ Timings on a shared machine move between runs: compare the ratios of one run.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys

@@ -133,13 +133,14 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1) -> np.ndarray
 
 MIN_PARALLEL_WORK = 20_000_000
 _threads: int | None = None
-_executor = None
+_executor = None  # a ThreadPoolExecutor, started on first use
+_executor_size = 0
 
 
 def _forget_executor() -> None:
     """In a forked child the parent's worker threads do not exist: start a fresh pool when needed."""
-    global _executor
-    _executor = None
+    global _executor, _executor_size
+    _executor, _executor_size = None, 0
 
 
 if hasattr(os, "register_at_fork"):
@@ -178,15 +179,16 @@ def get_num_threads() -> int:
 def _run_bands(kernel, args, rows: int, work: float) -> None:
     """Run ``kernel(*args, row_start, row_stop)`` over ``rows`` output rows, split across threads
     when there is enough ``work``."""
-    global _executor
+    global _executor, _executor_size
     threads = min(get_num_threads(), rows)
     if threads <= 1 or work < MIN_PARALLEL_WORK:
         kernel(*args, 0, rows)
         return
-    if _executor is None or _executor._max_workers < threads:
+    if _executor is None or _executor_size < threads:
         from concurrent.futures import ThreadPoolExecutor
 
         _executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="convfilter")
+        _executor_size = threads
     edges = [rows * t // threads for t in range(threads + 1)]
     futures = [_executor.submit(kernel, *args, lo, hi) for lo, hi in zip(edges, edges[1:]) if hi > lo]
     for future in futures:
@@ -202,8 +204,8 @@ def warm_up() -> dict[str, str]:
     """
     x = np.ones((1, 3, 3, 2), np.float32)
     dense = np.arange(8, dtype=np.float32).reshape(2, 2, 2, 1)
-    _correlate_checked(x, dense, path="planar")
-    _correlate_checked(x, np.ones((2, 2, 2, 1), np.float32), path="separable")  # channel sum as well
+    _correlate_same(x, dense, path="planar")
+    _correlate_same(x, np.ones((2, 2, 2, 1), np.float32), path="separable")  # channel sum as well
     max_pool2d(x, 2)
     avg_pool2d(x, 2)
     report = {}
@@ -213,7 +215,7 @@ def warm_up() -> dict[str, str]:
     return report
 
 
-def _correlate_checked(x, w, path):
+def _correlate_same(x, w, path):
     gh = axis(x.shape[1], w.shape[0], 1, "SAME", 1)
     gw = axis(x.shape[2], w.shape[1], 1, "SAME", 1)
     return _correlate(x, w, (1, 1), (1, 1), gh, gw, path=path)
@@ -283,90 +285,107 @@ def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, pat
     if path == "auto":
         path = "separable" if factors is not None else "planar"
 
-    n_img, height, width, channels = x.shape
-    fh, fw, n_in, n_out = w.shape
-    (sh, sw), (dh, dw) = strides, dilations
+    n_img, height, width, _ = x.shape
+    n_in = w.shape[2]
     padded_h = height + gh.pad_before + gh.pad_after
     padded_w = width + gw.pad_before + gw.pad_after
-    cells = n_img * gh.out * gw.out * n_out
     padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
     if sum_channels:
         _jit.pad_planar_channel_sum(x, gh.pad_before, gw.pad_before, padded)
     else:
         _jit.pad_planar(x, gh.pad_before, gw.pad_before, padded)
-    rows_view = padded.reshape(n_img, n_in * padded_h, padded_w)
-    out = np.empty((n_img, gh.out, gw.out, n_out), np.float32)
+    out = np.empty((n_img, gh.out, gw.out, w.shape[3]), np.float32)
     if path == "separable":
-        cols, rows = factors
-        channel_rows = (np.arange(n_in) * padded_h)[:, None]
-        col_taps, col_weights = _tap_lists(
-            cols, lambda f, c, u: (channel_rows[c] + u * dh, 0 * u))
-        row_taps, row_weights = _tap_lists(rows, lambda f, c, v: (0 * v, v * dw))
-        pair_taps, pair_weights = _row_pair_taps(cols, sh, dh, padded_h)
-        args = (rows_view, col_taps, col_weights, pair_taps, pair_weights, row_taps, row_weights, sh, sw, out)
-        work = n_img * gh.out * (col_taps.shape[2] * padded_w + row_taps.shape[2] * gw.out) * n_out * n_in
-        _run_bands(_jit.correlate_separable, args, gh.out, work)
+        _correlate_separable(padded, factors, strides, dilations, out)
     else:
-        # one tap list for all filters (positions where any filter is nonzero), so that filters
-        # can share the loads of their source rows
-        c, u, v = np.meshgrid(np.arange(n_in), np.arange(fh), np.arange(fw), indexing="ij")
-        positions = np.stack([(c * padded_h + u * dh).ravel(), (v * dw).ravel()], 1)
-        per_filter = w.transpose(3, 2, 0, 1).reshape(n_out, n_in * fh * fw)
-        used = np.flatnonzero(np.any(per_filter != 0, axis=0))
-        count = max(4, -(-len(used) // 4) * 4)
-        taps = np.zeros((count, 2), np.int64)
-        taps[: len(used)] = positions[used]
-        weights = np.zeros((n_out, count), np.float32)
-        weights[:, : len(used)] = per_filter[:, used]
-        _run_bands(_jit.correlate_planar, (rows_view, taps, weights, sh, sw, out), gh.out,
-                   cells * count)
+        _correlate_direct(padded, w, strides, dilations, out)
     return out
+
+
+def _correlate_direct(padded, w, strides, dilations, out) -> None:
+    """The direct path: one tap list for all filters (the positions where any filter is nonzero),
+    so that filters share the loads of their source rows."""
+    n_img, n_in, padded_h, padded_w = padded.shape
+    fh, fw, _, n_out = w.shape
+    (sh, sw), (dh, dw) = strides, dilations
+    c, u, v = np.meshgrid(np.arange(n_in), np.arange(fh), np.arange(fw), indexing="ij")
+    positions = np.stack([(c * padded_h + u * dh).ravel(), (v * dw).ravel()], 1)
+    per_filter = w.transpose(3, 2, 0, 1).reshape(n_out, n_in * fh * fw)
+    used = np.flatnonzero(np.any(per_filter != 0, axis=0))
+    count = _padded_count(len(used))
+    taps = np.zeros((count, 2), np.int64)
+    taps[: len(used)] = positions[used]
+    weights = np.zeros((n_out, count), np.float32)
+    weights[:, : len(used)] = per_filter[:, used]
+    rows_view = padded.reshape(n_img, n_in * padded_h, padded_w)
+    _run_bands(_jit.correlate_planar, (rows_view, taps, weights, sh, sw, out), out.shape[1],
+               out.size * count)
+
+
+def _correlate_separable(padded, factors, strides, dilations, out) -> None:
+    """The separable path: column taps down the padded rows of each channel, row taps along the
+    scratch row they produce."""
+    n_img, n_in, padded_h, padded_w = padded.shape
+    cols, rows = factors
+    (sh, sw), (dh, dw) = strides, dilations
+    col_taps, col_weights = _tap_lists(cols, dh, padded_h, vertical=True)
+    row_taps, row_weights = _tap_lists(rows, dw, padded_h, vertical=False)
+    pair_taps, pair_weights = _row_pair_taps(cols, sh, dh, padded_h)
+    rows_view = padded.reshape(n_img, n_in * padded_h, padded_w)
+    args = (rows_view, col_taps, col_weights, pair_taps, pair_weights, row_taps, row_weights, sh, sw, out)
+    out_h, out_w, n_out = out.shape[1:]
+    work = n_img * out_h * n_out * n_in * (col_taps.shape[2] * padded_w + row_taps.shape[2] * out_w)
+    _run_bands(_jit.correlate_separable, args, out_h, work)
+
+
+def _padded_count(taps: int) -> int:
+    """Tap lists are padded with zero-weight taps to a multiple of four (at least four)."""
+    return max(4, -(-taps // 4) * 4)
 
 
 def _row_pair_taps(cols: np.ndarray, sh: int, dh: int, padded_h: int) -> tuple[np.ndarray, np.ndarray]:
     """Column taps for two output rows at once: row ``i`` reads rows ``u*dh``, row ``i + 1`` rows
     ``sh + u*dh`` (relative to ``i*sh``). Returns (F, C, T, 2) positions of the union of the
-    nonzero taps and (F, C, 2, T) weights, T a multiple of four, zero-weight padding at (0, 0).
+    nonzero taps and (F, C, 2, T) weights, zero-weight padding at (0, 0).
     """
-    n_out, n_in, fh = cols.shape
-    lists = [[None] * n_in for _ in range(n_out)]
-    longest = 1
+    n_out, n_in, _ = cols.shape
+    tables = {}
     for f in range(n_out):
         for c in range(n_in):
             table: dict[int, list[float]] = {}
             for u in np.flatnonzero(cols[f, c]):
                 table.setdefault(int(u * dh), [0.0, 0.0])[0] = cols[f, c, u]
                 table.setdefault(int(sh + u * dh), [0.0, 0.0])[1] = cols[f, c, u]
-            lists[f][c] = sorted(table.items())
-            longest = max(longest, len(table))
-    count = -(-longest // 4) * 4
+            tables[f, c] = sorted(table.items())
+    count = _padded_count(max(len(t) for t in tables.values()))
     taps = np.zeros((n_out, n_in, count, 2), np.int64)
     weights = np.zeros((n_out, n_in, 2, count), np.float32)
-    for f in range(n_out):
-        for c in range(n_in):
-            for t, (offset, pair) in enumerate(lists[f][c]):
-                taps[f, c, t, 0] = c * padded_h + offset
-                weights[f, c, :, t] = pair
+    for (f, c), table in tables.items():
+        for t, (offset, both_rows) in enumerate(table):
+            taps[f, c, t, 0] = c * padded_h + offset
+            weights[f, c, :, t] = both_rows
     return taps, weights
 
 
-def _tap_lists(kernels: np.ndarray, position) -> tuple[np.ndarray, np.ndarray]:
-    """The nonzero taps of each 1-D kernel ``kernels[f, c]`` as (F, C, T, 2) positions and (F, C, T)
-    weights, T a multiple of four; ``position(f, c, index)`` gives (row, column) of a tap.
+def _tap_lists(kernels: np.ndarray, spacing: int, padded_h: int, vertical: bool):
+    """The nonzero taps of each 1-D kernel ``kernels[f, c]`` as (F, C, T, 2) (row, column)
+    positions and (F, C, T) weights; zero-weight padding at (0, 0).
 
-    Zero weights are left out (exact: they add nothing), padding taps have weight 0 at (0, 0).
+    Vertical taps walk down the rows of channel ``c`` (row ``c*padded_h + index*spacing``),
+    horizontal ones along a row (column ``index*spacing``). Zero weights are left out: exact,
+    they add nothing.
     """
     n_out, n_in, _ = kernels.shape
-    count = max(1, max(np.count_nonzero(kernels[f, c]) for f in range(n_out) for c in range(n_in)))
-    count = -(-count // 4) * 4
+    count = _padded_count(max(np.count_nonzero(kernels[f, c]) for f in range(n_out) for c in range(n_in)))
     taps = np.zeros((n_out, n_in, count, 2), np.int64)
     weights = np.zeros((n_out, n_in, count), np.float32)
     for f in range(n_out):
         for c in range(n_in):
             index = np.flatnonzero(kernels[f, c])
-            row, col = position(f, c, index)
-            taps[f, c, : len(index), 0] = row
-            taps[f, c, : len(index), 1] = col
+            if vertical:
+                taps[f, c, : len(index), 0] = c * padded_h + index * spacing
+            else:
+                taps[f, c, : len(index), 1] = index * spacing
             weights[f, c, : len(index)] = kernels[f, c, index]
     return taps, weights
 
