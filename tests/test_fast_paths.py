@@ -193,3 +193,20 @@ def test_pools_match_the_formula_with_negative_values(shape, ksize, strides, pad
     got_avg = ops.avg_pool2d(x, ksize, strides, padding)
     np.testing.assert_array_equal(got_max, naive.pool2d(x, ksize, strides, padding, np.max))
     np.testing.assert_allclose(got_avg, naive.pool2d(x, ksize, strides, padding, np.mean), rtol=1e-6, atol=1e-6)
+
+
+def test_any_dtype_or_layout_reuses_the_one_compiled_signature():
+    from convfilter import _jit
+
+    rng = np.random.default_rng(9)
+    base = rng.standard_normal((2, 9, 8, 3))
+    dense = rng.standard_normal((3, 3, 3, 2))
+    inputs = [base, np.asfortranarray(base), base[:, ::-1], (base * 10).astype(np.int16),
+              base.astype(np.float32)[..., ::1]]
+    for x in inputs:
+        ops.conv2d(x, dense, strides=np.int64(2), dilations=(1, 2))
+        ops.conv2d(x, np.ones((3, 1, 3, 1)))  # separable and channel sum
+        ops.max_pool2d(x, 2)
+        ops.avg_pool2d(x, (3, 2), 2, "SAME")
+    for name in _jit.KERNELS:
+        assert len(getattr(_jit, name).signatures) == 1, name
