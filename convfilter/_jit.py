@@ -79,21 +79,21 @@ def pad_planar_channel_sum(x, pad_top, pad_left, out):
 
 
 @njit(cache=True, nogil=True, fastmath=FMA, inline="always")
-def _four_taps(acc, s0, s1, s2, s3, weights, t, count):
-    """``acc[k, j] += sum_e weights[k, t + e] * s_e[j]`` for the four rows ``s_e``, ``j < count``.
+def _four_taps(a0, a1, paired, s0, s1, s2, s3, k0, k1, t, count):
+    """``a0[j] += sum_e k0[t + e] * s_e[j]`` for the four rows ``s_e`` and ``j < count``; with
+    ``paired``, ``a1`` gets the same with weights ``k1``.
 
-    Four taps per pass over an accumulator row, and for two filters
-    (``acc`` with two rows) the same four source values feed both: loads and
-    stores, not arithmetic, limit these loops.
+    Four taps per pass over an accumulator row, and for two filters the same
+    four source values feed both: loads and stores, not arithmetic, limit
+    these loops. Every row is a contiguous 1-D array (or a strided slice for
+    strides above 1), so the loop vectorises.
     """
-    a0 = acc[0]
-    w00, w01, w02, w03 = weights[0, t], weights[0, t + 1], weights[0, t + 2], weights[0, t + 3]
-    if acc.shape[0] == 1:
+    w00, w01, w02, w03 = k0[t], k0[t + 1], k0[t + 2], k0[t + 3]
+    if not paired:
         for j in range(count):
             a0[j] += w00 * s0[j] + w01 * s1[j] + w02 * s2[j] + w03 * s3[j]
     else:
-        a1 = acc[1]
-        w10, w11, w12, w13 = weights[1, t], weights[1, t + 1], weights[1, t + 2], weights[1, t + 3]
+        w10, w11, w12, w13 = k1[t], k1[t + 1], k1[t + 2], k1[t + 3]
         for j in range(count):
             x0, x1, x2, x3 = s0[j], s1[j], s2[j], s3[j]
             a0[j] += w00 * x0 + w01 * x1 + w02 * x2 + w03 * x3
@@ -101,28 +101,28 @@ def _four_taps(acc, s0, s1, s2, s3, weights, t, count):
 
 
 @njit(cache=True, nogil=True, fastmath=FMA, inline="always")
-def _row_taps(acc, rows, taps, weights, row_shift, step, count):
-    """``acc[k, j] += sum_t weights[k, t] * rows[taps[t, 0] + row_shift, taps[t, 1] + j*step]``.
+def _row_taps(a0, a1, paired, rows, taps, k0, k1, row_shift, step, count):
+    """``a0[j] += sum_t k0[t] * rows[taps[t, 0] + row_shift, taps[t, 1] + j*step]`` (and ``a1``
+    with ``k1`` when ``paired``: two filters sharing the taps).
 
-    ``acc`` holds one or two filters' rows (sharing the taps); ``rows`` is a
-    2-D (row, column) array; ``len(taps)`` is a multiple of four (padded with
-    zero weights).
+    ``rows`` is a 2-D (row, column) array; ``len(taps)`` is a multiple of four
+    (padded with zero weights).
     """
     if step == 1:  # contiguous slices: plain vector loads
         for t in range(0, taps.shape[0], 4):
             r0, r1 = taps[t, 0] + row_shift, taps[t + 1, 0] + row_shift
             r2, r3 = taps[t + 2, 0] + row_shift, taps[t + 3, 0] + row_shift
             q0, q1, q2, q3 = taps[t, 1], taps[t + 1, 1], taps[t + 2, 1], taps[t + 3, 1]
-            _four_taps(acc, rows[r0, q0 : q0 + count], rows[r1, q1 : q1 + count],
-                       rows[r2, q2 : q2 + count], rows[r3, q3 : q3 + count], weights, t, count)
+            _four_taps(a0, a1, paired, rows[r0, q0 : q0 + count], rows[r1, q1 : q1 + count],
+                       rows[r2, q2 : q2 + count], rows[r3, q3 : q3 + count], k0, k1, t, count)
     else:
         span = (count - 1) * step + 1
         for t in range(0, taps.shape[0], 4):
             r0, r1 = taps[t, 0] + row_shift, taps[t + 1, 0] + row_shift
             r2, r3 = taps[t + 2, 0] + row_shift, taps[t + 3, 0] + row_shift
             q0, q1, q2, q3 = taps[t, 1], taps[t + 1, 1], taps[t + 2, 1], taps[t + 3, 1]
-            _four_taps(acc, rows[r0, q0 : q0 + span : step], rows[r1, q1 : q1 + span : step],
-                       rows[r2, q2 : q2 + span : step], rows[r3, q3 : q3 + span : step], weights, t, count)
+            _four_taps(a0, a1, paired, rows[r0, q0 : q0 + span : step], rows[r1, q1 : q1 + span : step],
+                       rows[r2, q2 : q2 + span : step], rows[r3, q3 : q3 + span : step], k0, k1, t, count)
 
 
 @njit(cache=True, nogil=True, fastmath=FMA, inline="always")
@@ -156,9 +156,14 @@ def correlate_planar(xp, taps, weights, sh, sw, out, row_start, row_stop):
     for n in range(n_img):
         for i in range(row_start, row_stop):
             rows[:] = 0.0
-            for f in range(0, n_out, 2):
-                last = min(f + 2, n_out)
-                _row_taps(rows[f:last], xp[n], taps, weights[f:last], i * sh, sw, out_w)
+            # ``paired`` is a literal at each call so that the compiler drops the other branch
+            # (a runtime flag here measured 1.6x slower)
+            for f in range(0, n_out - 1, 2):
+                _row_taps(rows[f], rows[f + 1], True, xp[n], taps, weights[f], weights[f + 1], i * sh, sw, out_w)
+            if n_out % 2:
+                last = n_out - 1
+                _row_taps(rows[last], rows[last], False, xp[n], taps, weights[last], weights[last], i * sh, sw,
+                          out_w)
             _store_transposed(rows, out[n, i])
 
 
@@ -190,13 +195,14 @@ def correlate_separable(xp, col_taps, col_weights, pair_taps, pair_weights, row_
                 for c in range(channels):
                     scratch[:] = 0.0
                     if count == 2:
-                        _row_taps(scratch, xp[n], pair_taps[f, c], pair_weights[f, c], i * sh, 1, width_padded)
+                        _row_taps(scratch[0], scratch[1], True, xp[n], pair_taps[f, c], pair_weights[f, c, 0],
+                                  pair_weights[f, c, 1], i * sh, 1, width_padded)
                     else:
-                        _row_taps(scratch[:1], xp[n], col_taps[f, c], col_weights[f, c : c + 1], i * sh, 1,
-                                  width_padded)
+                        _row_taps(scratch[0], scratch[0], False, xp[n], col_taps[f, c], col_weights[f, c],
+                                  col_weights[f, c], i * sh, 1, width_padded)
                     for k in range(count):
-                        _row_taps(rows[k, f : f + 1], scratch[k : k + 1], row_taps[f, c],
-                                  row_weights[f, c : c + 1], 0, sw, out_w)
+                        _row_taps(rows[k, f], rows[k, f], False, scratch[k : k + 1], row_taps[f, c],
+                                  row_weights[f, c], row_weights[f, c], 0, sw, out_w)
             for k in range(count):
                 _store_transposed(rows[k], out[n, i + k])
 
