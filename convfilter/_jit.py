@@ -129,12 +129,15 @@ def _row_taps(a0, a1, paired, rows, taps, k0, k1, row_shift, step, count):
 def _store_transposed(rows, dst):
     """``dst[j, f] = rows[f, j]``: one output row of every filter into an NHWC row."""
     n_out, width = rows.shape
-    if n_out == 1:
-        dst[:, 0] = rows[0]
-        return
-    for j in range(width):
+    if n_out <= 4:  # few filters: a strided write per filter row (measured 4x faster for 2)
         for f in range(n_out):
-            dst[j, f] = rows[f, j]
+            src = rows[f]
+            for j in range(width):
+                dst[j, f] = src[j]
+    else:  # many: contiguous writes of each pixel's filters (5x faster than the above for 32)
+        for j in range(width):
+            for f in range(n_out):
+                dst[j, f] = rows[f, j]
 
 
 @njit(cache=True, nogil=True, fastmath=FMA)
