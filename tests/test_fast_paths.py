@@ -117,14 +117,17 @@ def test_thread_bands_give_the_same_result(threads, monkeypatch):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 23, 17, 3)).astype(np.float32)
     w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    separable = rank_one_bank(rng, 5, 3, 3, 2)
     monkeypatch.setattr(ops, "MIN_PARALLEL_WORK", 0)
     ops.set_num_threads(threads)
     try:
         banded = ops.conv2d(x, w)
+        banded_separable = ops.conv2d(x, separable)  # bands of odd length: rows not in pairs
         pooled = ops.avg_pool2d(x, 3, 2, "SAME")
     finally:
         ops.set_num_threads(None)
     assert_close_to_formula(banded, x, w, (1, 1), "SAME", (1, 1))
+    assert_close_to_formula(banded_separable, x, separable, (1, 1), "SAME", (1, 1))
     np.testing.assert_allclose(pooled, naive.pool2d(x, (3, 3), (2, 2), "SAME", np.mean), rtol=1e-6, atol=1e-6)
 
 
