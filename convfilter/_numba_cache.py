@@ -70,3 +70,24 @@ def _set_numba_cache_dir(path: str | None) -> None:
     numba = sys.modules.get("numba")
     if numba is not None:  # imported already: its config has read the environment
         numba.config.CACHE_DIR = path or ""
+
+
+    return None
+
+
+def skip_scipy_blas_probe() -> None:
+    """Load Numba's numpy support without its scipy BLAS probe; for whole processes only (the CLI).
+
+    When scipy is installed, ``numba.np.arraymath`` imports ``scipy.linalg``
+    (0.15-0.4 s) only to learn whether ``np.dot`` can be compiled; the
+    kernels never use it. Hiding ``scipy.linalg.cython_blas`` for that one
+    import skips the probe. The library never calls this: in a user's
+    process it would turn off ``np.dot`` in the user's own Numba code.
+    """
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg.cython_blas" in sys.modules:
+        return
+    sys.modules["scipy.linalg.cython_blas"] = None  # makes "import scipy.linalg.cython_blas" fail
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        del sys.modules["scipy.linalg.cython_blas"]

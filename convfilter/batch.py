@@ -481,6 +481,9 @@ def run(recipe: Recipe, arguments: list[str], output: str | None, fmt: str | Non
     several = bool(options.from_list) or len(arguments) > 1 or any(os.path.isdir(a) for a in arguments)
     if workers > 1 and several:  # decided before numpy and Numba load; one input keeps their threads
         limit_threads()
+    from ._numba_cache import skip_scipy_blas_probe
+
+    skip_scipy_blas_probe()  # before Numba loads a kernel; this process is the CLI's alone
     from .io import set_max_pixels
     from .runner import OutputPlan
 

@@ -354,6 +354,30 @@ def shape(image, size_text, kernels, stride, padding, dilation, channels, pool_t
     click.echo("\n".join(lines))
 
 
+@cli.command(context_settings=CONTEXT)
+def warmup():
+    """Compile every kernel into the on-disk cache, so that later runs start fast.
+
+    Useful once after installing, when building a container image, or in CI.
+    Prints each kernel and whether it was compiled or already cached on stderr.
+
+    \b
+    Examples:
+      convfilter warmup
+    """
+    import time
+
+    from ._numba_cache import skip_scipy_blas_probe
+
+    start = time.perf_counter()
+    skip_scipy_blas_probe()
+    from .ops import warm_up
+
+    for name, state in warm_up().items():
+        click.echo(f"{state:8}  {name}", err=True)
+    click.echo(f"kernels ready in {time.perf_counter() - start:.2f} s", err=True)
+
+
 def _input_size(image, size_text) -> tuple[int, int, int]:
     if (image is None) == (size_text is None):
         raise click.UsageError("give either an IMAGE or --size HxW[xC]")

@@ -15,6 +15,8 @@ with zero padding ``pt``/``pl`` from :func:`convfilter.geometry.axis`.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from . import _jit
@@ -31,6 +33,8 @@ __all__ = [
     "activate",
     "ACTIVATIONS",
     "output_size",
+    "set_num_threads",
+    "get_num_threads",
 ]
 
 
@@ -119,22 +123,271 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1) -> np.ndarray
     dilations = pair(dilations, "dilations")
     padding = normalize_padding(padding)
     gh, gw = _geometry(x, w.shape[:2], strides, padding, dilations, "kernel")
-    return _unbatch(_correlate(x, np.asarray(w, np.float32), strides, dilations, gh, gw), added)
+    return _unbatch(_correlate(x, np.ascontiguousarray(w, np.float32), strides, dilations, gh, gw), added)
 
 
-def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry) -> np.ndarray:
-    n_img, height, width, channels = x.shape
-    padded = np.empty(
-        (n_img, channels, height + gh.pad_before + gh.pad_after, width + gw.pad_before + gw.pad_after),
-        np.float32,
-    )
-    _jit.pad_planar(x, gh.pad_before, gw.pad_before, padded)
-    weights = np.ascontiguousarray(w.transpose(3, 2, 0, 1), dtype=np.float32)
-    planar = np.empty((n_img, w.shape[3], gh.out, gw.out), np.float32)
-    _jit.correlate_planar(padded, weights, strides[0], strides[1], dilations[0], dilations[1], planar)
+# --- threads ---------------------------------------------------------------------------------
+# The kernels release the GIL and work on bands of output rows, so plain threads run them in
+# parallel. Work below MIN_PARALLEL_WORK multiply-adds (or cells) stays on the calling thread:
+# starting threads costs more than it saves there.
+
+MIN_PARALLEL_WORK = 20_000_000
+_threads: int | None = None
+_executor = None  # a ThreadPoolExecutor, started on first use
+_executor_size = 0
+
+
+def _forget_executor() -> None:
+    """In a forked child the parent's worker threads do not exist: start a fresh pool when needed."""
+    global _executor, _executor_size
+    _executor, _executor_size = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_executor)
+
+
+def _default_threads() -> int:
+    env = os.environ.get("CONVFILTER_NUM_THREADS") or os.environ.get("NUMBA_NUM_THREADS")
+    if env and env.strip().isdigit() and int(env) >= 1:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_num_threads(count: int | None) -> None:
+    """Use at most ``count`` threads per call (None: every available CPU).
+
+    Batch workers that already run one process per CPU call
+    ``set_num_threads(1)`` so they never oversubscribe. The environment
+    variables ``CONVFILTER_NUM_THREADS`` or ``NUMBA_NUM_THREADS`` set the
+    default.
+    """
+    global _threads
+    if count is not None and (not isinstance(count, int) or count < 1):
+        raise ValueError(f"thread count must be a whole number >= 1 or None, got {count!r}")
+    _threads = count
+
+
+def get_num_threads() -> int:
+    """The number of threads a large call uses."""
+    return _threads if _threads is not None else _default_threads()
+
+
+def _run_bands(kernel, args, rows: int, work: float) -> None:
+    """Run ``kernel(*args, row_start, row_stop)`` over ``rows`` output rows, split across threads
+    when there is enough ``work``."""
+    global _executor, _executor_size
+    threads = min(get_num_threads(), rows)
+    if threads <= 1 or work < MIN_PARALLEL_WORK:
+        kernel(*args, 0, rows)
+        return
+    if _executor is None or _executor_size < threads:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="convfilter")
+        _executor_size = threads
+    edges = [rows * t // threads for t in range(threads + 1)]
+    futures = [_executor.submit(kernel, *args, lo, hi) for lo, hi in zip(edges, edges[1:]) if hi > lo]
+    for future in futures:
+        future.result()
+
+
+def warm_up() -> dict[str, str]:
+    """Load or compile every kernel by calling each once on tiny arrays.
+
+    Returns ``{kernel name: "compiled" or "cached"}`` so that a caller can
+    report which kernels were compiled in this call (and so are now in the
+    on-disk cache).
+    """
+    x = np.ones((1, 3, 3, 2), np.float32)
+    dense = np.arange(8, dtype=np.float32).reshape(2, 2, 2, 1)
+    _correlate_same(x, dense, path="planar")
+    _correlate_same(x, np.ones((2, 2, 2, 1), np.float32), path="separable")  # channel sum as well
+    max_pool2d(x, 2)
+    avg_pool2d(x, 2)
+    report = {}
+    for name in _jit.KERNELS:
+        kernel = getattr(_jit, name)
+        report[name] = "compiled" if sum(kernel.stats.cache_misses.values()) else "cached"
+    return report
+
+
+def _correlate_same(x, w, path):
+    gh = axis(x.shape[1], w.shape[0], 1, "SAME", 1)
+    gw = axis(x.shape[2], w.shape[1], 1, "SAME", 1)
+    return _correlate(x, w, (1, 1), (1, 1), gh, gw, path=path)
+
+
+# --- convolution paths -----------------------------------------------------------------------
+
+# A channels-last loop order (innermost loop over the filters) measured slower than the planar
+# one even with 32 filters, so there are two paths: direct and separable.
+CONV_PATHS = ("auto", "planar", "separable")
+
+
+def _rank_one(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(col, row)`` with ``outer(col, row) == kernel`` to float32 precision, or None.
+
+    The largest entry's row and column define the factors. The check runs in
+    float64 and is relative to each entry (zeros must stay exactly zero), so
+    every effective weight is within a few float32 ulps of the given one and
+    the separable result stays within the rounding of the direct formula.
+    """
+    k = kernel.astype(np.float64)
+    p, q = np.unravel_index(np.argmax(np.abs(k)), k.shape)
+    peak = k[p, q]
+    if peak == 0.0:
+        return np.zeros(k.shape[0], np.float32), np.zeros(k.shape[1], np.float32)
+    col, row = k[:, q] / peak, k[p, :]
+    if np.any(np.abs(np.outer(col, row) - k) > 4 * np.finfo(np.float32).eps * np.abs(k)):
+        return None
+    return col.astype(np.float32), row.astype(np.float32)
+
+
+def _separable_factors(w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Column and row factors (F, C, kh) and (F, C, kw) when every w[:, :, c, f] is rank 1."""
+    fh, fw, n_in, n_out = w.shape
+    cols = np.empty((n_out, n_in, fh), np.float32)
+    rows = np.empty((n_out, n_in, fw), np.float32)
+    for f in range(n_out):
+        for c in range(n_in):
+            factors = _rank_one(w[:, :, c, f])
+            if factors is None:
+                return None
+            cols[f, c], rows[f, c] = factors
+    return cols, rows
+
+
+def _uniform_over_inputs(w: np.ndarray) -> bool:
+    """True when every input channel has the same kernels, so the channel sum can be filtered once."""
+    return w.shape[2] > 1 and bool(np.all(w == w[:, :, :1, :]))
+
+
+def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path: str = "auto",
+               sum_channels: bool | None = None) -> np.ndarray:
+    """NHWC float32 result of the cross-correlation, by the fastest exact path (or the one forced).
+
+    ``sum_channels`` (None: when it applies) filters the sum of the input channels once with
+    one channel's kernels. ``path`` is one of :data:`CONV_PATHS`.
+    """
+    if sum_channels is None:
+        sum_channels = _uniform_over_inputs(w)
+    elif sum_channels and not (w.shape[2] == 1 or np.all(w == w[:, :, :1, :])):
+        raise ValueError("sum_channels needs the same kernels on every input channel")
+    if sum_channels:
+        w = np.ascontiguousarray(w[:, :, :1, :])
+    factors = _separable_factors(w) if path in ("auto", "separable") else None
+    if path == "separable" and factors is None:
+        raise ValueError("the separable path needs rank-1 kernels")
+    if path == "auto":
+        path = "separable" if factors is not None else "planar"
+
+    n_img, height, width, _ = x.shape
+    n_in = w.shape[2]
+    padded_h = height + gh.pad_before + gh.pad_after
+    padded_w = width + gw.pad_before + gw.pad_after
+    padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
+    if sum_channels:
+        _jit.pad_planar_channel_sum(x, gh.pad_before, gw.pad_before, padded)
+    else:
+        _jit.pad_planar(x, gh.pad_before, gw.pad_before, padded)
     out = np.empty((n_img, gh.out, gw.out, w.shape[3]), np.float32)
-    _jit.planar_to_nhwc(planar, out)
+    if path == "separable":
+        _correlate_separable(padded, factors, strides, dilations, out)
+    else:
+        _correlate_direct(padded, w, strides, dilations, out)
     return out
+
+
+def _correlate_direct(padded, w, strides, dilations, out) -> None:
+    """The direct path: one tap list for all filters (the positions where any filter is nonzero),
+    so that filters share the loads of their source rows."""
+    n_img, n_in, padded_h, padded_w = padded.shape
+    fh, fw, _, n_out = w.shape
+    (sh, sw), (dh, dw) = strides, dilations
+    c, u, v = np.meshgrid(np.arange(n_in), np.arange(fh), np.arange(fw), indexing="ij")
+    positions = np.stack([(c * padded_h + u * dh).ravel(), (v * dw).ravel()], 1)
+    per_filter = w.transpose(3, 2, 0, 1).reshape(n_out, n_in * fh * fw)
+    used = np.flatnonzero(np.any(per_filter != 0, axis=0))
+    count = _padded_count(len(used))
+    taps = np.zeros((count, 2), np.int64)
+    taps[: len(used)] = positions[used]
+    weights = np.zeros((n_out, count), np.float32)
+    weights[:, : len(used)] = per_filter[:, used]
+    rows_view = padded.reshape(n_img, n_in * padded_h, padded_w)
+    _run_bands(_jit.correlate_planar, (rows_view, taps, weights, sh, sw, out), out.shape[1],
+               out.size * count)
+
+
+def _correlate_separable(padded, factors, strides, dilations, out) -> None:
+    """The separable path: column taps down the padded rows of each channel, row taps along the
+    scratch row they produce."""
+    n_img, n_in, padded_h, padded_w = padded.shape
+    cols, rows = factors
+    (sh, sw), (dh, dw) = strides, dilations
+    col_taps, col_weights = _tap_lists(cols, dh, padded_h, vertical=True)
+    row_taps, row_weights = _tap_lists(rows, dw, padded_h, vertical=False)
+    pair_taps, pair_weights = _row_pair_taps(cols, sh, dh, padded_h)
+    rows_view = padded.reshape(n_img, n_in * padded_h, padded_w)
+    args = (rows_view, col_taps, col_weights, pair_taps, pair_weights, row_taps, row_weights, sh, sw, out)
+    out_h, out_w, n_out = out.shape[1:]
+    work = n_img * out_h * n_out * n_in * (col_taps.shape[2] * padded_w + row_taps.shape[2] * out_w)
+    _run_bands(_jit.correlate_separable, args, out_h, work)
+
+
+def _padded_count(taps: int) -> int:
+    """Tap lists are padded with zero-weight taps to a multiple of four (at least four)."""
+    return max(4, -(-taps // 4) * 4)
+
+
+def _row_pair_taps(cols: np.ndarray, sh: int, dh: int, padded_h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column taps for two output rows at once: row ``i`` reads rows ``u*dh``, row ``i + 1`` rows
+    ``sh + u*dh`` (relative to ``i*sh``). Returns (F, C, T, 2) positions of the union of the
+    nonzero taps and (F, C, 2, T) weights, zero-weight padding at (0, 0).
+    """
+    n_out, n_in, _ = cols.shape
+    tables = {}
+    for f in range(n_out):
+        for c in range(n_in):
+            table: dict[int, list[float]] = {}
+            for u in np.flatnonzero(cols[f, c]):
+                table.setdefault(int(u * dh), [0.0, 0.0])[0] = cols[f, c, u]
+                table.setdefault(int(sh + u * dh), [0.0, 0.0])[1] = cols[f, c, u]
+            tables[f, c] = sorted(table.items())
+    count = _padded_count(max(len(t) for t in tables.values()))
+    taps = np.zeros((n_out, n_in, count, 2), np.int64)
+    weights = np.zeros((n_out, n_in, 2, count), np.float32)
+    for (f, c), table in tables.items():
+        for t, (offset, both_rows) in enumerate(table):
+            taps[f, c, t, 0] = c * padded_h + offset
+            weights[f, c, :, t] = both_rows
+    return taps, weights
+
+
+def _tap_lists(kernels: np.ndarray, spacing: int, padded_h: int, vertical: bool):
+    """The nonzero taps of each 1-D kernel ``kernels[f, c]`` as (F, C, T, 2) (row, column)
+    positions and (F, C, T) weights; zero-weight padding at (0, 0).
+
+    Vertical taps walk down the rows of channel ``c`` (row ``c*padded_h + index*spacing``),
+    horizontal ones along a row (column ``index*spacing``). Zero weights are left out: exact,
+    they add nothing.
+    """
+    n_out, n_in, _ = kernels.shape
+    count = _padded_count(max(np.count_nonzero(kernels[f, c]) for f in range(n_out) for c in range(n_in)))
+    taps = np.zeros((n_out, n_in, count, 2), np.int64)
+    weights = np.zeros((n_out, n_in, count), np.float32)
+    for f in range(n_out):
+        for c in range(n_in):
+            index = np.flatnonzero(kernels[f, c])
+            if vertical:
+                taps[f, c, : len(index), 0] = c * padded_h + index * spacing
+            else:
+                taps[f, c, : len(index), 1] = index * spacing
+            weights[f, c, : len(index)] = kernels[f, c, index]
+    return taps, weights
 
 
 def _pool(kernel, input, ksize, strides, padding) -> np.ndarray:
@@ -144,7 +397,8 @@ def _pool(kernel, input, ksize, strides, padding) -> np.ndarray:
     padding = normalize_padding(padding)
     gh, gw = _geometry(x, ksize, strides, padding, (1, 1), "pool window")
     out = np.empty((x.shape[0], gh.out, gw.out, x.shape[3]), np.float32)
-    kernel(x, ksize[0], ksize[1], strides[0], strides[1], gh.pad_before, gw.pad_before, out)
+    args = (x, ksize[0], ksize[1], strides[0], strides[1], gh.pad_before, gw.pad_before, out)
+    _run_bands(kernel, args, gh.out, out.size * ksize[0] * ksize[1])
     return _unbatch(out, added)
 
 

@@ -71,11 +71,13 @@ def test_derivatives_are_positive_where_brightness_rises(family, scale):
         w = grid(f"{family}-{axis_name}")[:, :, None, None]
         out = ops.conv2d(step_image(axis_name), w, padding="VALID")[:, :, 0]  # 6x6, no border effects
         edge = out[:, 2:4] if axis_name == "x" else out[2:4, :]  # windows straddling the step
-        np.testing.assert_array_equal(edge, scale)  # the column/row weights of the smoothing part
+        # the column/row weights of the smoothing part, within float32 rounding (the separable
+        # path factors the kernel, so the sum may round differently from the direct one)
+        np.testing.assert_allclose(edge, scale, rtol=1e-6)
         assert np.count_nonzero(out) == edge.size
         other = "y" if axis_name == "x" else "x"
         w_other = grid(f"{family}-{other}")[:, :, None, None]
-        np.testing.assert_array_equal(ops.conv2d(step_image(axis_name), w_other, padding="VALID"), 0)
+        np.testing.assert_allclose(ops.conv2d(step_image(axis_name), w_other, padding="VALID"), 0, atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [3, 5, 7, 9])

@@ -1,0 +1,215 @@
+"""Every fast path of conv2d and pooling, forced one at a time, against tests/naive.py.
+
+The paths reorder sums (channel sum first, columns then rows), so they are
+compared within float32 rounding of the direct formula: a tolerance scaled by
+sum |x| * |w| over each window, which the naive float64 reference gives.
+"""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convfilter import ops
+from convfilter.geometry import axis
+
+import naive
+
+PATHS = ["planar", "separable"]
+
+
+def run_path(x, w, strides, padding, dilations, path, sum_channels=None):
+    gh = axis(x.shape[1], w.shape[0], strides[0], padding, dilations[0])
+    gw = axis(x.shape[2], w.shape[1], strides[1], padding, dilations[1])
+    return ops._correlate(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(w, np.float32),
+                          strides, dilations, gh, gw, path=path, sum_channels=sum_channels)
+
+
+def assert_close_to_formula(result, x, w, strides, padding, dilations):
+    expected = naive.conv2d(x, w, strides, padding, dilations)
+    magnitude = naive.conv2d(np.abs(x), np.abs(w), strides, padding, dilations)
+    assert result.shape == expected.shape and result.dtype == np.float32
+    # float32 rounding of a sum of products: a few ulps of the sum of magnitudes
+    tolerance = 8 * np.finfo(np.float32).eps * (magnitude + 1e-30)
+    excess = np.abs(result - expected) - tolerance
+    assert np.all(excess <= 0), f"worst excess {excess.max():.3g}"
+
+
+def rank_one_bank(rng, fh, fw, n_in, n_out):
+    cols = rng.standard_normal((fh, 1, n_in, n_out))
+    rows = rng.standard_normal((1, fw, n_in, n_out))
+    cols[rng.random(cols.shape) < 0.3] = 0.0  # zero taps are skipped: exercise that too
+    return (cols * rows).astype(np.float32)
+
+
+CASES = [
+    # (height, width, channels, fh, fw, filters, strides, padding, dilations)
+    (9, 11, 3, 3, 3, 2, (1, 1), "SAME", (1, 1)),
+    (10, 7, 2, 4, 2, 3, (1, 1), "SAME", (1, 1)),  # even kernels: odd padding cell bottom/right
+    (12, 13, 1, 5, 3, 1, (2, 3), "SAME", (1, 1)),
+    (12, 13, 3, 3, 3, 9, (2, 1), "VALID", (1, 1)),
+    (15, 14, 2, 3, 2, 4, (1, 2), "SAME", (2, 3)),
+    (15, 16, 3, 3, 3, 10, (3, 2), "VALID", (2, 2)),
+    (1, 1, 3, 3, 3, 2, (1, 1), "SAME", (1, 1)),  # a 1x1 image: every tap but the centre is padding
+    (1, 1, 1, 4, 4, 8, (2, 2), "SAME", (1, 1)),
+    (6, 8, 4, 1, 1, 8, (1, 1), "VALID", (1, 1)),
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:6])) + f"-s{c[6]}-{c[7]}-d{c[8]}")
+def test_each_path_matches_the_formula(path, case):
+    height, width, channels, fh, fw, n_out, strides, padding, dilations = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    x = rng.standard_normal((2, height, width, channels)).astype(np.float32)
+    w = rank_one_bank(rng, fh, fw, channels, n_out) if path == "separable" else \
+        rng.standard_normal((fh, fw, channels, n_out)).astype(np.float32)
+    result = run_path(x, w, strides, padding, dilations, path, sum_channels=False)
+    assert_close_to_formula(result, x, w, strides, padding, dilations)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_channel_sum_path_matches_the_formula(path):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 11, 9, 3)).astype(np.float32)
+    one = rank_one_bank(rng, 3, 5, 1, 3) if path == "separable" else \
+        rng.standard_normal((3, 5, 1, 3)).astype(np.float32)
+    w = np.repeat(one, 3, axis=2)  # the same kernels on every input channel
+    result = run_path(x, w, (1, 2), "SAME", (2, 1), path, sum_channels=True)
+    assert_close_to_formula(result, x, w, (1, 2), "SAME", (2, 1))
+
+
+def test_forcing_a_path_that_does_not_apply_is_refused():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 5, 5, 2)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 2, 1)).astype(np.float32)
+    with pytest.raises(ValueError, match="rank-1"):
+        run_path(x, w, (1, 1), "SAME", (1, 1), "separable")
+    with pytest.raises(ValueError, match="same kernels"):
+        run_path(x, w, (1, 1), "SAME", (1, 1), "planar", sum_channels=True)
+
+
+def test_rank_one_detection_is_exact_not_approximate():
+    rng = np.random.default_rng(3)
+    col, row = rng.standard_normal(5), rng.standard_normal(7)
+    kernel = np.outer(col, row).astype(np.float32)
+    assert ops._rank_one(kernel) is not None
+    nudged = kernel.copy()
+    nudged[2, 3] += 1e-4 * np.abs(kernel).max()  # visibly not rank 1 in float32
+    assert ops._rank_one(nudged) is None
+    assert ops._rank_one(rng.standard_normal((3, 3)).astype(np.float32)) is None
+
+
+def test_book_bank_and_gaussian_take_the_separable_channel_sum_path(monkeypatch):
+    from convfilter.kernels import gaussian, horizontal, vertical
+
+    bank = np.stack([np.asarray(vertical(), np.float32), np.asarray(horizontal(), np.float32)], -1)
+    bank = np.repeat(bank[:, :, None, :], 3, axis=2)
+    assert ops._uniform_over_inputs(bank)
+    assert ops._separable_factors(bank[:, :, :1]) is not None
+    assert ops._separable_factors(np.asarray(gaussian(9, 2.0), np.float32)[:, :, None, None]) is not None
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_thread_bands_give_the_same_result(threads, monkeypatch):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 23, 17, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    separable = rank_one_bank(rng, 5, 3, 3, 2)
+    monkeypatch.setattr(ops, "MIN_PARALLEL_WORK", 0)
+    ops.set_num_threads(threads)
+    try:
+        banded = ops.conv2d(x, w)
+        banded_separable = ops.conv2d(x, separable)  # bands of odd length: rows not in pairs
+        pooled = ops.avg_pool2d(x, 3, 2, "SAME")
+    finally:
+        ops.set_num_threads(None)
+    assert_close_to_formula(banded, x, w, (1, 1), "SAME", (1, 1))
+    assert_close_to_formula(banded_separable, x, separable, (1, 1), "SAME", (1, 1))
+    np.testing.assert_allclose(pooled, naive.pool2d(x, (3, 3), (2, 2), "SAME", np.mean), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_worker_can_use_threads_after_its_parent_did(monkeypatch):
+    import multiprocessing
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 20, 20, 2)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 2, 3)).astype(np.float32)
+    monkeypatch.setattr(ops, "MIN_PARALLEL_WORK", 0)
+    ops.set_num_threads(2)
+    try:
+        expected = ops.conv2d(x, w)  # starts the parent's thread pool
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            result = pool.apply_async(ops.conv2d, (x, w)).get(timeout=120)
+    finally:
+        ops.set_num_threads(None)
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_set_num_threads_rejects_nonsense():
+    with pytest.raises(ValueError, match="thread count"):
+        ops.set_num_threads(0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+    kernel=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    channels=st.integers(1, 4),
+    n_out=st.integers(1, 10),
+    strides=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    dilations=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    padding=st.sampled_from(["SAME", "VALID"]),
+    path=st.sampled_from(PATHS),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_every_path_is_the_formula(size, kernel, channels, n_out, strides, dilations, padding,
+                                            path, seed):
+    (height, width), (fh, fw) = size, kernel
+    if padding == "VALID" and ((fh - 1) * dilations[0] >= height or (fw - 1) * dilations[1] >= width):
+        return  # no VALID output: conv2d refuses this, tested elsewhere
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, height, width, channels)).astype(np.float32)
+    w = rank_one_bank(rng, fh, fw, channels, n_out) if path == "separable" else \
+        rng.standard_normal((fh, fw, channels, n_out)).astype(np.float32)
+    result = run_path(x, w, strides, padding, dilations, path)
+    assert_close_to_formula(result, x, w, strides, padding, dilations)
+
+
+POOL_CASES = [
+    ((1, 8, 8, 3), (2, 2), (2, 2), "VALID"),
+    ((2, 9, 7, 2), (3, 3), (2, 2), "SAME"),
+    ((1, 5, 6, 1), (2, 3), (1, 2), "SAME"),
+    ((1, 1, 1, 4), (3, 3), (2, 2), "SAME"),  # a 1x1 image: only one cell per window
+    ((1, 7, 7, 5), (3, 2), (3, 1), "VALID"),
+]
+
+
+@pytest.mark.parametrize("shape,ksize,strides,padding", POOL_CASES)
+def test_pools_match_the_formula_with_negative_values(shape, ksize, strides, padding):
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(shape) - 3).astype(np.float32)  # all negative: padding must never win
+    got_max = ops.max_pool2d(x, ksize, strides, padding)
+    got_avg = ops.avg_pool2d(x, ksize, strides, padding)
+    np.testing.assert_array_equal(got_max, naive.pool2d(x, ksize, strides, padding, np.max))
+    np.testing.assert_allclose(got_avg, naive.pool2d(x, ksize, strides, padding, np.mean), rtol=1e-6, atol=1e-6)
+
+
+def test_any_dtype_or_layout_reuses_the_one_compiled_signature():
+    from convfilter import _jit
+
+    rng = np.random.default_rng(9)
+    base = rng.standard_normal((2, 9, 8, 3))
+    dense = rng.standard_normal((3, 3, 3, 2))
+    inputs = [base, np.asfortranarray(base), base[:, ::-1], (base * 10).astype(np.int16),
+              base.astype(np.float32)[..., ::1]]
+    for x in inputs:
+        ops.conv2d(x, dense, strides=np.int64(2), dilations=(1, 2))
+        ops.conv2d(x, np.ones((3, 1, 3, 1)))  # separable and channel sum
+        ops.max_pool2d(x, 2)
+        ops.avg_pool2d(x, (3, 2), 2, "SAME")
+    for name in _jit.KERNELS:
+        assert len(getattr(_jit, name).signatures) == 1, name

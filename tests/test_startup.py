@@ -1,0 +1,76 @@
+"""Start-up behaviour in real subprocesses: light commands stay light, warmup fills the cache,
+and a read-only install with no usable home still runs (the cache falls back elsewhere)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "convfilter"
+
+
+def run_python(code: str, env=None, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["kernels"], ["kernels", "gaussian:5"],
+                                  ["shape", "--size", "427x640x3", "-k", "vertical", "--pool", "max"],
+                                  ["warmup", "--help"]])
+def test_light_commands_import_neither_numpy_nor_numba(argv):
+    code = (
+        "import sys\n"
+        "from convfilter.cli import cli\n"
+        f"cli.main(args={argv!r}, standalone_mode=False)\n"
+        "heavy = sorted(m for m in ('numpy', 'numba', 'PIL', 'scipy') if m in sys.modules)\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stderr
+
+
+def test_warmup_reports_every_kernel_and_the_time():
+    from convfilter import _jit
+
+    done = subprocess.run([sys.executable, "-m", "convfilter", "warmup"], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""  # stdout carries data only
+    lines = done.stderr.splitlines()
+    reported = {line.split()[1]: line.split()[0] for line in lines[:-1]}
+    assert set(reported) == set(_jit.KERNELS)
+    assert set(reported.values()) <= {"compiled", "cached"}
+    assert lines[-1].startswith("kernels ready in ")
+    # a second run finds everything in the cache
+    again = subprocess.run([sys.executable, "-m", "convfilter", "warmup"], capture_output=True, text=True,
+                           timeout=600)
+    assert all(line.startswith("cached") for line in again.stderr.splitlines()[:-1]), again.stderr
+
+
+def test_read_only_install_without_a_home_still_computes(tmp_path):
+    # The copy's __pycache__ is a file and HOME cannot be created, so neither Numba's default
+    # cache beside the source nor ~/.cache can be written, even by root.
+    site = tmp_path / "site"
+    shutil.copytree(PACKAGE, site / "convfilter", ignore=shutil.ignore_patterns("__pycache__"))
+    (site / "convfilter" / "__pycache__").write_text("not a folder")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
+    env.update(PYTHONPATH=str(site), HOME=os.devnull + "/no-home", TMPDIR=str(temp))
+    code = (
+        "import numpy as np, os, convfilter\n"
+        "assert convfilter.__file__.startswith(os.environ['PYTHONPATH']), convfilter.__file__\n"
+        "x = np.arange(16, dtype=np.float32).reshape(4, 4, 1)\n"
+        "print(convfilter.max_pool2d(x, 2)[:, :, 0].tolist())\n"
+        "print(os.environ['NUMBA_CACHE_DIR'])\n"
+    )
+    done = run_python(code, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result, cache_dir = done.stdout.splitlines()
+    assert result == "[[5.0, 7.0], [13.0, 15.0]]"
+    assert Path(cache_dir).is_relative_to(temp)
+    assert any(Path(cache_dir).rglob("*max_pool*.nbi")), "the kernel was not cached in the fallback folder"
