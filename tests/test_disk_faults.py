@@ -80,14 +80,15 @@ def images(tmp_path):
 
 def test_full_disk_is_a_clear_error_and_leaves_no_partial_file(images, mounts):
     full = tiny_tmpfs(mounts, images / "full")
-    result = convfilter_cli("apply", "-k", "identity", "--channels", "each", "noise.png", "tiny.png",
-                            "-o", "full/", cwd=images)
+    # --jobs 1: one input after the other, so the second is written after the first one failed
+    result = convfilter_cli("apply", "--jobs", "1", "-v", "-k", "identity", "--channels", "each", "noise.png",
+                            "tiny.png", "-o", "full/", cwd=images)
     assert result.returncode == 1, result.stderr
     lines = result.stderr.splitlines()
     assert lines[0].startswith("Error: noise.png: no space left on device"), result.stderr
     assert "full/noise_identity.png" in lines[0]
     # the temporary file was removed, so the next input still had room
-    assert lines[1:] == ["wrote full/tiny_identity.png"]
+    assert lines[1:] == ["wrote full/tiny_identity.png", "processed 1, failed 1, skipped 0"]
     assert sorted(os.listdir(full)) == ["tiny_identity.png"]
     with Image.open(full / "tiny_identity.png") as image:
         assert image.size == (8, 6)

@@ -171,14 +171,17 @@ def test_cli_survives_every_mutant(mutants, tmp_path, command):
     failed = succeeded = 0
     for start in range(0, len(mutants), BATCH):
         batch = mutants[start:start + BATCH]
-        result = run_cli([*command, "-o", str(outputs), "--",
+        result = run_cli([*command, "-v", "-o", str(outputs), "--",
                           *map(str, batch)], tmp_path)
         assert result.returncode in (0, 1), f"exit {result.returncode}:\n{result.stderr[-3000:]}"
         assert "Traceback" not in result.stderr, result.stderr
-        lines = result.stderr.splitlines()
-        errors = {line.split(": ", 2)[1] for line in lines if line.startswith("Error: ")}
+        *lines, summary = result.stderr.splitlines()
+        error_lines = [line for line in lines if line.startswith("Error: ")]
+        errors = {line.split(": ", 2)[1] for line in error_lines}
         assert all(line.startswith(("Error: ", "wrote ")) for line in lines), result.stderr
+        assert len(error_lines) == len(errors), "a file reported twice"
         assert errors <= set(map(str, batch)), errors - set(map(str, batch))
+        assert summary == f"processed {len(batch) - len(errors)}, failed {len(errors)}, skipped 0", summary
         for path in batch:
             wrote = any(line.startswith("wrote ") and f"{path.stem}_" in line for line in lines)
             assert (str(path) in errors) != wrote, f"{path.name}: neither one error nor outputs"

@@ -96,12 +96,14 @@ def test_without_a_pixel_limit_a_bomb_is_refused_by_the_memory_check(tmp_path):
     result = convfilter("apply", "--max-pixels", "0", "-k", "vertical", "bomb.png", "huge.npy", "-o", "out/",
                         cwd=tmp_path)
     assert result.returncode == 1
-    lines = result.stderr.splitlines()
-    assert len(lines) == 2, result.stderr
-    assert lines[0].startswith("Error: bomb.png: not enough memory: a 200000x200000 image with 3 channel(s) "
-                               "needs about 1600.0 GB")
-    assert lines[1].startswith("Error: huge.npy: not enough memory: a 200000x200000 image with 1 channel(s) "
-                               "needs about 800.0 GB")
+    *errors, summary = result.stderr.splitlines()
+    assert summary == "processed 0, failed 2, skipped 0", result.stderr
+    errors.sort()  # two inputs are a batch: the workers report in any order
+    assert len(errors) == 2, result.stderr
+    assert errors[0].startswith("Error: bomb.png: not enough memory: a 200000x200000 image with 3 channel(s) "
+                                "needs about 1600.0 GB")
+    assert errors[1].startswith("Error: huge.npy: not enough memory: a 200000x200000 image with 1 channel(s) "
+                                "needs about 800.0 GB")
 
 
 def test_an_allocation_failure_is_one_clean_line_and_the_next_input_still_runs(tmp_path):
@@ -114,12 +116,13 @@ def test_an_allocation_failure_is_one_clean_line_and_the_next_input_still_runs(t
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    result = convfilter("apply", "--max-pixels", "0", "-k", "vertical", "large.png", "small.png", "-o", "out/",
-                        cwd=tmp_path, env=env, preexec_fn=limit_memory)
+    # --jobs 1: the process whose allocation failed is the one that goes on with the next input
+    result = convfilter("apply", "--jobs", "1", "-v", "--max-pixels", "0", "-k", "vertical", "large.png",
+                        "small.png", "-o", "out/", cwd=tmp_path, env=env, preexec_fn=limit_memory)
     assert result.returncode == 1, result.stderr
     lines = result.stderr.splitlines()
     assert lines[0].startswith("Error: large.png: not enough memory (Unable to allocate"), result.stderr
-    assert lines[1:] == [f"wrote {os.path.join('out', 'small_vertical.png')}"]
+    assert lines[1:] == [f"wrote {os.path.join('out', 'small_vertical.png')}", "processed 1, failed 1, skipped 0"]
     assert sorted(os.listdir(tmp_path / "out")) == ["small_vertical.png"]
 
 
