@@ -259,6 +259,7 @@ def plan_jobs(jobs: list[Job], recipe: Recipe, plan, options: BatchOptions) -> t
     outputs exist already.
     """
     inputs = {os.path.realpath(j.source) for j in jobs if j.source != STDIN}
+    remedy = "choose another -o" if plan.target is not None else "choose another -o or --name"
     claimed: dict[str, str] = {}
     todo, decided = [], []
     for job in jobs:
@@ -267,7 +268,7 @@ def plan_jobs(jobs: list[Job], recipe: Recipe, plan, options: BatchOptions) -> t
         for path in outputs:
             real = os.path.realpath(path)
             if real in inputs:
-                problem = f"the output '{path}' would overwrite an input; choose another -o or --name"
+                problem = f"the output '{path}' would overwrite an input; {remedy}"
             elif real in claimed:
                 problem = (f"the output '{path}' is also the output of '{display_name(claimed[real])}'; "
                            "use a folder input with -r (sub-folders are mirrored) or {index} in --name")
