@@ -254,9 +254,10 @@ def _is_image(path: str) -> bool:
 def plan_jobs(jobs: list[Job], recipe: Recipe, plan, options: BatchOptions) -> tuple[list[Job], list[Result]]:
     """Jobs to run (with predicted outputs), and the results decided without running.
 
-    A job is refused when one of its outputs is an input of the run or an
-    output of an earlier job; with ``skip_existing`` it is skipped when all its
-    outputs exist already.
+    A job is refused when one of its outputs is an input of the run, an
+    output of an earlier job, or outside the output folder (through a
+    symbolic link; see ``OutputPlan.check_inside``); with ``skip_existing``
+    it is skipped when all its outputs exist already.
     """
     inputs = {os.path.realpath(j.source) for j in jobs if j.source != STDIN}
     remedy = "choose another -o" if plan.target is not None else "choose another -o or --name"
@@ -267,6 +268,11 @@ def plan_jobs(jobs: list[Job], recipe: Recipe, plan, options: BatchOptions) -> t
         problem = None
         for path in outputs:
             real = os.path.realpath(path)
+            try:
+                plan.check_inside(path)
+            except ValueError as exc:
+                problem = str(exc)
+                break
             if real in inputs:
                 problem = f"the output '{path}' would overwrite an input; {remedy}"
             elif real in claimed:

@@ -60,6 +60,8 @@ def check_name_template(template: str) -> str:
         sample = template.format(stem="stem", kernel="kernel", index=0, ext="png")
     except (ValueError, TypeError) as exc:
         raise ValueError(f"--name '{template}': {exc}") from None
+    if "\0" in sample:  # no file system allows it (a command line cannot carry one; a library call can)
+        raise ValueError(f"--name {template!r} contains a NUL character")
     parts = sample.replace("\\", "/").split("/")
     if os.path.isabs(sample) or ".." in parts or not parts[-1] or parts[-1] == ".":
         raise ValueError(f"--name '{template}' must name a file inside the output folder "
@@ -179,6 +181,23 @@ class OutputPlan:
         path = os.path.join(subfolder, name) if subfolder else name
         return os.path.normpath(path if self.folder == "." else os.path.join(self.folder, path))
 
+    def check_inside(self, path: str) -> None:
+        """Raise ValueError unless ``path`` (from :meth:`path_for`) lies inside the output folder.
+
+        Names cannot hold ``..`` or start with ``/``, but an existing sub-folder
+        of the output folder may be a symbolic link to somewhere else; writing
+        through it would put files outside the folder the user gave. The output
+        folder itself may be a link. A single ``-o FILE`` is taken as given.
+        """
+        if self.target is not None:
+            return
+        root = os.path.realpath(self.folder)
+        real = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+        if os.path.commonpath([root, real]) != root:
+            raise ValueError(f"the output '{path}' would be written outside the output folder "
+                             f"'{self.folder}' (a symbolic link leads to '{real}'); remove the link "
+                             "or choose another -o or --name")
+
     def outputs_for(self, recipe: Recipe, source: str, subfolder: str = "", index: int = 0) -> list[str]:
         """Every file ``process`` will write for ``source`` (none for text or stdout)."""
         if self.as_text or self.target == STDOUT:
@@ -242,6 +261,7 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
             written.append(Written("stdout", shape))
             continue
         _check_destination(path, source)
+        plan.check_inside(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         io.write_atomic(path, payload)
         written.append(Written(path, shape))

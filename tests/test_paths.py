@@ -88,3 +88,32 @@ def test_dangling_symlink_is_a_clean_error(folder):
                              f"wrote {os.path.join('out', 'plain_vertical.png')}"]
     assert summary == "processed 1, failed 1, skipped 0"
     assert os.listdir(folder / "out") == ["plain_vertical.png"]
+
+
+def test_a_symlinked_sub_folder_of_the_output_folder_cannot_lead_outside(folder):
+    """--name sub-folders and mirrored -r sub-folders that are links out of -o are refused, nothing written."""
+    (folder / "outside").mkdir()
+    (folder / "out").mkdir()
+    os.symlink(folder / "outside", folder / "out" / "maps")  # absolute target
+    (folder / "tree" / "deep").mkdir(parents=True)
+    (folder / "tree" / "deep" / "x.png").write_bytes((folder / "plain.png").read_bytes())
+    os.symlink("../outside", folder / "out" / "deep")  # relative target, named like the input's sub-folder
+    runs = [  # (arguments, the input refused, its output)
+        (["plain.png", "--name", "maps/{stem}.{ext}"], "plain.png", "out/maps/plain.png"),
+        (["-r", "tree"], "tree/deep/x.png", "out/deep/x_vertical.png"),
+    ]
+    for arguments, source, refused in runs:
+        result = convfilter("apply", "-k", "vertical", *arguments, "-o", "out/", cwd=folder)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(f"Error: {source}: the output '{refused}' would be written outside "
+                                        "the output folder"), result.stderr
+        assert "Traceback" not in result.stderr
+        assert os.listdir(folder / "outside") == []
+    # a link to a folder inside the output folder, and the output folder itself a link, are fine
+    os.symlink("maps2", folder / "out" / "inner")
+    (folder / "out" / "maps2").mkdir()
+    os.symlink("out", folder / "outlink")
+    result = convfilter("apply", "-k", "vertical", "plain.png", "--name", "inner/{stem}.{ext}", "-o", "outlink/",
+                        cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(folder / "out" / "maps2") == ["plain.png"]
