@@ -27,7 +27,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .recipe import DEFAULT_MAX_PIXELS, Recipe, View
 
@@ -498,12 +498,13 @@ def run(recipe: Recipe, arguments: list[str], output: str | None, fmt: str | Non
                                normalization, options.name, view, max_pixels)
     except ValueError as exc:
         raise UsageProblem(str(exc)) from None
-    work = Work(recipe, plan)
     todo, decided = plan_jobs(expansion.jobs, recipe, plan, options)
     if executor is None:
         from .executors import make_executor
 
         executor = make_executor(min(workers, len(todo)))
+    # the workers share the memory: each one's check allows its share only
+    work = Work(recipe, replace(plan, workers=max(getattr(executor, "workers", 1), 1)))
     return run_batch(work, expansion, todo, decided, executor, options)
 
 

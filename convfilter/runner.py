@@ -96,7 +96,8 @@ class OutputPlan:
     with ``{kernel}`` = ``montage``. ``as_text`` means global pool values are
     printed on stdout instead of written as images. ``view`` says how PNGs are
     drawn; ``max_pixels`` is the decompression-bomb limit, applied wherever the
-    work runs.
+    work runs; ``workers`` is how many inputs may be in memory at once (the
+    memory check gives each its share).
     """
 
     fmt: str
@@ -108,6 +109,7 @@ class OutputPlan:
     name: str = DEFAULT_NAME
     view: View = field(default_factory=View)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    workers: int = 1
 
     @classmethod
     def make(cls, recipe: Recipe, inputs: list[str], output: str | None, fmt: str | None,
@@ -229,7 +231,8 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
     MemoryError when the image would not fit in memory (checked before decoding).
     """
     io.set_max_pixels(plan.max_pixels)
-    loaded = io.load(source, data, check_size=lambda h, w, c: check_memory(recipe, h, w, c))
+    loaded = io.load(source, data,
+                     check_size=lambda h, w, c: check_memory(recipe, h, w, c, workers=plan.workers))
     maps = pipeline.run(loaded.array, recipe)
     if plan.as_text:
         stream = stdout if stdout is not None else sys.stdout.buffer
@@ -268,19 +271,30 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
     return written
 
 
-def check_memory(recipe: Recipe, height: int, width: int, channels: int, available=None) -> None:
-    """Refuse, before decoding, an image whose memory bound exceeds the memory available.
+def check_memory(recipe: Recipe, height: int, width: int, channels: int, available=None,
+                 workers: int = 1) -> None:
+    """Refuse, before decoding, an image whose memory bound exceeds its share of the memory available.
 
     ``available`` defaults to :func:`io.available_memory`; nothing is refused where the
-    system does not tell.
+    system does not tell. ``workers`` processes of one run check at the same time,
+    each unaware of the images the others are about to load, so each may use
+    ``available / workers`` only: that many images at their bound fit in what was
+    free (conservatively, as memory the others already hold is not available).
     """
     if available is None:
         available = io.available_memory()
+    if available is None:
+        return
+    share = available // max(workers, 1)
     needed = pipeline.memory_bound(recipe, height, width, channels)
-    if available is not None and needed > available:
+    if needed > share:
+        where = f"{available / 1e9:.1f} GB are available"
+        if workers > 1:
+            where = (f"{share / 1e9:.1f} GB are available to each of {workers} workers "
+                     f"({available / 1e9:.1f} GB in all; a smaller --jobs gives each more)")
         raise MemoryError(
             f"not enough memory: a {width}x{height} image with {channels} channel(s) needs about "
-            f"{needed / 1e9:.1f} GB through these options, {available / 1e9:.1f} GB are available"
+            f"{needed / 1e9:.1f} GB through these options, {where}"
         )
 
 

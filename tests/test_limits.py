@@ -148,6 +148,47 @@ def test_check_memory_refuses_only_above_what_is_available():
         runner.check_memory(RECIPE_ONE, 1000, 1000, 3, available=needed - 1)
 
 
+def test_check_memory_gives_each_worker_its_share():
+    needed = pipeline.memory_bound(RECIPE_ONE, 10_000, 10_000, 3)  # 4 GB
+    runner.check_memory(RECIPE_ONE, 10_000, 10_000, 3, available=3 * needed, workers=3)
+    with pytest.raises(MemoryError, match=r"needs about 4\.0 GB through these options, 4\.0 GB are available to "
+                                          r"each of 3 workers \(12\.0 GB in all; a smaller --jobs gives each more\)"):
+        runner.check_memory(RECIPE_ONE, 10_000, 10_000, 3, available=3 * needed - 3, workers=3)
+
+
+def test_parallel_workers_share_the_available_memory(tmp_path, monkeypatch):
+    """--jobs N: N workers check at once, so each may use 1/N of what is available (forked workers
+    inherit the patched reading of available memory)."""
+    from click.testing import CliRunner
+
+    from convfilter import io as cfio
+    from convfilter.cli import cli
+
+    names = []
+    for index in range(3):
+        Image.new("RGB", (100, 80), (index, 50, 90)).save(tmp_path / f"in{index}.png")
+        names.append(str(tmp_path / f"in{index}.png"))
+    needed = pipeline.memory_bound(RECIPE_ONE, 80, 100, 3)
+    monkeypatch.setattr(cfio, "available_memory", lambda: needed * 3 // 2)  # room for one image, not two
+
+    def run(*args):
+        result = CliRunner().invoke(cli, ["apply", "-k", "vertical", "-o", str(tmp_path / "out") + "/", *args],
+                                    catch_exceptions=False)
+        return result.exit_code, result.output.splitlines()
+
+    code, lines = run("--jobs", "2", *names)
+    assert code == 1 and lines[-1] == "processed 0, failed 3, skipped 0", lines
+    assert sorted(line.split(": ")[1] for line in lines[:-1]) == names
+    assert all("are available to each of 2 workers" in line for line in lines[:-1]), lines
+    assert not (tmp_path / "out").exists()
+    # one worker has it all: the same images pass
+    code, lines = run("--jobs", "1", *names)
+    assert code == 0 and lines == ["processed 3, failed 0, skipped 0"]
+    # so does a single input with --jobs 2: only one worker runs
+    code, lines = run("--jobs", "2", "--skip-existing", "-v", names[0], "-o", str(tmp_path / "one") + "/")
+    assert code == 0 and lines == [f"wrote {tmp_path / 'one' / 'in0_vertical.png'}"], lines
+
+
 def test_measured_peak_stays_under_the_bound(tmp_path):
     """The bound in the README, checked on one 2000x2000 RGB image with /usr/bin/time's peak RSS."""
     if not os.path.exists("/usr/bin/time"):
