@@ -241,8 +241,10 @@ def _is_image(path: str) -> bool:
         return True
     from PIL import Image
 
+    from .io import quiet_pillow
+
     try:
-        with Image.open(path):
+        with quiet_pillow(), Image.open(path):
             return True
     except Exception:  # Pillow raises many kinds for non-images; none of them matters here
         return False
