@@ -196,6 +196,31 @@ def test_cli_survives_every_mutant(mutants, tmp_path, command):
             image.load()
 
 
+def test_a_folder_of_mutants_as_a_parallel_batch(mutants, tmp_path):
+    """The whole mutant folder in one --jobs 2 run: one error line per failed file, counts that add up."""
+    folder = mutants[0].parent
+    outputs = tmp_path / "out"
+    result = run_cli(["apply", "-k", "sobel-x", "--pool", "max", "--jobs", "2", "-v", str(folder), "-o", str(outputs)],
+                     tmp_path)
+    assert result.returncode in (0, 1), f"exit {result.returncode}:\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr, result.stderr
+    *lines, summary = result.stderr.splitlines()
+    assert all(line.startswith(("Error: ", "wrote ")) for line in lines), result.stderr
+    failed = [line.split(": ", 2)[1] for line in lines if line.startswith("Error: ")]
+    wrote = [line.removeprefix("wrote ") for line in lines if line.startswith("wrote ")]
+    assert len(set(failed)) == len(failed) and set(failed) <= set(map(str, mutants)), "one line per failed file"
+    assert summary == f"processed {len(wrote)}, failed {len(failed)}, skipped 0"
+    assert len(wrote) + len(failed) == len(mutants)  # every mutant has an image extension: all are inputs
+    assert (result.returncode == 1) == bool(failed)
+    stems = {Path(name).stem for name in failed}
+    assert sorted(Path(path).name for path in wrote) == sorted(f"{p.stem}_sobel-x.png" for p in mutants
+                                                                if p.stem not in stems)
+    assert sorted(os.listdir(outputs)) == sorted(Path(path).name for path in wrote)  # no temporary file left
+    for path in wrote:
+        with Image.open(path) as image:
+            image.load()
+
+
 # --- in process: which mutant misbehaves --------------------------------------------------------
 
 
