@@ -117,3 +117,21 @@ def test_a_symlinked_sub_folder_of_the_output_folder_cannot_lead_outside(folder)
                         cwd=folder)
     assert result.returncode == 0, result.stderr
     assert os.listdir(folder / "out" / "maps2") == ["plain.png"]
+
+
+def test_the_writer_checks_again_for_a_link_made_after_planning(folder):
+    """A sub-folder link that appears between planning and writing is caught where the file is written."""
+    from convfilter import runner
+    from convfilter.kernels import resolve
+    from convfilter.recipe import Convolution, Recipe
+
+    recipe = Recipe(Convolution(kernels=(resolve("vertical"),)))
+    out = folder / "out"
+    plan = runner.OutputPlan.make(recipe, [str(folder / "plain.png")], f"{out}/", None, None, "late/{stem}.{ext}")
+    assert plan.outputs_for(recipe, str(folder / "plain.png")) == [str(out / "late" / "plain.png")]
+    (folder / "outside").mkdir()
+    out.mkdir()
+    os.symlink(folder / "outside", out / "late")
+    with pytest.raises(ValueError, match="would be written outside the output folder"):
+        runner.process(str(folder / "plain.png"), recipe, plan)
+    assert os.listdir(folder / "outside") == []
