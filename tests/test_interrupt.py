@@ -34,8 +34,8 @@ def test_signal_mid_run_stops_promptly_and_leaves_only_whole_files(tmp_path, sig
     process.wait(timeout=30)
     assert time.monotonic() - started < 5
     assert process.returncode == code, rest
-    # (click closes the terminal's ^C echo with an empty line before our last line)
-    *_, summary, last = [line for line in rest.splitlines() if line]
+    *_, summary, last = rest.splitlines()
+    assert "" not in rest.splitlines(), rest
     assert last == ("Error: interrupted" if signum == signal.SIGINT else "Error: terminated")
     assert "Traceback" not in rest
     written = sorted(os.listdir(tmp_path / "out"))
@@ -94,7 +94,8 @@ def test_signal_mid_parallel_batch_then_skip_existing_finishes_it(batch, tmp_pat
     assert stopped_after < 5, f"took {stopped_after:.1f} s to stop"
     assert process.returncode == code, err
     assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line]
+    lines = err.splitlines()
+    assert "" not in lines, err
     assert lines[-1] == ("Error: interrupted" if signum == signal.SIGINT else "Error: terminated"), err
     assert lines[-2].startswith("processed ") and lines[-2].endswith(", failed 0, skipped 0"), err
     left = sorted(os.listdir(out))
