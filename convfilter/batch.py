@@ -27,7 +27,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .recipe import DEFAULT_MAX_PIXELS, Recipe, View
 
@@ -241,8 +241,10 @@ def _is_image(path: str) -> bool:
         return True
     from PIL import Image
 
+    from .io import quiet_pillow
+
     try:
-        with Image.open(path):
+        with quiet_pillow(), Image.open(path):
             return True
     except Exception:  # Pillow raises many kinds for non-images; none of them matters here
         return False
@@ -254,11 +256,13 @@ def _is_image(path: str) -> bool:
 def plan_jobs(jobs: list[Job], recipe: Recipe, plan, options: BatchOptions) -> tuple[list[Job], list[Result]]:
     """Jobs to run (with predicted outputs), and the results decided without running.
 
-    A job is refused when one of its outputs is an input of the run or an
-    output of an earlier job; with ``skip_existing`` it is skipped when all its
-    outputs exist already.
+    A job is refused when one of its outputs is an input of the run, an
+    output of an earlier job, or outside the output folder (through a
+    symbolic link; see ``OutputPlan.check_inside``); with ``skip_existing``
+    it is skipped when all its outputs exist already.
     """
     inputs = {os.path.realpath(j.source) for j in jobs if j.source != STDIN}
+    remedy = "choose another -o" if plan.target is not None else "choose another -o or --name"
     claimed: dict[str, str] = {}
     todo, decided = [], []
     for job in jobs:
@@ -266,8 +270,13 @@ def plan_jobs(jobs: list[Job], recipe: Recipe, plan, options: BatchOptions) -> t
         problem = None
         for path in outputs:
             real = os.path.realpath(path)
+            try:
+                plan.check_inside(path)
+            except ValueError as exc:
+                problem = str(exc)
+                break
             if real in inputs:
-                problem = f"the output '{path}' would overwrite an input; choose another -o or --name"
+                problem = f"the output '{path}' would overwrite an input; {remedy}"
             elif real in claimed:
                 problem = (f"the output '{path}' is also the output of '{display_name(claimed[real])}'; "
                            "use a folder input with -r (sub-folders are mirrored) or {index} in --name")
@@ -494,12 +503,13 @@ def run(recipe: Recipe, arguments: list[str], output: str | None, fmt: str | Non
                                normalization, options.name, view, max_pixels)
     except ValueError as exc:
         raise UsageProblem(str(exc)) from None
-    work = Work(recipe, plan)
     todo, decided = plan_jobs(expansion.jobs, recipe, plan, options)
     if executor is None:
         from .executors import make_executor
 
         executor = make_executor(min(workers, len(todo)))
+    # the workers share the memory: each one's check allows its share only
+    work = Work(recipe, replace(plan, workers=max(getattr(executor, "workers", 1), 1)))
     return run_batch(work, expansion, todo, decided, executor, options)
 
 

@@ -406,12 +406,18 @@ def _run(recipe: Recipe, inputs, output, fmt, normalization, view: View, max_pix
                               max_pixels=max_pixels)
     except batches.UsageProblem as exc:
         raise click.UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        raise Interrupted() from None  # past click, which would add an empty line to stderr
     if summary.failed:
         raise click.exceptions.Exit(EXIT_FAILED)
 
 
 class Terminated(BaseException):
     """Raised by the SIGTERM handler so that clean-up (temporary files) runs."""
+
+
+class Interrupted(BaseException):
+    """Ctrl-C during a command's work, carried past click to :func:`main`."""
 
 
 def _on_sigterm(signum, frame):
@@ -427,7 +433,12 @@ def main(argv=None) -> None:
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code
-    except (click.Abort, KeyboardInterrupt):
+    except Interrupted:
+        if sys.stderr.isatty():
+            click.echo(err=True)  # end the line the terminal's ^C echo began
+        click.echo("Error: interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except (click.Abort, KeyboardInterrupt):  # before the work began (click has ended the line)
         click.echo("Error: interrupted", err=True)
         code = EXIT_INTERRUPTED
     except Terminated:

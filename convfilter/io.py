@@ -349,13 +349,25 @@ def written_by_convfilter(path: str) -> bool:
     if not (head.startswith(b"\x89PNG") or head[:4] in (b"II*\x00", b"MM\x00*")):
         return False
     try:
-        with Image.open(path) as image:
+        with quiet_pillow(), Image.open(path) as image:
             if image.format == "PNG":
                 return MARK_KEY in image.info
             description = image.tag_v2.get(270, "") if image.format == "TIFF" else ""
             return isinstance(description, str) and description.startswith(MARK_KEY)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+    except Exception:  # a damaged file raises many kinds; it is not an output (processing reports it)
         return False
+
+
+@contextlib.contextmanager
+def quiet_pillow():
+    """Silence Pillow's warnings about damaged metadata while only looking at a file.
+
+    Looking a folder over must not print lines of its own on stderr: only the
+    input's processing reports a problem, as one ``Error:`` line.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _save(image: Image.Image, fmt: str, **options) -> bytes:

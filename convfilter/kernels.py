@@ -23,6 +23,7 @@ Grid = tuple[tuple[float, ...], ...]
 
 MAX_SIZE = 255  # built-in kernels; larger sizes are a typo more often than a wish
 MAX_FILE_VALUES = 1 << 26  # a .npy kernel file (256 MB of float32; keras banks are far smaller)
+FLOAT32_MAX = 3.4028234663852886e38  # kernels are float32: a larger value would become infinity
 
 
 def outer(column, row) -> Grid:
@@ -266,8 +267,9 @@ def parse_matrix(text: str, source: str = "kernel") -> Grid:
 def check_grid(grid: Grid, source: str) -> Grid:
     for row in grid:
         for value in row:
-            if not math.isfinite(value):
-                raise ValueError(f"{source}: kernel values must be finite, found {value}")
+            if not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+                raise ValueError(f"{source}: kernel values must be finite and within float32 range "
+                                 f"(|w| <= 3.4e38), found {value}")
     return grid
 
 
@@ -321,8 +323,9 @@ def load_file(path: str):
             )
         if weights.dtype.kind not in "biuf":
             raise ValueError(f"kernel file '{path}' holds {weights.dtype} values; expected numbers")
-        if not np.isfinite(weights).all():
-            raise ValueError(f"kernel file '{path}': kernel values must be finite")
+        if not (np.isfinite(weights).all() and np.abs(weights).max() <= FLOAT32_MAX):
+            raise ValueError(f"kernel file '{path}': kernel values must be finite and within float32 range "
+                             "(|w| <= 3.4e38)")
         return weights.astype(np.float32)
     try:
         with open(path, encoding="utf-8") as handle:

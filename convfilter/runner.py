@@ -60,6 +60,8 @@ def check_name_template(template: str) -> str:
         sample = template.format(stem="stem", kernel="kernel", index=0, ext="png")
     except (ValueError, TypeError) as exc:
         raise ValueError(f"--name '{template}': {exc}") from None
+    if "\0" in sample:  # no file system allows it (a command line cannot carry one; a library call can)
+        raise ValueError(f"--name {template!r} contains a NUL character")
     parts = sample.replace("\\", "/").split("/")
     if os.path.isabs(sample) or ".." in parts or not parts[-1] or parts[-1] == ".":
         raise ValueError(f"--name '{template}' must name a file inside the output folder "
@@ -94,7 +96,8 @@ class OutputPlan:
     with ``{kernel}`` = ``montage``. ``as_text`` means global pool values are
     printed on stdout instead of written as images. ``view`` says how PNGs are
     drawn; ``max_pixels`` is the decompression-bomb limit, applied wherever the
-    work runs.
+    work runs; ``workers`` is how many inputs may be in memory at once (the
+    memory check gives each its share).
     """
 
     fmt: str
@@ -106,6 +109,7 @@ class OutputPlan:
     name: str = DEFAULT_NAME
     view: View = field(default_factory=View)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    workers: int = 1
 
     @classmethod
     def make(cls, recipe: Recipe, inputs: list[str], output: str | None, fmt: str | None,
@@ -179,6 +183,23 @@ class OutputPlan:
         path = os.path.join(subfolder, name) if subfolder else name
         return os.path.normpath(path if self.folder == "." else os.path.join(self.folder, path))
 
+    def check_inside(self, path: str) -> None:
+        """Raise ValueError unless ``path`` (from :meth:`path_for`) lies inside the output folder.
+
+        Names cannot hold ``..`` or start with ``/``, but an existing sub-folder
+        of the output folder may be a symbolic link to somewhere else; writing
+        through it would put files outside the folder the user gave. The output
+        folder itself may be a link. A single ``-o FILE`` is taken as given.
+        """
+        if self.target is not None:
+            return
+        root = os.path.realpath(self.folder)
+        real = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+        if os.path.commonpath([root, real]) != root:
+            raise ValueError(f"the output '{path}' would be written outside the output folder "
+                             f"'{self.folder}' (a symbolic link leads to '{real}'); remove the link "
+                             "or choose another -o or --name")
+
     def outputs_for(self, recipe: Recipe, source: str, subfolder: str = "", index: int = 0) -> list[str]:
         """Every file ``process`` will write for ``source`` (none for text or stdout)."""
         if self.as_text or self.target == STDOUT:
@@ -210,7 +231,8 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
     MemoryError when the image would not fit in memory (checked before decoding).
     """
     io.set_max_pixels(plan.max_pixels)
-    loaded = io.load(source, data, check_size=lambda h, w, c: check_memory(recipe, h, w, c))
+    loaded = io.load(source, data,
+                     check_size=lambda h, w, c: check_memory(recipe, h, w, c, workers=plan.workers))
     maps = pipeline.run(loaded.array, recipe)
     if plan.as_text:
         stream = stdout if stdout is not None else sys.stdout.buffer
@@ -242,25 +264,37 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
             written.append(Written("stdout", shape))
             continue
         _check_destination(path, source)
+        plan.check_inside(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         io.write_atomic(path, payload)
         written.append(Written(path, shape))
     return written
 
 
-def check_memory(recipe: Recipe, height: int, width: int, channels: int, available=None) -> None:
-    """Refuse, before decoding, an image whose memory bound exceeds the memory available.
+def check_memory(recipe: Recipe, height: int, width: int, channels: int, available=None,
+                 workers: int = 1) -> None:
+    """Refuse, before decoding, an image whose memory bound exceeds its share of the memory available.
 
     ``available`` defaults to :func:`io.available_memory`; nothing is refused where the
-    system does not tell.
+    system does not tell. ``workers`` processes of one run check at the same time,
+    each unaware of the images the others are about to load, so each may use
+    ``available / workers`` only: that many images at their bound fit in what was
+    free (conservatively, as memory the others already hold is not available).
     """
     if available is None:
         available = io.available_memory()
+    if available is None:
+        return
+    share = available // max(workers, 1)
     needed = pipeline.memory_bound(recipe, height, width, channels)
-    if available is not None and needed > available:
+    if needed > share:
+        where = f"{available / 1e9:.1f} GB are available"
+        if workers > 1:
+            where = (f"{share / 1e9:.1f} GB are available to each of {workers} workers "
+                     f"({available / 1e9:.1f} GB in all; a smaller --jobs gives each more)")
         raise MemoryError(
             f"not enough memory: a {width}x{height} image with {channels} channel(s) needs about "
-            f"{needed / 1e9:.1f} GB through these options, {available / 1e9:.1f} GB are available"
+            f"{needed / 1e9:.1f} GB through these options, {where}"
         )
 
 

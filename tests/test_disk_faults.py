@@ -80,17 +80,49 @@ def images(tmp_path):
 
 def test_full_disk_is_a_clear_error_and_leaves_no_partial_file(images, mounts):
     full = tiny_tmpfs(mounts, images / "full")
-    result = convfilter_cli("apply", "-k", "identity", "--channels", "each", "noise.png", "tiny.png",
-                            "-o", "full/", cwd=images)
+    # --jobs 1: one input after the other, so the second is written after the first one failed
+    result = convfilter_cli("apply", "--jobs", "1", "-v", "-k", "identity", "--channels", "each", "noise.png",
+                            "tiny.png", "-o", "full/", cwd=images)
     assert result.returncode == 1, result.stderr
     lines = result.stderr.splitlines()
     assert lines[0].startswith("Error: noise.png: no space left on device"), result.stderr
     assert "full/noise_identity.png" in lines[0]
     # the temporary file was removed, so the next input still had room
-    assert lines[1:] == ["wrote full/tiny_identity.png"]
+    assert lines[1:] == ["wrote full/tiny_identity.png", "processed 1, failed 1, skipped 0"]
     assert sorted(os.listdir(full)) == ["tiny_identity.png"]
     with Image.open(full / "tiny_identity.png") as image:
         assert image.size == (8, 6)
+
+
+def test_disk_full_in_the_middle_of_a_parallel_batch(tmp_path, mounts):
+    """Outputs of ~40 KB each into 256 KB with --jobs 2: the disk fills part-way; the run ends (no hang)
+    with exit 1, each failed input named with 'no space left on device', and only whole files."""
+    rng = np.random.default_rng(9)
+    (tmp_path / "in").mkdir()
+    names = [f"img{index:02d}.png" for index in range(16)]
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (120, 110, 3), dtype=np.uint8)).save(tmp_path / "in" / name)
+    full = tiny_tmpfs(mounts, tmp_path / "full", size="256k")
+    result = convfilter_cli("apply", "-k", "identity", "--channels", "each", "--jobs", "2", "-v", "in", "-o", "full/",
+                            cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    *lines, summary = result.stderr.splitlines()
+    failed = [line.split(": ", 2) for line in lines if line.startswith("Error: ")]
+    wrote = [line.removeprefix("wrote ") for line in lines if line.startswith("wrote ")]
+    assert len(failed) + len(wrote) == len(lines), result.stderr
+    assert wrote and failed, "the disk should fill part-way through"
+    for _, source, reason in failed:
+        assert reason.startswith("no space left on device (full/"), reason
+    failed_inputs = {os.path.basename(source) for _, source, _ in failed}
+    written_inputs = {os.path.basename(path).removesuffix("_identity.png") + ".png" for path in wrote}
+    assert failed_inputs | written_inputs == set(names) and not failed_inputs & written_inputs
+    assert summary == f"processed {len(wrote)}, failed {len(failed)}, skipped 0"
+    assert sorted(os.listdir(full)) == sorted(os.path.basename(path) for path in wrote)  # no temporary file
+    for path in wrote:
+        with Image.open(tmp_path / path) as image:
+            image.load()
+            assert image.size == (110, 120)
 
 
 def test_full_disk_does_not_replace_an_older_output(images, mounts):

@@ -171,14 +171,17 @@ def test_cli_survives_every_mutant(mutants, tmp_path, command):
     failed = succeeded = 0
     for start in range(0, len(mutants), BATCH):
         batch = mutants[start:start + BATCH]
-        result = run_cli([*command, "-o", str(outputs), "--",
+        result = run_cli([*command, "-v", "-o", str(outputs), "--",
                           *map(str, batch)], tmp_path)
         assert result.returncode in (0, 1), f"exit {result.returncode}:\n{result.stderr[-3000:]}"
         assert "Traceback" not in result.stderr, result.stderr
-        lines = result.stderr.splitlines()
-        errors = {line.split(": ", 2)[1] for line in lines if line.startswith("Error: ")}
+        *lines, summary = result.stderr.splitlines()
+        error_lines = [line for line in lines if line.startswith("Error: ")]
+        errors = {line.split(": ", 2)[1] for line in error_lines}
         assert all(line.startswith(("Error: ", "wrote ")) for line in lines), result.stderr
+        assert len(error_lines) == len(errors), "a file reported twice"
         assert errors <= set(map(str, batch)), errors - set(map(str, batch))
+        assert summary == f"processed {len(batch) - len(errors)}, failed {len(errors)}, skipped 0", summary
         for path in batch:
             wrote = any(line.startswith("wrote ") and f"{path.stem}_" in line for line in lines)
             assert (str(path) in errors) != wrote, f"{path.name}: neither one error nor outputs"
@@ -190,6 +193,31 @@ def test_cli_survives_every_mutant(mutants, tmp_path, command):
     for written in outputs.iterdir():
         assert not written.name.startswith("."), f"temporary file left: {written.name}"
         with Image.open(written) as image:
+            image.load()
+
+
+def test_a_folder_of_mutants_as_a_parallel_batch(mutants, tmp_path):
+    """The whole mutant folder in one --jobs 2 run: one error line per failed file, counts that add up."""
+    folder = mutants[0].parent
+    outputs = tmp_path / "out"
+    result = run_cli(["apply", "-k", "sobel-x", "--pool", "max", "--jobs", "2", "-v", str(folder), "-o", str(outputs)],
+                     tmp_path)
+    assert result.returncode in (0, 1), f"exit {result.returncode}:\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr, result.stderr
+    *lines, summary = result.stderr.splitlines()
+    assert all(line.startswith(("Error: ", "wrote ")) for line in lines), result.stderr
+    failed = [line.split(": ", 2)[1] for line in lines if line.startswith("Error: ")]
+    wrote = [line.removeprefix("wrote ") for line in lines if line.startswith("wrote ")]
+    assert len(set(failed)) == len(failed) and set(failed) <= set(map(str, mutants)), "one line per failed file"
+    assert summary == f"processed {len(wrote)}, failed {len(failed)}, skipped 0"
+    assert len(wrote) + len(failed) == len(mutants)  # every mutant has an image extension: all are inputs
+    assert (result.returncode == 1) == bool(failed)
+    stems = {Path(name).stem for name in failed}
+    assert sorted(Path(path).name for path in wrote) == sorted(f"{p.stem}_sobel-x.png" for p in mutants
+                                                                if p.stem not in stems)
+    assert sorted(os.listdir(outputs)) == sorted(Path(path).name for path in wrote)  # no temporary file left
+    for path in wrote:
+        with Image.open(path) as image:
             image.load()
 
 

@@ -154,6 +154,8 @@ def test_inline_matrices():
         ("gaussian:5:-1", "sigma"),
         ("gaussian:5:nan", "sigma"),
         ("gaussian:5:1:2", "too many ':'"),
+        ("1e100", "within float32 range"),  # float32 filters: it would become infinity
+        ("1,-3.5e38", "within float32 range"),
         ("sobel-x:5", "fixed size"),
         ("box:100000", "between 1 and"),
         ("missing.npy", "not found"),
@@ -205,6 +207,7 @@ def test_npy_kernel_and_filter_bank(tmp_path):
         (np.zeros((3,)), "expected (fh, fw)"),
         (np.array([[1.0, np.nan]]), "finite"),
         (np.array([[1.0, np.inf]]), "finite"),
+        (np.array([[1.0, 1e39]]), "within float32 range"),
         (np.array([["a", "b"]]), "expected numbers"),
         (np.zeros((0, 3)), "expected (fh, fw)"),
     ],

@@ -96,12 +96,14 @@ def test_without_a_pixel_limit_a_bomb_is_refused_by_the_memory_check(tmp_path):
     result = convfilter("apply", "--max-pixels", "0", "-k", "vertical", "bomb.png", "huge.npy", "-o", "out/",
                         cwd=tmp_path)
     assert result.returncode == 1
-    lines = result.stderr.splitlines()
-    assert len(lines) == 2, result.stderr
-    assert lines[0].startswith("Error: bomb.png: not enough memory: a 200000x200000 image with 3 channel(s) "
-                               "needs about 1600.0 GB")
-    assert lines[1].startswith("Error: huge.npy: not enough memory: a 200000x200000 image with 1 channel(s) "
-                               "needs about 800.0 GB")
+    *errors, summary = result.stderr.splitlines()
+    assert summary == "processed 0, failed 2, skipped 0", result.stderr
+    errors.sort()  # two inputs are a batch: the workers report in any order
+    assert len(errors) == 2, result.stderr
+    assert errors[0].startswith("Error: bomb.png: not enough memory: a 200000x200000 image with 3 channel(s) "
+                                "needs about 1600.0 GB")
+    assert errors[1].startswith("Error: huge.npy: not enough memory: a 200000x200000 image with 1 channel(s) "
+                                "needs about 800.0 GB")
 
 
 def test_an_allocation_failure_is_one_clean_line_and_the_next_input_still_runs(tmp_path):
@@ -114,12 +116,13 @@ def test_an_allocation_failure_is_one_clean_line_and_the_next_input_still_runs(t
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    result = convfilter("apply", "--max-pixels", "0", "-k", "vertical", "large.png", "small.png", "-o", "out/",
-                        cwd=tmp_path, env=env, preexec_fn=limit_memory)
+    # --jobs 1: the process whose allocation failed is the one that goes on with the next input
+    result = convfilter("apply", "--jobs", "1", "-v", "--max-pixels", "0", "-k", "vertical", "large.png",
+                        "small.png", "-o", "out/", cwd=tmp_path, env=env, preexec_fn=limit_memory)
     assert result.returncode == 1, result.stderr
     lines = result.stderr.splitlines()
     assert lines[0].startswith("Error: large.png: not enough memory (Unable to allocate"), result.stderr
-    assert lines[1:] == [f"wrote {os.path.join('out', 'small_vertical.png')}"]
+    assert lines[1:] == [f"wrote {os.path.join('out', 'small_vertical.png')}", "processed 1, failed 1, skipped 0"]
     assert sorted(os.listdir(tmp_path / "out")) == ["small_vertical.png"]
 
 
@@ -143,6 +146,47 @@ def test_check_memory_refuses_only_above_what_is_available():
     with pytest.raises(MemoryError, match=r"not enough memory: a 1000x1000 image with 3 channel\(s\) needs "
                                           r"about 0\.0 GB through these options, 0\.0 GB are available"):
         runner.check_memory(RECIPE_ONE, 1000, 1000, 3, available=needed - 1)
+
+
+def test_check_memory_gives_each_worker_its_share():
+    needed = pipeline.memory_bound(RECIPE_ONE, 10_000, 10_000, 3)  # 4 GB
+    runner.check_memory(RECIPE_ONE, 10_000, 10_000, 3, available=3 * needed, workers=3)
+    with pytest.raises(MemoryError, match=r"needs about 4\.0 GB through these options, 4\.0 GB are available to "
+                                          r"each of 3 workers \(12\.0 GB in all; a smaller --jobs gives each more\)"):
+        runner.check_memory(RECIPE_ONE, 10_000, 10_000, 3, available=3 * needed - 3, workers=3)
+
+
+def test_parallel_workers_share_the_available_memory(tmp_path, monkeypatch):
+    """--jobs N: N workers check at once, so each may use 1/N of what is available (forked workers
+    inherit the patched reading of available memory)."""
+    from click.testing import CliRunner
+
+    from convfilter import io as cfio
+    from convfilter.cli import cli
+
+    names = []
+    for index in range(3):
+        Image.new("RGB", (100, 80), (index, 50, 90)).save(tmp_path / f"in{index}.png")
+        names.append(str(tmp_path / f"in{index}.png"))
+    needed = pipeline.memory_bound(RECIPE_ONE, 80, 100, 3)
+    monkeypatch.setattr(cfio, "available_memory", lambda: needed * 3 // 2)  # room for one image, not two
+
+    def run(*args):
+        result = CliRunner().invoke(cli, ["apply", "-k", "vertical", "-o", str(tmp_path / "out") + "/", *args],
+                                    catch_exceptions=False)
+        return result.exit_code, result.output.splitlines()
+
+    code, lines = run("--jobs", "2", *names)
+    assert code == 1 and lines[-1] == "processed 0, failed 3, skipped 0", lines
+    assert sorted(line.split(": ")[1] for line in lines[:-1]) == names
+    assert all("are available to each of 2 workers" in line for line in lines[:-1]), lines
+    assert not (tmp_path / "out").exists()
+    # one worker has it all: the same images pass
+    code, lines = run("--jobs", "1", *names)
+    assert code == 0 and lines == ["processed 3, failed 0, skipped 0"]
+    # so does a single input with --jobs 2: only one worker runs
+    code, lines = run("--jobs", "2", "--skip-existing", "-v", names[0], "-o", str(tmp_path / "one") + "/")
+    assert code == 0 and lines == [f"wrote {tmp_path / 'one' / 'in0_vertical.png'}"], lines
 
 
 def test_measured_peak_stays_under_the_bound(tmp_path):

@@ -11,7 +11,7 @@ import string
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -217,3 +217,70 @@ def test_kernel(workdir, spec):
     padded = np.pad(image, ((top, fh - 1 - top), (left, fw - 1 - left)))
     expected = sum(weights[u, v] * padded[u:u + HEIGHT, v:v + WIDTH] for u in range(fh) for v in range(fw))
     np.testing.assert_allclose(array[:, :, 0], expected, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(weights).sum()))
+
+
+# --- --name templates: accepted and inside the output folder, or refused ----------------------------------
+
+name_pieces = st.sampled_from([
+    "{stem}", "{kernel}", "{index}", "{index:03d}", "{ext}", "{stem!r}", "{index:>300}", "{stem:d}",
+    "{", "}", "{{", "}}", "{bogus}", "{0}", "{}", "/", "//", "\\", "..", ".", "./", "../", "link/", "sub/",
+    "a", "-", " ", "~", "*", "é", "\x00", "\n", "x" * 300,
+])
+# mostly well-formed names (a folder part, the input's stem or index, an extension) so that many are accepted
+plausible_names = st.tuples(
+    st.sampled_from(["", "sub/", "link/", "link/deeper/", "new/", "a/b/", "./", "sub/./", ".hidden/"]),
+    st.lists(st.sampled_from(["x", "-", " ", "é", "{kernel}", "{ext}", "{{", "}}", "."]), max_size=3).map("".join),
+    st.sampled_from(["{stem}", "{index}", "{index:03d}", "{stem}_{index}", "{index:>300}"]),
+    st.sampled_from(["", ".{ext}", "_{kernel}.{ext}", ".png", ".part", "/", "/."]),
+).map("".join)
+name_templates = st.one_of(st.lists(name_pieces, max_size=8).map("".join), st.text(max_size=12), plausible_names)
+
+
+def files_under(folder) -> set[str]:
+    """Every file and link below ``folder``, without following links into other folders."""
+    found = set()
+    for top, dirs, files in os.walk(folder):
+        found.update(os.path.join(top, name) for name in files)
+        found.update(os.path.join(top, name) for name in dirs if os.path.islink(os.path.join(top, name)))
+    return found
+
+
+@SETTINGS
+@given(template=name_templates)
+def test_name_template(workdir, tmp_path_factory, template):
+    """A template is refused (exit 2), or every output lands inside -o under the name it describes.
+
+    The output folder holds a sub-folder that is a symbolic link to a folder outside it: a name
+    through that link must fail (exit 1, the input named) rather than write outside.
+    """
+    root = tmp_path_factory.mktemp("names")
+    inputs = [root / "a.png", root / "b.png"]
+    for path in inputs:
+        path.write_bytes((workdir / "img.png").read_bytes())
+    out, outside = root / "out", root / "outside"
+    (out / "sub").mkdir(parents=True)
+    outside.mkdir()
+    os.symlink(outside, out / "link")
+    before = files_under(root)
+    result = CliRunner().invoke(cli.cli, ["apply", "-k", "vertical", "--jobs", "1", *map(str, inputs),
+                                          "-o", f"{out}/", "--name", template])
+    assert_no_traceback(result)
+    event(f"exit {result.exit_code}")
+    assert list(outside.iterdir()) == [] and files_under(root) - before <= files_under(out)
+    written = files_under(out) - before
+    if result.exit_code == 2:
+        assert "Error: " in result.output and not written, result.output
+        return
+    assert result.exit_code in (0, 1), result.output
+    expected = {os.path.normpath(os.path.join(out, template.format(stem=path.stem, kernel="vertical",
+                                                                     index=index, ext="png")))
+                for index, path in enumerate(inputs)}
+    lines = result.output.splitlines()
+    errors = [line for line in lines if line.startswith("Error: ")]
+    assert lines[-1] == f"processed {2 - len(errors)}, failed {len(errors)}, skipped 0", result.output
+    assert all(line.startswith((f"Error: {inputs[0]}: ", f"Error: {inputs[1]}: ")) for line in errors), errors
+    assert written <= expected and len(written) == 2 - len(errors), (written, expected)
+    assert (result.exit_code == 0) == (written == expected)
+    for path in written:
+        with Image.open(path) as image:
+            assert image.size == (WIDTH, HEIGHT)

@@ -48,12 +48,14 @@ def test_spaces_unicode_and_leading_dashes(folder):
 
 def test_unicode_name_in_error_lines(folder):
     (folder / "сломано 破損.png").write_bytes(b"not an image")
-    result = convfilter("apply", "-k", "vertical", "--", "сломано 破損.png", "-dash.png", cwd=folder)
+    result = convfilter("apply", "-v", "-k", "vertical", "--", "сломано 破損.png", "-dash.png", cwd=folder)
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [
+    *lines, summary = result.stderr.splitlines()  # workers finish in any order
+    assert sorted(lines) == [
         "Error: сломано 破損.png: not an image Pillow can read (unknown format)",
         "wrote -dash_vertical.png",
     ]
+    assert summary == "processed 1, failed 1, skipped 0"
 
 
 def test_symlinked_input_and_output_folder(folder):
@@ -72,13 +74,64 @@ def test_an_output_that_is_a_symlink_to_the_input_is_refused(folder):
     os.symlink("plain.png", folder / "alias.png")
     result = convfilter("apply", "-k", "vertical", "plain.png", "-o", "alias.png", cwd=folder)
     assert result.returncode == 1
-    assert result.stderr == "Error: plain.png: the output 'alias.png' is the input itself; choose another -o\n"
+    # -o names one file, so --name would not help
+    assert result.stderr == "Error: plain.png: the output 'alias.png' would overwrite an input; choose another -o\n"
     assert (folder / "plain.png").read_bytes() == before and os.path.islink(folder / "alias.png")
 
 
 def test_dangling_symlink_is_a_clean_error(folder):
     os.symlink("missing.png", folder / "dangling.png")
-    result = convfilter("apply", "-k", "vertical", "dangling.png", "plain.png", "-o", "out/", cwd=folder)
+    result = convfilter("apply", "-v", "-k", "vertical", "dangling.png", "plain.png", "-o", "out/", cwd=folder)
     assert result.returncode == 1
-    assert result.stderr.splitlines() == ["Error: dangling.png: no such file",
-                                          f"wrote {os.path.join('out', 'plain_vertical.png')}"]
+    *lines, summary = result.stderr.splitlines()  # workers finish in any order
+    assert sorted(lines) == ["Error: dangling.png: no such file",
+                             f"wrote {os.path.join('out', 'plain_vertical.png')}"]
+    assert summary == "processed 1, failed 1, skipped 0"
+    assert os.listdir(folder / "out") == ["plain_vertical.png"]
+
+
+def test_a_symlinked_sub_folder_of_the_output_folder_cannot_lead_outside(folder):
+    """--name sub-folders and mirrored -r sub-folders that are links out of -o are refused, nothing written."""
+    (folder / "outside").mkdir()
+    (folder / "out").mkdir()
+    os.symlink(folder / "outside", folder / "out" / "maps")  # absolute target
+    (folder / "tree" / "deep").mkdir(parents=True)
+    (folder / "tree" / "deep" / "x.png").write_bytes((folder / "plain.png").read_bytes())
+    os.symlink("../outside", folder / "out" / "deep")  # relative target, named like the input's sub-folder
+    runs = [  # (arguments, the input refused, its output)
+        (["plain.png", "--name", "maps/{stem}.{ext}"], "plain.png", "out/maps/plain.png"),
+        (["-r", "tree"], "tree/deep/x.png", "out/deep/x_vertical.png"),
+    ]
+    for arguments, source, refused in runs:
+        result = convfilter("apply", "-k", "vertical", *arguments, "-o", "out/", cwd=folder)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(f"Error: {source}: the output '{refused}' would be written outside "
+                                        "the output folder"), result.stderr
+        assert "Traceback" not in result.stderr
+        assert os.listdir(folder / "outside") == []
+    # a link to a folder inside the output folder, and the output folder itself a link, are fine
+    os.symlink("maps2", folder / "out" / "inner")
+    (folder / "out" / "maps2").mkdir()
+    os.symlink("out", folder / "outlink")
+    result = convfilter("apply", "-k", "vertical", "plain.png", "--name", "inner/{stem}.{ext}", "-o", "outlink/",
+                        cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(folder / "out" / "maps2") == ["plain.png"]
+
+
+def test_the_writer_checks_again_for_a_link_made_after_planning(folder):
+    """A sub-folder link that appears between planning and writing is caught where the file is written."""
+    from convfilter import runner
+    from convfilter.kernels import resolve
+    from convfilter.recipe import Convolution, Recipe
+
+    recipe = Recipe(Convolution(kernels=(resolve("vertical"),)))
+    out = folder / "out"
+    plan = runner.OutputPlan.make(recipe, [str(folder / "plain.png")], f"{out}/", None, None, "late/{stem}.{ext}")
+    assert plan.outputs_for(recipe, str(folder / "plain.png")) == [str(out / "late" / "plain.png")]
+    (folder / "outside").mkdir()
+    out.mkdir()
+    os.symlink(folder / "outside", out / "late")
+    with pytest.raises(ValueError, match="would be written outside the output folder"):
+        runner.process(str(folder / "plain.png"), recipe, plan)
+    assert os.listdir(folder / "outside") == []
