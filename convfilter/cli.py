@@ -137,6 +137,62 @@ def io_options(command):
     return command
 
 
+def layer_options(kernels_required: bool, with_activation: bool):
+    """The options that describe the layer (kernels, stride, padding, pooling...), passed as one ``recipe``.
+
+    ``apply`` and ``shape`` share them, so that ``shape`` answers for exactly
+    the options ``apply`` takes. Without kernels (``shape`` only) the recipe
+    has no convolution.
+    """
+    options = [
+        click.option("-k", "--kernel", "kernels", type=KernelType(), multiple=True, required=kernels_required,
+                     help="Built-in name (see 'convfilter kernels'), NAME:SIZE[:SIGMA], a matrix "
+                          "'1,0,-1;2,0,-2;1,0,-1', or a .txt/.csv/.npy file. Repeat for several maps."),
+        click.option("-s", "--stride", type=PAIR, default="1", show_default=True, help="Stride N or SH,SW."),
+        click.option("-p", "--padding", type=click.Choice(["same", "valid"], **CHOICE), default="same",
+                     show_default=True, callback=_padding, help="TensorFlow SAME or VALID padding."),
+        click.option("-d", "--dilation", type=PAIR, default="1", show_default=True,
+                     help="Dilation N or DH,DW."),
+    ]
+    if with_activation:
+        options += [
+            click.option("--bias", type=BiasType(), default=None, help="Added to each map (or one per map)."),
+            click.option("-a", "--activation", type=click.Choice(ACTIVATIONS, **CHOICE), default="none",
+                         show_default=True, help="Applied after the bias."),
+        ]
+    options += [
+        click.option("--channels", type=click.Choice(CHANNEL_MODES, **CHOICE), default="sum",
+                     show_default=True,
+                     help="sum: the kernel spans all channels (one gray map, the book's semantics); "
+                          "each: filter every channel alone (a colour image); gray: luminance first."),
+        click.option("--pool", "pool_type", type=click.Choice(POOL_TYPES, **CHOICE), default="none",
+                     show_default=True, help="Pooling after the activation."),
+        click.option("--pool-size", type=PAIR, default="2", show_default=True, help="Pool window N or PH,PW."),
+        click.option("--pool-stride", type=PAIR, default=None, help="Pool stride. Default: the pool size."),
+        click.option("--pool-padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
+                     show_default=True, callback=_padding),
+    ]
+
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(kernels, stride, padding, dilation, channels, pool_type, pool_size, pool_stride,
+                    pool_padding, bias=None, activation="none", **kwargs):
+            convolution = None
+            if kernels:
+                convolution = Convolution(
+                    kernels=tuple(kernels), stride=stride, padding=padding, dilation=dilation,
+                    bias=bias or (), activation=activation.lower(), channels=channels.lower(),
+                )
+            pooling = Pooling(pool_type.lower(), pool_size, pool_stride, pool_padding)
+            return command(recipe=Recipe(convolution, pooling), **kwargs)
+
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorate
+
+
 def _view(colormap, montage, with_input, columns) -> View:
     try:
         return View(colormap.lower(), montage, with_input, columns)
@@ -199,30 +255,9 @@ def cli():
 
 
 @cli.command(context_settings=CONTEXT)
+@layer_options(kernels_required=True, with_activation=True)
 @io_options
-@click.option("-k", "--kernel", "kernels", type=KernelType(), multiple=True, required=True,
-              help="Built-in name (see 'convfilter kernels'), NAME:SIZE[:SIGMA], a matrix "
-                   "'1,0,-1;2,0,-2;1,0,-1', or a .txt/.csv/.npy file. Repeat for several maps.")
-@click.option("-s", "--stride", type=PAIR, default="1", show_default=True, help="Stride N or SH,SW.")
-@click.option("-p", "--padding", type=click.Choice(["same", "valid"], **CHOICE), default="same",
-              show_default=True, callback=_padding, help="TensorFlow SAME or VALID padding.")
-@click.option("-d", "--dilation", type=PAIR, default="1", show_default=True,
-              help="Dilation N or DH,DW.")
-@click.option("--bias", type=BiasType(), default=None, help="Added to each map (or one per map).")
-@click.option("-a", "--activation", type=click.Choice(ACTIVATIONS, **CHOICE), default="none",
-              show_default=True, help="Applied after the bias.")
-@click.option("--channels", type=click.Choice(CHANNEL_MODES, **CHOICE), default="sum", show_default=True,
-              help="sum: the kernel spans all channels (one gray map, the book's semantics); "
-                   "each: filter every channel alone (a colour image); gray: luminance first.")
-@click.option("--pool", "pool_type", type=click.Choice(POOL_TYPES, **CHOICE), default="none",
-              show_default=True, help="Pooling after the activation.")
-@click.option("--pool-size", type=PAIR, default="2", show_default=True, help="Pool window N or PH,PW.")
-@click.option("--pool-stride", type=PAIR, default=None, help="Pool stride. Default: the pool size.")
-@click.option("--pool-padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
-              show_default=True, callback=_padding)
-def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns, max_pixels, kernels,
-          stride, padding, dilation, bias, activation, channels, pool_type, pool_size, pool_stride,
-          pool_padding, batch):
+def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns, max_pixels, recipe, batch):
     """Convolve images with kernels and write one feature map per kernel.
 
     Each map is named {stem}_{kernel}.{ext} (see --name). INPUT may be a file,
@@ -242,12 +277,7 @@ def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns
       convfilter apply -k sobel-x -r photos/ -o edges/ --skip-existing
       find photos -name '*.jpg' | convfilter apply -k vertical --from-list - -o maps/
     """
-    convolution = Convolution(
-        kernels=tuple(kernels), stride=stride, padding=padding, dilation=dilation,
-        bias=bias or (), activation=activation.lower(), channels=channels.lower(),
-    )
-    pooling = Pooling(pool_type.lower(), pool_size, pool_stride, pool_padding)
-    _run(Recipe(convolution, pooling), inputs, output, fmt, normalize,
+    _run(recipe, inputs, output, fmt, normalize,
          _view(colormap, montage, with_input, columns), max_pixels, batch)
 
 
@@ -317,21 +347,8 @@ def kernels(name):
 @cli.command(context_settings=CONTEXT)
 @click.argument("image", required=False)
 @click.option("--size", "size_text", metavar="HxW[xC]", help="Image size instead of an image file.")
-@click.option("-k", "--kernel", "kernels", type=KernelType(), multiple=True,
-              help="Kernel (as for apply); repeat for several.")
-@click.option("-s", "--stride", type=PAIR, default="1", show_default=True)
-@click.option("-p", "--padding", type=click.Choice(["same", "valid"], **CHOICE), default="same",
-              show_default=True, callback=_padding)
-@click.option("-d", "--dilation", type=PAIR, default="1", show_default=True)
-@click.option("--channels", type=click.Choice(CHANNEL_MODES, **CHOICE), default="sum", show_default=True)
-@click.option("--pool", "pool_type", type=click.Choice(POOL_TYPES, **CHOICE), default="none",
-              show_default=True)
-@click.option("--pool-size", type=PAIR, default="2", show_default=True)
-@click.option("--pool-stride", type=PAIR, default=None)
-@click.option("--pool-padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
-              show_default=True, callback=_padding)
-def shape(image, size_text, kernels, stride, padding, dilation, channels, pool_type, pool_size,
-          pool_stride, pool_padding):
+@layer_options(kernels_required=False, with_activation=False)
+def shape(image, size_text, recipe):
     """Print the size of each stage, with the arithmetic, without computing anything.
 
     \b
@@ -342,11 +359,6 @@ def shape(image, size_text, kernels, stride, padding, dilation, channels, pool_t
     from .shape import describe
 
     height, width, n_channels = _input_size(image, size_text)
-    convolution = None
-    if kernels:
-        convolution = Convolution(kernels=tuple(kernels), stride=stride, padding=padding,
-                                  dilation=dilation, channels=channels.lower())
-    recipe = Recipe(convolution, Pooling(pool_type.lower(), pool_size, pool_stride, pool_padding))
     try:
         lines = describe(height, width, n_channels, recipe)
     except ValueError as exc:
