@@ -105,6 +105,44 @@ def _four_taps(a0, a1, paired, s0, s1, s2, s3, k0, k1, t, count):
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+def _four_taps_four_filters(acc, f, s0, s1, s2, s3, weights, t, count):
+    """``acc[f + g, j] += sum_e weights[f + g, t + e] * s_e[j]`` for ``g < 4``, ``j < count``.
+
+    Four filters per pass over the rows: each source value loaded feeds four
+    accumulators, half the loads per multiply-add of the paired loop.
+    """
+    a0, a1, a2, a3 = acc[f], acc[f + 1], acc[f + 2], acc[f + 3]
+    k0, k1, k2, k3 = weights[f], weights[f + 1], weights[f + 2], weights[f + 3]
+    w00, w01, w02, w03 = k0[t], k0[t + 1], k0[t + 2], k0[t + 3]
+    w10, w11, w12, w13 = k1[t], k1[t + 1], k1[t + 2], k1[t + 3]
+    w20, w21, w22, w23 = k2[t], k2[t + 1], k2[t + 2], k2[t + 3]
+    w30, w31, w32, w33 = k3[t], k3[t + 1], k3[t + 2], k3[t + 3]
+    for j in range(count):
+        x0, x1, x2, x3 = s0[j], s1[j], s2[j], s3[j]
+        a0[j] += w00 * x0 + w01 * x1 + w02 * x2 + w03 * x3
+        a1[j] += w10 * x0 + w11 * x1 + w12 * x2 + w13 * x3
+        a2[j] += w20 * x0 + w21 * x1 + w22 * x2 + w23 * x3
+        a3[j] += w30 * x0 + w31 * x1 + w32 * x2 + w33 * x3
+
+
+@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+def _row_taps_four_filters(acc, f, rows, taps, weights, row_shift, step, count):
+    """Like :func:`_row_taps` for the four filters ``f .. f+3`` at once (rows ``acc[f + g]``)."""
+    span = (count - 1) * step + 1
+    for t in range(0, taps.shape[0], 4):
+        r0, r1 = taps[t, 0] + row_shift, taps[t + 1, 0] + row_shift
+        r2, r3 = taps[t + 2, 0] + row_shift, taps[t + 3, 0] + row_shift
+        q0, q1, q2, q3 = taps[t, 1], taps[t + 1, 1], taps[t + 2, 1], taps[t + 3, 1]
+        if step == 1:  # contiguous slices: plain vector loads
+            _four_taps_four_filters(acc, f, rows[r0, q0 : q0 + count], rows[r1, q1 : q1 + count],
+                                    rows[r2, q2 : q2 + count], rows[r3, q3 : q3 + count], weights, t, count)
+        else:
+            _four_taps_four_filters(acc, f, rows[r0, q0 : q0 + span : step], rows[r1, q1 : q1 + span : step],
+                                    rows[r2, q2 : q2 + span : step], rows[r3, q3 : q3 + span : step],
+                                    weights, t, count)
+
+
+@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
 def _row_taps(a0, a1, paired, rows, taps, k0, k1, row_shift, step, count):
     """``a0[j] += sum_t k0[t] * rows[taps[t, 0] + row_shift, taps[t, 1] + j*step]`` (and ``a1``
     with ``k1`` when ``paired``: two filters sharing the taps).
@@ -156,8 +194,8 @@ def correlate_planar(xp, taps, weights, sh, sw, out, row_start, row_stop):
 
     ``out[n, i, j, f] = sum_t weights[f, t] * xp[n, taps[t, 0] + i*sh, taps[t, 1] + j*sw]``
 
-    for ``row_start <= i < row_stop``. Filters go two at a time through the
-    taps; each row is summed in a scratch block that stays in L1 cache, then
+    for ``row_start <= i < row_stop``. Filters go four at a time through the
+    taps (then two, then one); each row is summed in a scratch block that stays in L1 cache, then
     written into the NHWC output.
     """
     n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
@@ -165,9 +203,13 @@ def correlate_planar(xp, taps, weights, sh, sw, out, row_start, row_stop):
     for n in range(n_img):
         for i in range(row_start, row_stop):
             rows[:] = 0.0
+            # four filters per pass while at least four are left, then two, then one
+            for f in range(0, n_out - 3, 4):
+                _row_taps_four_filters(rows, f, xp[n], taps, weights, i * sh, sw, out_w)
             # ``paired`` is a literal at each call so that the compiler drops the other branch
             # (a runtime flag here measured 1.6x slower)
-            for f in range(0, n_out - 1, 2):
+            if n_out % 4 >= 2:
+                f = n_out - n_out % 4
                 _row_taps(rows[f], rows[f + 1], True, xp[n], taps, weights[f], weights[f + 1], i * sh, sw, out_w)
             if n_out % 2:
                 last = n_out - 1

@@ -70,6 +70,18 @@ def test_each_path_matches_the_formula(path, case):
     assert_close_to_formula(result, x, w, strides, padding, dilations)
 
 
+@pytest.mark.parametrize("n_out", range(1, 10))
+@pytest.mark.parametrize("strides", [(1, 1), (2, 3)])
+def test_direct_path_filter_groups_match_the_formula(n_out, strides):
+    """Filters go four, then two, then one at a time: every remainder, contiguous and strided rows."""
+    rng = np.random.default_rng(n_out * 10 + strides[1])
+    x = rng.standard_normal((2, 13, 17, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 4, 3, n_out)).astype(np.float32)
+    w[rng.random(w.shape) < 0.2] = 0.0  # taps zero in some filters only
+    result = run_path(x, w, strides, "SAME", (1, 1), "planar", sum_channels=False)
+    assert_close_to_formula(result, x, w, strides, "SAME", (1, 1))
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_channel_sum_path_matches_the_formula(path):
     rng = np.random.default_rng(7)

@@ -1,0 +1,273 @@
+"""Cross-check convfilter against TensorFlow, the semantic reference, on many random cases.
+
+Compares ``convfilter.conv2d`` with ``tf.nn.conv2d`` (odd and even kernels, strides,
+dilations, SAME and VALID, tiny images, kernels larger than the image, and banks that take
+each of convfilter's exact fast paths), the keras pooling layers (``MaxPool2D``,
+``AvgPool2D``, ``GlobalAveragePooling2D``, ``GlobalMaxPooling2D``) and the book's example
+exactly as the book writes it. Prints one row per family of cases: the number of cases, the
+largest absolute difference, the largest difference relative to the output's magnitude (the
+largest absolute value of the reference in that case), and FAIL when that relative
+difference exceeds float32 rounding (1e-5).
+
+TensorFlow is optional and never a dependency of convfilter; install it yourself
+(``pip install tensorflow-cpu``) to run this check. Without it the script says so and exits 0.
+
+    python benchmarks/check_tensorflow.py [--cases 200] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import convfilter
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
+RELATIVE_TOLERANCE = 1e-5  # float32 rounding of a sum of a few hundred products, with room
+
+# (strides, dilations) pairs: tf.nn.conv2d accepts dilations above 1 only with strides 1
+STRIDE_DILATION = [((1, 1), (1, 1)), ((2, 3), (1, 1)), ((3, 2), (1, 1)), ((2, 2), (1, 1)),
+                   ((1, 1), (2, 2)), ((1, 1), (2, 3))]
+SIZES = [1, 2, 3, 4, 5, 6, 7, 8, 13, 16, 31, 32]  # odd, even and tiny
+TINY = [(1, 1), (1, 7), (7, 1), (2, 2), (1, 2)]
+
+
+def load_tensorflow():
+    """``(tf, keras)`` or None when TensorFlow is not importable."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+    return tf, tf.keras
+
+
+class Family:
+    """Running maxima of one family of cases."""
+
+    def __init__(self, name: str, tolerance: float | None = RELATIVE_TOLERANCE, note: str = ""):
+        self.name, self.tolerance, self.note = name, tolerance, note
+        self.cases = 0
+        self.max_abs = 0.0
+        self.max_rel = 0.0
+        self.worst = ""
+
+    def add(self, ours, reference, label: str) -> None:
+        ours = np.asarray(ours, np.float64)
+        reference = np.asarray(reference, np.float64)
+        if ours.shape != reference.shape:
+            raise AssertionError(f"{self.name} {label}: shape {ours.shape} != reference {reference.shape}")
+        diff = float(np.max(np.abs(ours - reference))) if ours.size else 0.0
+        scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+        rel = diff / scale if scale > 0 else (0.0 if diff == 0 else np.inf)
+        self.cases += 1
+        self.max_abs = max(self.max_abs, diff)
+        if rel > self.max_rel:
+            self.max_rel, self.worst = rel, label
+
+    @property
+    def failed(self) -> bool:
+        return self.tolerance is not None and self.max_rel > self.tolerance
+
+    def row(self) -> str:
+        if self.tolerance is None:
+            status = "info"
+        else:
+            status = "FAIL" if self.failed else "ok"
+        note = f" {self.note}" if self.note else ""
+        worst = f" (worst: {self.worst})" if self.failed else ""
+        return (f"| {self.name} | {self.cases} | {self.max_abs:.2e} | {self.max_rel:.2e} | "
+                f"{status}{worst}{note} |")
+
+
+# --- convolution ---------------------------------------------------------------------------
+
+
+def random_geometry(rng, tiny: bool = False, large_kernel: bool = False):
+    """(N, H, W, C, fh, fw, F, strides, padding, dilations) of one valid tf.nn.conv2d call."""
+    if tiny:
+        height, width = TINY[rng.integers(len(TINY))]
+    else:
+        height, width = (int(v) for v in rng.choice(SIZES, 2))
+    strides, dilations = STRIDE_DILATION[rng.integers(len(STRIDE_DILATION))]
+    if large_kernel:  # larger than the image, so only SAME applies
+        fh, fw = height + int(rng.integers(1, 5)), width + int(rng.integers(1, 5))
+        padding = "SAME"
+    else:
+        fh, fw = (int(v) for v in rng.integers(1, 8, 2))
+        effective_h, effective_w = (fh - 1) * dilations[0] + 1, (fw - 1) * dilations[1] + 1
+        fits = effective_h <= height and effective_w <= width
+        padding = "VALID" if fits and rng.random() < 0.5 else "SAME"
+    n_img, channels, n_out = int(rng.integers(1, 4)), int(rng.integers(1, 5)), int(rng.integers(1, 6))
+    return n_img, height, width, channels, fh, fw, n_out, strides, padding, dilations
+
+
+def random_bank(rng, fh, fw, channels, n_out, kind: str) -> np.ndarray:
+    """Filters that take one of convfilter's paths: dense (direct), sparse (zero taps skipped),
+    rank1 (separable), uniform (channel sum, then direct or separable)."""
+    if kind == "dense":
+        return rng.standard_normal((fh, fw, channels, n_out)).astype(np.float32)
+    if kind == "sparse":
+        w = rng.standard_normal((fh, fw, channels, n_out))
+        w[rng.random(w.shape) < 0.7] = 0.0
+        return w.astype(np.float32)
+    if kind == "rank1":
+        cols = rng.standard_normal((fh, 1, channels, n_out))
+        cols[rng.random(cols.shape) < 0.3] = 0.0
+        return (cols * rng.standard_normal((1, fw, channels, n_out))).astype(np.float32)
+    if kind == "uniform":
+        one = random_bank(rng, fh, fw, 1, n_out, "rank1" if rng.random() < 0.5 else "dense")
+        return np.repeat(one, channels, axis=2)
+    raise ValueError(kind)
+
+
+def check_conv(tf, rng, family: Family, cases: int, kind: str, tiny=False, large_kernel=False,
+               scale_images: int = 1) -> None:
+    for _ in range(cases):
+        n_img, height, width, channels, fh, fw, n_out, strides, padding, dilations = random_geometry(
+            rng, tiny, large_kernel)
+        height, width = height * scale_images, width * scale_images
+        x = rng.standard_normal((n_img, height, width, channels)).astype(np.float32)
+        w = random_bank(rng, fh, fw, channels, n_out, kind)
+        ours = convfilter.conv2d(x, w, strides=strides, padding=padding, dilations=dilations)
+        theirs = tf.nn.conv2d(x, w, strides=strides, padding=padding, dilations=dilations).numpy()
+        family.add(ours, theirs, f"x{x.shape} w{w.shape} s{strides} d{dilations} {padding}")
+
+
+def check_large_conv(tf, rng, family: Family) -> None:
+    """Images large enough that convfilter splits the work into bands on threads."""
+    shapes = [((1, 211, 307, 3), (5, 5, 3, 8)), ((2, 128, 200, 4), (3, 4, 4, 6)),
+              ((1, 300, 250, 1), (9, 9, 1, 3)), ((1, 257, 256, 3), (7, 7, 3, 2))]
+    for x_shape, w_shape in shapes:
+        for kind in ("dense", "rank1", "uniform"):
+            x = rng.standard_normal(x_shape).astype(np.float32)
+            w = random_bank(rng, *w_shape, kind)
+            for strides, padding in (((1, 1), "SAME"), ((2, 3), "VALID")):
+                ours = convfilter.conv2d(x, w, strides=strides, padding=padding)
+                theirs = tf.nn.conv2d(x, w, strides=strides, padding=padding).numpy()
+                family.add(ours, theirs, f"x{x_shape} w{w_shape} {kind} s{strides} {padding}")
+
+
+# --- pooling -------------------------------------------------------------------------------
+
+
+def check_pools(keras, rng, max_family: Family, avg_family: Family, cases: int) -> None:
+    for _ in range(cases):
+        tiny = rng.random() < 0.15
+        height, width = TINY[rng.integers(len(TINY))] if tiny else (int(v) for v in rng.choice(SIZES, 2))
+        pool = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+        strides = None if rng.random() < 0.4 else (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        fits = pool[0] <= height and pool[1] <= width
+        padding = "VALID" if fits and rng.random() < 0.5 else "SAME"
+        shape = (int(rng.integers(1, 4)), height, width, int(rng.integers(1, 6)))
+        # negative values (all of them in some cases): padding cells must never win or count
+        x = (rng.standard_normal(shape) - (4.0 if rng.random() < 0.5 else 0.0)).astype(np.float32)
+        label = f"x{shape} pool{pool} s{strides} {padding}"
+        for family, layer, ours in ((max_family, keras.layers.MaxPool2D, convfilter.max_pool2d),
+                                    (avg_family, keras.layers.AvgPool2D, convfilter.avg_pool2d)):
+            theirs = layer(pool_size=pool, strides=strides, padding=padding.lower())(x).numpy()
+            family.add(ours(x, pool, strides, padding), theirs, label)
+
+
+def check_global_pools(keras, rng, families: dict[str, Family], cases: int) -> None:
+    gap, gmp = keras.layers.GlobalAveragePooling2D(), keras.layers.GlobalMaxPooling2D()
+    shapes = [(int(rng.integers(1, 4)), int(rng.choice(SIZES)), int(rng.choice(SIZES)), int(rng.integers(1, 6)))
+              for _ in range(cases)]
+    offsets = [100.0 if rng.random() < 0.5 else 0.0 for _ in shapes]
+    # large maps with a large mean: where TensorFlow's float32 sums drift from the exact mean
+    shapes += [(1, 512, 512, 8), (2, 427, 640, 3), (1, 1024, 1024, 4)]
+    offsets += [100.0] * 3
+    for shape, offset in zip(shapes, offsets):
+        x = (rng.standard_normal(shape) + offset).astype(np.float32)
+        exact = x.astype(np.float64).mean(axis=(1, 2))
+        ours, theirs = convfilter.global_avg_pool2d(x), gap(x).numpy()
+        label = f"x{shape} offset {offset:g}"
+        families["gap_tf"].add(ours, theirs, label)
+        families["gap_exact"].add(ours, exact, label)
+        families["tf_exact"].add(theirs, exact, label)
+        families["gmp"].add(convfilter.global_max_pool2d(x), gmp(x).numpy(), label)
+
+
+# --- the book ------------------------------------------------------------------------------
+
+
+def check_book(tf, family: Family) -> None:
+    """Hands-On ML ch. 14, as the book writes it (its load_sample_image pictures are the ones in
+    sample_images/): float64 images / 255, a float32 7x7x3x2 bank, tf.nn.conv2d SAME."""
+    china = np.asarray(Image.open(SAMPLES / "china.jpg")) / 255
+    flower = np.asarray(Image.open(SAMPLES / "flower.jpg")) / 255
+    images = np.array([china, flower])
+    batch_size, height, width, channels = images.shape
+
+    filters = np.zeros(shape=(7, 7, channels, 2), dtype=np.float32)
+    filters[:, 3, :, 0] = 1  # vertical line
+    filters[3, :, :, 1] = 1  # horizontal line
+
+    outputs = tf.nn.conv2d(images, filters, strides=1, padding="SAME")
+    ours = convfilter.conv2d(images, filters, strides=1, padding="SAME")
+    family.add(ours, outputs.numpy(), f"book {outputs.dtype.name}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=200, help="random cases per family (default 200)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    loaded = load_tensorflow()
+    if loaded is None:
+        print("TensorFlow is not importable; skipping the cross-check (pip install tensorflow-cpu to run it)")
+        return 0
+    tf, keras = loaded
+    rng = np.random.default_rng(args.seed)
+    n = args.cases
+
+    conv_families = []
+    for kind, note in (("dense", "direct path"), ("sparse", "direct, zero taps skipped"),
+                       ("rank1", "separable path"), ("uniform", "channel-sum path")):
+        family = Family(f"tf.nn.conv2d {kind}", note=note)
+        check_conv(tf, rng, family, n, kind)
+        conv_families.append(family)
+    tiny = Family("tf.nn.conv2d tiny images (1x1, 1x7, ...)")
+    for kind in ("dense", "rank1", "uniform"):
+        check_conv(tf, rng, tiny, max(n // 3, 1), kind, tiny=True)
+    larger = Family("tf.nn.conv2d kernel larger than image, SAME")
+    for kind in ("dense", "rank1", "uniform"):
+        check_conv(tf, rng, larger, max(n // 3, 1), kind, large_kernel=True)
+    threaded = Family("tf.nn.conv2d large images (threaded bands)")
+    check_large_conv(tf, rng, threaded)
+
+    max_pool, avg_pool = Family("keras MaxPool2D"), Family("keras AvgPool2D")
+    check_pools(keras, rng, max_pool, avg_pool, n)
+    globals_ = {
+        "gap_tf": Family("keras GlobalAveragePooling2D vs convfilter", tolerance=None,
+                         note="TF's float32 mean drifts, see next rows"),
+        "gap_exact": Family("convfilter global_avg_pool2d vs float64 mean"),
+        "tf_exact": Family("keras GlobalAveragePooling2D vs float64 mean", tolerance=None,
+                           note="TensorFlow's own drift"),
+        "gmp": Family("keras GlobalMaxPooling2D"),
+    }
+    check_global_pools(keras, rng, globals_, n)
+    book = Family("book example (float64 images, float32 bank)")
+    check_book(tf, book)
+
+    families = [*conv_families, tiny, larger, threaded, max_pool, avg_pool, *globals_.values(), book]
+    print(f"# convfilter {convfilter.__version__} vs TensorFlow {tf.__version__}, numpy {np.__version__}, "
+          f"seed {args.seed}; FAIL: max rel diff > {RELATIVE_TOLERANCE:g} of the output magnitude")
+    print("| case family | cases | max abs diff | max rel diff | result |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for family in families:
+        print(family.row())
+    total = sum(f.cases for f in families)
+    failed = [f.name for f in families if f.failed]
+    print(f"# {total} cases; " + (f"FAILED: {', '.join(failed)}" if failed else "all within float32 rounding"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
