@@ -4,7 +4,8 @@ Only click and the pure-Python modules are imported at the top, so that
 ``--help``, ``kernels`` and ``shape`` start fast; numpy, Pillow and Numba are
 imported inside the commands that compute.
 
-Exit codes: 0 success, 1 some input failed, 2 bad usage, 130 interrupted
+Exit codes: 0 success, 1 some input failed, 2 bad usage (or a --scheduler that
+cannot be used), 130 interrupted
 (Ctrl-C), 143 terminated (SIGTERM).
 """
 
@@ -36,7 +37,7 @@ from .recipe import (
 )
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 130, 143
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -157,6 +158,9 @@ def batch_options(command):
         click.option("--skip-existing", is_flag=True, help="Skip inputs whose outputs all exist (resume a batch)."),
         click.option("-j", "--jobs", type=click.IntRange(min=1), metavar="N",
                      help="Worker processes. Default: the usable CPU count."),
+        click.option("--scheduler", metavar="ADDRESS",
+                     help="Run the files on the Dask cluster of this scheduler (tcp://HOST:PORT); "
+                          "needs convfilter[dask] and a file system shared with the workers."),
         click.option("--fail-fast", is_flag=True, help="Stop at the first failed input."),
         click.option("--report", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
                      help="Write one JSON line per input (path, outputs, shapes, seconds, error)."),
@@ -165,12 +169,12 @@ def batch_options(command):
     ]
 
     @functools.wraps(command)
-    def wrapper(recursive, from_list, include_outputs, name_template, skip_existing, jobs, fail_fast,
-                report, verbosity, **kwargs):
+    def wrapper(recursive, from_list, include_outputs, name_template, skip_existing, jobs, scheduler,
+                fail_fast, report, verbosity, **kwargs):
         from .batch import BatchOptions
 
         batch = BatchOptions(recursive, from_list, include_outputs, name_template, skip_existing, jobs,
-                             fail_fast, report, verbosity or 0)
+                             fail_fast, report, verbosity or 0, scheduler)
         return command(batch=batch, **kwargs)
 
     for option in reversed(options):
@@ -382,6 +386,10 @@ def _run(recipe: Recipe, inputs, output, fmt, normalization, view: View, max_pix
                               max_pixels=max_pixels)
     except batches.UsageProblem as exc:
         raise click.UsageError(str(exc)) from None
+    except batches.SetupProblem as exc:  # e.g. --scheduler without Dask: one line, nothing was run
+        problem = click.ClickException(str(exc))
+        problem.exit_code = EXIT_USAGE
+        raise problem from None
     if summary.failed:
         raise click.exceptions.Exit(EXIT_FAILED)
 

@@ -94,7 +94,10 @@ class OutputPlan:
     with ``{kernel}`` = ``montage``. ``as_text`` means global pool values are
     printed on stdout instead of written as images. ``view`` says how PNGs are
     drawn; ``max_pixels`` is the decompression-bomb limit, applied wherever the
-    work runs.
+    work runs. ``root`` is the folder relative input and output paths are
+    resolved against ('' = the working folder); a run sent to other machines
+    sets it to the client's working folder, while the paths it reports stay as
+    given.
     """
 
     fmt: str
@@ -106,6 +109,7 @@ class OutputPlan:
     name: str = DEFAULT_NAME
     view: View = field(default_factory=View)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    root: str = ""
 
     @classmethod
     def make(cls, recipe: Recipe, inputs: list[str], output: str | None, fmt: str | None,
@@ -190,6 +194,10 @@ class OutputPlan:
         """The ``{kernel}`` label of every file one input gives."""
         return ["montage"] if self.view.montage else output_labels(recipe, self.fmt)
 
+    def located(self, path: str) -> str:
+        """Where ``path`` (an input or an output, as given) is on this machine's file system."""
+        return os.path.join(self.root, path) if self.root and path != STDOUT else path
+
 
 @dataclass(frozen=True)
 class Written:
@@ -210,7 +218,7 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
     MemoryError when the image would not fit in memory (checked before decoding).
     """
     io.set_max_pixels(plan.max_pixels)
-    loaded = io.load(source, data, check_size=lambda h, w, c: check_memory(recipe, h, w, c))
+    loaded = io.load(plan.located(source), data, check_size=lambda h, w, c: check_memory(recipe, h, w, c))
     maps = pipeline.run(loaded.array, recipe)
     if plan.as_text:
         stream = stdout if stdout is not None else sys.stdout.buffer
@@ -241,9 +249,10 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
             stream.flush()
             written.append(Written("stdout", shape))
             continue
-        _check_destination(path, source)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        io.write_atomic(path, payload)
+        where = plan.located(path)
+        _check_destination(where, plan.located(source))
+        os.makedirs(os.path.dirname(os.path.abspath(where)), exist_ok=True)
+        io.write_atomic(where, payload)
         written.append(Written(path, shape))
     return written
 
