@@ -42,9 +42,18 @@ class UsageProblem(ValueError):
     """The options cannot work together (the CLI turns this into exit code 2)."""
 
 
-class SetupProblem(RuntimeError):
+class RunProblem(RuntimeError):
+    """The run as a whole cannot go on (e.g. the cluster running it went away); the CLI prints
+    it as one line and exits with ``exit_code``."""
+
+    exit_code = 1
+
+
+class SetupProblem(RunProblem):
     """The run cannot start where it was asked to run (a missing extra, an unreachable
-    cluster); nothing was read or written. The CLI prints it as one line, exit code 2."""
+    cluster); nothing was read or written."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)

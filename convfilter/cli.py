@@ -4,8 +4,8 @@ Only click and the pure-Python modules are imported at the top, so that
 ``--help``, ``kernels`` and ``shape`` start fast; numpy, Pillow and Numba are
 imported inside the commands that compute.
 
-Exit codes: 0 success, 1 some input failed, 2 bad usage (or a --scheduler that
-cannot be used), 130 interrupted
+Exit codes: 0 success, 1 some input failed (or the cluster running the batch
+went away), 2 bad usage (or a --scheduler that cannot be used), 130 interrupted
 (Ctrl-C), 143 terminated (SIGTERM).
 """
 
@@ -37,7 +37,7 @@ from .recipe import (
 )
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
+EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 130, 143
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -386,9 +386,9 @@ def _run(recipe: Recipe, inputs, output, fmt, normalization, view: View, max_pix
                               max_pixels=max_pixels)
     except batches.UsageProblem as exc:
         raise click.UsageError(str(exc)) from None
-    except batches.SetupProblem as exc:  # e.g. --scheduler without Dask: one line, nothing was run
+    except batches.RunProblem as exc:  # e.g. --scheduler without Dask, or a lost cluster: one line
         problem = click.ClickException(str(exc))
-        problem.exit_code = EXIT_USAGE
+        problem.exit_code = exc.exit_code
         raise problem from None
     if summary.failed:
         raise click.exceptions.Exit(EXIT_FAILED)

@@ -21,10 +21,11 @@ says how to install it when it is missing.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import time
 
-from .batch import Result, SetupProblem
+from .batch import Result, RunProblem, SetupProblem, UsageProblem
 from .executors import Executor
 
 INSTALL_HINT = "pip install 'convfilter[dask]'"
@@ -37,7 +38,9 @@ class DaskExecutor(Executor):
     """Runs jobs as tasks on the Dask cluster whose scheduler is at ``address``.
 
     Connects at once (raising :class:`~convfilter.batch.SetupProblem` when Dask
-    is missing or the scheduler cannot be reached, before any work) and
+    is missing or the scheduler cannot be reached, and
+    :class:`~convfilter.batch.UsageProblem` for a malformed address, before any
+    work) and
     disconnects on exit, cancelling the tasks that have not finished; a task
     already running on a worker finishes its file (whole, as always).
     """
@@ -49,6 +52,11 @@ class DaskExecutor(Executor):
             raise SetupProblem(f"--scheduler needs Dask's distributed scheduler; install it with: "
                                f"{INSTALL_HINT}") from None
         self.address = address
+        try:  # a malformed address would otherwise hang in the client's clean-up
+            distributed.comm.get_address_host_port(address)
+        except ValueError as exc:
+            raise UsageProblem(f"--scheduler '{address}' is not a Dask scheduler address like "
+                               f"tcp://HOST:8786 ({exc})") from None
         try:
             options = {} if timeout is None else {"timeout": timeout}  # default: Dask's connect timeout
             self.client = distributed.Client(address, set_as_default=False, **options)
@@ -56,6 +64,7 @@ class DaskExecutor(Executor):
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise SetupProblem(f"--scheduler {address}: cannot connect to a Dask scheduler ({reason})") from None
         self._running: dict = {}  # future -> the jobs it runs
+        self._quiet = _Quiet()  # our messages say what went wrong, in one line each
 
     def map_unordered(self, work, jobs):
         from distributed import as_completed
@@ -77,15 +86,25 @@ class DaskExecutor(Executor):
                     finished.add(future)
                 future = next(finished)
                 group = self._running.pop(future)
+                if future.status == "cancelled":  # not by us: the client lost the scheduler
+                    raise RunProblem(f"--scheduler {self.address}: lost the Dask scheduler; inputs not "
+                                     "reported were not run (rerun with --skip-existing to resume)")
                 results = _results_of(future, group)
                 grouping.learn(results)
                 yield from results
         finally:
             self._cancel()
 
+    def __enter__(self):
+        self._quiet.install()
+        return self
+
     def __exit__(self, *exc_info) -> None:
-        self._cancel()
-        self.client.close()
+        try:
+            self._cancel()
+            self.client.close()
+        finally:
+            self._quiet.remove()
 
     def _cancel(self) -> None:
         running, self._running = list(self._running), {}
@@ -121,8 +140,6 @@ def _results_of(future, jobs) -> list:
     """The Results of a finished task, or a failed Result per job when the task did not run."""
     if future.status == "finished":
         return future.result()
-    if future.status == "cancelled":
-        raise SetupProblem("the Dask scheduler cancelled this run's tasks (lost connection?)")
     error = future.exception()
     from distributed.scheduler import KilledWorker
 
@@ -132,6 +149,22 @@ def _results_of(future, jobs) -> list:
     else:
         message = f"on the Dask cluster: {type(error).__name__}: {' '.join(str(error).split())}"
     return [Result(job.index, job.source, "failed", error=message) for job in jobs]
+
+
+class _Quiet(logging.Filter):
+    """Keeps Dask's client-side log records (reconnection tracebacks...) off stderr, but the
+    critical ones; installed on the handlers of Dask's logger for the executor's life."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.CRITICAL
+
+    def install(self) -> None:
+        for handler in logging.getLogger("distributed").handlers:
+            handler.addFilter(self)
+
+    def remove(self) -> None:
+        for handler in logging.getLogger("distributed").handlers:
+            handler.removeFilter(self)
 
 
 class _Capacity:
