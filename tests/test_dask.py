@@ -190,6 +190,16 @@ def test_killing_a_worker_mid_run_still_completes_the_batch(cluster, tmp_path):
     assert min(before.values()) not in client.run(os.getpid).values()  # the worker did die
 
 
+def test_a_worker_with_another_convfilter_version_fails_its_files_with_a_reason(tree):
+    from convfilter.dask_executor import run_jobs
+
+    jobs = [Job(0, str(tree / "a.jpg")), Job(1, str(tree / "b.png"))]
+    results = run_jobs(KillsItsWorker("nothing"), jobs, "0.0.1")
+    assert [(r.index, r.status) for r in results] == [(0, "failed"), (1, "failed")]
+    assert results[0].error.startswith("the Dask worker has convfilter ")
+    assert results[0].error.endswith(", this client 0.0.1; install the same version on the workers")
+
+
 class KillsItsWorker:
     """Work that kills the worker process on one file (as a crashing native library would)."""
 
