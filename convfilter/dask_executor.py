@@ -7,12 +7,15 @@ outputs themselves, so inputs and outputs must be on a file system every
 worker sees at the same path as this process (relative paths are resolved
 against this process's working folder).
 
-One task runs a few files (see :func:`files_per_task`); results come back
-as tasks finish. Dask reschedules the tasks of a worker that dies on another
+One task runs a few files (see :class:`_Grouping`); results come back as
+tasks finish. Dask reschedules the tasks of a worker that dies on another
 worker; a task whose workers keep dying is given up by the scheduler after
-its ``distributed.scheduler.allowed-failures`` deaths (Dask's default 3:
-four tries), and its files are reported as failed. Rerunning a file is safe
-because every output is written to a temporary name and renamed.
+``distributed.scheduler.allowed-failures`` + 1 deaths (Dask's default 3: four
+tries). Such a task may be an innocent that shared a worker with the
+culprit, or a group holding it: its files are run again one at a time with
+nothing else of this run on the cluster, and only a file that still kills
+its workers alone is reported as failed. Rerunning a file is safe because
+every output is written to a temporary name and renamed.
 
 Importing this module does not import Dask; :class:`DaskExecutor` does, and
 says how to install it when it is missing.
@@ -74,21 +77,36 @@ class DaskExecutor(Executor):
         if hasattr(work, "anchored"):  # the workers' working folder is not ours
             work = work.anchored(os.getcwd())
         waiting = collections.deque(jobs)
+        suspects: collections.deque = collections.deque()  # jobs of tasks whose workers all died
+        alone = set()  # tasks of one suspect, run with nothing else of ours on the cluster
         finished = as_completed(loop=self.client.loop)
         capacity = _Capacity(self.client)
         grouping = _Grouping()
+
+        def submit(group: list) -> object:
+            future = self.client.submit(run_jobs, work, group, __version__, pure=False)
+            self._running[future] = group
+            finished.add(future)
+            return future
+
         try:
-            while waiting or self._running:
-                while waiting and len(self._running) < capacity.tasks():
-                    group = [waiting.popleft() for _ in range(min(grouping.size(), len(waiting)))]
-                    future = self.client.submit(run_jobs, work, group, __version__, pure=False)
-                    self._running[future] = group
-                    finished.add(future)
+            while waiting or suspects or self._running:
+                if suspects:
+                    if not self._running:
+                        alone.add(submit([suspects.popleft()]))
+                else:
+                    while waiting and len(self._running) < capacity.tasks():
+                        submit([waiting.popleft() for _ in range(min(grouping.size(), len(waiting)))])
                 future = next(finished)
                 group = self._running.pop(future)
                 if future.status == "cancelled":  # not by us: the client lost the scheduler
                     raise RunProblem(f"--scheduler {self.address}: lost the Dask scheduler; inputs not "
                                      "reported were not run (rerun with --skip-existing to resume)")
+                if _killed_its_workers(future) and future not in alone:
+                    # the file that kills workers took its group, and maybe tasks that shared its
+                    # workers, down with it: run each alone to find it
+                    suspects.extend(group)
+                    continue
                 results = _results_of(future, group)
                 grouping.learn(results)
                 yield from results
@@ -141,14 +159,19 @@ def _results_of(future, jobs) -> list:
     if future.status == "finished":
         return future.result()
     error = future.exception()
-    from distributed.scheduler import KilledWorker
-
-    if isinstance(error, KilledWorker):
+    if _killed_its_workers(future):
         message = (f"{error.allowed_failures + 1} Dask workers died while processing it "
                    "(out of memory? see the workers' logs); not retried further")
     else:
         message = f"on the Dask cluster: {type(error).__name__}: {' '.join(str(error).split())}"
     return [Result(job.index, job.source, "failed", error=message) for job in jobs]
+
+
+def _killed_its_workers(future) -> bool:
+    """Whether the scheduler gave the task up because every worker that ran it died."""
+    from distributed.scheduler import KilledWorker
+
+    return future.status == "error" and isinstance(future.exception(), KilledWorker)
 
 
 class _Quiet(logging.Filter):

@@ -209,26 +209,28 @@ class KillsItsWorker:
     def __call__(self, job: Job) -> Result:
         if job.source == self.deadly:
             os.kill(os.getpid(), signal.SIGKILL)
-        return Result(job.index, job.source, "processed", seconds=0.01)
+        return Result(job.index, job.source, "processed", seconds=0.001)
 
 
 @needs_dask
-def test_a_file_that_kills_its_workers_is_reported_not_retried_forever(cluster):
+def test_a_file_that_kills_its_workers_is_reported_alone_not_retried_forever(cluster):
     import cloudpickle
 
-    from convfilter.dask_executor import DaskExecutor
+    from convfilter.dask_executor import MAX_FILES_PER_TASK, DaskExecutor
 
     address, client = cluster
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test file
-    jobs = [Job(index, f"file{index}") for index in range(6)]
+    jobs = [Job(index, f"file{index:02d}") for index in range(40)]
+    deadly = "file30"  # quick files are grouped by then: the whole group dies, then its files go one by one
     started = time.monotonic()
     with DaskExecutor(address) as executor:
-        results = {r.source: r for r in executor.map_unordered(KillsItsWorker("file3"), jobs)}
+        results = {r.source: r for r in executor.map_unordered(KillsItsWorker(deadly), jobs)}
     assert time.monotonic() - started < 30
     assert sorted(results) == [job.source for job in jobs]
-    assert results.pop("file3").error == ("2 Dask workers died while processing it (out of memory? see the "
-                                          "workers' logs); not retried further")
+    assert results.pop(deadly).error == ("2 Dask workers died while processing it (out of memory? see the "
+                                         "workers' logs); not retried further")
     assert {r.status for r in results.values()} == {"processed"}
+    assert MAX_FILES_PER_TASK > 1
     client.wait_for_workers(2, timeout=30)
 
 
