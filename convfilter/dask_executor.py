@@ -40,15 +40,15 @@ TASKS_PER_THREAD = 3  # tasks submitted ahead per worker thread, so no worker wa
 class DaskExecutor(Executor):
     """Runs jobs as tasks on the Dask cluster whose scheduler is at ``address``.
 
-    Connects at once (raising :class:`~convfilter.batch.SetupProblem` when Dask
-    is missing or the scheduler cannot be reached, and
-    :class:`~convfilter.batch.UsageProblem` for a malformed address, before any
-    work) and
-    disconnects on exit, cancelling the tasks that have not finished; a task
-    already running on a worker finishes its file (whole, as always).
+    Connects at once, within Dask's connect timeout (raising
+    :class:`~convfilter.batch.SetupProblem` when Dask is missing or the
+    scheduler cannot be reached, :class:`~convfilter.batch.UsageProblem` for a
+    malformed address, before any work), and disconnects on exit, cancelling
+    the tasks that have not finished; a task already running on a worker
+    finishes its file (whole, as always).
     """
 
-    def __init__(self, address: str, timeout: float | None = None):
+    def __init__(self, address: str):
         try:
             import distributed
         except ImportError:
@@ -61,8 +61,7 @@ class DaskExecutor(Executor):
             raise UsageProblem(f"--scheduler '{address}' is not a Dask scheduler address like "
                                f"tcp://HOST:8786 ({exc})") from None
         try:
-            options = {} if timeout is None else {"timeout": timeout}  # default: Dask's connect timeout
-            self.client = distributed.Client(address, set_as_default=False, **options)
+            self.client = distributed.Client(address, set_as_default=False)
         except (OSError, ValueError, TimeoutError) as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise SetupProblem(f"--scheduler {address}: cannot connect to a Dask scheduler ({reason})") from None
@@ -211,7 +210,7 @@ class _Capacity:
 class _Grouping:
     """Files per task: one until the first results tell how long a file takes, then enough
     files for a task of about ``SECONDS_PER_TASK`` (small files would otherwise pay Dask's
-    per-task cost, about a millisecond, more than their own)."""
+    per-task cost, a few milliseconds, more than their own)."""
 
     def __init__(self):
         self.files = 0
