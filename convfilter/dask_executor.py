@@ -69,7 +69,10 @@ class DaskExecutor(Executor):
         self._quiet = _Quiet()  # our messages say what went wrong, in one line each
 
     def map_unordered(self, work, jobs):
+        from concurrent.futures import CancelledError
+
         from distributed import as_completed
+        from distributed.scheduler import KilledWorker
 
         from . import __version__
 
@@ -98,15 +101,22 @@ class DaskExecutor(Executor):
                         submit([waiting.popleft() for _ in range(min(grouping.size(), len(waiting)))])
                 future = next(finished)
                 group = self._running.pop(future)
-                if future.status == "cancelled":  # not by us: the client lost the scheduler
+                try:  # a result lost with its worker since it finished is computed again first
+                    results = future.result()
+                except CancelledError:  # not by us: the client lost the scheduler
                     raise RunProblem(f"--scheduler {self.address}: lost the Dask scheduler; inputs not "
-                                     "reported were not run (rerun with --skip-existing to resume)")
-                if _killed_its_workers(future) and future not in alone:
-                    # the file that kills workers took its group, and maybe tasks that shared its
-                    # workers, down with it: run each alone to find it
-                    suspects.extend(group)
-                    continue
-                results = _results_of(future, group)
+                                     "reported were not run (rerun with --skip-existing to resume)") from None
+                except KilledWorker as error:
+                    if future not in alone:
+                        # the file that kills workers took its group, and maybe tasks that shared its
+                        # workers, down with it: run each alone to find it
+                        suspects.extend(group)
+                        continue
+                    results = _failed(group, f"{error.allowed_failures + 1} Dask workers died while processing "
+                                             "it (out of memory? see the workers' logs); not retried further")
+                except Exception as error:  # raised by the task on the worker (Work itself never raises)
+                    results = _failed(group, f"on the Dask cluster: {type(error).__name__}: "
+                                             f"{' '.join(str(error).split())}")
                 grouping.learn(results)
                 yield from results
         finally:
@@ -141,9 +151,8 @@ def run_jobs(work, jobs, version: str) -> list:
     from . import __version__
 
     if version != __version__:
-        message = (f"the Dask worker has convfilter {__version__}, this client {version}; "
-                   "install the same version on the workers")
-        return [Result(job.index, job.source, "failed", error=message) for job in jobs]
+        return _failed(jobs, f"the Dask worker has convfilter {__version__}, this client {version}; "
+                             "install the same version on the workers")
     from . import runner  # noqa: F401  (numpy and Numba; unpickling the work loaded them already)
     from .executors import single_threaded_numba
 
@@ -153,24 +162,8 @@ def run_jobs(work, jobs, version: str) -> list:
     return [work(job) for job in jobs]
 
 
-def _results_of(future, jobs) -> list:
-    """The Results of a finished task, or a failed Result per job when the task did not run."""
-    if future.status == "finished":
-        return future.result()
-    error = future.exception()
-    if _killed_its_workers(future):
-        message = (f"{error.allowed_failures + 1} Dask workers died while processing it "
-                   "(out of memory? see the workers' logs); not retried further")
-    else:
-        message = f"on the Dask cluster: {type(error).__name__}: {' '.join(str(error).split())}"
+def _failed(jobs, message: str) -> list:
     return [Result(job.index, job.source, "failed", error=message) for job in jobs]
-
-
-def _killed_its_workers(future) -> bool:
-    """Whether the scheduler gave the task up because every worker that ran it died."""
-    from distributed.scheduler import KilledWorker
-
-    return future.status == "error" and isinstance(future.exception(), KilledWorker)
 
 
 class _Quiet(logging.Filter):
