@@ -42,6 +42,20 @@ class UsageProblem(ValueError):
     """The options cannot work together (the CLI turns this into exit code 2)."""
 
 
+class RunProblem(RuntimeError):
+    """The run as a whole cannot go on (e.g. the cluster running it went away); the CLI prints
+    it as one line and exits with ``exit_code``."""
+
+    exit_code = 1
+
+
+class SetupProblem(RunProblem):
+    """The run cannot start where it was asked to run (a missing extra, an unreachable
+    cluster); nothing was read or written."""
+
+    exit_code = 2
+
+
 @dataclass(frozen=True)
 class BatchOptions:
     """How a run finds its inputs, names its outputs and reports; the CLI's batch options."""
@@ -55,6 +69,7 @@ class BatchOptions:
     fail_fast: bool = False
     report: str | None = None
     verbosity: int = 0  # -1 quiet (errors only), 0 normal, 1 verbose
+    scheduler: str | None = None  # a Dask scheduler's address: run the jobs on that cluster
 
 
 @dataclass(frozen=True)
@@ -117,6 +132,11 @@ class Work:
                           error=error_message(exc))
         return Result(job.index, job.source, "processed", [w.path for w in written],
                       [tuple(w.shape) for w in written], time.perf_counter() - start, None, buffer.getvalue())
+
+    def anchored(self, folder: str) -> "Work":
+        """The same work with relative paths resolved against ``folder``, to run in another
+        working folder (a cluster's workers); results still name the paths as given."""
+        return replace(self, plan=replace(self.plan, root=folder))
 
     def warm(self) -> None:
         """Load (or compile) the kernels this recipe uses, so forked workers start warm."""
@@ -482,11 +502,15 @@ def run(recipe: Recipe, arguments: list[str], output: str | None, fmt: str | Non
         max_pixels: int = DEFAULT_MAX_PIXELS) -> Summary:
     """Everything ``apply`` and ``pool`` do after parsing their options.
 
-    Raises UsageProblem for options that cannot work (before any output is
-    written). ``executor`` defaults to worker processes for ``options.jobs``
-    (or this process when one is enough).
+    Raises UsageProblem for options that cannot work, SetupProblem when the
+    cluster of ``options.scheduler`` cannot be used (both before any output is
+    written). ``executor`` defaults to that cluster, else worker processes for
+    ``options.jobs`` (or this process when one is enough).
     """
-    workers = options.jobs or usable_cpus()
+    if options.scheduler and options.jobs:
+        raise UsageProblem("--jobs sets local worker processes; with --scheduler the cluster's workers "
+                           "run the jobs (size the cluster instead)")
+    workers = 1 if options.scheduler else options.jobs or usable_cpus()
     several = bool(options.from_list) or len(arguments) > 1 or any(os.path.isdir(a) for a in arguments)
     if workers > 1 and several:  # decided before numpy and Numba load; one input keeps their threads
         limit_threads()
@@ -504,7 +528,11 @@ def run(recipe: Recipe, arguments: list[str], output: str | None, fmt: str | Non
     except ValueError as exc:
         raise UsageProblem(str(exc)) from None
     todo, decided = plan_jobs(expansion.jobs, recipe, plan, options)
-    if executor is None:
+    if executor is None and options.scheduler:
+        from .dask_executor import DaskExecutor
+
+        executor = DaskExecutor(options.scheduler)  # connects now: no report or output before that works
+    elif executor is None:
         from .executors import make_executor
 
         executor = make_executor(min(workers, len(todo)))

@@ -4,7 +4,8 @@ Only click and the pure-Python modules are imported at the top, so that
 ``--help``, ``kernels`` and ``shape`` start fast; numpy, Pillow and Numba are
 imported inside the commands that compute.
 
-Exit codes: 0 success, 1 some input failed, 2 bad usage, 130 interrupted
+Exit codes: 0 success, 1 some input failed (or the cluster running the batch
+went away), 2 bad usage (or a --scheduler that cannot be used), 130 interrupted
 (Ctrl-C), 143 terminated (SIGTERM).
 """
 
@@ -213,6 +214,9 @@ def batch_options(command):
         click.option("--skip-existing", is_flag=True, help="Skip inputs whose outputs all exist (resume a batch)."),
         click.option("-j", "--jobs", type=click.IntRange(min=1), metavar="N",
                      help="Worker processes. Default: the usable CPU count."),
+        click.option("--scheduler", metavar="ADDRESS",
+                     help="Run the files on the Dask cluster of this scheduler (tcp://HOST:PORT); "
+                          "needs convfilter[dask] and a file system shared with the workers."),
         click.option("--fail-fast", is_flag=True, help="Stop at the first failed input."),
         click.option("--report", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
                      help="Write one JSON line per input (path, outputs, shapes, seconds, error)."),
@@ -221,12 +225,12 @@ def batch_options(command):
     ]
 
     @functools.wraps(command)
-    def wrapper(recursive, from_list, include_outputs, name_template, skip_existing, jobs, fail_fast,
-                report, verbosity, **kwargs):
+    def wrapper(recursive, from_list, include_outputs, name_template, skip_existing, jobs, scheduler,
+                fail_fast, report, verbosity, **kwargs):
         from .batch import BatchOptions
 
         batch = BatchOptions(recursive, from_list, include_outputs, name_template, skip_existing, jobs,
-                             fail_fast, report, verbosity or 0)
+                             fail_fast, report, verbosity or 0, scheduler)
         return command(batch=batch, **kwargs)
 
     for option in reversed(options):
@@ -420,6 +424,10 @@ def _run(recipe: Recipe, inputs, output, fmt, normalization, view: View, max_pix
         raise click.UsageError(str(exc)) from None
     except KeyboardInterrupt:
         raise Interrupted() from None  # past click, which would add an empty line to stderr
+    except batches.RunProblem as exc:  # e.g. --scheduler without Dask, or a lost cluster: one line
+        problem = click.ClickException(str(exc))
+        problem.exit_code = exc.exit_code
+        raise problem from None
     if summary.failed:
         raise click.exceptions.Exit(EXIT_FAILED)
 

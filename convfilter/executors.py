@@ -176,7 +176,7 @@ def _worker_main(connection, work, parent_pid: int) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     _die_with_parent(parent_pid)
-    _single_threaded_numba()
+    single_threaded_numba()
     while True:
         try:
             job = connection.recv()
@@ -202,7 +202,7 @@ def _die_with_parent(parent_pid: int) -> None:
         raise WorkerExit(1)
 
 
-def _single_threaded_numba() -> None:
+def single_threaded_numba() -> None:
     """One thread per worker: parallel kernels would otherwise multiply threads by --jobs."""
     numba = sys.modules.get("numba")
     if numba is not None and numba.config.NUMBA_NUM_THREADS > 1:

@@ -97,7 +97,10 @@ class OutputPlan:
     printed on stdout instead of written as images. ``view`` says how PNGs are
     drawn; ``max_pixels`` is the decompression-bomb limit, applied wherever the
     work runs; ``workers`` is how many inputs may be in memory at once (the
-    memory check gives each its share).
+    memory check gives each its share). ``root`` is the folder relative input
+    and output paths are resolved against ('' = the working folder); a run
+    sent to other machines sets it to the client's working folder, while the
+    paths it reports stay as given.
     """
 
     fmt: str
@@ -110,6 +113,7 @@ class OutputPlan:
     view: View = field(default_factory=View)
     max_pixels: int = DEFAULT_MAX_PIXELS
     workers: int = 1
+    root: str = ""
 
     @classmethod
     def make(cls, recipe: Recipe, inputs: list[str], output: str | None, fmt: str | None,
@@ -193,8 +197,8 @@ class OutputPlan:
         """
         if self.target is not None:
             return
-        root = os.path.realpath(self.folder)
-        real = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+        root = os.path.realpath(self.located(self.folder))
+        real = os.path.realpath(os.path.dirname(os.path.abspath(self.located(path))))
         if os.path.commonpath([root, real]) != root:
             raise ValueError(f"the output '{path}' would be written outside the output folder "
                              f"'{self.folder}' (a symbolic link leads to '{real}'); remove the link "
@@ -210,6 +214,10 @@ class OutputPlan:
     def labels(self, recipe: Recipe) -> list[str]:
         """The ``{kernel}`` label of every file one input gives."""
         return ["montage"] if self.view.montage else output_labels(recipe, self.fmt)
+
+    def located(self, path: str) -> str:
+        """Where ``path`` (an input or an output, as given) is on this machine's file system."""
+        return os.path.join(self.root, path) if self.root and path != STDOUT else path
 
 
 @dataclass(frozen=True)
@@ -231,7 +239,7 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
     MemoryError when the image would not fit in memory (checked before decoding).
     """
     io.set_max_pixels(plan.max_pixels)
-    loaded = io.load(source, data,
+    loaded = io.load(plan.located(source), data,
                      check_size=lambda h, w, c: check_memory(recipe, h, w, c, workers=plan.workers))
     maps = pipeline.run(loaded.array, recipe)
     if plan.as_text:
@@ -263,10 +271,11 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
             stream.flush()
             written.append(Written("stdout", shape))
             continue
-        _check_destination(path, source)
+        where = plan.located(path)
+        _check_destination(where, plan.located(source))
         plan.check_inside(path)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        io.write_atomic(path, payload)
+        os.makedirs(os.path.dirname(os.path.abspath(where)), exist_ok=True)
+        io.write_atomic(where, payload)
         written.append(Written(path, shape))
     return written
 
