@@ -26,6 +26,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import __version__
 from .display import normalize, to_pixels
+from .io_modes import channels_of_mode
 from .recipe import DEFAULT_MAX_PIXELS  # noqa: F401  (re-exported for library users)
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -225,11 +226,6 @@ def _native_stderr_into(collected: list[str]):
             os.close(saved)
             sink.seek(0)
             collected.append(sink.read(4096).decode("utf-8", "replace"))
-
-
-def channels_of_mode(mode: str) -> int:
-    """How many channels :func:`image_to_array` gives for a Pillow mode."""
-    return 1 if mode in _SCALE or mode in ("1", "L", "LA", "La") else 3
 
 
 def available_memory() -> int | None:
