@@ -258,6 +258,13 @@ def correlate_separable(xp, col_taps, col_weights, pair_taps, pair_weights, row_
                 _store_transposed(rows[k], out[n, i + k])
 
 
+@njit(cache=CACHE, nogil=True, inline="always")
+def _window(index, stride, pad_before, size, limit):
+    """The cells ``[start, stop)`` of window ``index`` that lie inside ``[0, limit)``."""
+    start = index * stride - pad_before
+    return max(start, 0), min(start + size, limit)
+
+
 @njit(cache=CACHE, nogil=True, fastmath=FMA)
 def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
     """Max over each window; cells outside the image are ignored (never zeros)."""
@@ -265,13 +272,9 @@ def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
     out_w = out.shape[2]
     for n in range(n_img):
         for i in range(row_start, row_stop):
-            r0 = i * sh - pad_top
-            r1 = min(r0 + ph, height)
-            r0 = max(r0, 0)
+            r0, r1 = _window(i, sh, pad_top, ph, height)
             for j in range(out_w):
-                q0 = j * sw - pad_left
-                q1 = min(q0 + pw, width)
-                q0 = max(q0, 0)
+                q0, q1 = _window(j, sw, pad_left, pw, width)
                 dst = out[n, i, j]
                 first = x[n, r0, q0]
                 for c in range(channels):
@@ -291,13 +294,9 @@ def avg_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
     out_w = out.shape[2]
     for n in range(n_img):
         for i in range(row_start, row_stop):
-            r0 = i * sh - pad_top
-            r1 = min(r0 + ph, height)
-            r0 = max(r0, 0)
+            r0, r1 = _window(i, sh, pad_top, ph, height)
             for j in range(out_w):
-                q0 = j * sw - pad_left
-                q1 = min(q0 + pw, width)
-                q0 = max(q0, 0)
+                q0, q1 = _window(j, sw, pad_left, pw, width)
                 dst = out[n, i, j]
                 dst[:] = 0.0
                 for r in range(r0, r1):
