@@ -193,7 +193,8 @@ def _load_image(handle, check_size=None) -> np.ndarray:
         raise InputError("not an image Pillow can read (unknown format)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt data
         detail = " ".join("".join(native).split())
-        raise InputError(f"cannot decode image: {exc}" + (f" ({detail})" if detail else "")) from None
+        reason = re.sub(r"\s*\(\d+ bytes not processed\)", "", str(exc))  # Pillow's count is noise here
+        raise InputError(f"cannot decode image: {reason}" + (f" ({detail})" if detail else "")) from None
     return image_to_array(image)
 
 
