@@ -235,7 +235,7 @@ def correlate_planar(xp, taps, weights, sh, sw, bias, add_bias, relu, out, row_s
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FMA)
-def correlate_separable(xp, col_taps, col_weights, pair_taps, pair_weights, row_taps, row_weights,
+def correlate_separable(xp, col_taps, col_weights, group_taps, group_weights, row_taps, row_weights,
                         sh, sw, bias, add_bias, relu, out, row_start, row_stop):
     """Cross-correlation with rank-1 kernels: a column pass, then a row pass.
 
@@ -245,29 +245,35 @@ def correlate_separable(xp, col_taps, col_weights, pair_taps, pair_weights, row_
     row, and the row taps ``row_taps[f, c, t] = (0, v*dw)`` sum shifts of it:
     ``kh + kw`` instead of ``kh * kw`` operations per output.
 
-    Output rows go two at a time through the column pass: ``pair_taps[f, c]``
-    are the source rows that rows ``i`` and ``i + 1`` use (they overlap) and
-    ``pair_weights[f, c, k]`` their weights for row ``i + k``, so each source
-    row is loaded once for both. ``bias``, ``add_bias`` and ``relu`` are applied as each row is
-    stored, as in :func:`correlate_planar`.
+    Output rows go ``G = group_weights.shape[2]`` (4 or 2) at a time through the column
+    pass: ``group_taps[f, c]`` are the source rows that rows ``i .. i+G-1`` use (they
+    overlap) and ``group_weights[f, c, k]`` their weights for row ``i + k``, so each source
+    row is loaded once for all of them; rows left over at the end of a band go one at a
+    time. ``bias``, ``add_bias`` and ``relu`` are applied as each row is stored, as in
+    :func:`correlate_planar`.
     """
     n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
     channels, width_padded = col_taps.shape[1], xp.shape[2]
-    scratch = np.empty((2, width_padded), np.float32)
-    rows = np.empty((2, n_out, out_w), np.float32)
+    group = group_weights.shape[2]
+    scratch = np.empty((group, width_padded), np.float32)
+    rows = np.empty((group, n_out, out_w), np.float32)
     for n in range(n_img):
-        for i in range(row_start, row_stop, 2):
-            count = min(2, row_stop - i)
+        for i in range(row_start, row_stop, group):
+            count = min(group, row_stop - i)
             rows[:] = 0.0
             for f in range(n_out):
                 for c in range(channels):
                     scratch[:] = 0.0
-                    if count == 2:
-                        _row_taps(scratch[0], scratch[1], True, xp[n], pair_taps[f, c], pair_weights[f, c, 0],
-                                  pair_weights[f, c, 1], i * sh, 1, width_padded)
-                    else:
-                        _row_taps(scratch[0], scratch[0], False, xp[n], col_taps[f, c], col_weights[f, c],
-                                  col_weights[f, c], i * sh, 1, width_padded)
+                    if count == 4 and group == 4:
+                        _row_taps_four_filters(scratch, 0, xp[n], group_taps[f, c], group_weights[f, c],
+                                               i * sh, 1, width_padded)
+                    elif count == 2 and group == 2:
+                        _row_taps(scratch[0], scratch[1], True, xp[n], group_taps[f, c], group_weights[f, c, 0],
+                                  group_weights[f, c, 1], i * sh, 1, width_padded)
+                    else:  # the last rows of a band
+                        for k in range(count):
+                            _row_taps(scratch[k], scratch[k], False, xp[n], col_taps[f, c], col_weights[f, c],
+                                      col_weights[f, c], (i + k) * sh, 1, width_padded)
                     for k in range(count):
                         _row_taps(rows[k, f], rows[k, f], False, scratch[k : k + 1], row_taps[f, c],
                                   row_weights[f, c], row_weights[f, c], 0, sw, out_w)

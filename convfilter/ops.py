@@ -350,9 +350,10 @@ def _correlate_separable(padded, factors, strides, dilations, finish, out) -> No
     (sh, sw), (dh, dw) = strides, dilations
     col_taps, col_weights = _tap_lists(cols, dh, padded_h, vertical=True)
     row_taps, row_weights = _tap_lists(rows, dw, padded_h, vertical=False)
-    pair_taps, pair_weights = _row_pair_taps(cols, sh, dh, padded_h)
+    # four output rows per column pass when their taps overlap (stride 1), else two
+    group_taps, group_weights = _row_group_taps(cols, 4 if sh == 1 else 2, sh, dh, padded_h)
     rows_view = padded.reshape(n_img, n_in * padded_h, padded_w)
-    args = (rows_view, col_taps, col_weights, pair_taps, pair_weights, row_taps, row_weights, sh, sw, *finish,
+    args = (rows_view, col_taps, col_weights, group_taps, group_weights, row_taps, row_weights, sh, sw, *finish,
             out)
     out_h, out_w, n_out = out.shape[1:]
     work = n_img * out_h * n_out * n_in * (col_taps.shape[2] * padded_w + row_taps.shape[2] * out_w)
@@ -364,10 +365,11 @@ def _padded_count(taps: int) -> int:
     return max(4, -(-taps // 4) * 4)
 
 
-def _row_pair_taps(cols: np.ndarray, sh: int, dh: int, padded_h: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column taps for two output rows at once: row ``i`` reads rows ``u*dh``, row ``i + 1`` rows
-    ``sh + u*dh`` (relative to ``i*sh``). Returns (F, C, T, 2) positions of the union of the
-    nonzero taps and (F, C, 2, T) weights, zero-weight padding at (0, 0).
+def _row_group_taps(cols: np.ndarray, group: int, sh: int, dh: int,
+                    padded_h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column taps for ``group`` output rows at once: row ``i + k`` reads rows ``k*sh + u*dh``
+    (relative to ``i*sh``). Returns (F, C, T, 2) positions of the union of the nonzero taps and
+    (F, C, group, T) weights, zero-weight padding at (0, 0).
     """
     n_out, n_in, _ = cols.shape
     tables = {}
@@ -375,16 +377,16 @@ def _row_pair_taps(cols: np.ndarray, sh: int, dh: int, padded_h: int) -> tuple[n
         for c in range(n_in):
             table: dict[int, list[float]] = {}
             for u in np.flatnonzero(cols[f, c]):
-                table.setdefault(int(u * dh), [0.0, 0.0])[0] = cols[f, c, u]
-                table.setdefault(int(sh + u * dh), [0.0, 0.0])[1] = cols[f, c, u]
+                for k in range(group):
+                    table.setdefault(int(k * sh + u * dh), [0.0] * group)[k] = cols[f, c, u]
             tables[f, c] = sorted(table.items())
     count = _padded_count(max(len(t) for t in tables.values()))
     taps = np.zeros((n_out, n_in, count, 2), np.int64)
-    weights = np.zeros((n_out, n_in, 2, count), np.float32)
+    weights = np.zeros((n_out, n_in, group, count), np.float32)
     for (f, c), table in tables.items():
-        for t, (offset, both_rows) in enumerate(table):
+        for t, (offset, per_row) in enumerate(table):
             taps[f, c, t, 0] = c * padded_h + offset
-            weights[f, c, :, t] = both_rows
+            weights[f, c, :, t] = per_row
     return taps, weights
 
 

@@ -82,6 +82,18 @@ def test_direct_path_filter_groups_match_the_formula(n_out, strides):
     assert_close_to_formula(result, x, w, strides, "SAME", (1, 1))
 
 
+@pytest.mark.parametrize("height", range(1, 10))
+@pytest.mark.parametrize("row_stride", [1, 2])
+def test_separable_row_groups_match_the_formula(height, row_stride):
+    """The column pass takes four output rows at a time (two with a row stride), then the rest one
+    by one: every remainder."""
+    rng = np.random.default_rng(height * 3 + row_stride)
+    x = rng.standard_normal((2, height, 7, 2)).astype(np.float32)
+    w = rank_one_bank(rng, 5, 3, 2, 3)
+    result = run_path(x, w, (row_stride, 1), "SAME", (1, 1), "separable", sum_channels=False)
+    assert_close_to_formula(result, x, w, (row_stride, 1), "SAME", (1, 1))
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_channel_sum_path_matches_the_formula(path):
     rng = np.random.default_rng(7)
