@@ -241,46 +241,79 @@ def correlate_planar(xp, taps, weights, sh, sw, bias, add_bias, relu, out, row_s
             _store_transposed(rows, out[n, i], bias, add_bias, relu)
 
 
+@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+def _last_row(taps):
+    """The largest row offset in a tap list."""
+    last = taps[0, 0]
+    for t in range(1, taps.shape[0]):
+        last = max(last, taps[t, 0])
+    return last
+
+
+@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+def _column_taps_clipped(dst, src, taps, weights, row_shift):
+    """``dst[j] = sum_t weights[t] * src[taps[t, 0] + row_shift, j]`` over the taps whose row lies
+    inside ``src``: rows outside are zero padding, which adds nothing."""
+    dst[:] = 0.0
+    for t in range(taps.shape[0]):
+        r, weight = taps[t, 0] + row_shift, weights[t]
+        if weight != 0 and 0 <= r < src.shape[0]:
+            row = src[r]
+            for j in range(dst.shape[0]):
+                dst[j] += weight * row[j]
+
+
 @njit(cache=CACHE, nogil=True, fastmath=FMA)
-def correlate_separable(xp, col_taps, col_weights, group_taps, group_weights, row_taps, row_weights,
-                        sh, sw, bias, add_bias, relu, out, row_start, row_stop):
+def correlate_separable(xp, pad_top, pad_left, col_taps, col_weights, group_taps, group_weights, row_taps,
+                        row_weights, sh, sw, padded_w, bias, add_bias, relu, out, row_start, row_stop):
     """Cross-correlation with rank-1 kernels: a column pass, then a row pass.
 
-    ``xp`` is (N, C*Hp, Wp); ``out`` is NHWC. For output row ``i`` of filter
-    ``f`` and input channel ``c``, the column taps
-    ``col_taps[f, c, t] = (c*Hp + u*dh, 0)`` sum padded rows into a scratch
-    row, and the row taps ``row_taps[f, c, t] = (0, v*dw)`` sum shifts of it:
+    ``xp`` is (N, C*Hs, Ws): the padded planar input (``pad_top = pad_left = 0``) or, for
+    one channel, the image itself (N, H, W) with the padding ``pad_top``/``pad_left`` still
+    to apply, which spares the padded copy: the column pass skips rows outside the image, and
+    its rows are copied into the middle of scratch rows ``padded_w`` wide whose border stays
+    zero. ``out`` is NHWC.
+    For output row ``i`` of filter ``f`` and input channel ``c``, the column taps
+    ``col_taps[f, c, t] = (c*Hp + u*dh, 0)`` sum source rows ``i*sh - pad_top + u*dh`` into the
+    scratch row, and the row taps ``row_taps[f, c, t] = (0, v*dw)`` sum shifts of it:
     ``kh + kw`` instead of ``kh * kw`` operations per output.
 
     Output rows go ``G = group_weights.shape[2]`` (4 or 2) at a time through the column
     pass: ``group_taps[f, c]`` are the source rows that rows ``i .. i+G-1`` use (they
     overlap) and ``group_weights[f, c, k]`` their weights for row ``i + k``, so each source
-    row is loaded once for all of them; rows left over at the end of a band go one at a
-    time. ``bias``, ``add_bias`` and ``relu`` are applied as each row is stored, as in
-    :func:`correlate_planar`.
+    row is loaded once for all of them; rows left over at the end of a band, and rows whose
+    taps reach outside the source, go one at a time. ``bias``, ``add_bias`` and ``relu`` are
+    applied as each row is stored, as in :func:`correlate_planar`.
     """
     n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
-    channels, width_padded = col_taps.shape[1], xp.shape[2]
+    channels, src_h, src_w = col_taps.shape[1], xp.shape[1], xp.shape[2]
     group = group_weights.shape[2]
-    scratch = np.empty((group, width_padded), np.float32)
+    column = np.empty((group, src_w), np.float32)  # the column pass's rows
+    # with a left/right padding to apply, the row pass reads rows with zero borders
+    add_border = src_w != padded_w
+    scratch = np.zeros((group, padded_w), np.float32) if add_border else column
     rows = np.empty((group, n_out, out_w), np.float32)
     for n in range(n_img):
         for i in range(row_start, row_stop, group):
             count = min(group, row_stop - i)
+            shift = i * sh - pad_top
             for f in range(n_out):
                 for c in range(channels):
                     # the column pass starts the scratch rows from zero, the row pass starts the
                     # output rows from zero at the first channel (``fresh``)
-                    if count == 4 and group == 4:
-                        _row_taps_four_filters(scratch, 0, True, xp[n], group_taps[f, c], group_weights[f, c],
-                                               i * sh, 1, width_padded)
-                    elif count == 2 and group == 2:
-                        _row_taps(scratch[0], scratch[1], True, True, xp[n], group_taps[f, c], group_weights[f, c, 0],
-                                  group_weights[f, c, 1], i * sh, 1, width_padded)
-                    else:  # the last rows of a band
+                    taps = group_taps[f, c]
+                    inside = shift >= 0 and shift + _last_row(taps) < src_h
+                    if inside and count == 4 and group == 4:
+                        _row_taps_four_filters(column, 0, True, xp[n], taps, group_weights[f, c], shift, 1, src_w)
+                    elif inside and count == 2 and group == 2:
+                        _row_taps(column[0], column[1], True, True, xp[n], taps, group_weights[f, c, 0],
+                                  group_weights[f, c, 1], shift, 1, src_w)
+                    else:  # the last rows of a band, or rows near the top or bottom edge
                         for k in range(count):
-                            _row_taps(scratch[k], scratch[k], False, True, xp[n], col_taps[f, c], col_weights[f, c],
-                                      col_weights[f, c], (i + k) * sh, 1, width_padded)
+                            _column_taps_clipped(column[k], xp[n], col_taps[f, c], col_weights[f, c],
+                                                 shift + k * sh)
+                    if add_border:
+                        scratch[:count, pad_left : pad_left + src_w] = column[:count]
                     for k in range(count):
                         _row_taps(rows[k, f], rows[k, f], False, c == 0, scratch[k : k + 1], row_taps[f, c],
                                   row_weights[f, c], row_weights[f, c], 0, sw, out_w)

@@ -299,22 +299,27 @@ def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, pat
     if path == "auto":
         path = "separable" if factors is not None else "planar"
 
-    n_img, height, width, _ = x.shape
+    n_img, height, width, channels = x.shape
     n_in = w.shape[2]
     padded_h = height + gh.pad_before + gh.pad_after
     padded_w = width + gw.pad_before + gw.pad_after
-    padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
-    if sum_channels:
-        _jit.pad_planar_channel_sum(x, gh.pad_before, gw.pad_before, padded)
+    if path == "separable" and channels == 1:
+        # one channel: the separable kernel reads the image itself and pads as it goes
+        source, pads = x.reshape(n_img, height, width), (gh.pad_before, gw.pad_before)
     else:
-        _jit.pad_planar(x, gh.pad_before, gw.pad_before, padded)
+        padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
+        if sum_channels:
+            _jit.pad_planar_channel_sum(x, gh.pad_before, gw.pad_before, padded)
+        else:
+            _jit.pad_planar(x, gh.pad_before, gw.pad_before, padded)
+        source, pads = padded.reshape(n_img, n_in * padded_h, padded_w), (0, 0)
     out = np.empty((n_img, gh.out, gw.out, w.shape[3]), np.float32)
     # the kernels always get the same argument types (one compiled signature): a float32 bias
     # vector, unused when add_bias is False, and two bools
     add_bias = bias is not None
     finish = (np.zeros(w.shape[3], np.float32) if bias is None else bias, add_bias, activation == "relu")
     if path == "separable":
-        _correlate_separable(padded, factors, strides, dilations, finish, out)
+        _correlate_separable(source, pads, padded_h, padded_w, factors, strides, dilations, finish, out)
     else:
         _correlate_direct(padded, w, strides, dilations, finish, out)
     if activation not in ("none", "relu"):
@@ -342,20 +347,20 @@ def _correlate_direct(padded, w, strides, dilations, finish, out) -> None:
                out.size * count)
 
 
-def _correlate_separable(padded, factors, strides, dilations, finish, out) -> None:
-    """The separable path: column taps down the padded rows of each channel, row taps along the
-    scratch row they produce."""
-    n_img, n_in, padded_h, padded_w = padded.shape
+def _correlate_separable(source, pads, padded_h, padded_w, factors, strides, dilations, finish, out) -> None:
+    """The separable path: column taps down the rows of each channel of ``source`` (the padded
+    planar input viewed as (N, C*Hp, Wp) with ``pads`` (0, 0), or a one-channel image (N, H, W)
+    with its top and left padding), row taps along the scratch row they produce."""
     cols, rows = factors
+    n_in = cols.shape[1]
     (sh, sw), (dh, dw) = strides, dilations
     col_taps, col_weights = _tap_lists(cols, dh, padded_h, vertical=True)
     row_taps, row_weights = _tap_lists(rows, dw, padded_h, vertical=False)
     # four output rows per column pass when their taps overlap (stride 1), else two
     group_taps, group_weights = _row_group_taps(cols, 4 if sh == 1 else 2, sh, dh, padded_h)
-    rows_view = padded.reshape(n_img, n_in * padded_h, padded_w)
-    args = (rows_view, col_taps, col_weights, group_taps, group_weights, row_taps, row_weights, sh, sw, *finish,
-            out)
-    out_h, out_w, n_out = out.shape[1:]
+    args = (source, *pads, col_taps, col_weights, group_taps, group_weights, row_taps, row_weights, sh, sw,
+            padded_w, *finish, out)
+    n_img, out_h, out_w, n_out = out.shape
     work = n_img * out_h * n_out * n_in * (col_taps.shape[2] * padded_w + row_taps.shape[2] * out_w)
     _run_bands(_jit.correlate_separable, args, out_h, work)
 

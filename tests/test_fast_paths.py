@@ -84,14 +84,18 @@ def test_direct_path_filter_groups_match_the_formula(n_out, strides):
 
 @pytest.mark.parametrize("height", range(1, 10))
 @pytest.mark.parametrize("row_stride", [1, 2])
-def test_separable_row_groups_match_the_formula(height, row_stride):
-    """The column pass takes four output rows at a time (two with a row stride), then the rest one
-    by one: every remainder."""
+@pytest.mark.parametrize("channels", [1, 2])  # one channel: the kernel pads as it reads the image
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+def test_separable_row_groups_match_the_formula(height, row_stride, channels, padding):
+    """The column pass takes four output rows at a time (two with a row stride), then the rest and
+    the rows whose taps reach into the padding one by one: every remainder."""
+    kh = 5 if padding == "SAME" else min(height, 3)
     rng = np.random.default_rng(height * 3 + row_stride)
-    x = rng.standard_normal((2, height, 7, 2)).astype(np.float32)
-    w = rank_one_bank(rng, 5, 3, 2, 3)
-    result = run_path(x, w, (row_stride, 1), "SAME", (1, 1), "separable", sum_channels=False)
-    assert_close_to_formula(result, x, w, (row_stride, 1), "SAME", (1, 1))
+    x = rng.standard_normal((2, height, 7, channels)).astype(np.float32)
+    w = rank_one_bank(rng, kh, 4, channels, 3)
+    w[:, :, :, ~w.any(axis=(0, 1, 2))] = 1.0
+    result = run_path(x, w, (row_stride, 1), padding, (1, 1), "separable", sum_channels=False)
+    assert_close_to_formula(result, x, w, (row_stride, 1), padding, (1, 1))
 
 
 @pytest.mark.parametrize("path", PATHS)
