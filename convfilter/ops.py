@@ -303,8 +303,9 @@ def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, pat
     n_in = w.shape[2]
     padded_h = height + gh.pad_before + gh.pad_after
     padded_w = width + gw.pad_before + gw.pad_after
-    if path == "separable" and channels == 1:
-        # one channel: the separable kernel reads the image itself and pads as it goes
+    if path == "separable" and channels == 1 and x.flags.writeable:
+        # one channel: the separable kernel reads the image itself and pads as it goes (a
+        # read-only array would be another type for Numba: those go through the padded copy)
         source, pads = x.reshape(n_img, height, width), (gh.pad_before, gw.pad_before)
     else:
         padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
@@ -496,7 +497,7 @@ def _bias_vector(bias, channels: int) -> np.ndarray:
         )
     if not np.isfinite(vector).all():
         raise ValueError("bias must be finite")
-    return np.ascontiguousarray(np.broadcast_to(vector, (channels,)))
+    return np.array(np.broadcast_to(vector, (channels,)))  # a writable copy: the kernels' one signature
 
 
 def bias_add(value, bias) -> np.ndarray:

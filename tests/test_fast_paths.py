@@ -276,9 +276,12 @@ def test_any_dtype_or_layout_reuses_the_one_compiled_signature():
     dense = rng.standard_normal((3, 3, 3, 2))
     inputs = [base, np.asfortranarray(base), base[:, ::-1], (base * 10).astype(np.int16),
               base.astype(np.float32)[..., ::1]]
+    inputs.append(base[..., :1].astype(np.float32))  # one channel: read in place by the separable kernel
     for x in inputs:
-        ops.conv2d(x, dense, strides=np.int64(2), dilations=(1, 2))
-        ops.conv2d(x, np.ones((3, 1, 3, 1)))  # separable and channel sum
+        ops.conv2d(x, dense[:, :, : x.shape[3]], strides=np.int64(2), dilations=(1, 2))
+        ops.conv2d(x, dense[:, :, : x.shape[3]], bias=np.float32(1), activation="relu")
+        ops.conv2d(x, np.ones((3, 1, x.shape[3], 1)), bias=[0.5], activation="tanh")
+        ops.conv2d(x, np.ones((3, 1, x.shape[3], 1)))  # separable (and channel sum for several channels)
         ops.max_pool2d(x, 2)
         ops.avg_pool2d(x, (3, 2), 2, "SAME")
     for name in _jit.KERNELS:
