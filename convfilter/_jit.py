@@ -83,9 +83,11 @@ def pad_planar_channel_sum(x, pad_top, pad_left, out):
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
-def _four_taps(a0, a1, paired, s0, s1, s2, s3, k0, k1, t, count):
+def _four_taps(a0, a1, paired, fresh, s0, s1, s2, s3, k0, k1, t, count):
     """``a0[j] += sum_e k0[t + e] * s_e[j]`` for the four rows ``s_e`` and ``j < count``; with
-    ``paired``, ``a1`` gets the same with weights ``k1``.
+    ``paired``, ``a1`` gets the same with weights ``k1``. With ``fresh`` the accumulators are
+    taken as zeros instead of read (``0 + sum``, bit for bit what zeroing them first gives),
+    which spares a pass that zeroes them.
 
     Four taps per pass over an accumulator row, and for two filters the same
     four source values feed both: loads and stores, not arithmetic, limit
@@ -93,20 +95,22 @@ def _four_taps(a0, a1, paired, s0, s1, s2, s3, k0, k1, t, count):
     strides above 1), so the loop vectorises.
     """
     w00, w01, w02, w03 = k0[t], k0[t + 1], k0[t + 2], k0[t + 3]
+    zero = np.float32(0.0)
     if not paired:
         for j in range(count):
-            a0[j] += w00 * s0[j] + w01 * s1[j] + w02 * s2[j] + w03 * s3[j]
+            a0[j] = (zero if fresh else a0[j]) + (w00 * s0[j] + w01 * s1[j] + w02 * s2[j] + w03 * s3[j])
     else:
         w10, w11, w12, w13 = k1[t], k1[t + 1], k1[t + 2], k1[t + 3]
         for j in range(count):
             x0, x1, x2, x3 = s0[j], s1[j], s2[j], s3[j]
-            a0[j] += w00 * x0 + w01 * x1 + w02 * x2 + w03 * x3
-            a1[j] += w10 * x0 + w11 * x1 + w12 * x2 + w13 * x3
+            a0[j] = (zero if fresh else a0[j]) + (w00 * x0 + w01 * x1 + w02 * x2 + w03 * x3)
+            a1[j] = (zero if fresh else a1[j]) + (w10 * x0 + w11 * x1 + w12 * x2 + w13 * x3)
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
-def _four_taps_four_filters(acc, f, s0, s1, s2, s3, weights, t, count):
-    """``acc[f + g, j] += sum_e weights[f + g, t + e] * s_e[j]`` for ``g < 4``, ``j < count``.
+def _four_taps_four_filters(acc, f, fresh, s0, s1, s2, s3, weights, t, count):
+    """``acc[f + g, j] += sum_e weights[f + g, t + e] * s_e[j]`` for ``g < 4``, ``j < count``
+    (``fresh``: as in :func:`_four_taps`).
 
     Four filters per pass over the rows: each source value loaded feeds four
     accumulators, half the loads per multiply-add of the paired loop.
@@ -117,16 +121,17 @@ def _four_taps_four_filters(acc, f, s0, s1, s2, s3, weights, t, count):
     w10, w11, w12, w13 = k1[t], k1[t + 1], k1[t + 2], k1[t + 3]
     w20, w21, w22, w23 = k2[t], k2[t + 1], k2[t + 2], k2[t + 3]
     w30, w31, w32, w33 = k3[t], k3[t + 1], k3[t + 2], k3[t + 3]
+    zero = np.float32(0.0)
     for j in range(count):
         x0, x1, x2, x3 = s0[j], s1[j], s2[j], s3[j]
-        a0[j] += w00 * x0 + w01 * x1 + w02 * x2 + w03 * x3
-        a1[j] += w10 * x0 + w11 * x1 + w12 * x2 + w13 * x3
-        a2[j] += w20 * x0 + w21 * x1 + w22 * x2 + w23 * x3
-        a3[j] += w30 * x0 + w31 * x1 + w32 * x2 + w33 * x3
+        a0[j] = (zero if fresh else a0[j]) + (w00 * x0 + w01 * x1 + w02 * x2 + w03 * x3)
+        a1[j] = (zero if fresh else a1[j]) + (w10 * x0 + w11 * x1 + w12 * x2 + w13 * x3)
+        a2[j] = (zero if fresh else a2[j]) + (w20 * x0 + w21 * x1 + w22 * x2 + w23 * x3)
+        a3[j] = (zero if fresh else a3[j]) + (w30 * x0 + w31 * x1 + w32 * x2 + w33 * x3)
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
-def _row_taps_four_filters(acc, f, rows, taps, weights, row_shift, step, count):
+def _row_taps_four_filters(acc, f, fresh, rows, taps, weights, row_shift, step, count):
     """Like :func:`_row_taps` for the four filters ``f .. f+3`` at once (rows ``acc[f + g]``)."""
     span = (count - 1) * step + 1
     for t in range(0, taps.shape[0], 4):
@@ -134,18 +139,19 @@ def _row_taps_four_filters(acc, f, rows, taps, weights, row_shift, step, count):
         r2, r3 = taps[t + 2, 0] + row_shift, taps[t + 3, 0] + row_shift
         q0, q1, q2, q3 = taps[t, 1], taps[t + 1, 1], taps[t + 2, 1], taps[t + 3, 1]
         if step == 1:  # contiguous slices: plain vector loads
-            _four_taps_four_filters(acc, f, rows[r0, q0 : q0 + count], rows[r1, q1 : q1 + count],
+            _four_taps_four_filters(acc, f, fresh and t == 0, rows[r0, q0 : q0 + count], rows[r1, q1 : q1 + count],
                                     rows[r2, q2 : q2 + count], rows[r3, q3 : q3 + count], weights, t, count)
         else:
-            _four_taps_four_filters(acc, f, rows[r0, q0 : q0 + span : step], rows[r1, q1 : q1 + span : step],
-                                    rows[r2, q2 : q2 + span : step], rows[r3, q3 : q3 + span : step],
-                                    weights, t, count)
+            _four_taps_four_filters(acc, f, fresh and t == 0, rows[r0, q0 : q0 + span : step],
+                                    rows[r1, q1 : q1 + span : step], rows[r2, q2 : q2 + span : step],
+                                    rows[r3, q3 : q3 + span : step], weights, t, count)
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
-def _row_taps(a0, a1, paired, rows, taps, k0, k1, row_shift, step, count):
+def _row_taps(a0, a1, paired, fresh, rows, taps, k0, k1, row_shift, step, count):
     """``a0[j] += sum_t k0[t] * rows[taps[t, 0] + row_shift, taps[t, 1] + j*step]`` (and ``a1``
-    with ``k1`` when ``paired``: two filters sharing the taps).
+    with ``k1`` when ``paired``: two filters sharing the taps). With ``fresh`` the
+    accumulators start from zero instead (they need not be zeroed first).
 
     ``rows`` is a 2-D (row, column) array; ``len(taps)`` is a multiple of four
     (padded with zero weights).
@@ -155,7 +161,7 @@ def _row_taps(a0, a1, paired, rows, taps, k0, k1, row_shift, step, count):
             r0, r1 = taps[t, 0] + row_shift, taps[t + 1, 0] + row_shift
             r2, r3 = taps[t + 2, 0] + row_shift, taps[t + 3, 0] + row_shift
             q0, q1, q2, q3 = taps[t, 1], taps[t + 1, 1], taps[t + 2, 1], taps[t + 3, 1]
-            _four_taps(a0, a1, paired, rows[r0, q0 : q0 + count], rows[r1, q1 : q1 + count],
+            _four_taps(a0, a1, paired, fresh and t == 0, rows[r0, q0 : q0 + count], rows[r1, q1 : q1 + count],
                        rows[r2, q2 : q2 + count], rows[r3, q3 : q3 + count], k0, k1, t, count)
     else:
         span = (count - 1) * step + 1
@@ -163,29 +169,45 @@ def _row_taps(a0, a1, paired, rows, taps, k0, k1, row_shift, step, count):
             r0, r1 = taps[t, 0] + row_shift, taps[t + 1, 0] + row_shift
             r2, r3 = taps[t + 2, 0] + row_shift, taps[t + 3, 0] + row_shift
             q0, q1, q2, q3 = taps[t, 1], taps[t + 1, 1], taps[t + 2, 1], taps[t + 3, 1]
-            _four_taps(a0, a1, paired, rows[r0, q0 : q0 + span : step], rows[r1, q1 : q1 + span : step],
-                       rows[r2, q2 : q2 + span : step], rows[r3, q3 : q3 + span : step], k0, k1, t, count)
+            _four_taps(a0, a1, paired, fresh and t == 0, rows[r0, q0 : q0 + span : step],
+                       rows[r1, q1 : q1 + span : step], rows[r2, q2 : q2 + span : step],
+                       rows[r3, q3 : q3 + span : step], k0, k1, t, count)
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
-def _store_transposed(rows, dst):
-    """``dst[j, f] = rows[f, j]``: one output row of every filter into an NHWC row."""
+def _finished(value, bias, add_bias, relu):
+    """``value + bias`` (when ``add_bias``), then ``max(., 0)`` (when ``relu``): the same float32
+    operations as ``np.maximum(z + b, 0)`` after the kernel, so the fused result is identical
+    (NaN and -0.0 pass the ReLU as they pass ``np.maximum``)."""
+    if add_bias:
+        value += bias
+    if relu and value < 0:
+        value = np.float32(0.0)
+    return value
+
+
+@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+def _store_transposed(rows, dst, bias, add_bias, relu):
+    """``dst[j, f] = finished(rows[f, j])``: one output row of every filter into an NHWC row, with
+    the bias ``bias[f]`` and the ReLU applied on the way (see :func:`_finished`)."""
     n_out, width = rows.shape
     if n_out == 1:  # NHWC with one filter is a plain row
-        dst.reshape(width)[:] = rows[0]
+        flat, src, b = dst.reshape(width), rows[0], bias[0]
+        for j in range(width):
+            flat[j] = _finished(src[j], b, add_bias, relu)
     elif n_out <= 4:  # few filters: a strided write per filter row (measured 4x faster for 2)
         for f in range(n_out):
-            src = rows[f]
+            src, b = rows[f], bias[f]
             for j in range(width):
-                dst[j, f] = src[j]
+                dst[j, f] = _finished(src[j], b, add_bias, relu)
     else:  # many: contiguous writes of each pixel's filters (5x faster than the above for 32)
         for j in range(width):
             for f in range(n_out):
-                dst[j, f] = rows[f, j]
+                dst[j, f] = _finished(rows[f, j], bias[f], add_bias, relu)
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FMA)
-def correlate_planar(xp, taps, weights, sh, sw, out, row_start, row_stop):
+def correlate_planar(xp, taps, weights, sh, sw, bias, add_bias, relu, out, row_start, row_stop):
     """Direct cross-correlation of a padded planar input, one output row at a time.
 
     ``xp`` is (N, C, Hp, Wp) viewed as (N, C*Hp, Wp); the taps
@@ -194,7 +216,8 @@ def correlate_planar(xp, taps, weights, sh, sw, out, row_start, row_stop):
 
     ``out[n, i, j, f] = sum_t weights[f, t] * xp[n, taps[t, 0] + i*sh, taps[t, 1] + j*sw]``
 
-    for ``row_start <= i < row_stop``. Filters go four at a time through the
+    for ``row_start <= i < row_stop``, plus ``bias[f]`` when ``add_bias`` and then a ReLU when
+    ``relu``, applied as each row is stored. Filters go four at a time through the
     taps (then two, then one); each row is summed in a scratch block that stays in L1 cache, then
     written into the NHWC output.
     """
@@ -202,60 +225,100 @@ def correlate_planar(xp, taps, weights, sh, sw, out, row_start, row_stop):
     rows = np.empty((n_out, out_w), np.float32)
     for n in range(n_img):
         for i in range(row_start, row_stop):
-            rows[:] = 0.0
-            # four filters per pass while at least four are left, then two, then one
+            # four filters per pass while at least four are left, then two, then one; each
+            # starts its rows from zero (``fresh``)
             for f in range(0, n_out - 3, 4):
-                _row_taps_four_filters(rows, f, xp[n], taps, weights, i * sh, sw, out_w)
+                _row_taps_four_filters(rows, f, True, xp[n], taps, weights, i * sh, sw, out_w)
             # ``paired`` is a literal at each call so that the compiler drops the other branch
             # (a runtime flag here measured 1.6x slower)
             if n_out % 4 >= 2:
                 f = n_out - n_out % 4
-                _row_taps(rows[f], rows[f + 1], True, xp[n], taps, weights[f], weights[f + 1], i * sh, sw, out_w)
+                _row_taps(rows[f], rows[f + 1], True, True, xp[n], taps, weights[f], weights[f + 1], i * sh, sw, out_w)
             if n_out % 2:
                 last = n_out - 1
-                _row_taps(rows[last], rows[last], False, xp[n], taps, weights[last], weights[last], i * sh, sw,
+                _row_taps(rows[last], rows[last], False, True, xp[n], taps, weights[last], weights[last], i * sh, sw,
                           out_w)
-            _store_transposed(rows, out[n, i])
+            _store_transposed(rows, out[n, i], bias, add_bias, relu)
+
+
+@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+def _last_row(taps):
+    """The largest row offset in a tap list."""
+    last = taps[0, 0]
+    for t in range(1, taps.shape[0]):
+        last = max(last, taps[t, 0])
+    return last
+
+
+@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+def _column_taps_clipped(dst, src, taps, weights, row_shift):
+    """``dst[j] = sum_t weights[t] * src[taps[t, 0] + row_shift, j]`` over the taps whose row lies
+    inside ``src``: rows outside are zero padding, which adds nothing."""
+    dst[:] = 0.0
+    for t in range(taps.shape[0]):
+        r, weight = taps[t, 0] + row_shift, weights[t]
+        if weight != 0 and 0 <= r < src.shape[0]:
+            row = src[r]
+            for j in range(dst.shape[0]):
+                dst[j] += weight * row[j]
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FMA)
-def correlate_separable(xp, col_taps, col_weights, pair_taps, pair_weights, row_taps, row_weights,
-                        sh, sw, out, row_start, row_stop):
+def correlate_separable(xp, pad_top, pad_left, col_taps, col_weights, group_taps, group_weights, row_taps,
+                        row_weights, sh, sw, padded_w, bias, add_bias, relu, out, row_start, row_stop):
     """Cross-correlation with rank-1 kernels: a column pass, then a row pass.
 
-    ``xp`` is (N, C*Hp, Wp); ``out`` is NHWC. For output row ``i`` of filter
-    ``f`` and input channel ``c``, the column taps
-    ``col_taps[f, c, t] = (c*Hp + u*dh, 0)`` sum padded rows into a scratch
-    row, and the row taps ``row_taps[f, c, t] = (0, v*dw)`` sum shifts of it:
+    ``xp`` is (N, C*Hs, Ws): the padded planar input (``pad_top = pad_left = 0``) or, for
+    one channel, the image itself (N, H, W) with the padding ``pad_top``/``pad_left`` still
+    to apply, which spares the padded copy: the column pass skips rows outside the image, and
+    its rows are copied into the middle of scratch rows ``padded_w`` wide whose border stays
+    zero. ``out`` is NHWC.
+    For output row ``i`` of filter ``f`` and input channel ``c``, the column taps
+    ``col_taps[f, c, t] = (c*Hp + u*dh, 0)`` sum source rows ``i*sh - pad_top + u*dh`` into the
+    scratch row, and the row taps ``row_taps[f, c, t] = (0, v*dw)`` sum shifts of it:
     ``kh + kw`` instead of ``kh * kw`` operations per output.
 
-    Output rows go two at a time through the column pass: ``pair_taps[f, c]``
-    are the source rows that rows ``i`` and ``i + 1`` use (they overlap) and
-    ``pair_weights[f, c, k]`` their weights for row ``i + k``, so each source
-    row is loaded once for both.
+    Output rows go ``G = group_weights.shape[2]`` (4 or 2) at a time through the column
+    pass: ``group_taps[f, c]`` are the source rows that rows ``i .. i+G-1`` use (they
+    overlap) and ``group_weights[f, c, k]`` their weights for row ``i + k``, so each source
+    row is loaded once for all of them; rows left over at the end of a band, and rows whose
+    taps reach outside the source, go one at a time. ``bias``, ``add_bias`` and ``relu`` are
+    applied as each row is stored, as in :func:`correlate_planar`.
     """
     n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
-    channels, width_padded = col_taps.shape[1], xp.shape[2]
-    scratch = np.empty((2, width_padded), np.float32)
-    rows = np.empty((2, n_out, out_w), np.float32)
+    channels, src_h, src_w = col_taps.shape[1], xp.shape[1], xp.shape[2]
+    group = group_weights.shape[2]
+    column = np.empty((group, src_w), np.float32)  # the column pass's rows
+    # with a left/right padding to apply, the row pass reads rows with zero borders
+    add_border = src_w != padded_w
+    scratch = np.zeros((group, padded_w), np.float32) if add_border else column
+    rows = np.empty((group, n_out, out_w), np.float32)
     for n in range(n_img):
-        for i in range(row_start, row_stop, 2):
-            count = min(2, row_stop - i)
-            rows[:] = 0.0
+        for i in range(row_start, row_stop, group):
+            count = min(group, row_stop - i)
+            shift = i * sh - pad_top
             for f in range(n_out):
                 for c in range(channels):
-                    scratch[:] = 0.0
-                    if count == 2:
-                        _row_taps(scratch[0], scratch[1], True, xp[n], pair_taps[f, c], pair_weights[f, c, 0],
-                                  pair_weights[f, c, 1], i * sh, 1, width_padded)
-                    else:
-                        _row_taps(scratch[0], scratch[0], False, xp[n], col_taps[f, c], col_weights[f, c],
-                                  col_weights[f, c], i * sh, 1, width_padded)
+                    # the column pass starts the scratch rows from zero, the row pass starts the
+                    # output rows from zero at the first channel (``fresh``)
+                    taps = group_taps[f, c]
+                    inside = shift >= 0 and shift + _last_row(taps) < src_h
+                    if inside and count == 4 and group == 4:
+                        _row_taps_four_filters(column, 0, True, xp[n], taps, group_weights[f, c], shift, 1, src_w)
+                    elif inside and count == 2 and group == 2:
+                        _row_taps(column[0], column[1], True, True, xp[n], taps, group_weights[f, c, 0],
+                                  group_weights[f, c, 1], shift, 1, src_w)
+                    else:  # the last rows of a band, or rows near the top or bottom edge
+                        for k in range(count):
+                            _column_taps_clipped(column[k], xp[n], col_taps[f, c], col_weights[f, c],
+                                                 shift + k * sh)
+                    if add_border:
+                        scratch[:count, pad_left : pad_left + src_w] = column[:count]
                     for k in range(count):
-                        _row_taps(rows[k, f], rows[k, f], False, scratch[k : k + 1], row_taps[f, c],
+                        _row_taps(rows[k, f], rows[k, f], False, c == 0, scratch[k : k + 1], row_taps[f, c],
                                   row_weights[f, c], row_weights[f, c], 0, sw, out_w)
             for k in range(count):
-                _store_transposed(rows[k], out[n, i + k])
+                _store_transposed(rows[k], out[n, i + k], bias, add_bias, relu)
 
 
 @njit(cache=CACHE, nogil=True, inline="always")

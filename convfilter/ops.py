@@ -75,7 +75,7 @@ def _geometry(x: np.ndarray, window, strides, padding, dilations, what: str):
         ) from None
 
 
-def conv2d(input, filters, strides=1, padding="SAME", dilations=1) -> np.ndarray:
+def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None, activation=None) -> np.ndarray:
     """2-D cross-correlation with TensorFlow's semantics (``tf.nn.conv2d``).
 
     Parameters
@@ -87,6 +87,13 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1) -> np.ndarray
         ``SAME`` keeps ``ceil(N / stride)`` outputs, padding with zeros and
         putting the odd padding cell at the bottom/right.
     dilations : int or (int, int), default 1
+    bias : float or array_like (F,), optional, keyword-only
+        Added to each output channel, as keras ``Conv2D(use_bias=True)``.
+    activation : str, optional, keyword-only
+        One of :data:`ACTIVATIONS` (None: ``"none"``), applied after the bias as keras
+        ``Conv2D(activation=...)`` does. ``"relu"`` and the bias are applied in the kernel as
+        each output row is stored, with the same result as ``relu(bias_add(conv2d(...), bias))``
+        but without a second pass over the output; other activations run after the kernel.
 
     Returns
     -------
@@ -122,8 +129,12 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1) -> np.ndarray
     strides = pair(strides, "strides")
     dilations = pair(dilations, "dilations")
     padding = normalize_padding(padding)
+    bias = None if bias is None else _bias_vector(bias, w.shape[3])
+    activation = _activation_name(activation)
     gh, gw = _geometry(x, w.shape[:2], strides, padding, dilations, "kernel")
-    return _unbatch(_correlate(x, np.ascontiguousarray(w, np.float32), strides, dilations, gh, gw), added)
+    out = _correlate(x, np.ascontiguousarray(w, np.float32), strides, dilations, gh, gw, bias=bias,
+                     activation=activation)
+    return _unbatch(out, added)
 
 
 # --- threads ---------------------------------------------------------------------------------
@@ -267,11 +278,14 @@ def _uniform_over_inputs(w: np.ndarray) -> bool:
 
 
 def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path: str = "auto",
-               sum_channels: bool | None = None) -> np.ndarray:
+               sum_channels: bool | None = None, bias: np.ndarray | None = None,
+               activation: str = "none") -> np.ndarray:
     """NHWC float32 result of the cross-correlation, by the fastest exact path (or the one forced).
 
     ``sum_channels`` (None: when it applies) filters the sum of the input channels once with
-    one channel's kernels. ``path`` is one of :data:`CONV_PATHS`.
+    one channel's kernels. ``path`` is one of :data:`CONV_PATHS`. ``bias`` (float32, one per
+    filter, or None) and a ReLU ``activation`` are applied by the kernel as it stores each
+    row; any other activation runs on the result afterwards.
     """
     if sum_channels is None:
         sum_channels = _uniform_over_inputs(w)
@@ -285,24 +299,36 @@ def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, pat
     if path == "auto":
         path = "separable" if factors is not None else "planar"
 
-    n_img, height, width, _ = x.shape
+    n_img, height, width, channels = x.shape
     n_in = w.shape[2]
     padded_h = height + gh.pad_before + gh.pad_after
     padded_w = width + gw.pad_before + gw.pad_after
-    padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
-    if sum_channels:
-        _jit.pad_planar_channel_sum(x, gh.pad_before, gw.pad_before, padded)
+    if path == "separable" and channels == 1 and x.flags.writeable:
+        # one channel: the separable kernel reads the image itself and pads as it goes (a
+        # read-only array would be another type for Numba: those go through the padded copy)
+        source, pads = x.reshape(n_img, height, width), (gh.pad_before, gw.pad_before)
     else:
-        _jit.pad_planar(x, gh.pad_before, gw.pad_before, padded)
+        padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
+        if sum_channels:
+            _jit.pad_planar_channel_sum(x, gh.pad_before, gw.pad_before, padded)
+        else:
+            _jit.pad_planar(x, gh.pad_before, gw.pad_before, padded)
+        source, pads = padded.reshape(n_img, n_in * padded_h, padded_w), (0, 0)
     out = np.empty((n_img, gh.out, gw.out, w.shape[3]), np.float32)
+    # the kernels always get the same argument types (one compiled signature): a float32 bias
+    # vector, unused when add_bias is False, and two bools
+    add_bias = bias is not None
+    finish = (np.zeros(w.shape[3], np.float32) if bias is None else bias, add_bias, activation == "relu")
     if path == "separable":
-        _correlate_separable(padded, factors, strides, dilations, out)
+        _correlate_separable(source, pads, padded_h, padded_w, factors, strides, dilations, finish, out)
     else:
-        _correlate_direct(padded, w, strides, dilations, out)
+        _correlate_direct(padded, w, strides, dilations, finish, out)
+    if activation not in ("none", "relu"):
+        out = activate(out, activation)
     return out
 
 
-def _correlate_direct(padded, w, strides, dilations, out) -> None:
+def _correlate_direct(padded, w, strides, dilations, finish, out) -> None:
     """The direct path: one tap list for all filters (the positions where any filter is nonzero),
     so that filters share the loads of their source rows."""
     n_img, n_in, padded_h, padded_w = padded.shape
@@ -318,22 +344,24 @@ def _correlate_direct(padded, w, strides, dilations, out) -> None:
     weights = np.zeros((n_out, count), np.float32)
     weights[:, : len(used)] = per_filter[:, used]
     rows_view = padded.reshape(n_img, n_in * padded_h, padded_w)
-    _run_bands(_jit.correlate_planar, (rows_view, taps, weights, sh, sw, out), out.shape[1],
+    _run_bands(_jit.correlate_planar, (rows_view, taps, weights, sh, sw, *finish, out), out.shape[1],
                out.size * count)
 
 
-def _correlate_separable(padded, factors, strides, dilations, out) -> None:
-    """The separable path: column taps down the padded rows of each channel, row taps along the
-    scratch row they produce."""
-    n_img, n_in, padded_h, padded_w = padded.shape
+def _correlate_separable(source, pads, padded_h, padded_w, factors, strides, dilations, finish, out) -> None:
+    """The separable path: column taps down the rows of each channel of ``source`` (the padded
+    planar input viewed as (N, C*Hp, Wp) with ``pads`` (0, 0), or a one-channel image (N, H, W)
+    with its top and left padding), row taps along the scratch row they produce."""
     cols, rows = factors
+    n_in = cols.shape[1]
     (sh, sw), (dh, dw) = strides, dilations
     col_taps, col_weights = _tap_lists(cols, dh, padded_h, vertical=True)
     row_taps, row_weights = _tap_lists(rows, dw, padded_h, vertical=False)
-    pair_taps, pair_weights = _row_pair_taps(cols, sh, dh, padded_h)
-    rows_view = padded.reshape(n_img, n_in * padded_h, padded_w)
-    args = (rows_view, col_taps, col_weights, pair_taps, pair_weights, row_taps, row_weights, sh, sw, out)
-    out_h, out_w, n_out = out.shape[1:]
+    # four output rows per column pass when their taps overlap (stride 1), else two
+    group_taps, group_weights = _row_group_taps(cols, 4 if sh == 1 else 2, sh, dh, padded_h)
+    args = (source, *pads, col_taps, col_weights, group_taps, group_weights, row_taps, row_weights, sh, sw,
+            padded_w, *finish, out)
+    n_img, out_h, out_w, n_out = out.shape
     work = n_img * out_h * n_out * n_in * (col_taps.shape[2] * padded_w + row_taps.shape[2] * out_w)
     _run_bands(_jit.correlate_separable, args, out_h, work)
 
@@ -343,10 +371,11 @@ def _padded_count(taps: int) -> int:
     return max(4, -(-taps // 4) * 4)
 
 
-def _row_pair_taps(cols: np.ndarray, sh: int, dh: int, padded_h: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column taps for two output rows at once: row ``i`` reads rows ``u*dh``, row ``i + 1`` rows
-    ``sh + u*dh`` (relative to ``i*sh``). Returns (F, C, T, 2) positions of the union of the
-    nonzero taps and (F, C, 2, T) weights, zero-weight padding at (0, 0).
+def _row_group_taps(cols: np.ndarray, group: int, sh: int, dh: int,
+                    padded_h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column taps for ``group`` output rows at once: row ``i + k`` reads rows ``k*sh + u*dh``
+    (relative to ``i*sh``). Returns (F, C, T, 2) positions of the union of the nonzero taps and
+    (F, C, group, T) weights, zero-weight padding at (0, 0).
     """
     n_out, n_in, _ = cols.shape
     tables = {}
@@ -354,16 +383,16 @@ def _row_pair_taps(cols: np.ndarray, sh: int, dh: int, padded_h: int) -> tuple[n
         for c in range(n_in):
             table: dict[int, list[float]] = {}
             for u in np.flatnonzero(cols[f, c]):
-                table.setdefault(int(u * dh), [0.0, 0.0])[0] = cols[f, c, u]
-                table.setdefault(int(sh + u * dh), [0.0, 0.0])[1] = cols[f, c, u]
+                for k in range(group):
+                    table.setdefault(int(k * sh + u * dh), [0.0] * group)[k] = cols[f, c, u]
             tables[f, c] = sorted(table.items())
     count = _padded_count(max(len(t) for t in tables.values()))
     taps = np.zeros((n_out, n_in, count, 2), np.int64)
-    weights = np.zeros((n_out, n_in, 2, count), np.float32)
+    weights = np.zeros((n_out, n_in, group, count), np.float32)
     for (f, c), table in tables.items():
-        for t, (offset, both_rows) in enumerate(table):
+        for t, (offset, per_row) in enumerate(table):
             taps[f, c, t, 0] = c * padded_h + offset
-            weights[f, c, :, t] = both_rows
+            weights[f, c, :, t] = per_row
     return taps, weights
 
 
@@ -459,17 +488,22 @@ def global_max_pool2d(input, keepdims: bool = False) -> np.ndarray:
     return _unbatch(x.max(axis=(1, 2), keepdims=keepdims), added)
 
 
+def _bias_vector(bias, channels: int) -> np.ndarray:
+    """``bias`` as float32 (channels,), checked: a number or one finite value per channel."""
+    vector = np.asarray(bias, dtype=np.float32)
+    if vector.ndim > 1 or (vector.ndim == 1 and vector.shape[0] not in (1, channels)):
+        raise ValueError(
+            f"bias must be a number or have one value per channel ({channels}), got shape {vector.shape}"
+        )
+    if not np.isfinite(vector).all():
+        raise ValueError("bias must be finite")
+    return np.array(np.broadcast_to(vector, (channels,)))  # a writable copy: the kernels' one signature
+
+
 def bias_add(value, bias) -> np.ndarray:
     """Add a per-channel bias along the last axis (``tf.nn.bias_add``)."""
     value = np.asarray(value, dtype=np.float32)
-    bias = np.asarray(bias, dtype=np.float32)
-    if bias.ndim > 1 or (bias.ndim == 1 and bias.shape[0] not in (1, value.shape[-1])):
-        raise ValueError(
-            f"bias must be a number or have one value per channel ({value.shape[-1]}), got shape {bias.shape}"
-        )
-    if not np.isfinite(bias).all():
-        raise ValueError("bias must be finite")
-    return value + bias
+    return value + _bias_vector(bias, value.shape[-1])
 
 
 def relu(features) -> np.ndarray:
@@ -490,9 +524,15 @@ ACTIVATIONS = {
 }
 
 
-def activate(features, name: str = "none") -> np.ndarray:
-    """Apply the activation called ``name`` (one of :data:`ACTIVATIONS`)."""
-    key = str(name).lower()
+def _activation_name(name) -> str:
+    """The key of :data:`ACTIVATIONS` for ``name`` (case-insensitive; None is "none")."""
+    key = "none" if name is None else str(name).lower()
     if key not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
-    return np.asarray(ACTIVATIONS[key](np.asarray(features, dtype=np.float32)), dtype=np.float32)
+    return key
+
+
+def activate(features, name: str = "none") -> np.ndarray:
+    """Apply the activation called ``name`` (one of :data:`ACTIVATIONS`)."""
+    return np.asarray(ACTIVATIONS[_activation_name(name)](np.asarray(features, dtype=np.float32)),
+                      dtype=np.float32)

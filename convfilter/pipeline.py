@@ -85,31 +85,30 @@ def convolve(image: np.ndarray, conv: Convolution) -> list[FeatureMap]:
         in_channels = image.shape[2]
     banks = [filter_bank(k, in_channels) for k in conv.kernels]
     labels = unique_labels([label for k, w in zip(conv.kernels, banks) for label in map_labels(k, w.shape[3])])
-    # one conv2d per kernel size: kernels of one size share the pass over the image
+    bias = _bias_per_map(conv.bias, sum(w.shape[3] for w in banks)) if conv.bias else None
+    first_map = np.cumsum([0] + [w.shape[3] for w in banks])  # bank i makes maps first_map[i]..
+    # one conv2d per kernel size: kernels of one size share the pass over the image, and the
+    # bias and activation are applied as the kernel stores each row
     by_shape: dict[tuple[int, int], list[int]] = {}
     for index, w in enumerate(banks):
         by_shape.setdefault(w.shape[:2], []).append(index)
     outputs: list[np.ndarray | None] = [None] * len(banks)
     for indices in by_shape.values():
         stacked = np.concatenate([banks[i] for i in indices], axis=3)
-        result = ops.conv2d(batch, stacked, conv.stride, conv.padding, conv.dilation)
+        stacked_bias = None if bias is None else [b for i in indices for b in bias[first_map[i] : first_map[i + 1]]]
+        result = ops.conv2d(batch, stacked, conv.stride, conv.padding, conv.dilation,
+                            bias=stacked_bias, activation=conv.activation)
         start = 0
         for i in indices:
             outputs[i] = result[..., start : start + banks[i].shape[3]]
             start += banks[i].shape[3]
     planes = [out[..., k] for out in outputs for k in range(out.shape[3])]  # each (B, OH, OW)
-    bias = _bias_per_map(conv.bias, len(planes))
-    maps = []
-    for label, plane, b in zip(labels, planes, bias):
-        data = np.ascontiguousarray(np.moveaxis(plane, 0, -1))  # (OH, OW, B): B = C for "each", else 1
-        data = ops.activate(ops.bias_add(data, b), conv.activation)
-        maps.append(FeatureMap(label, data))
-    return maps
+    # each map (OH, OW, B): B = C for "each", else 1
+    return [FeatureMap(label, np.ascontiguousarray(np.moveaxis(plane, 0, -1)))
+            for label, plane in zip(labels, planes)]
 
 
 def _bias_per_map(bias: tuple[float, ...], count: int) -> tuple[float, ...]:
-    if not bias:
-        return (0.0,) * count
     if len(bias) == 1:
         return bias * count
     if len(bias) != count:

@@ -188,6 +188,25 @@ def test_normalize_options(photo):
 # --- options change the numbers exactly as ops would ----------------------------------------------
 
 
+def test_bias_follows_its_map_when_kernels_of_several_sizes_share_passes(photo):
+    """Kernels of one size run as one conv2d with the bias and ReLU fused: each map must still get
+    its own bias, in the order the kernels were given."""
+    image = pixels(photo)
+    names = ["sobel-x", "vertical", "sobel-y"]  # 3x3, 7x7, 3x3: the two 3x3 maps share a pass
+    plain = [ops.conv2d(image, bank(name, 3))[:, :, 0] for name in names]
+    bias = np.float32([0.5, -30.0, 2.0])
+    got = npy_of("apply", *[a for n in names for a in ("-k", n)], photo, "--bias", "0.5,-30,2", "-a", "relu")
+    want = np.maximum(np.stack(plain, axis=2) + bias, 0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert (got == 0).any() and (got > 0).any()
+    # --channels each: one map per input channel for each kernel, the bias per kernel map
+    each = npy_of("apply", "-k", "sobel-x", "-k", "box", photo, "--channels", "each", "--bias", "-1,3")
+    planes = image.transpose(2, 0, 1)[:, :, :, None]
+    want_each = np.concatenate([ops.conv2d(planes, bank(name, 1))[..., 0].transpose(1, 2, 0) + b
+                                for name, b in (("sobel-x", -1.0), ("box", 3.0))], axis=2)
+    np.testing.assert_allclose(each, want_each, rtol=1e-5, atol=1e-5)
+
+
 def test_stride_padding_dilation(photo):
     image = pixels(photo)
     got = npy_of("apply", "-k", "vertical:5", photo, "-s", "2,3", "-p", "valid", "-d", "1,2")

@@ -82,6 +82,22 @@ def test_direct_path_filter_groups_match_the_formula(n_out, strides):
     assert_close_to_formula(result, x, w, strides, "SAME", (1, 1))
 
 
+@pytest.mark.parametrize("height", range(1, 10))
+@pytest.mark.parametrize("row_stride", [1, 2])
+@pytest.mark.parametrize("channels", [1, 2])  # one channel: the kernel pads as it reads the image
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+def test_separable_row_groups_match_the_formula(height, row_stride, channels, padding):
+    """The column pass takes four output rows at a time (two with a row stride), then the rest and
+    the rows whose taps reach into the padding one by one: every remainder."""
+    kh = 5 if padding == "SAME" else min(height, 3)
+    rng = np.random.default_rng(height * 3 + row_stride)
+    x = rng.standard_normal((2, height, 7, channels)).astype(np.float32)
+    w = rank_one_bank(rng, kh, 4, channels, 3)
+    w[:, :, :, ~w.any(axis=(0, 1, 2))] = 1.0
+    result = run_path(x, w, (row_stride, 1), padding, (1, 1), "separable", sum_channels=False)
+    assert_close_to_formula(result, x, w, (row_stride, 1), padding, (1, 1))
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_channel_sum_path_matches_the_formula(path):
     rng = np.random.default_rng(7)
@@ -91,6 +107,48 @@ def test_channel_sum_path_matches_the_formula(path):
     w = np.repeat(one, 3, axis=2)  # the same kernels on every input channel
     result = run_path(x, w, (1, 2), "SAME", (2, 1), path, sum_channels=True)
     assert_close_to_formula(result, x, w, (1, 2), "SAME", (2, 1))
+
+
+FUSED_PATHS = [("planar", False), ("separable", False), ("planar", True), ("separable", True)]
+
+
+@pytest.mark.parametrize("path,sum_channels", FUSED_PATHS, ids=lambda p: str(p))
+@pytest.mark.parametrize("n_out", [1, 2, 3, 6])  # every store: a plain row, strided writes, per-pixel
+@pytest.mark.parametrize("activation", ["none", "relu", "tanh"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_fused_bias_and_activation_on_every_path(path, sum_channels, n_out, activation, with_bias):
+    """Bias (one per filter) and ReLU are applied by the kernels as rows are stored; other activations
+    after them. Both must give the formula plus bias, then the activation, on every path."""
+    rng = np.random.default_rng(n_out * 7 + len(activation) + with_bias)
+    x = rng.standard_normal((2, 11, 9, 3)).astype(np.float32)
+    n_in = 1 if sum_channels else 3
+    w = rank_one_bank(rng, 3, 5, n_in, n_out) if path == "separable" else \
+        rng.standard_normal((3, 5, n_in, n_out)).astype(np.float32)
+    w[:, :, :, ~w.any(axis=(0, 1, 2))] = 1.0  # a filter of zeros only (skipped taps) would test nothing
+    if sum_channels:
+        w = np.repeat(w, 3, axis=2)
+    bias = rng.standard_normal(n_out).astype(np.float32) if with_bias else None
+    gh, gw = axis(11, 3, 1, "SAME", 2), axis(9, 5, 2, "SAME", 1)
+    result = ops._correlate(x, w, (1, 2), (2, 1), gh, gw, path=path, sum_channels=sum_channels, bias=bias,
+                            activation=activation)
+    linear = run_path(x, w, (1, 2), "SAME", (2, 1), path, sum_channels=sum_channels)
+    assert_close_to_formula(linear, x, w, (1, 2), "SAME", (2, 1))
+    # the fused result is exactly the unfused one: the same float32 additions, then the activation
+    expected = ops.activate(linear if bias is None else linear + bias, activation)
+    np.testing.assert_array_equal(result, expected)
+    if activation == "relu":
+        assert (result == 0).any() and (result > 0).any()  # the ReLU clipped something, and not all
+    if activation == "none" and bias is None:
+        assert np.signbit(result).sum() == np.signbit(linear).sum()  # no bias: not even -0.0 changes
+
+
+def test_fused_relu_keeps_nan_and_negative_zero_like_numpy():
+    x = np.array([[[[np.nan], [-0.0], [-1.0], [2.0]]]], np.float32)  # (1, 1, 4, 1)
+    w = np.ones((1, 1, 1, 1), np.float32)
+    got = ops.conv2d(x, w, padding="VALID", activation="relu")[0, 0, :, 0]
+    expected = np.maximum(x[0, 0, :, 0], np.float32(0))
+    np.testing.assert_array_equal(got, expected)  # NaN stays NaN
+    assert np.signbit(got[1]) == np.signbit(expected[1])
 
 
 def test_forcing_a_path_that_does_not_apply_is_refused():
@@ -218,9 +276,12 @@ def test_any_dtype_or_layout_reuses_the_one_compiled_signature():
     dense = rng.standard_normal((3, 3, 3, 2))
     inputs = [base, np.asfortranarray(base), base[:, ::-1], (base * 10).astype(np.int16),
               base.astype(np.float32)[..., ::1]]
+    inputs.append(base[..., :1].astype(np.float32))  # one channel: read in place by the separable kernel
     for x in inputs:
-        ops.conv2d(x, dense, strides=np.int64(2), dilations=(1, 2))
-        ops.conv2d(x, np.ones((3, 1, 3, 1)))  # separable and channel sum
+        ops.conv2d(x, dense[:, :, : x.shape[3]], strides=np.int64(2), dilations=(1, 2))
+        ops.conv2d(x, dense[:, :, : x.shape[3]], bias=np.float32(1), activation="relu")
+        ops.conv2d(x, np.ones((3, 1, x.shape[3], 1)), bias=[0.5], activation="tanh")
+        ops.conv2d(x, np.ones((3, 1, x.shape[3], 1)))  # separable (and channel sum for several channels)
         ops.max_pool2d(x, 2)
         ops.avg_pool2d(x, (3, 2), 2, "SAME")
     for name in _jit.KERNELS:

@@ -230,6 +230,30 @@ def test_bias_and_activations():
         ops.bias_add(x, [1, 2, 3])
 
 
+def test_conv2d_checks_its_bias_and_activation():
+    x = np.ones((4, 5, 2), np.float32)
+    w = np.ones((3, 3, 2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"unknown activation 'softmax'; choose one of none, relu"):
+        ops.conv2d(x, w, activation="softmax")
+    with pytest.raises(ValueError, match=r"one value per channel \(3\), got shape \(2,\)"):
+        ops.conv2d(x, w, bias=[1.0, 2.0])
+    with pytest.raises(ValueError, match="one value per channel"):
+        ops.conv2d(x, w, bias=np.zeros((3, 1)))
+    with pytest.raises(ValueError, match="finite"):
+        ops.conv2d(x, w, bias=[0.0, np.inf, 0.0])
+    with pytest.raises(TypeError):
+        ops.conv2d(x, w, 1, "SAME", 1, [1.0, 2.0, 3.0])  # keyword-only: the positional order is tf.nn's
+
+
+def test_conv2d_bias_and_activation_keywords_act_like_keras():
+    x = np.full((3, 3, 1), 1.0, np.float32)
+    w = np.ones((1, 1, 1, 2), np.float32) * np.array([1.0, -1.0], np.float32)
+    # a scalar bias goes to every filter; relu after the bias; names are case-insensitive
+    np.testing.assert_array_equal(ops.conv2d(x, w, bias=0.5, activation="ReLU")[0, 0], [1.5, 0.0])
+    np.testing.assert_array_equal(ops.conv2d(x, w, bias=[-2.0, 3.0], activation="abs")[0, 0], [1.0, 2.0])
+    np.testing.assert_array_equal(ops.conv2d(x, w, activation=None), ops.conv2d(x, w, activation="none"))
+
+
 # --- hypothesis properties -----------------------------------------------------------------------
 
 sizes = st.integers(1, 12)
