@@ -1,12 +1,17 @@
 """Choose where Numba keeps compiled kernels before Numba is imported.
 
-Numba caches beside the source (``convfilter/__pycache__``) when that folder
-is writable. A package installed read-only, with an unwritable home as well,
-makes Numba raise at import ("no locator available"). So when the package
-folder is not writable and the user has not set a writable ``NUMBA_CACHE_DIR``,
-point Numba at the first writable per-user cache folder (XDG), else a private
-temporary folder. Compilation then still works; only the cache is elsewhere.
-When nothing at all can be written, the kernels are compiled without a cache.
+The cache goes to a per-user folder (``$XDG_CACHE_HOME/convfilter/numba``,
+else ``~/.cache/convfilter/numba``, else a private temporary folder), not
+beside the package: files that Numba writes into an installed package are
+not in pip's record, so ``pip uninstall`` would leave a ``convfilter/``
+folder behind that shadows a later editable install (``pip install .`` then
+``pip install -e .`` broke exactly so). Numba names each cache file after the
+full path of its source, so several installs share the folder safely.
+
+A ``NUMBA_CACHE_DIR`` the user set is kept when it can be written (and
+ignored otherwise, since Numba would fail). When no folder at all can be
+written, the package's own ``__pycache__`` is the last resort, and failing
+that the kernels are compiled without a cache.
 """
 
 from __future__ import annotations
@@ -41,26 +46,25 @@ def candidate_dirs() -> list[str]:
 
 
 def configure_cache() -> str | None | bool:
-    """Set ``NUMBA_CACHE_DIR`` if Numba could not cache beside the package.
+    """Set ``NUMBA_CACHE_DIR`` to a writable per-user folder (see the module docstring).
 
-    Returns the folder chosen, None when Numba's own choice is kept, or False when
-    no folder can be written at all: the kernels must then be compiled without a
-    cache (``cache=False``), since Numba would refuse to define them.
-    A ``NUMBA_CACHE_DIR`` that cannot be written is ignored (Numba would fail too).
+    Returns the folder chosen, None when the user's ``NUMBA_CACHE_DIR`` or Numba's
+    own choice (beside the package) is kept, or False when no folder can be
+    written at all: the kernels must then be compiled without a cache
+    (``cache=False``), since Numba would refuse to define them.
     """
     user_dir = os.environ.get("NUMBA_CACHE_DIR")
     if user_dir:
         if _writable_dir(user_dir):
             return None
         del os.environ["NUMBA_CACHE_DIR"]
-    if _writable_dir(os.path.join(PACKAGE_DIR, "__pycache__")):
-        _set_numba_cache_dir(None)
-        return None
     for path in candidate_dirs():
         if _writable_dir(path):
             _set_numba_cache_dir(path)
             return path
     _set_numba_cache_dir(None)
+    if _writable_dir(os.path.join(PACKAGE_DIR, "__pycache__")):
+        return None
     return False
 
 
@@ -70,9 +74,6 @@ def _set_numba_cache_dir(path: str | None) -> None:
     numba = sys.modules.get("numba")
     if numba is not None:  # imported already: its config has read the environment
         numba.config.CACHE_DIR = path or ""
-
-
-    return None
 
 
 def skip_scipy_blas_probe() -> None:

@@ -74,3 +74,21 @@ def test_read_only_install_without_a_home_still_computes(tmp_path):
     assert result == "[[5.0, 7.0], [13.0, 15.0]]"
     assert Path(cache_dir).is_relative_to(temp)
     assert any(Path(cache_dir).rglob("*max_pool*.nbi")), "the kernel was not cached in the fallback folder"
+
+
+def test_kernels_are_cached_per_user_never_inside_the_installed_package(tmp_path):
+    # Numba's files inside an installed package are not in pip's record: an uninstall would leave
+    # a convfilter/ folder behind that shadows the next (editable) install. The cache goes to XDG.
+    site = tmp_path / "site"
+    shutil.copytree(PACKAGE, site / "convfilter", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(PYTHONPATH=str(site), XDG_CACHE_HOME=str(tmp_path / "xdg"), PYTHONDONTWRITEBYTECODE="1")
+    code = (
+        "import numpy as np, convfilter\n"
+        "print(convfilter.max_pool2d(np.ones((4, 4, 1), np.float32), 2).shape)\n"
+    )
+    done = run_python(code, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert any((tmp_path / "xdg" / "convfilter" / "numba").rglob("*max_pool*.nbi"))
+    leftovers = [p for p in (site / "convfilter").rglob("*") if p.suffix in (".nbi", ".nbc")]
+    assert leftovers == []
