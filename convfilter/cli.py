@@ -22,7 +22,6 @@ import click
 from . import __version__
 from .colormap import COLORMAPS
 from .geometry import normalize_padding
-from .kernels import REGISTRY, format_grid, resolve
 from .recipe import (
     ACTIVATIONS,
     CHANNEL_MODES,
@@ -74,6 +73,8 @@ class KernelType(click.ParamType):
         if not isinstance(value, str):
             return value
         try:
+            from .kernels import resolve
+
             return resolve(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
@@ -325,6 +326,8 @@ def kernels(name):
       convfilter kernels vertical:5
       convfilter kernels gaussian:9:2
     """
+    from .kernels import REGISTRY, format_grid, resolve
+
     if name is None:
         width = max(len(n) for n in REGISTRY)
         for key, entry in REGISTRY.items():

@@ -12,7 +12,6 @@ gets brighter to the right.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -211,6 +210,8 @@ class Kernel:
 
 
 def similar_names(name: str) -> list[str]:
+    import difflib  # only when a name is unknown
+
     return difflib.get_close_matches(name, list(REGISTRY), n=3, cutoff=0.5)
 
 

@@ -7,10 +7,13 @@ stage's size from the same description that ``apply`` runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .colormap import COLORMAPS
 from .geometry import AxisGeometry, axis
-from .kernels import Kernel
+
+if TYPE_CHECKING:  # kernels.py is not needed to describe a recipe (keeps --help light)
+    from .kernels import Kernel
 
 ACTIVATIONS = ("none", "relu", "abs", "sigmoid", "tanh")
 CHANNEL_MODES = ("sum", "each", "gray")
