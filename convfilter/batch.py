@@ -447,8 +447,8 @@ def run_batch(work: Work, expansion: Expansion, todo: list[Job], decided: list[R
         if not (options.fail_fast and summary.failed):
             with executor:
                 for result in executor.map_unordered(work, todo):
+                    emitter.done(result)  # the data first: "wrote stdout" only once it is written
                     record(result)
-                    emitter.done(result)
                     if options.fail_fast and result.status == "failed":
                         break
     except BaseException:  # interrupted: say how far the run got, then let the caller exit
@@ -490,8 +490,26 @@ class _OrderedOutput:
             data = self.ready.pop(self.order[self.position])
             self.position += 1
             if data:
-                self.stream.write(data)
-                self.stream.flush()
+                _write_all(self.stream, data)
+
+
+def _write_all(stream, data: bytes) -> None:
+    """Write every byte of ``data`` to ``stream``.
+
+    A buffered stream may return a short count when the reader goes away
+    (``| head``); loop so that the next write raises BrokenPipeError instead of
+    the output being cut silently. Other failures (a full disk behind ``>``)
+    stop the run with one line.
+    """
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[stream.write(view):]
+        stream.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise RunProblem(f"stdout: {(exc.strerror or str(exc)).lower()}") from None
 
 
 # --- the whole run ---------------------------------------------------------------------------

@@ -368,8 +368,10 @@ def shape(image, size_text, recipe):
     height, width, n_channels = _input_size(image, size_text)
     try:
         lines = describe(height, width, n_channels, recipe)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    except ValueError as exc:  # a window larger than the input: about the image, as apply says it
+        if image is None:
+            raise click.UsageError(str(exc)) from None
+        raise click.ClickException(f"{image}: {exc}") from None
     click.echo("\n".join(lines))
 
 

@@ -73,6 +73,11 @@ def unique_labels(labels: list[str]) -> list[str]:
     return unique
 
 
+def kernel_labels(kernels) -> list[str]:
+    """The label of every map the kernels make, in order, repeats numbered (known before any input)."""
+    return unique_labels([label for k in kernels for label in map_labels(k, k.map_count)])
+
+
 def convolve(image: np.ndarray, conv: Convolution) -> list[FeatureMap]:
     """Feature maps of an (H, W, C) image for every kernel of ``conv``, in order."""
     if conv.channels == "gray":
@@ -84,7 +89,7 @@ def convolve(image: np.ndarray, conv: Convolution) -> list[FeatureMap]:
         batch = image[None]
         in_channels = image.shape[2]
     banks = [filter_bank(k, in_channels) for k in conv.kernels]
-    labels = unique_labels([label for k, w in zip(conv.kernels, banks) for label in map_labels(k, w.shape[3])])
+    labels = kernel_labels(conv.kernels)
     bias = _bias_per_map(conv.bias, sum(w.shape[3] for w in banks)) if conv.bias else None
     first_map = np.cumsum([0] + [w.shape[3] for w in banks])  # bank i makes maps first_map[i]..
     # one conv2d per kernel size: kernels of one size share the pass over the image, and the

@@ -32,7 +32,7 @@ def output_labels(recipe: Recipe, fmt: str) -> list[str]:
     if conv is None:
         labels = [f"{recipe.pooling.type}pool"]
     else:
-        labels = [label for k in conv.kernels for label in pipeline.map_labels(k, k.map_count)]
+        labels = pipeline.kernel_labels(conv.kernels)
     return ["+".join(labels)] if fmt == "npy" else labels
 
 
@@ -44,18 +44,19 @@ def check_name_template(template: str) -> str:
     """Return ``template`` if it is a valid ``--name``, else raise ValueError saying why.
 
     Fields are ``{stem}``, ``{kernel}``, ``{index}`` (the input's number in
-    the run, from 0) and ``{ext}``, with optional format specs
+    the run, from 0) and ``{ext}``; only ``{index}`` takes a format spec
     (``{index:05d}``). The name may hold sub-folders but must stay inside the
     output folder.
     """
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as exc:
-        raise ValueError(f"--name '{template}': {exc} (write {{{{ and }}}} for literal braces)") from None
-    unknown = [f for f in fields if f not in NAME_FIELDS]
+    fields = _template_fields(template)
+    unknown = [name for name, _, _ in fields if name not in NAME_FIELDS]
     if unknown:
         known = ", ".join("{" + f + "}" for f in NAME_FIELDS)
         raise ValueError(f"--name '{template}': unknown field {{{unknown[0]}}}; use {known}")
+    for name, conversion, spec in fields:
+        if conversion or (spec and name != "index"):
+            raise ValueError(f"--name '{template}': write {{{name}}} plainly; only {{index}} takes a "
+                             "format such as {index:05d}")
     try:
         sample = template.format(stem="stem", kernel="kernel", index=0, ext="png")
     except (ValueError, TypeError) as exc:
@@ -69,8 +70,17 @@ def check_name_template(template: str) -> str:
     return template
 
 
+def _template_fields(template: str) -> list[tuple[str, str | None, str]]:
+    """``(name, conversion, format spec)`` of each ``{field}`` in a ``--name`` template."""
+    try:
+        return [(name, conversion, spec) for _, name, spec, conversion in string.Formatter().parse(template)
+                if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"--name '{template}': {exc} (write {{{{ and }}}} for literal braces)") from None
+
+
 def template_fields(template: str) -> set[str]:
-    return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    return {name for name, _, _ in _template_fields(template)}
 
 
 def recipe_metadata(recipe: Recipe) -> str:
@@ -136,6 +146,9 @@ class OutputPlan:
         if extension_fmt is None and suffix in UNWRITABLE_IMAGE_SUFFIXES and not _is_folder(output):
             raise ValueError(f"convfilter writes .png, .tif or .npy files, not '{suffix}'; "
                              "change the extension of -o (or end it with '/' for a folder)")
+        if fmt and extension_fmt and io.EXTENSIONS[fmt] != io.EXTENSIONS[extension_fmt]:
+            raise ValueError(f"-f {fmt} contradicts the extension of -o '{output}'; drop -f, or give "
+                             f"-o a .{io.EXTENSIONS[fmt]} name")
         fmt = fmt or extension_fmt or "png"
         plan = cls(fmt, normalization, metadata=recipe_metadata(recipe), view=view, max_pixels=max_pixels)
         if (view.montage or view.colormap != "gray") and fmt != "png":
@@ -150,7 +163,8 @@ class OutputPlan:
                 )
             plan.as_text = True
             return plan
-        count = len(inputs) * len(plan.labels(recipe))
+        labels = plan.labels(recipe)
+        count = len(inputs) * len(labels)
         if output and not names_folder:
             if count != 1:
                 where = "stdout" if output == STDOUT else f"the file '{output}'"
@@ -170,7 +184,7 @@ class OutputPlan:
         if plan.target is None and len(inputs) > 1 and not fields & {"stem", "index"}:
             raise ValueError(f"--name '{plan.name}' gives every input the same name; "
                              "put {stem} or {index} in it")
-        if plan.target is None and len(plan.labels(recipe)) > 1 and "kernel" not in fields:
+        if plan.target is None and len(labels) > 1 and "kernel" not in fields:
             raise ValueError(f"--name '{plan.name}' gives every map of an input the same name; "
                              "put {kernel} in it, or use -f npy")
         return plan

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import naive
 from convfilter import __version__, ops
 from convfilter.cli import cli
 from convfilter.geometry import output_size
@@ -263,7 +264,8 @@ def test_filter_bank_file_gives_one_map_per_output(photo, cwd):
     weights = np.random.default_rng(3).standard_normal((3, 3, 3, 4)).astype(np.float32)
     np.save(cwd / "keras.npy", weights)
     got = npy_of("apply", "-k", "keras.npy", photo)
-    np.testing.assert_allclose(got, ops.conv2d(pixels(photo), weights), rtol=1e-5, atol=1e-5)
+    expected = naive.conv2d(pixels(photo)[None], weights)[0]  # independent of ops
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     result = invoke("apply", "-k", "keras.npy", photo, "-o", "maps")
     assert result.exit_code == 0
     assert sorted(os.listdir(cwd / "maps")) == [f"photo_keras-{k}.png" for k in range(4)]
@@ -490,3 +492,63 @@ def test_empty_input_file_is_named_as_empty(tmp_path):
     empty.write_bytes(b"")
     result = invoke("apply", "-k", "vertical", str(empty), "-o", str(tmp_path / "out"))
     assert result.exit_code == 1 and f"Error: {empty}: empty file" in result.stderr
+
+
+def test_skip_existing_and_npy_names_follow_the_numbered_labels(photo, cwd):
+    # two matrix kernels are both "custom": the second map is custom-2, and the planner must agree
+    args = ("apply", "-k", "1,0,-1", "-k", "-1,0,1", photo, "-o", "maps")
+    assert invoke(*args).exit_code == 0
+    (cwd / "maps" / "photo_custom-2.png").unlink()
+    result = invoke(*args, "--skip-existing", "-v")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(os.listdir(cwd / "maps")) == ["photo_custom-2.png", "photo_custom.png"]
+    assert invoke("apply", "-k", "1,0,-1", "-k", "-1,0,1", "-f", "npy", photo, "-o", "arrays").exit_code == 0
+    assert os.listdir(cwd / "arrays") == ["photo_custom+custom-2.npy"]
+    again = invoke("apply", "-k", "1,0,-1", "-k", "-1,0,1", "-f", "npy", photo, "-o", "arrays",
+                   "--skip-existing", "-v")
+    assert again.exit_code == 0 and "skipped" in again.stderr and "wrote" not in again.stderr
+
+
+def test_format_that_contradicts_the_output_extension_is_a_usage_error(photo, cwd):
+    result = invoke("apply", "-k", "vertical", photo, "-o", "x.tif", "-f", "png")
+    assert result.exit_code == 2 and "contradicts" in result.stderr
+    assert not (cwd / "x.tif").exists()
+    assert invoke("apply", "-k", "vertical", photo, "-o", "x.png", "-f", "png16").exit_code == 0
+
+
+@pytest.mark.parametrize("template", ["{stem!r}.png", "{stem:>20}_{kernel}.{ext}", "{kernel!s}.{ext}"])
+def test_name_fields_other_than_index_take_no_conversion_or_format(photo, cwd, template):
+    result = invoke("apply", "-k", "vertical", photo, "-o", "out", "--name", template)
+    assert result.exit_code == 2 and "plainly" in result.stderr
+    assert invoke("apply", "-k", "vertical", photo, "-o", "out", "--name", "{index:03d}_{stem}.{ext}").exit_code == 0
+    assert os.listdir(cwd / "out") == ["000_photo.png"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_stdout_that_cannot_be_written_is_one_error_line(tmp_path):
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run([sys.executable, "-m", "convfilter", "apply", "-k", "vertical", "-f", "npy",
+                               "-o", "-", str(CHINA)], stdout=full, stderr=subprocess.PIPE, cwd=tmp_path,
+                              timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines() == ["Error: stdout: no space left on device"]
+
+
+def test_stdout_closed_early_by_the_reader_is_not_a_success(tmp_path):
+    pipeline = subprocess.Popen([sys.executable, "-m", "convfilter", "apply", "-k", "vertical", "-f", "npy",
+                                 "-o", "-", str(CHINA)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=tmp_path)
+    pipeline.stdout.read(10)
+    pipeline.stdout.close()  # like '| head -c 10'
+    _, err = pipeline.communicate(timeout=120)
+    assert pipeline.returncode == 1, err
+    assert b"Traceback" not in err and b"wrote stdout" not in err
+
+
+def test_shape_names_the_image_when_a_window_does_not_fit(cwd):
+    Image.new("L", (1, 1)).save(cwd / "one.png")
+    result = invoke("shape", "one.png", "-k", "vertical", "--pool", "max")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: one.png: ") and "larger than" in result.stderr
+    applied = invoke("apply", "-k", "vertical", "--pool", "max", "one.png")
+    assert applied.exit_code == 1 and "Error: one.png: " in applied.stderr  # apply agrees
