@@ -139,6 +139,17 @@ def io_options(command):
     return command
 
 
+def _refuse_unused(pool_type: str, *names: str) -> None:
+    """A usage error for window options given on the command line to a pooling that has no window."""
+    ctx = click.get_current_context()
+    given = [f"--{name.replace('_', '-')}" for name in names
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if given and (pool_type == "none" or pool_type.startswith("global")):
+        what = "no pooling" if pool_type == "none" else f"{pool_type} pooling (it has no window)"
+        verb = "does" if len(given) == 1 else "do"
+        raise click.UsageError(f"{', '.join(given)} {verb} nothing with {what}; drop it, or pool with max or avg")
+
+
 def layer_options(kernels_required: bool, with_activation: bool):
     """The options that describe the layer (kernels, stride, padding, pooling...), passed as one ``recipe``.
 
@@ -185,6 +196,7 @@ def layer_options(kernels_required: bool, with_activation: bool):
                     kernels=tuple(kernels), stride=stride, padding=padding, dilation=dilation,
                     bias=bias or (), activation=activation.lower(), channels=channels.lower(),
                 )
+            _refuse_unused(pool_type.lower(), "pool_size", "pool_stride", "pool_padding")
             pooling = Pooling(pool_type.lower(), pool_size, pool_stride, pool_padding)
             return command(recipe=Recipe(convolution, pooling), **kwargs)
 
@@ -308,6 +320,7 @@ def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns,
       convfilter pool --type global-avg photo.png
       convfilter pool --type max --size 4 photo.png --montage --with-input
     """
+    _refuse_unused(pool_type.lower(), "size", "stride", "padding")
     _run(Recipe(None, Pooling(pool_type.lower(), size, stride, padding)), inputs, output, fmt, normalize,
          _view(colormap, montage, with_input, columns), max_pixels, batch)
 

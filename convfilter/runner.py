@@ -135,6 +135,8 @@ class OutputPlan:
         diverging, else ``minmax``). ``name`` is a ``--name`` template (checked
         by :func:`check_name_template`).
         """
+        if normalization and fmt in ("tiff", "npy"):
+            raise ValueError(f"--normalize shapes PNGs for viewing; -f {fmt} keeps the raw values, drop it")
         normalization = normalization or default_normalization(view.colormap)
         extension_fmt = None
         if output and output != STDOUT:

@@ -552,3 +552,15 @@ def test_shape_names_the_image_when_a_window_does_not_fit(cwd):
     assert result.stderr.startswith("Error: one.png: ") and "larger than" in result.stderr
     applied = invoke("apply", "-k", "vertical", "--pool", "max", "one.png")
     assert applied.exit_code == 1 and "Error: one.png: " in applied.stderr  # apply agrees
+
+
+@pytest.mark.parametrize("args", [
+    ("apply", "-k", "vertical", "--pool-size", "3"),
+    ("apply", "-k", "vertical", "--pool", "global-avg", "--pool-stride", "2"),
+    ("pool", "--type", "global-max", "--size", "5"),
+    ("apply", "-k", "vertical", "-f", "npy", "--normalize", "clip"),
+])
+def test_options_that_would_do_nothing_are_usage_errors(photo, cwd, args):
+    result = invoke(*args, photo)
+    assert result.exit_code == 2 and "Error: " in result.stderr
+    assert [p for p in os.listdir(cwd) if p != "photo.png"] == []
