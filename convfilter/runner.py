@@ -135,9 +135,6 @@ class OutputPlan:
         diverging, else ``minmax``). ``name`` is a ``--name`` template (checked
         by :func:`check_name_template`).
         """
-        if normalization and fmt in ("tiff", "npy"):
-            raise ValueError(f"--normalize shapes PNGs for viewing; -f {fmt} keeps the raw values, drop it")
-        normalization = normalization or default_normalization(view.colormap)
         extension_fmt = None
         if output and output != STDOUT:
             extension_fmt = io.FORMAT_OF_EXTENSION.get(os.path.splitext(output)[1].lower())
@@ -152,6 +149,9 @@ class OutputPlan:
             raise ValueError(f"-f {fmt} contradicts the extension of -o '{output}'; drop -f, or give "
                              f"-o a .{io.EXTENSIONS[fmt]} name")
         fmt = fmt or extension_fmt or "png"
+        if normalization and fmt in ("tiff", "npy"):
+            raise ValueError(f"--normalize shapes PNGs for viewing; {fmt} keeps the raw values, drop it")
+        normalization = normalization or default_normalization(view.colormap)
         plan = cls(fmt, normalization, metadata=recipe_metadata(recipe), view=view, max_pixels=max_pixels)
         if (view.montage or view.colormap != "gray") and fmt != "png":
             raise ValueError(f"--montage and --colormap draw 8-bit PNGs; they do not apply to -f {fmt}")

@@ -559,6 +559,7 @@ def test_shape_names_the_image_when_a_window_does_not_fit(cwd):
     ("apply", "-k", "vertical", "--pool", "global-avg", "--pool-stride", "2"),
     ("pool", "--type", "global-max", "--size", "5"),
     ("apply", "-k", "vertical", "-f", "npy", "--normalize", "clip"),
+    ("apply", "-k", "vertical", "-o", "raw.tif", "--normalize", "abs"),
 ])
 def test_options_that_would_do_nothing_are_usage_errors(photo, cwd, args):
     result = invoke(*args, photo)
