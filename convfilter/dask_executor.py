@@ -154,11 +154,9 @@ def run_jobs(work, jobs, version: str) -> list:
         return _failed(jobs, f"the Dask worker has convfilter {__version__}, this client {version}; "
                              "install the same version on the workers")
     from . import runner  # noqa: F401  (numpy and Numba; unpickling the work loaded them already)
-    from .executors import single_threaded_numba
+    from .executors import single_threaded_kernels
 
-    # Numba's thread count is per thread: set it in the thread that runs the kernels. Not through
-    # NUMBA_NUM_THREADS: Numba is loaded by now, and it refuses a changed value once loaded.
-    single_threaded_numba()
+    single_threaded_kernels()  # each Dask worker thread is one CPU's worth of work
     return [work(job) for job in jobs]
 
 

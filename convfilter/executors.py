@@ -176,7 +176,7 @@ def _worker_main(connection, work, parent_pid: int) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     _die_with_parent(parent_pid)
-    single_threaded_numba()
+    single_threaded_kernels()
     while True:
         try:
             job = connection.recv()
@@ -202,14 +202,15 @@ def _die_with_parent(parent_pid: int) -> None:
         raise WorkerExit(1)
 
 
-def single_threaded_numba() -> None:
-    """One thread per worker: parallel kernels would otherwise multiply threads by --jobs."""
-    numba = sys.modules.get("numba")
-    if numba is not None and numba.config.NUMBA_NUM_THREADS > 1:
-        try:
-            numba.set_num_threads(1)
-        except (RuntimeError, ValueError):
-            pass
+def single_threaded_kernels() -> None:
+    """One thread per worker: the kernels' row bands would otherwise multiply threads by the workers.
+
+    The kernels run their bands on convfilter's own threads (not Numba's parallel
+    backend), so the count to set is :func:`convfilter.ops.set_num_threads`.
+    """
+    from . import ops
+
+    ops.set_num_threads(1)
 
 
 def make_executor(workers: int) -> Executor:

@@ -309,3 +309,26 @@ def test_lists_are_lines_or_nul_separated_and_a_missing_list_is_a_usage_error(tm
     assert read_list("-", io.BytesIO(b"x\ny.jpg\0z.png\0")) == ["x\ny.jpg", "z.png"]  # find -print0
     code, output = invoke("apply", "-k", "vertical", "--from-list", tmp_path / "missing.txt")
     assert code == 2 and "missing.txt" in output and "no such file" in output
+
+
+class ReportsThreads:
+    """Work that reports how many threads a large kernel call would use in this process."""
+
+    def __call__(self, job):
+        from convfilter import ops
+
+        return Result(job.index, job.source, "processed", [str(ops.get_num_threads())])
+
+
+def test_worker_processes_run_the_kernels_on_one_thread(monkeypatch):
+    from convfilter import ops
+    from convfilter.batch import Job
+    from convfilter.executors import ProcessExecutor
+
+    monkeypatch.delenv("CONVFILTER_NUM_THREADS", raising=False)
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    ops.set_num_threads(None)
+    jobs = [Job(index, f"in{index}") for index in range(4)]
+    with ProcessExecutor(2) as executor:
+        results = list(executor.map_unordered(ReportsThreads(), jobs))
+    assert {r.outputs[0] for r in results} == {"1"}  # workers x threads never exceeds --jobs
