@@ -31,6 +31,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from convfilter.system import usable_cpus
+
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 VERTICAL_7 = "7x7: " + ",".join("1" if col == 3 else "0" for row in range(7) for col in range(7))
 
@@ -85,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
     has_mogrify = shutil.which("mogrify") is not None
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = usable_cpus()
 
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         root = Path(tmp)

@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from bench_batch import convfilter_command, fresh, make_folder, timed
+from convfilter.system import usable_cpus
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
     except ImportError:
         sys.exit("needs Dask: pip install -e '.[dask]'")
     size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = usable_cpus()
 
     with tempfile.TemporaryDirectory(prefix="bench-dask-") as tmp, \
             LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",

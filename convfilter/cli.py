@@ -21,12 +21,12 @@ import click
 
 from . import __version__
 from .colormap import COLORMAPS
+from .formats import FORMATS, format_help
 from .geometry import normalize_padding
 from .recipe import (
     ACTIVATIONS,
     CHANNEL_MODES,
     DEFAULT_MAX_PIXELS,
-    FORMATS,
     NORMALIZATIONS,
     POOL_TYPES,
     Convolution,
@@ -37,7 +37,6 @@ from .recipe import (
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 130, 143
-FLOAT32_MAX = 3.4028234663852886e38
 
 
 # --- option types ----------------------------------------------------------------------------
@@ -88,6 +87,8 @@ class BiasType(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
+        from .kernels import FLOAT32_MAX
+
         try:
             values = tuple(float(v) for v in str(value).split(","))
         except ValueError:
@@ -112,9 +113,7 @@ def io_options(command):
         click.option("-o", "--output", metavar="PATH",
                      help="Output file (one output), '-' for stdout, or a folder (created if "
                           "needed). Default: the current folder."),
-        click.option("-f", "--format", "fmt", type=click.Choice(FORMATS, **CHOICE),
-                     help="png (8-bit), png16, tiff (raw float32) or npy (raw float32 maps, "
-                          "(H, W, F)). Default: from the output's extension, else png."),
+        click.option("-f", "--format", "fmt", type=click.Choice(list(FORMATS), **CHOICE), help=format_help()),
         click.option("--normalize", type=click.Choice(NORMALIZATIONS, **CHOICE), default=None,
                      help="How png/png16 show raw values: minmax (as plt.imshow), clip to [0,1], "
                           "abs (|x| / max|x|) or signed (zero in the middle, limits +-max|x|). "
@@ -144,10 +143,11 @@ def _refuse_unused(pool_type: str, *names: str) -> None:
     ctx = click.get_current_context()
     given = [f"--{name.replace('_', '-')}" for name in names
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-    if given and (pool_type == "none" or pool_type.startswith("global")):
+    if given and not POOL_TYPES[pool_type].windowed:
         what = "no pooling" if pool_type == "none" else f"{pool_type} pooling (it has no window)"
         verb = "does" if len(given) == 1 else "do"
-        raise click.UsageError(f"{', '.join(given)} {verb} nothing with {what}; drop it, or pool with max or avg")
+        windowed = " or ".join(t for t, kind in POOL_TYPES.items() if kind.windowed)
+        raise click.UsageError(f"{', '.join(given)} {verb} nothing with {what}; drop it, or pool with {windowed}")
 
 
 def layer_options(kernels_required: bool, with_activation: bool):
@@ -178,7 +178,7 @@ def layer_options(kernels_required: bool, with_activation: bool):
                      show_default=True,
                      help="sum: the kernel spans all channels (one gray map, the book's semantics); "
                           "each: filter every channel alone (a colour image); gray: luminance first."),
-        click.option("--pool", "pool_type", type=click.Choice(POOL_TYPES, **CHOICE), default="none",
+        click.option("--pool", "pool_type", type=click.Choice(list(POOL_TYPES), **CHOICE), default="none",
                      show_default=True, help="Pooling after the activation."),
         click.option("--pool-size", type=PAIR, default="2", show_default=True, help="Pool window N or PH,PW."),
         click.option("--pool-stride", type=PAIR, default=None, help="Pool stride. Default: the pool size."),
@@ -300,8 +300,8 @@ def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns
 
 @cli.command(context_settings=CONTEXT)
 @io_options
-@click.option("-t", "--type", "pool_type", type=click.Choice(POOL_TYPES[1:], **CHOICE), default="max",
-              show_default=True, help="Pooling operation.")
+@click.option("-t", "--type", "pool_type", type=click.Choice([t for t in POOL_TYPES if t != "none"], **CHOICE),
+              default="max", show_default=True, help="Pooling operation.")
 @click.option("--size", type=PAIR, default="2", show_default=True, help="Window N or PH,PW.")
 @click.option("--stride", type=PAIR, default=None, help="Stride. Default: the window size.")
 @click.option("--padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",

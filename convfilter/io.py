@@ -25,11 +25,14 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import __version__
-from .display import normalize, to_pixels
+from .formats import FORMATS
 from .io_modes import channels_of_mode
+from .messages import STDIN_NAME, STDIO
+from .npy import MAGIC as NPY_MAGIC
+from .npy import declared_shape
 from .recipe import DEFAULT_MAX_PIXELS  # noqa: F401  (re-exported for library users)
+from .scaling import normalize, to_pixels
 
-NPY_MAGIC = b"\x93NUMPY"
 SOFTWARE = f"convfilter {__version__}"
 MARK_KEY = "convfilter"  # PNG text key (and TIFF description prefix) that marks a file as our output
 
@@ -81,7 +84,7 @@ class Loaded:
 
 def read_source(source: str, stdin=None) -> bytes | None:
     """The bytes of ``-`` (stdin); None for a path (opened lazily by Pillow)."""
-    if source != "-":
+    if source != STDIO:
         return None
     stream = stdin if stdin is not None else _stdin_buffer()
     return stream.read()
@@ -93,7 +96,7 @@ def _stdin_buffer():
 
 def stem_of(source: str) -> str:
     """The name an input's outputs are named after: its file name without extension."""
-    return "stdin" if source == "-" else os.path.splitext(os.path.basename(source))[0]
+    return STDIN_NAME if source == STDIO else os.path.splitext(os.path.basename(source))[0]
 
 
 def load(source: str, data: bytes | None = None, check_size=None) -> Loaded:
@@ -103,12 +106,12 @@ def load(source: str, data: bytes | None = None, check_size=None) -> Loaded:
     header declares before any pixel is decoded; it raises to refuse the input.
     """
     stem = stem_of(source)
-    if data is None and source == "-":
+    if data is None and source == STDIO:
         data = read_source(source)
     try:
         if data is not None:
             if not data:
-                raise InputError("stdin is empty" if source == "-" else "empty file")
+                raise InputError(f"{STDIN_NAME} is empty" if source == STDIO else "empty file")
             head = data[:6]
             stream = _io.BytesIO(data)
             array = _load_npy(stream, check_size) if head == NPY_MAGIC else _load_image(stream, check_size)
@@ -151,16 +154,8 @@ def _load_npy(handle, check_size=None) -> np.ndarray:
 
 def _check_npy_header(handle, check_size=None) -> None:
     """Check an array's declared shape (pixel limit, ``check_size``) before numpy allocates it."""
-    start = handle.tell()
-    version = np.lib.format.read_magic(handle)
-    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-    if read_header is None:  # a newer header version: numpy checks it when loading
-        handle.seek(start)
-        return
-    shape, _, _ = read_header(handle)
-    handle.seek(start)
-    if len(shape) in (2, 3):
+    shape = declared_shape(handle)
+    if shape is not None and len(shape) in (2, 3):
         _check_pixels(shape[0] * shape[1])
         if check_size is not None:
             check_size(shape[0], shape[1], shape[2] if len(shape) == 3 else 1)
@@ -281,8 +276,17 @@ def image_to_array(image: Image.Image) -> np.ndarray:
 # --- writing -------------------------------------------------------------------------------
 
 PNG_COMPRESS_LEVEL = 4
-EXTENSIONS = {"png": "png", "png16": "png", "tiff": "tif", "npy": "npy"}
-FORMAT_OF_EXTENSION = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy"}
+EXTENSIONS = {f.name: f.extension for f in FORMATS.values()}  # format -> extension of its files
+_ENCODERS: dict = {}  # format name -> encoder(data, normalization, metadata, colormap) -> bytes
+
+
+def _encoder(fmt: str):
+    """Register the encoder of the output format ``fmt`` (an entry of :data:`convfilter.formats.FORMATS`)."""
+    def register(function):
+        _ENCODERS[fmt] = function
+        return function
+
+    return register
 
 
 def encode(data: np.ndarray, fmt: str, normalization: str = "minmax", metadata: dict | None = None,
@@ -293,28 +297,42 @@ def encode(data: np.ndarray, fmt: str, normalization: str = "minmax", metadata: 
     also through ``colormap``, see :mod:`convfilter.colormap`); ``tiff``
     (float32, one channel) and ``npy`` (float32, any K) keep the raw values.
     """
-    if fmt == "npy":
-        buffer = _io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(data, np.float32), allow_pickle=False)
-        return buffer.getvalue()
-    channels = data.shape[2]
-    if channels not in (1, 3):
-        raise ValueError(f"a {fmt} image holds 1 or 3 channels, this map has {channels}; use -f npy")
-    if fmt == "tiff":
-        if channels != 1:
-            raise ValueError("float TIFF holds one channel; use -f npy for colour maps")
-        image = Image.fromarray(np.ascontiguousarray(data[:, :, 0], np.float32), mode="F")
-        description = MARK_KEY + " " + (metadata or {}).get(MARK_KEY, "{}")
-        return _save(image, "TIFF", compression="tiff_deflate", software=SOFTWARE, description=description)
-    if fmt == "png16":
-        if channels != 1:
-            raise ValueError("16-bit PNG holds one channel here; use -f png or -f npy for colour maps")
-        pixels = np.round(normalize(data, normalization)[:, :, 0] * 65535).astype("<u2")
-        # frombytes, not fromarray(mode="I;16"): newer Pillow refuses that mode for uint16 arrays
-        image = Image.frombytes("I;16", (pixels.shape[1], pixels.shape[0]), pixels.tobytes())
-    else:
-        image = Image.fromarray(to_pixels(data, normalization, colormap))
+    if not FORMATS[fmt].stacked:
+        channels = data.shape[2]
+        if channels not in (1, 3):
+            raise ValueError(f"a {fmt} image holds 1 or 3 channels, this map has {channels}; use -f npy")
+    return _ENCODERS[fmt](data, normalization, metadata or {}, colormap)
+
+
+@_encoder("npy")
+def _encode_npy(data, normalization, metadata, colormap) -> bytes:
+    buffer = _io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(data, np.float32), allow_pickle=False)
+    return buffer.getvalue()
+
+
+@_encoder("tiff")
+def _encode_tiff(data, normalization, metadata, colormap) -> bytes:
+    if data.shape[2] != 1:
+        raise ValueError("float TIFF holds one channel; use -f npy for colour maps")
+    image = Image.fromarray(np.ascontiguousarray(data[:, :, 0], np.float32), mode="F")
+    description = MARK_KEY + " " + metadata.get(MARK_KEY, "{}")
+    return _save(image, "TIFF", compression="tiff_deflate", software=SOFTWARE, description=description)
+
+
+@_encoder("png16")
+def _encode_png16(data, normalization, metadata, colormap) -> bytes:
+    if data.shape[2] != 1:
+        raise ValueError("16-bit PNG holds one channel here; use -f png or -f npy for colour maps")
+    pixels = np.round(normalize(data, normalization)[:, :, 0] * 65535).astype("<u2")
+    # frombytes, not fromarray(mode="I;16"): newer Pillow refuses that mode for uint16 arrays
+    image = Image.frombytes("I;16", (pixels.shape[1], pixels.shape[0]), pixels.tobytes())
     return png_bytes(image, metadata)
+
+
+@_encoder("png")
+def _encode_png(data, normalization, metadata, colormap) -> bytes:
+    return png_bytes(Image.fromarray(to_pixels(data, normalization, colormap)), metadata)
 
 
 def png_bytes(image: Image.Image, metadata: dict | None = None) -> bytes:
@@ -331,6 +349,7 @@ def png_bytes(image: Image.Image, metadata: dict | None = None) -> bytes:
 def written_by_convfilter(path: str) -> bool:
     """Whether ``path`` is a file convfilter wrote (so a folder run does not re-filter it).
 
+    Each output format records it where :data:`convfilter.formats.FORMATS` says:
     PNGs carry a ``convfilter`` text chunk and TIFFs an ImageDescription that
     starts with ``convfilter``. ``.npy`` arrays cannot carry a mark, and
     convfilter is what writes them, so every ``.npy`` counts as an output.
@@ -341,14 +360,15 @@ def written_by_convfilter(path: str) -> bool:
             head = handle.read(8)
     except OSError:
         return False
-    if head.startswith(NPY_MAGIC):
-        return True
-    if not (head.startswith(b"\x89PNG") or head[:4] in (b"II*\x00", b"MM\x00*")):
+    fmt = next((f for f in FORMATS.values() if head.startswith(f.magic)), None)
+    if fmt is None:
         return False
+    if fmt.mark is None:
+        return True
     try:
         with quiet_pillow(), Image.open(path) as image:
-            if image.format == "PNG":
-                return MARK_KEY in image.info
+            if fmt.mark == "text":
+                return image.format == "PNG" and MARK_KEY in image.info
             description = image.tag_v2.get(270, "") if image.format == "TIFF" else ""
             return isinstance(description, str) and description.startswith(MARK_KEY)
     except Exception:  # a damaged file raises many kinds; it is not an output (processing reports it)

@@ -308,10 +308,12 @@ def load_file(path: str):
     if path.lower().endswith(".npy"):
         import numpy as np
 
+        from .npy import declared_shape
+
         try:
             # the declared shape first (mapped, nothing read): a damaged or hostile header
             # must not make numpy allocate gigabytes
-            declared = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            declared = declared_shape(path)
             if math.prod(declared) > MAX_FILE_VALUES:
                 raise ValueError(f"shape {declared} has more than {MAX_FILE_VALUES:,} values; "
                                  "that is not a kernel or filter bank")

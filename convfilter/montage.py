@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .display import to_pixels
+from .scaling import to_pixels
 
 GAP = 4
 LABEL_HEIGHT = 14

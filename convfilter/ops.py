@@ -21,6 +21,7 @@ import numpy as np
 
 from . import _jit
 from .geometry import AxisGeometry, axis, normalize_padding, output_size, pair
+from .system import usable_cpus
 
 __all__ = [
     "conv2d",
@@ -162,10 +163,7 @@ def _default_threads() -> int:
     env = os.environ.get("CONVFILTER_NUM_THREADS") or os.environ.get("NUMBA_NUM_THREADS")
     if env and env.strip().isdigit() and int(env) >= 1:
         return int(env)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return usable_cpus()
 
 
 def set_num_threads(count: int | None) -> None:

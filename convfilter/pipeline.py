@@ -121,22 +121,18 @@ def _bias_per_map(bias: tuple[float, ...], count: int) -> tuple[float, ...]:
     return bias
 
 
-POOLS = {
-    "max": ops.max_pool2d,
-    "avg": ops.avg_pool2d,
-    "global-max": lambda x, *_: ops.global_max_pool2d(x, keepdims=True),
-    "global-avg": lambda x, *_: ops.global_avg_pool2d(x, keepdims=True),
-}
-
-
 def pool(data: np.ndarray, pooling: Pooling) -> np.ndarray:
-    """Pool an (H, W, K) map; global pools give (1, 1, K)."""
-    if pooling.type == "none":
+    """Pool an (H, W, K) map with the ops function its type names; global pools give (1, 1, K)."""
+    kind = pooling.kind
+    if kind.function is None:
         return data
-    return POOLS[pooling.type](data, pooling.size, pooling.strides, pooling.padding)
+    function = getattr(ops, kind.function)
+    if kind.windowed:
+        return function(data, pooling.size, pooling.strides, pooling.padding)
+    return function(data, keepdims=True)
 
 
-# Measured peak memory (see the README) stays below this many float32 copies of the input
+# Measured peak memory (see docs/failures.md) stays below this many float32 copies of the input
 # plus the output channels; it covers the decoded pixels, the float image, the padded copy,
 # the planar and NHWC results and the normalised copy for encoding.
 COPIES_PER_CHANNEL = 2.5

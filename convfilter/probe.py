@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from .io_modes import channels_of_mode
+from .messages import os_error_text
+from .npy import MAGIC as NPY_MAGIC
+from .npy import declared_shape
 
-NPY_MAGIC = b"\x93NUMPY"
 _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
@@ -14,12 +16,10 @@ def image_size(path: str) -> tuple[int, int, int]:
         with open(path, "rb") as handle:
             head = handle.read(6)
     except OSError as exc:
-        raise ValueError(exc.strerror.lower() if exc.strerror else str(exc)) from None
+        raise ValueError(os_error_text(exc)) from None
     if head == NPY_MAGIC:
-        import numpy as np
-
         try:
-            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            shape = declared_shape(path)
         except Exception as exc:
             raise ValueError(f"not a readable .npy array ({exc})") from None
         if len(shape) not in (2, 3):

@@ -15,13 +15,39 @@ from .geometry import AxisGeometry, axis
 if TYPE_CHECKING:  # kernels.py is not needed to describe a recipe (keeps --help light)
     from .kernels import Kernel
 
+# the names of convfilter.ops.ACTIVATIONS (where each one's function is), for the CLI without numpy;
+# tests/test_tables.py holds the two equal
 ACTIVATIONS = ("none", "relu", "abs", "sigmoid", "tanh")
 CHANNEL_MODES = ("sum", "each", "gray")
-POOL_TYPES = ("none", "max", "avg", "global-max", "global-avg")
-FORMATS = ("png", "png16", "tiff", "npy")
 NORMALIZATIONS = ("minmax", "clip", "abs", "signed")
 # Pillow's own default pixel limit (about 89.5 million pixels, a 9459x9459 image)
 DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+
+
+@dataclass(frozen=True)
+class PoolType:
+    """One value of ``--pool``: the :mod:`convfilter.ops` function that pools, and how.
+
+    ``windowed`` pools slide a window (``--pool-size``, ``--pool-stride``,
+    ``--pool-padding``) and are called as ``function(x, size, strides,
+    padding)``; the others reduce each whole map to one value and are called as
+    ``function(x, keepdims=True)``. ``reduce`` names what a window gives (max
+    or mean), for ``convfilter shape``.
+    """
+
+    name: str
+    function: str | None
+    reduce: str = ""
+    windowed: bool = False
+
+
+POOL_TYPES = {t.name: t for t in (
+    PoolType("none", None),
+    PoolType("max", "max_pool2d", "max", windowed=True),
+    PoolType("avg", "avg_pool2d", "mean", windowed=True),
+    PoolType("global-max", "global_max_pool2d", "max"),
+    PoolType("global-avg", "global_avg_pool2d", "mean"),
+)}
 
 
 @dataclass(frozen=True)
@@ -34,8 +60,13 @@ class Pooling:
     padding: str = "VALID"
 
     @property
+    def kind(self) -> PoolType:
+        return POOL_TYPES[self.type]
+
+    @property
     def is_global(self) -> bool:
-        return self.type.startswith("global")
+        """A pool of each whole map (one value per map), not a sliding window."""
+        return self.type != "none" and not self.kind.windowed
 
     @property
     def strides(self) -> tuple[int, int]:
@@ -43,7 +74,7 @@ class Pooling:
 
     def geometry(self, height: int, width: int) -> tuple[AxisGeometry, AxisGeometry] | None:
         """Per-axis geometry of this pool over a height x width map (None for none/global)."""
-        if self.type == "none" or self.is_global:
+        if not self.kind.windowed:
             return None
         sh, sw = self.strides
         return (

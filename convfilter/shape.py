@@ -92,8 +92,8 @@ def describe(height: int, width: int, channels: int, recipe: Recipe) -> list[str
         for h, w, depth, source in stages:
             after = f"after {source}" if len(stages) > 1 else ""
             if pooling.is_global:
-                what = "mean" if pooling.type.endswith("avg") else "max"
-                rows.append((f"{pooling.type} pool", f"1x1x{depth}", "", f"{what} over {h}x{w}", after))
+                rows.append((f"{pooling.type} pool", f"1x1x{depth}", "", f"{pooling.kind.reduce} over {h}x{w}",
+                             after))
                 continue
             gh, gw = pooling.geometry(h, w)
             title = _window(f"{pooling.type} pool", pooling.size, pooling.padding, pooling.strides)

@@ -1,4 +1,4 @@
-"""Slow, obviously-correct references written straight from the formulas in the README.
+"""Slow, obviously-correct references written straight from the formulas in docs/semantics.md.
 
 Independent of convfilter: plain Python loops over numpy arrays, no shared helpers.
 """

@@ -16,38 +16,16 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from convfilter.batch import Console, Result
+from conftest import BROKEN, GOOD, files_under, picture, run_convfilter
+from convfilter.batch import Result
+from convfilter.batch.console import Console
 from convfilter.cli import cli
 from convfilter.io import written_by_convfilter
-
-GOOD = ["a.jpg", "b.png", "sub/c.jpg", "sub/deeper/d.png"]
-BROKEN = ["sub/trunc.jpg", "garbage.png"]
-
-
-def picture(path: Path, seed: int, size=(24, 32)) -> None:
-    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-
-
-@pytest.fixture
-def tree(tmp_path) -> Path:
-    """Good images in nested folders, a truncated JPEG, a garbage PNG, a text file, an empty folder."""
-    root = tmp_path / "tree"
-    for seed, name in enumerate(GOOD):
-        picture(root / name, seed)
-    whole = (root / "a.jpg").read_bytes()
-    (root / "sub" / "trunc.jpg").write_bytes(whole[: len(whole) // 2])
-    (root / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
-    (root / "notes.txt").write_text("a text file, not an image\n")
-    (root / "empty").mkdir()
-    return root
 
 
 def convfilter(*args, cwd, stdin=None, check=None):
     """Run the real command in a subprocess; return (exit code, stdout bytes, stderr text)."""
-    done = subprocess.run([sys.executable, "-m", "convfilter", *map(str, args)], cwd=cwd, input=stdin,
-                          capture_output=True, timeout=120)
+    done = run_convfilter(*args, cwd=cwd, input=stdin, text=False)
     if check is not None:
         assert done.returncode == check, done.stderr.decode()
     return done.returncode, done.stdout, done.stderr.decode()
@@ -56,10 +34,6 @@ def convfilter(*args, cwd, stdin=None, check=None):
 def invoke(*args):
     result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     return result.exit_code, result.output
-
-
-def files_under(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def outputs_of(names) -> set[str]:
@@ -291,7 +265,7 @@ class DiesOn:
 
 def test_process_executor_yields_one_result_per_job_and_survives_a_lost_worker():
     from convfilter.batch import Job
-    from convfilter.executors import ProcessExecutor
+    from convfilter.batch.executors import ProcessExecutor
 
     jobs = [Job(index, f"in{index}") for index in range(12)]
     with ProcessExecutor(2) as executor:
@@ -303,7 +277,7 @@ def test_process_executor_yields_one_result_per_job_and_survives_a_lost_worker()
 
 
 def test_lists_are_lines_or_nul_separated_and_a_missing_list_is_a_usage_error(tmp_path):
-    from convfilter.batch import read_list
+    from convfilter.batch.inputs import read_list
 
     assert read_list("-", io.BytesIO(b"a b.jpg\n\nsub/c.png\n")) == ["a b.jpg", "sub/c.png"]
     assert read_list("-", io.BytesIO(b"x\ny.jpg\0z.png\0")) == ["x\ny.jpg", "z.png"]  # find -print0
@@ -323,7 +297,7 @@ class ReportsThreads:
 def test_worker_processes_run_the_kernels_on_one_thread(monkeypatch):
     from convfilter import ops
     from convfilter.batch import Job
-    from convfilter.executors import ProcessExecutor
+    from convfilter.batch.executors import ProcessExecutor
 
     monkeypatch.delenv("CONVFILTER_NUM_THREADS", raising=False)
     monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)

@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,13 +17,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 import naive
+from conftest import CHECKOUT_ENV, SAMPLES, run_convfilter
 from convfilter import __version__, ops
 from convfilter.cli import cli
 from convfilter.geometry import output_size
 from convfilter.kernels import REGISTRY, builtin
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "sample_images"
 CHINA = SAMPLES / "china.jpg"
 COMMANDS = ["apply", "pool", "kernels", "shape"]
 
@@ -34,14 +32,12 @@ def invoke(*args, input=None):
     return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
-# subprocesses run this checkout's package, however (or whether) it is installed
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+ENV = CHECKOUT_ENV
 
 
 def run(*args, cwd, input=None):
-    """Run ``python -m convfilter`` in a real subprocess."""
-    return subprocess.run([sys.executable, "-m", "convfilter", *map(str, args)], cwd=cwd, input=input,
-                          capture_output=True, timeout=300, env=ENV)
+    """Run ``python -m convfilter`` in a real subprocess (bytes out)."""
+    return run_convfilter(*args, cwd=cwd, input=input, text=False, timeout=300, env=ENV)
 
 
 def pixels(path):

@@ -8,6 +8,7 @@ import sys
 import threading
 
 import numpy as np
+import pytest
 from PIL import Image
 
 KERNELS = ["-k", "vertical", "-k", "sobel-x", "-k", "gaussian:9:2"]
@@ -27,6 +28,7 @@ def command(names, output):
     return [sys.executable, "-m", "convfilter", "apply", *KERNELS, *names, "-o", output]
 
 
+@pytest.mark.slow
 def test_two_writers_and_a_reader_never_see_a_corrupt_file(tmp_path):
     names = make_inputs(tmp_path)
     reference = subprocess.run(command(names, "reference/"), cwd=tmp_path, capture_output=True, text=True)

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_batch import BROKEN, GOOD, convfilter, files_under, picture, tree  # noqa: F401  (tree: fixture)
+from conftest import BROKEN, GOOD, files_under, picture
+from test_batch import convfilter
 
 from convfilter.batch import Job, Result
 
@@ -191,7 +192,7 @@ def test_killing_a_worker_mid_run_still_completes_the_batch(cluster, tmp_path):
 
 
 def test_a_worker_with_another_convfilter_version_fails_its_files_with_a_reason(tree):
-    from convfilter.dask_executor import run_jobs
+    from convfilter.batch.dask_executor import run_jobs
 
     jobs = [Job(0, str(tree / "a.jpg")), Job(1, str(tree / "b.png"))]
     results = run_jobs(KillsItsWorker("nothing"), jobs, "0.0.1")
@@ -212,11 +213,12 @@ class KillsItsWorker:
         return Result(job.index, job.source, "processed", seconds=0.001)
 
 
+@pytest.mark.slow
 @needs_dask
 def test_a_file_that_kills_its_workers_is_reported_alone_not_retried_forever(cluster):
     import cloudpickle
 
-    from convfilter.dask_executor import MAX_FILES_PER_TASK, DaskExecutor
+    from convfilter.batch.dask_executor import MAX_FILES_PER_TASK, DaskExecutor
 
     address, client = cluster
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test file
@@ -234,6 +236,7 @@ def test_a_file_that_kills_its_workers_is_reported_alone_not_retried_forever(clu
     client.wait_for_workers(2, timeout=30)
 
 
+@pytest.mark.slow
 @needs_dask
 def test_ctrl_c_stops_a_cluster_run_leaving_only_whole_files(cluster, tmp_path):
     address, client = cluster

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 import convfilter
+from conftest import run_convfilter
 
 PACKAGE_DIR = Path(convfilter.__file__).resolve().parent
 
@@ -65,8 +66,7 @@ def read_only_folder(mounts, folder: Path, files: dict[str, bytes] | None = None
 
 
 def convfilter_cli(*args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "convfilter", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, env=env)
+    return run_convfilter(*args, cwd=cwd, env=env)
 
 
 @pytest.fixture
@@ -168,6 +168,7 @@ def read_only_install(mounts, folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_read_only_package_and_home(images, mounts):
     """Installed read-only, with a read-only home and temp folder: still computes, never crashes."""
     site = read_only_install(mounts, images / "site")
@@ -197,6 +198,7 @@ def test_read_only_package_and_home(images, mounts):
         assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_no_writable_cache_folder_at_all_compiles_without_a_cache(images, mounts):
     """Read-only package, NUMBA_CACHE_DIR and every fallback: the kernels compile uncached."""
     site = read_only_install(mounts, images / "site")

@@ -1,9 +1,9 @@
-"""Hostile input: seeded mutants of real JPEG/PNG/GIF/TIFF files through the CLI and the runner.
+"""Hostile input: seeded mutants of real JPEG/PNG/GIF/TIFF files through the CLI and ``outputs.process``.
 
 Every mutant must either give its outputs or one ``Error: FILE: reason`` line: the process exits
 0 or 1 within a bounded time, never with a traceback, a signal or a hang. The CLI runs many
 mutants per process (it carries on after a failed input) to keep the test fast; the in-process
-pass through ``runner.process`` then names the mutant that misbehaves.
+pass through ``outputs.process`` then names the mutant that misbehaves.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import random
 import signal
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from convfilter import probe, runner
+from conftest import run_convfilter
+from convfilter import outputs, probe
 from convfilter.kernels import resolve
 from convfilter.recipe import DEFAULT_MAX_PIXELS, Convolution, Pooling, Recipe
 
@@ -30,7 +30,7 @@ SEED = 20261128
 MUTANTS_PER_SEED_FILE = 60  # 6 seed files x 60 = 360 mutants
 BATCH = 90  # mutants per CLI process
 TIMEOUT = 60  # seconds for one CLI process (a hang fails the test instead of stalling it)
-ERRORS = (ValueError, OSError, MemoryError)  # what runner.process may raise for bad input
+ERRORS = (ValueError, OSError, MemoryError)  # what outputs.process may raise for bad input
 
 
 def seed_files() -> dict[str, bytes]:
@@ -158,10 +158,10 @@ def test_mutants_are_deterministic_and_varied(tmp_path):
 
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "convfilter", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    return run_convfilter(*args, cwd=cwd, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [
     ["apply", "-k", "sobel-x", "-k", "gaussian:5:1", "--pool", "max"],
     ["pool", "--type", "avg", "--size", "3", "--padding", "same"],
@@ -242,11 +242,11 @@ def test_runner_raises_only_clean_errors_for_each_mutant(mutants, tmp_path):
     misbehaving = []
     try:
         for path in mutants:
-            plan = runner.OutputPlan.make(recipe, [str(path)], str(tmp_path / "out") + "/", None, "minmax")
+            plan = outputs.OutputPlan.make(recipe, [str(path)], str(tmp_path / "out") + "/", None, "minmax")
             signal.alarm(10)
             try:
                 try:
-                    runner.process(str(path), recipe, plan)
+                    outputs.process(str(path), recipe, plan)
                 except ERRORS as exc:
                     if not " ".join(str(exc).split()):
                         misbehaving.append(f"{path.name}: {type(exc).__name__} without a message")

@@ -71,6 +71,7 @@ def batch(tmp_path_factory):
     return root, reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_signal_mid_parallel_batch_then_skip_existing_finishes_it(batch, tmp_path, signum, code):
     """Ctrl-C reaches the whole process group (as a terminal sends it); SIGTERM only the main process

@@ -7,7 +7,7 @@ import scipy.ndimage as ndi
 from convfilter import kernels as K
 from convfilter import ops
 
-# name -> (shape, sum) from the definitions in the README's kernel table
+# name -> (shape, sum) from the definitions in the kernel table of docs/kernels.md
 EXPECTED = {
     "vertical": ((7, 7), 7), "horizontal": ((7, 7), 7), "diagonal": ((7, 7), 7), "antidiagonal": ((7, 7), 7),
     "sobel-x": ((3, 3), 0), "sobel-y": ((3, 3), 0), "scharr-x": ((3, 3), 0), "scharr-y": ((3, 3), 0),

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convfilter import pipeline, runner
+from conftest import run_convfilter
+from convfilter import outputs, pipeline
 from convfilter.kernels import resolve
 from convfilter.recipe import DEFAULT_MAX_PIXELS, Convolution, Pooling, Recipe
 
@@ -41,8 +42,7 @@ def npy_bomb(shape) -> bytes:
 
 
 def convfilter(*args, cwd, env=None, preexec_fn=None):
-    return subprocess.run([sys.executable, "-m", "convfilter", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env=env, preexec_fn=preexec_fn)
+    return run_convfilter(*args, cwd=cwd, env=env, preexec_fn=preexec_fn)
 
 
 def test_a_bomb_is_refused_before_decoding_with_the_limit_and_the_option(tmp_path):
@@ -67,6 +67,7 @@ def test_shape_reports_a_bombs_declared_size_without_decoding(tmp_path):
     assert result.stderr == ""
 
 
+@pytest.mark.slow
 def test_the_limit_is_exact_and_covers_pillows_warning_band(tmp_path):
     # 40x40 = 1600 pixels: Pillow itself only warns between 1x and 2x its limit
     Image.new("RGB", (40, 40), (200, 10, 10)).save(tmp_path / "small.png")
@@ -106,6 +107,7 @@ def test_without_a_pixel_limit_a_bomb_is_refused_by_the_memory_check(tmp_path):
                                 "needs about 800.0 GB")
 
 
+@pytest.mark.slow
 def test_an_allocation_failure_is_one_clean_line_and_the_next_input_still_runs(tmp_path):
     # an address-space limit makes numpy's allocations fail for real, below the memory check
     Image.new("RGB", (6000, 6000), (10, 200, 30)).save(tmp_path / "large.png")
@@ -142,18 +144,18 @@ def test_memory_bound_counts_input_and_output_channels(recipe, channels, outputs
 
 def test_check_memory_refuses_only_above_what_is_available():
     needed = pipeline.memory_bound(RECIPE_ONE, 1000, 1000, 3)
-    runner.check_memory(RECIPE_ONE, 1000, 1000, 3, available=needed)
+    outputs.check_memory(RECIPE_ONE, 1000, 1000, 3, available=needed)
     with pytest.raises(MemoryError, match=r"not enough memory: a 1000x1000 image with 3 channel\(s\) needs "
                                           r"about 0\.0 GB through these options, 0\.0 GB are available"):
-        runner.check_memory(RECIPE_ONE, 1000, 1000, 3, available=needed - 1)
+        outputs.check_memory(RECIPE_ONE, 1000, 1000, 3, available=needed - 1)
 
 
 def test_check_memory_gives_each_worker_its_share():
     needed = pipeline.memory_bound(RECIPE_ONE, 10_000, 10_000, 3)  # 4 GB
-    runner.check_memory(RECIPE_ONE, 10_000, 10_000, 3, available=3 * needed, workers=3)
+    outputs.check_memory(RECIPE_ONE, 10_000, 10_000, 3, available=3 * needed, workers=3)
     with pytest.raises(MemoryError, match=r"needs about 4\.0 GB through these options, 4\.0 GB are available to "
                                           r"each of 3 workers \(12\.0 GB in all; a smaller --jobs gives each more\)"):
-        runner.check_memory(RECIPE_ONE, 10_000, 10_000, 3, available=3 * needed - 3, workers=3)
+        outputs.check_memory(RECIPE_ONE, 10_000, 10_000, 3, available=3 * needed - 3, workers=3)
 
 
 def test_parallel_workers_share_the_available_memory(tmp_path, monkeypatch):
@@ -189,8 +191,9 @@ def test_parallel_workers_share_the_available_memory(tmp_path, monkeypatch):
     assert code == 0 and lines == [f"wrote {tmp_path / 'one' / 'in0_vertical.png'}"], lines
 
 
+@pytest.mark.slow
 def test_measured_peak_stays_under_the_bound(tmp_path):
-    """The bound in the README, checked on one 2000x2000 RGB image with /usr/bin/time's peak RSS."""
+    """The bound in docs/failures.md, checked on one 2000x2000 RGB image with /usr/bin/time's peak RSS."""
     if not os.path.exists("/usr/bin/time"):
         pytest.skip("needs GNU time at /usr/bin/time (apt-get install time)")
     pixels = np.random.default_rng(1).integers(0, 256, (2000, 2000, 3), dtype=np.uint8)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_convfilter
+
 
 def convfilter(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "convfilter", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    return run_convfilter(*args, cwd=cwd)
 
 
 @pytest.fixture
@@ -121,17 +120,17 @@ def test_a_symlinked_sub_folder_of_the_output_folder_cannot_lead_outside(folder)
 
 def test_the_writer_checks_again_for_a_link_made_after_planning(folder):
     """A sub-folder link that appears between planning and writing is caught where the file is written."""
-    from convfilter import runner
+    from convfilter import outputs
     from convfilter.kernels import resolve
     from convfilter.recipe import Convolution, Recipe
 
     recipe = Recipe(Convolution(kernels=(resolve("vertical"),)))
     out = folder / "out"
-    plan = runner.OutputPlan.make(recipe, [str(folder / "plain.png")], f"{out}/", None, None, "late/{stem}.{ext}")
+    plan = outputs.OutputPlan.make(recipe, [str(folder / "plain.png")], f"{out}/", None, None, "late/{stem}.{ext}")
     assert plan.outputs_for(recipe, str(folder / "plain.png")) == [str(out / "late" / "plain.png")]
     (folder / "outside").mkdir()
     out.mkdir()
     os.symlink(folder / "outside", out / "late")
     with pytest.raises(ValueError, match="would be written outside the output folder"):
-        runner.process(str(folder / "plain.png"), recipe, plan)
+        outputs.process(str(folder / "plain.png"), recipe, plan)
     assert os.listdir(folder / "outside") == []

@@ -1,4 +1,4 @@
-"""Montages, colour maps, the ``shape`` table and the README gallery.
+"""Montages, colour maps, the ``shape`` table and the docs' gallery.
 
 The CLI is run through click's CliRunner on real files, and every PNG is read
 back with Pillow.
@@ -23,7 +23,7 @@ from PIL import Image
 from convfilter import montage
 from convfilter.cli import cli
 from convfilter.colormap import ANCHORS
-from convfilter.display import normalize
+from convfilter.scaling import normalize
 from convfilter.geometry import axis, output_size
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -252,33 +252,35 @@ def test_shape_and_help_do_not_import_numpy():
     assert result.stdout.strip().splitlines()[-1] == "False"
 
 
-# --- README gallery --------------------------------------------------------------------------
+# --- the docs' pictures and examples --------------------------------------------------------
 
 IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)|<img[^>]*\ssrc=\"([^\"]+)\"")
+DOC_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def readme_images() -> list[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    return [a or b for a, b in IMAGE_LINK.findall(text)]
+def shown_images() -> list[Path]:
+    """Every image the README and the docs pages show, resolved against the page that shows it."""
+    return [(page.parent / (a or b)).resolve() for page in DOC_PAGES
+            for a, b in IMAGE_LINK.findall(page.read_text(encoding="utf-8"))]
 
 
-def test_every_image_the_readme_shows_is_in_the_repository():
-    links = readme_images()
-    assert len(links) >= 8, links  # the gallery is there
-    missing = [link for link in links if not (ROOT / link).is_file()]
+def test_every_image_the_docs_show_is_in_the_repository():
+    shown = shown_images()
+    assert len(shown) >= 8, shown  # the gallery is there
+    missing = [str(path) for path in shown if not path.is_file()]
     assert not missing
 
 
 def test_the_gallery_images_are_all_shown_and_small():
-    shown = {Path(link).name for link in readme_images()}
+    shown = {path.name for path in shown_images()}
     committed = sorted((ROOT / "docs" / "images").glob("*.png"))
-    assert {p.name for p in committed} <= shown, "an image in docs/images is not in the README"
+    assert {p.name for p in committed} <= shown, "an image in docs/images is on no docs page"
     assert sum(p.stat().st_size for p in committed) < 600_000
 
 
-def test_the_shape_example_in_the_readme_is_what_shape_prints():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_shape_examples_in_the_docs_are_what_shape_prints():
+    text = "".join(page.read_text(encoding="utf-8") for page in DOC_PAGES)
     blocks = re.findall(r"```text\n\$ convfilter (shape [^\n]*)\n(.*?)```", text, re.S)
-    assert blocks, "no shape example in the README"
+    assert blocks, "no shape example in the docs"
     for command, printed in blocks:
         assert run(*command.split()).output == printed

@@ -28,8 +28,7 @@ import logging
 import os
 import time
 
-from .batch import Result, RunProblem, SetupProblem, UsageProblem
-from .executors import Executor
+from .jobs import Executor, RunProblem, SetupProblem, UsageProblem, failed
 
 INSTALL_HINT = "pip install 'convfilter[dask]'"
 SECONDS_PER_TASK = 0.2  # files are grouped until a task takes about this long
@@ -41,8 +40,8 @@ class DaskExecutor(Executor):
     """Runs jobs as tasks on the Dask cluster whose scheduler is at ``address``.
 
     Connects at once, within Dask's connect timeout (raising
-    :class:`~convfilter.batch.SetupProblem` when Dask is missing or the
-    scheduler cannot be reached, :class:`~convfilter.batch.UsageProblem` for a
+    :class:`~convfilter.batch.jobs.SetupProblem` when Dask is missing or the
+    scheduler cannot be reached, :class:`~convfilter.batch.jobs.UsageProblem` for a
     malformed address, before any work), and disconnects on exit, cancelling
     the tasks that have not finished; a task already running on a worker
     finishes its file (whole, as always).
@@ -74,7 +73,7 @@ class DaskExecutor(Executor):
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
-        from . import __version__
+        from .. import __version__
 
         if hasattr(work, "anchored"):  # the workers' working folder is not ours
             work = work.anchored(os.getcwd())
@@ -112,10 +111,10 @@ class DaskExecutor(Executor):
                         # workers, down with it: run each alone to find it
                         suspects.extend(group)
                         continue
-                    results = _failed(group, f"{error.allowed_failures + 1} Dask workers died while processing "
+                    results = failed(group, f"{error.allowed_failures + 1} Dask workers died while processing "
                                              "it (out of memory? see the workers' logs); not retried further")
                 except Exception as error:  # raised by the task on the worker (Work itself never raises)
-                    results = _failed(group, f"on the Dask cluster: {type(error).__name__}: "
+                    results = failed(group, f"on the Dask cluster: {type(error).__name__}: "
                                              f"{' '.join(str(error).split())}")
                 grouping.learn(results)
                 yield from results
@@ -148,20 +147,16 @@ def run_jobs(work, jobs, version: str) -> list:
     Refuses (as failed results) to run with a convfilter version other than
     the client's, whose output bytes could differ.
     """
-    from . import __version__
+    from .. import __version__
 
     if version != __version__:
-        return _failed(jobs, f"the Dask worker has convfilter {__version__}, this client {version}; "
+        return failed(jobs, f"the Dask worker has convfilter {__version__}, this client {version}; "
                              "install the same version on the workers")
-    from . import runner  # noqa: F401  (numpy and Numba; unpickling the work loaded them already)
-    from .executors import single_threaded_kernels
+    from .. import outputs  # noqa: F401  (numpy and Numba; unpickling the work loaded them already)
+    from .threads import single_threaded_kernels
 
     single_threaded_kernels()  # each Dask worker thread is one CPU's worth of work
     return [work(job) for job in jobs]
-
-
-def _failed(jobs, message: str) -> list:
-    return [Result(job.index, job.source, "failed", error=message) for job in jobs]
 
 
 class _Quiet(logging.Filter):

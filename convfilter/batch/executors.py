@@ -1,25 +1,9 @@
-"""Executors: where the per-file work of a batch runs.
+"""Executors that run a batch's work on this machine, and the choice of executor for a run.
 
-An executor has one job: run a picklable ``work(job) -> Result`` callable on
-every job and yield the results as they finish. It never decides what to do
-(the batch planner did) and never prints (the batch driver does). ``work``
-never raises for a bad input, so an exception out of an executor means the
-run itself is in trouble (Ctrl-C, a lost worker pool).
-
-The interface, for any new executor (e.g. one that sends jobs to a Dask
-cluster)::
-
-    class Executor:
-        def map_unordered(self, work, jobs) -> Iterator[Result]: ...
-        def __enter__(self) -> "Executor": ...
-        def __exit__(self, *exc) -> None: ...   # stop outstanding work, free workers
-
-``map_unordered`` yields exactly one Result per job, in any order. The
-driver may stop iterating early (``--fail-fast``) or be interrupted
-(Ctrl-C): ``__exit__`` (and closing the generator) must then cancel what has
-not finished. Outputs are written atomically by ``work`` itself, so a job
-that is killed half-way leaves no partial file, and a job run twice (a retry
-elsewhere) writes the same bytes.
+:class:`SerialExecutor` runs the jobs in this process, :class:`ProcessExecutor`
+in worker processes; :func:`make_executor` picks one of them, or the Dask
+cluster's (:mod:`.dask_executor`) for a scheduler address. The interface every
+executor follows is :class:`~convfilter.batch.jobs.Executor`.
 """
 
 from __future__ import annotations
@@ -32,18 +16,8 @@ import signal
 import sys
 from multiprocessing.connection import wait
 
-
-class Executor:
-    """Base class: a context manager that runs ``work`` over ``jobs`` (see the module docstring)."""
-
-    def map_unordered(self, work, jobs):
-        raise NotImplementedError
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        return None
+from .jobs import Executor, Result
+from .threads import single_threaded_kernels
 
 
 class SerialExecutor(Executor):
@@ -73,8 +47,6 @@ class ProcessExecutor(Executor):
         self._processes: dict = {}  # connection -> process
 
     def map_unordered(self, work, jobs):
-        from .batch import Result
-
         if hasattr(work, "warm"):
             work.warm()
         pending = list(reversed(jobs))  # pop() gives the next job in order
@@ -202,17 +174,11 @@ def _die_with_parent(parent_pid: int) -> None:
         raise WorkerExit(1)
 
 
-def single_threaded_kernels() -> None:
-    """One thread per worker: the kernels' row bands would otherwise multiply threads by the workers.
+def make_executor(workers: int, scheduler: str | None = None) -> Executor:
+    """The Dask cluster of ``scheduler`` (connected now), else worker processes for
+    ``workers`` > 1, else this process."""
+    if scheduler:
+        from .dask_executor import DaskExecutor
 
-    The kernels run their bands on convfilter's own threads (not Numba's parallel
-    backend), so the count to set is :func:`convfilter.ops.set_num_threads`.
-    """
-    from . import ops
-
-    ops.set_num_threads(1)
-
-
-def make_executor(workers: int) -> Executor:
-    """Worker processes for ``workers`` > 1, else this process."""
+        return DaskExecutor(scheduler)
     return ProcessExecutor(workers) if workers > 1 else SerialExecutor()

@@ -1,7 +1,10 @@
-"""One input through a recipe to its output files: where they go, what they are called.
+"""Output naming: where one input's output files go and what they are called, and writing them.
 
-Shared by the CLI commands; imports numpy, Pillow and Numba (through the
-pipeline), so the CLI imports it only when there is work to do.
+:class:`OutputPlan` turns ``-o``, ``-f`` and ``--name`` into every output's
+path (``{stem}_{kernel}.{ext}``) before any input is read; :func:`process`
+reads one input, runs the recipe and writes those files. Imports numpy,
+Pillow and Numba (through the pipeline), so the CLI imports it only when
+there is work to do.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from dataclasses import dataclass, field
 
 from . import __version__, io, montage, pipeline
 from .colormap import default_normalization
+from .formats import DEFAULT_FORMAT, FORMAT_OF_SUFFIX, FORMATS, written_extensions
+from .messages import STDIO as STDOUT
+from .messages import display_name
 from .recipe import DEFAULT_MAX_PIXELS, Recipe, View
 
-STDOUT = "-"
 # image extensions a user may type for -o that convfilter does not write (lossy or 8-bit only)
 UNWRITABLE_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".jp2", ".ppm", ".pgm"}
 
@@ -33,7 +38,7 @@ def output_labels(recipe: Recipe, fmt: str) -> list[str]:
         labels = [f"{recipe.pooling.type}pool"]
     else:
         labels = pipeline.kernel_labels(conv.kernels)
-    return ["+".join(labels)] if fmt == "npy" else labels
+    return ["+".join(labels)] if FORMATS[fmt].stacked else labels
 
 
 DEFAULT_NAME = "{stem}_{kernel}.{ext}"
@@ -137,25 +142,25 @@ class OutputPlan:
         """
         extension_fmt = None
         if output and output != STDOUT:
-            extension_fmt = io.FORMAT_OF_EXTENSION.get(os.path.splitext(output)[1].lower())
+            extension_fmt = FORMAT_OF_SUFFIX.get(os.path.splitext(output)[1].lower())
         names_folder = bool(output) and output != STDOUT and (
             _is_folder(output) or extension_fmt is None
         )
         suffix = os.path.splitext(output or "")[1].lower()
         if extension_fmt is None and suffix in UNWRITABLE_IMAGE_SUFFIXES and not _is_folder(output):
-            raise ValueError(f"convfilter writes .png, .tif or .npy files, not '{suffix}'; "
+            raise ValueError(f"convfilter writes {written_extensions()} files, not '{suffix}'; "
                              "change the extension of -o (or end it with '/' for a folder)")
-        if fmt and extension_fmt and io.EXTENSIONS[fmt] != io.EXTENSIONS[extension_fmt]:
+        if fmt and extension_fmt and FORMATS[fmt].extension != FORMATS[extension_fmt].extension:
             raise ValueError(f"-f {fmt} contradicts the extension of -o '{output}'; drop -f, or give "
-                             f"-o a .{io.EXTENSIONS[fmt]} name")
-        fmt = fmt or extension_fmt or "png"
-        if normalization and fmt in ("tiff", "npy"):
+                             f"-o a .{FORMATS[fmt].extension} name")
+        fmt = fmt or extension_fmt or DEFAULT_FORMAT
+        if normalization and FORMATS[fmt].raw:
             raise ValueError(f"--normalize shapes PNGs for viewing; {fmt} keeps the raw values, drop it")
         normalization = normalization or default_normalization(view.colormap)
         plan = cls(fmt, normalization, metadata=recipe_metadata(recipe), view=view, max_pixels=max_pixels)
-        if (view.montage or view.colormap != "gray") and fmt != "png":
+        if (view.montage or view.colormap != "gray") and not FORMATS[fmt].drawn:
             raise ValueError(f"--montage and --colormap draw 8-bit PNGs; they do not apply to -f {fmt}")
-        if recipe.pooling.is_global and fmt in ("png", "png16"):
+        if recipe.pooling.is_global and not FORMATS[fmt].raw:
             if view.montage:
                 raise ValueError("global pooling gives one number per map, nothing to draw; drop --montage")
             if output:
@@ -199,7 +204,7 @@ class OutputPlan:
         """
         if self.target is not None:
             return self.target
-        name = self.name.format(stem=stem, kernel=label, index=index, ext=io.EXTENSIONS[self.fmt])
+        name = self.name.format(stem=stem, kernel=label, index=index, ext=FORMATS[self.fmt].extension)
         path = os.path.join(subfolder, name) if subfolder else name
         return os.path.normpath(path if self.folder == "." else os.path.join(self.folder, path))
 
@@ -260,13 +265,13 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
     maps = pipeline.run(loaded.array, recipe)
     if plan.as_text:
         stream = stdout if stdout is not None else sys.stdout.buffer
-        name = "stdin" if source == STDOUT else source
+        name = display_name(source)
         lines = [f"{name}\t{m.label}\t{c}\t{float(m.data[0, 0, c]):.9g}\n" for m in maps
                  for c in range(m.data.shape[2])]
         stream.write("".join(lines).encode())
         stream.flush()
         return []
-    if plan.fmt == "npy" and len(maps) > 1:
+    if FORMATS[plan.fmt].stacked and len(maps) > 1:
         maps = [_stacked(maps)]
     metadata = {io.MARK_KEY: plan.metadata}
     view = plan.view
@@ -339,16 +344,3 @@ def _check_destination(path: str, source: str) -> None:
     """Refuse to overwrite the input itself (the batch planner checks the other inputs)."""
     if source != STDOUT and os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source):
         raise ValueError(f"the output '{path}' is the input itself; choose another -o")
-
-
-def error_message(exc: BaseException) -> str:
-    """One line for the user about a failed input (no traceback, no class names)."""
-    if isinstance(exc, MemoryError):
-        text = " ".join(str(exc).split())  # ours says how much; numpy's names the array
-        if text.startswith("not enough memory"):
-            return text
-        return f"not enough memory ({text or 'for this image'})"
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f" ({exc.filename})" if exc.filename else ""
-        return f"{exc.strerror.lower()}{where}"
-    return " ".join(str(exc).split()) or type(exc).__name__
