@@ -1,5 +1,5 @@
 #!/usr/bin/env sh
-# Regenerate the README gallery in docs/images/ with convfilter itself, so the
+# Regenerate the gallery (docs/gallery.md) in docs/images/ with convfilter itself, so the
 # pictures always show what the code does. Run from anywhere, with convfilter
 # installed (pip install -e .):  sh docs/figures.sh
 #
