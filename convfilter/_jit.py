@@ -328,11 +328,18 @@ def _window(index, stride, pad_before, size, limit):
     return max(start, 0), min(start + size, limit)
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA)
-def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
-    """Max over each window; cells outside the image are ignored (never zeros)."""
+@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+def _pool_windows(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop, average):
+    """The window loop of both pools: the max of the cells of each window that lie inside the
+    image (padding cells are ignored, never zeros) or, with ``average``, their mean (divided by
+    the number of those cells, as TensorFlow's SAME average pool does).
+
+    ``average`` is a literal at each call, so the compiler keeps only one reduction in the
+    inner loop (each pool compiles to what a loop of its own would be).
+    """
     n_img, height, width, channels = x.shape
     out_w = out.shape[2]
+    zero = np.float32(0.0)
     for n in range(n_img):
         for i in range(row_start, row_stop):
             r0, r1 = _window(i, sh, pad_top, ph, height)
@@ -341,32 +348,29 @@ def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
                 dst = out[n, i, j]
                 first = x[n, r0, q0]
                 for c in range(channels):
-                    dst[c] = first[c]
+                    dst[c] = zero if average else first[c]
                 for r in range(r0, r1):
                     for q in range(q0, q1):
                         cell = x[n, r, q]
                         for c in range(channels):
                             value = cell[c]
-                            dst[c] = value if value > dst[c] else dst[c]
+                            if average:
+                                dst[c] += value
+                            else:
+                                dst[c] = value if value > dst[c] else dst[c]
+                if average:
+                    count = np.float32((r1 - r0) * (q1 - q0))
+                    for c in range(channels):
+                        dst[c] /= count
+
+
+@njit(cache=CACHE, nogil=True, fastmath=FMA)
+def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
+    """Max over each window; cells outside the image are ignored (never zeros)."""
+    _pool_windows(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop, False)
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FMA)
 def avg_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
     """Mean over each window, dividing by the number of cells inside the image."""
-    n_img, height, width, channels = x.shape
-    out_w = out.shape[2]
-    for n in range(n_img):
-        for i in range(row_start, row_stop):
-            r0, r1 = _window(i, sh, pad_top, ph, height)
-            for j in range(out_w):
-                q0, q1 = _window(j, sw, pad_left, pw, width)
-                dst = out[n, i, j]
-                dst[:] = 0.0
-                for r in range(r0, r1):
-                    for q in range(q0, q1):
-                        cell = x[n, r, q]
-                        for c in range(channels):
-                            dst[c] += cell[c]
-                count = np.float32((r1 - r0) * (q1 - q0))
-                for c in range(channels):
-                    dst[c] /= count
+    _pool_windows(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop, True)
