@@ -20,7 +20,7 @@ _OPS = {
     "activate",
 }
 
-__all__ = sorted(_OPS | {"output_size", "__version__"})
+__all__ = sorted(_OPS | {"output_size", "pad", "__version__"})
 
 
 def __getattr__(name):
@@ -28,6 +28,10 @@ def __getattr__(name):
         from . import ops
 
         return getattr(ops, name)
+    if name == "pad":  # numpy only: no Numba to import
+        from .borders import pad
+
+        return pad
     if name == "output_size":
         from .geometry import output_size
 

@@ -10,7 +10,9 @@ The formula, as in TensorFlow (cross-correlation; the kernel is not flipped)::
 
     z[n, i, j, k] = sum_{u, v, c} x[n, i*sh + u*dh - pt, j*sw + v*dw - pl, c] * w[u, v, c, k]
 
-with zero padding ``pt``/``pl`` from :func:`convfilter.geometry.axis`.
+with padding ``pt``/``pl`` from :func:`convfilter.geometry.axis` (TensorFlow's SAME or VALID, or
+explicit cells); the padding cells are zeros unless a ``border`` mode fills them (see
+:func:`convfilter.borders.pad`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import os
 import numpy as np
 
 from . import _jit
-from .geometry import AxisGeometry, axis, normalize_padding, output_size, pair
+from .borders import fill_border, pad
+from .geometry import (AxisGeometry, axis, axis_padding, check_border, check_pool_padding, describe_padding,
+                       normalize_border, normalize_padding, output_size, pair)
 from .system import usable_cpus
 
 __all__ = [
@@ -29,6 +33,7 @@ __all__ = [
     "avg_pool2d",
     "global_avg_pool2d",
     "global_max_pool2d",
+    "pad",
     "bias_add",
     "relu",
     "activate",
@@ -65,18 +70,26 @@ def _geometry(x: np.ndarray, window, strides, padding, dilations, what: str):
     height, width = x.shape[1], x.shape[2]
     try:
         return (
-            axis(height, wh, strides[0], padding, dilations[0]),
-            axis(width, ww, strides[1], padding, dilations[1]),
+            axis(height, wh, strides[0], axis_padding(padding, 0), dilations[0]),
+            axis(width, ww, strides[1], axis_padding(padding, 1), dilations[1]),
         )
     except ValueError:
         eff_h, eff_w = (wh - 1) * dilations[0] + 1, (ww - 1) * dilations[1] + 1
+        if isinstance(padding, str):
+            raise ValueError(
+                f"{what} {eff_h}x{eff_w} is larger than the {height}x{width} input with padding=VALID; "
+                "use padding SAME or a smaller window"
+            ) from None
+        (top, bottom), (left, right) = padding
         raise ValueError(
-            f"{what} {eff_h}x{eff_w} is larger than the {height}x{width} input with padding=VALID; "
-            "use padding SAME or a smaller window"
+            f"{what} {eff_h}x{eff_w} is larger than the {height}x{width} input padded to "
+            f"{height + top + bottom}x{width + left + right} (padding {describe_padding(padding)}); "
+            "pad more, use padding SAME or a smaller window"
         ) from None
 
 
-def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None, activation=None) -> np.ndarray:
+def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None, activation=None,
+           border="CONSTANT") -> np.ndarray:
     """2-D cross-correlation with TensorFlow's semantics (``tf.nn.conv2d``).
 
     Parameters
@@ -84,9 +97,11 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None,
     input : array_like, (N, H, W, C) or (H, W, C)
     filters : array_like, (fh, fw, C, F)
     strides : int or (int, int), default 1
-    padding : {"SAME", "VALID"}, case-insensitive
-        ``SAME`` keeps ``ceil(N / stride)`` outputs, padding with zeros and
-        putting the odd padding cell at the bottom/right.
+    padding : "SAME", "VALID" (case-insensitive), or explicit cells
+        ``SAME`` keeps ``ceil(N / stride)`` outputs, putting the odd padding
+        cell at the bottom/right. Explicit padding is TensorFlow's NHWC list
+        ``[[0, 0], [top, bottom], [left, right], [0, 0]]`` or the pair of pairs
+        ``((top, bottom), (left, right))``.
     dilations : int or (int, int), default 1
     bias : float or array_like (F,), optional, keyword-only
         Added to each output channel, as keras ``Conv2D(use_bias=True)``.
@@ -95,6 +110,12 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None,
         ``Conv2D(activation=...)`` does. ``"relu"`` and the bias are applied in the kernel as
         each output row is stored, with the same result as ``relu(bias_add(conv2d(...), bias))``
         but without a second pass over the output; other activations run after the kernel.
+    border : {"CONSTANT", "REFLECT", "SYMMETRIC", "EDGE"}, keyword-only, case-insensitive
+        The values of the padding cells, as :func:`pad` gives them: zeros (TensorFlow's), or
+        mirrored or repeated image cells. The amounts stay those of ``padding``, so
+        ``conv2d(x, w, padding=p, border=m)`` equals ``conv2d(pad(x, pads, m), w, padding="VALID")``
+        with ``pads`` the cells ``p`` adds. REFLECT needs each padding smaller than the
+        image, SYMMETRIC at most the image (``tf.pad``'s limits).
 
     Returns
     -------
@@ -108,6 +129,10 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None,
     >>> conv2d(x, w, padding="VALID")[0, :, :, 0]
     array([[ 8., 12.],
            [20., 24.]], dtype=float32)
+    >>> conv2d(x, w, padding=((0, 1), (0, 1)), border="EDGE")[0, :, :, 0]
+    array([[ 8., 12., 14.],
+           [20., 24., 26.],
+           [26., 30., 32.]], dtype=float32)
     """
     x, added = _as_batch(input)
     w = np.asarray(filters)
@@ -130,11 +155,14 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None,
     strides = pair(strides, "strides")
     dilations = pair(dilations, "dilations")
     padding = normalize_padding(padding)
+    border = normalize_border(border)
     bias = None if bias is None else _bias_vector(bias, w.shape[3])
     activation = _activation_name(activation)
     gh, gw = _geometry(x, w.shape[:2], strides, padding, dilations, "kernel")
+    check_border(border, gh, "rows")
+    check_border(border, gw, "columns")
     out = _correlate(x, np.ascontiguousarray(w, np.float32), strides, dilations, gh, gw, bias=bias,
-                     activation=activation)
+                     activation=activation, border=border)
     return _unbatch(out, added)
 
 
@@ -277,13 +305,15 @@ def _uniform_over_inputs(w: np.ndarray) -> bool:
 
 def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path: str = "auto",
                sum_channels: bool | None = None, bias: np.ndarray | None = None,
-               activation: str = "none") -> np.ndarray:
+               activation: str = "none", border: str = "CONSTANT") -> np.ndarray:
     """NHWC float32 result of the cross-correlation, by the fastest exact path (or the one forced).
 
     ``sum_channels`` (None: when it applies) filters the sum of the input channels once with
     one channel's kernels. ``path`` is one of :data:`CONV_PATHS`. ``bias`` (float32, one per
     filter, or None) and a ReLU ``activation`` are applied by the kernel as it stores each
-    row; any other activation runs on the result afterwards.
+    row; any other activation runs on the result afterwards. ``border`` (a checked mode of
+    :func:`pad`) fills the padded copy's border after the image is copied in: every path reads
+    the same padded copy, so each border keeps its fast path.
     """
     if sum_channels is None:
         sum_channels = _uniform_over_inputs(w)
@@ -301,9 +331,10 @@ def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, pat
     n_in = w.shape[2]
     padded_h = height + gh.pad_before + gh.pad_after
     padded_w = width + gw.pad_before + gw.pad_after
-    if path == "separable" and channels == 1 and x.flags.writeable:
-        # one channel: the separable kernel reads the image itself and pads as it goes (a
-        # read-only array would be another type for Numba: those go through the padded copy)
+    if path == "separable" and channels == 1 and x.flags.writeable and border == "CONSTANT":
+        # one channel: the separable kernel reads the image itself and pads with zeros as it
+        # goes (a read-only array would be another type for Numba: those go through the padded
+        # copy, as do other borders, whose cells are not zeros)
         source, pads = x.reshape(n_img, height, width), (gh.pad_before, gw.pad_before)
     else:
         padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
@@ -311,6 +342,7 @@ def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, pat
             _jit.pad_planar_channel_sum(x, gh.pad_before, gw.pad_before, padded)
         else:
             _jit.pad_planar(x, gh.pad_before, gw.pad_before, padded)
+        fill_border(padded, gh.pad_before, gw.pad_before, height, width, border)
         source, pads = padded.reshape(n_img, n_in * padded_h, padded_w), (0, 0)
     out = np.empty((n_img, gh.out, gw.out, w.shape[3]), np.float32)
     # the kernels always get the same argument types (one compiled signature): a float32 bias
@@ -422,6 +454,7 @@ def _pool(kernel, input, ksize, strides, padding) -> np.ndarray:
     ksize = pair(ksize, "ksize")
     strides = ksize if strides is None else pair(strides, "strides")
     padding = normalize_padding(padding)
+    check_pool_padding("avg" if kernel is _jit.avg_pool else "max", padding, ksize)
     gh, gw = _geometry(x, ksize, strides, padding, (1, 1), "pool window")
     out = np.empty((x.shape[0], gh.out, gw.out, x.shape[3]), np.float32)
     args = (x, ksize[0], ksize[1], strides[0], strides[1], gh.pad_before, gw.pad_before, out)
@@ -438,8 +471,11 @@ def max_pool2d(input, ksize, strides=None, padding="VALID") -> np.ndarray:
     ksize : int or (int, int)
     strides : int or (int, int), optional
         Defaults to ``ksize`` as in keras.
-    padding : {"VALID", "SAME"}
-        With ``SAME``, cells outside the image never win (they are not zeros).
+    padding : "VALID", "SAME" or explicit cells
+        Cells outside the image never win (they are not zeros). Explicit
+        padding is TensorFlow's ``[[0, 0], [top, bottom], [left, right], [0, 0]]``
+        or ``((top, bottom), (left, right))``, each smaller than the window (as
+        ``tf.nn.max_pool2d`` requires).
 
     Examples
     --------
@@ -456,7 +492,9 @@ def avg_pool2d(input, ksize, strides=None, padding="VALID") -> np.ndarray:
     """Average pooling (``tf.nn.avg_pool2d``, keras ``AvgPool2D``).
 
     With ``SAME`` padding each window is divided by the number of its cells
-    that lie inside the image, as TensorFlow does.
+    that lie inside the image, as TensorFlow does. Explicit padding is refused,
+    as ``tf.nn.avg_pool2d`` refuses it (ValueError): pad with :func:`pad` and
+    pool with ``VALID`` to average with the padding cells counted.
 
     Examples
     --------
