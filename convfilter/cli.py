@@ -22,9 +22,9 @@ import click
 from . import __version__
 from .colormap import COLORMAPS
 from .formats import FORMATS, format_help
-from .geometry import normalize_padding
 from .recipe import (
     ACTIVATIONS,
+    BORDERS,
     CHANNEL_MODES,
     DEFAULT_MAX_PIXELS,
     NORMALIZATIONS,
@@ -63,6 +63,24 @@ class PairType(click.ParamType):
         return (first, second)
 
 
+class PaddingType(click.ParamType):
+    """``same``, ``valid``, ``N`` (N cells on every side) or ``T,B,L,R`` (top, bottom, left, right)."""
+
+    name = "same|valid|N|T,B,L,R"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple) or str(value).upper() in ("SAME", "VALID"):
+            return value if isinstance(value, tuple) else str(value).upper()
+        text = str(value).strip()
+        if not re.fullmatch(r"\d+(\s*,\s*\d+){3}|\d+", text):
+            self.fail(f"'{value}' is not same, valid, N or T,B,L,R (whole numbers of padding cells: "
+                      "top, bottom, left, right; e.g. 1 or 0,1,0,1)", param, ctx)
+        cells = [int(v) for v in text.split(",")] * (4 if "," not in text else 1)
+        if max(cells) > 100_000:
+            self.fail(f"'{value}' is too large", param, ctx)
+        return (cells[0], cells[1]), (cells[2], cells[3])
+
+
 class KernelType(click.ParamType):
     """A built-in name (``vertical``, ``gaussian:9:2``), a matrix or a kernel file."""
 
@@ -99,11 +117,8 @@ class BiasType(click.ParamType):
 
 
 PAIR = PairType()
+PADDING = PaddingType()
 CHOICE = dict(case_sensitive=False)
-
-
-def _padding(ctx, param, value):
-    return normalize_padding(value)
 
 
 def io_options(command):
@@ -162,8 +177,14 @@ def layer_options(kernels_required: bool, with_activation: bool):
                      help="Built-in name (see 'convfilter kernels'), NAME:SIZE[:SIGMA], a matrix "
                           "'1,0,-1;2,0,-2;1,0,-1', or a .txt/.csv/.npy file. Repeat for several maps."),
         click.option("-s", "--stride", type=PAIR, default="1", show_default=True, help="Stride N or SH,SW."),
-        click.option("-p", "--padding", type=click.Choice(["same", "valid"], **CHOICE), default="same",
-                     show_default=True, callback=_padding, help="TensorFlow SAME or VALID padding."),
+        click.option("-p", "--padding", type=PADDING, default="same", show_default=True,
+                     help="TensorFlow's SAME or VALID, or explicit cells: N on every side, or T,B,L,R "
+                          "(top, bottom, left, right), as tf.nn.conv2d's explicit padding."),
+        click.option("--border", type=click.Choice(BORDERS, **CHOICE), default="zero", show_default=True,
+                     help="Values of the padding cells: zero (TensorFlow's), reflect (mirror without "
+                          "repeating the edge, TF's REFLECT), symmetric (mirror with it, TF's SYMMETRIC) "
+                          "or edge (repeat the edge pixel, as image editors blur). The amount of padding "
+                          "stays what --padding says."),
         click.option("-d", "--dilation", type=PAIR, default="1", show_default=True,
                      help="Dilation N or DH,DW."),
     ]
@@ -172,6 +193,10 @@ def layer_options(kernels_required: bool, with_activation: bool):
             click.option("--bias", type=BiasType(), default=None, help="Added to each map (or one per map)."),
             click.option("-a", "--activation", type=click.Choice(ACTIVATIONS, **CHOICE), default="none",
                          show_default=True, help="Applied after the bias."),
+            click.option("--flip", is_flag=True,
+                         help="Rotate each kernel by 180 degrees first: true convolution (scipy.ndimage."
+                              "convolve, ImageMagick -morphology Convolve) instead of TensorFlow's "
+                              "cross-correlation."),
         ]
     options += [
         click.option("--channels", type=click.Choice(CHANNEL_MODES, **CHOICE), default="sum",
@@ -182,22 +207,23 @@ def layer_options(kernels_required: bool, with_activation: bool):
                      show_default=True, help="Pooling after the activation."),
         click.option("--pool-size", type=PAIR, default="2", show_default=True, help="Pool window N or PH,PW."),
         click.option("--pool-stride", type=PAIR, default=None, help="Pool stride. Default: the pool size."),
-        click.option("--pool-padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
-                     show_default=True, callback=_padding),
+        click.option("--pool-padding", type=PADDING, default="valid", show_default=True,
+                     help="Pool padding: same, valid, or explicit N or T,B,L,R (max pooling only)."),
     ]
 
     def decorate(command):
         @functools.wraps(command)
-        def wrapper(kernels, stride, padding, dilation, channels, pool_type, pool_size, pool_stride,
-                    pool_padding, bias=None, activation="none", **kwargs):
+        def wrapper(kernels, stride, padding, border, dilation, channels, pool_type, pool_size, pool_stride,
+                    pool_padding, bias=None, activation="none", flip=False, **kwargs):
             convolution = None
             if kernels:
                 convolution = Convolution(
                     kernels=tuple(kernels), stride=stride, padding=padding, dilation=dilation,
                     bias=bias or (), activation=activation.lower(), channels=channels.lower(),
+                    border=BORDERS[border.lower()], flip=flip,
                 )
             _refuse_unused(pool_type.lower(), "pool_size", "pool_stride", "pool_padding")
-            pooling = Pooling(pool_type.lower(), pool_size, pool_stride, pool_padding)
+            pooling = _pooling(pool_type.lower(), pool_size, pool_stride, pool_padding, "--pool-padding")
             return command(recipe=Recipe(convolution, pooling), **kwargs)
 
         for option in reversed(options):
@@ -205,6 +231,13 @@ def layer_options(kernels_required: bool, with_activation: bool):
         return wrapper
 
     return decorate
+
+
+def _pooling(pool_type, size, stride, padding, option: str) -> Pooling:
+    try:
+        return Pooling(pool_type, size, stride, padding)
+    except ValueError as exc:  # explicit padding with an average pool
+        raise click.BadParameter(str(exc), param_hint=option) from None
 
 
 def _view(colormap, montage, with_input, columns) -> View:
@@ -288,6 +321,9 @@ def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns
       convfilter apply -k sobel-x --stride 2 --padding valid photo.png -o edges.png
       convfilter apply -k "1,0,-1;2,0,-2;1,0,-1" -a relu --pool max photo.png
       convfilter apply -k gaussian:9:2 --channels each photo.jpg -o blurred.png
+      convfilter apply -k gaussian:25:6 --channels each --border edge photo.jpg -o soft.png
+      convfilter apply -k sobel-x --padding 1,1,1,1 --border reflect photo.png
+      convfilter apply -k "0,0,0;1,0,0;0,0,0" --flip photo.png -o shifted-right.png
       convfilter apply -k vertical img.jpg -f npy -o - | convfilter pool - -o out.png
       convfilter apply -k vertical -k horizontal china.jpg --montage --with-input
       convfilter apply -k sobel-x -k sobel-y photo.png --colormap diverging
@@ -304,8 +340,8 @@ def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns
               default="max", show_default=True, help="Pooling operation.")
 @click.option("--size", type=PAIR, default="2", show_default=True, help="Window N or PH,PW.")
 @click.option("--stride", type=PAIR, default=None, help="Stride. Default: the window size.")
-@click.option("--padding", type=click.Choice(["valid", "same"], **CHOICE), default="valid",
-              show_default=True, callback=_padding)
+@click.option("--padding", type=PADDING, default="valid", show_default=True,
+              help="same, valid, or explicit N or T,B,L,R (max pooling only; padding cells never win).")
 def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns, max_pixels, pool_type,
          size, stride, padding, batch):
     """Pool images (or .npy maps) without convolving.
@@ -317,11 +353,12 @@ def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns,
     Examples:
       convfilter pool --type max --size 2 photo.png -o pooled.png
       convfilter pool --type avg --size 3 --stride 2 --padding same photo.png
+      convfilter pool --type max --size 3 --stride 2 --padding 1 photo.png
       convfilter pool --type global-avg photo.png
       convfilter pool --type max --size 4 photo.png --montage --with-input
     """
     _refuse_unused(pool_type.lower(), "size", "stride", "padding")
-    _run(Recipe(None, Pooling(pool_type.lower(), size, stride, padding)), inputs, output, fmt, normalize,
+    _run(Recipe(None, _pooling(pool_type.lower(), size, stride, padding, "--padding")), inputs, output, fmt, normalize,
          _view(colormap, montage, with_input, columns), max_pixels, batch)
 
 
@@ -375,6 +412,7 @@ def shape(image, size_text, recipe):
     Examples:
       convfilter shape sample_images/china.jpg -k vertical
       convfilter shape --size 427x640x3 -k sobel-x -s 2 -p valid --pool max
+      convfilter shape --size 427x640x3 -k vertical:7 -p 3,3,0,0 --border reflect
     """
     from .shape import describe
 

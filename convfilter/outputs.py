@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from . import __version__, io, montage, pipeline
 from .colormap import default_normalization
 from .formats import DEFAULT_FORMAT, FORMAT_OF_SUFFIX, FORMATS, written_extensions
+from .geometry import describe_padding
 from .messages import STDIO as STDOUT
 from .messages import display_name
 from .recipe import DEFAULT_MAX_PIXELS, Recipe, View
@@ -93,11 +94,16 @@ def recipe_metadata(recipe: Recipe) -> str:
     data = {"version": __version__, "pool": recipe.pooling.type}
     conv = recipe.convolution
     if conv is not None:
-        data.update(kernels=[k.spec for k in conv.kernels], stride=list(conv.stride), padding=conv.padding,
-                    dilation=list(conv.dilation), activation=conv.activation, channels=conv.channels)
+        data.update(kernels=[k.spec for k in conv.kernels], stride=list(conv.stride),
+                    padding=describe_padding(conv.padding), dilation=list(conv.dilation),
+                    activation=conv.activation, channels=conv.channels)
+        if conv.border != "CONSTANT":
+            data.update(border=conv.border.lower())
+        if conv.flip:
+            data.update(flip=True)
     if recipe.pooling.type != "none":
         data.update(pool_size=list(recipe.pooling.size), pool_stride=list(recipe.pooling.strides),
-                    pool_padding=recipe.pooling.padding)
+                    pool_padding=describe_padding(recipe.pooling.padding))
     return json.dumps(data, sort_keys=True)
 
 

@@ -89,6 +89,8 @@ def convolve(image: np.ndarray, conv: Convolution) -> list[FeatureMap]:
         batch = image[None]
         in_channels = image.shape[2]
     banks = [filter_bank(k, in_channels) for k in conv.kernels]
+    if conv.flip:  # true convolution: the kernel rotated by 180 degrees, then correlated
+        banks = [np.ascontiguousarray(w[::-1, ::-1]) for w in banks]
     labels = kernel_labels(conv.kernels)
     bias = _bias_per_map(conv.bias, sum(w.shape[3] for w in banks)) if conv.bias else None
     first_map = np.cumsum([0] + [w.shape[3] for w in banks])  # bank i makes maps first_map[i]..
@@ -102,7 +104,7 @@ def convolve(image: np.ndarray, conv: Convolution) -> list[FeatureMap]:
         stacked = np.concatenate([banks[i] for i in indices], axis=3)
         stacked_bias = None if bias is None else [b for i in indices for b in bias[first_map[i] : first_map[i + 1]]]
         result = ops.conv2d(batch, stacked, conv.stride, conv.padding, conv.dilation,
-                            bias=stacked_bias, activation=conv.activation)
+                            bias=stacked_bias, activation=conv.activation, border=conv.border)
         start = 0
         for i in indices:
             outputs[i] = result[..., start : start + banks[i].shape[3]]

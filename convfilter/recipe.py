@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .colormap import COLORMAPS
-from .geometry import AxisGeometry, axis
+from .geometry import AxisGeometry, axis, axis_padding, check_border, check_pool_padding
 
 if TYPE_CHECKING:  # kernels.py is not needed to describe a recipe (keeps --help light)
     from .kernels import Kernel
@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # kernels.py is not needed to describe a recipe (keeps --help
 ACTIVATIONS = ("none", "relu", "abs", "sigmoid", "tanh")
 CHANNEL_MODES = ("sum", "each", "gray")
 NORMALIZATIONS = ("minmax", "clip", "abs", "signed")
+# --border NAME: the mode of convfilter.pad that fills the convolution's padding cells
+BORDERS = {"zero": "CONSTANT", "reflect": "REFLECT", "symmetric": "SYMMETRIC", "edge": "EDGE"}
 # Pillow's own default pixel limit (about 89.5 million pixels, a 9459x9459 image)
 DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 
@@ -52,12 +54,17 @@ POOL_TYPES = {t.name: t for t in (
 
 @dataclass(frozen=True)
 class Pooling:
-    """A pooling stage; ``stride`` None means the pool size (keras' default)."""
+    """A pooling stage; ``stride`` None means the pool size (keras' default). ``padding`` is "SAME",
+    "VALID" or explicit ``((top, bottom), (left, right))`` (max pooling only, as in TensorFlow)."""
 
     type: str = "none"
     size: tuple[int, int] = (2, 2)
     stride: tuple[int, int] | None = None
-    padding: str = "VALID"
+    padding: str | tuple[tuple[int, int], tuple[int, int]] = "VALID"
+
+    def __post_init__(self):
+        if self.type in POOL_TYPES and self.kind.windowed:  # TensorFlow's rule for explicit padding
+            check_pool_padding(self.type, self.padding, self.size)
 
     @property
     def kind(self) -> PoolType:
@@ -78,29 +85,38 @@ class Pooling:
             return None
         sh, sw = self.strides
         return (
-            axis(height, self.size[0], sh, self.padding),
-            axis(width, self.size[1], sw, self.padding),
+            axis(height, self.size[0], sh, axis_padding(self.padding, 0)),
+            axis(width, self.size[1], sw, axis_padding(self.padding, 1)),
         )
 
 
 @dataclass(frozen=True)
 class Convolution:
-    """A convolution stage: kernels with stride, padding, dilation, bias and activation."""
+    """A convolution stage: kernels with stride, padding, dilation, bias and activation.
+
+    ``padding`` is "SAME", "VALID" or explicit ``((top, bottom), (left, right))``; ``border``
+    the mode of :func:`convfilter.pad` that fills the padding cells (a value of
+    :data:`BORDERS`); ``flip`` rotates every kernel by 180 degrees (true convolution).
+    """
 
     kernels: tuple[Kernel, ...]
     stride: tuple[int, int] = (1, 1)
-    padding: str = "SAME"
+    padding: str | tuple[tuple[int, int], tuple[int, int]] = "SAME"
     dilation: tuple[int, int] = (1, 1)
     bias: tuple[float, ...] = ()
     activation: str = "none"
     channels: str = "sum"
+    border: str = "CONSTANT"
+    flip: bool = False
 
     def geometry(self, height: int, width: int, kernel_shape: tuple[int, int]):
-        """Per-axis geometry of one kernel over a height x width image."""
-        return (
-            axis(height, kernel_shape[0], self.stride[0], self.padding, self.dilation[0]),
-            axis(width, kernel_shape[1], self.stride[1], self.padding, self.dilation[1]),
-        )
+        """Per-axis geometry of one kernel over a height x width image (ValueError when the window
+        does not fit, or the border cannot fill the padding)."""
+        rows = axis(height, kernel_shape[0], self.stride[0], axis_padding(self.padding, 0), self.dilation[0])
+        cols = axis(width, kernel_shape[1], self.stride[1], axis_padding(self.padding, 1), self.dilation[1])
+        check_border(self.border, rows, "rows")
+        check_border(self.border, cols, "columns")
+        return rows, cols
 
 
 @dataclass(frozen=True)

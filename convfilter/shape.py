@@ -11,12 +11,12 @@ Pure Python: it reads only the kernels' sizes.
 
 from __future__ import annotations
 
-from .geometry import AxisGeometry
+from .geometry import AxisGeometry, describe_padding
 from .recipe import Recipe
 
 FORMULA = (
     "out = (N - F + P) // S + 1 on each axis (the book's (N - F + 2P)/S + 1): N input size, F window,",
-    "S stride, P = padding before + after as TensorFlow pads it (SAME: the odd cell goes after)",
+    "S stride, P = padding before + after as TensorFlow pads it (SAME: the odd cell goes after) or as given",
 )
 HEADER = ("stage", "HxWxC", "axis", "arithmetic", "padding")
 SIDES = {"H": ("top", "bottom"), "W": ("left", "right")}
@@ -51,9 +51,14 @@ def _stage(title: str, detail: str, size: tuple[int, int, int], gh: AxisGeometry
     ]
 
 
-def _window(kind: str, size: tuple[int, int], padding: str, stride: tuple[int, int],
-            dilation: tuple[int, int] = (1, 1)) -> str:
-    text = f"{kind} {size[0]}x{size[1]} {padding} stride {_pair(stride)}"
+def _window(kind: str, size: tuple[int, int], padding, stride: tuple[int, int],
+            dilation: tuple[int, int] = (1, 1), border: str = "CONSTANT") -> str:
+    """E.g. ``conv 7x7 SAME stride 2``, ``conv 3x3 pad 1,1,0,0 border edge stride 1``."""
+    shown = describe_padding(padding)
+    text = f"{kind} {size[0]}x{size[1]} {shown if isinstance(padding, str) else 'pad ' + shown}"
+    if border != "CONSTANT":
+        text += f" border {border.lower()}"
+    text += f" stride {_pair(stride)}"
     if dilation != (1, 1):
         effective = [(size[k] - 1) * dilation[k] + 1 for k in range(2)]
         text += f" dilation {_pair(dilation)} (F = {effective[0]}x{effective[1]})"
@@ -84,7 +89,7 @@ def describe(height: int, width: int, channels: int, recipe: Recipe) -> list[str
         for (kh, kw), group in by_size.items():
             gh, gw = conv.geometry(height, width, (kh, kw))
             depth = per_map * sum(k.map_count for k in group)
-            title = _window("conv", (kh, kw), conv.padding, conv.stride, conv.dilation)
+            title = _window("conv", (kh, kw), conv.padding, conv.stride, conv.dilation, conv.border)
             rows += _stage(title, ", ".join(k.label for k in group), (gh.out, gw.out, depth), gh, gw)
             stages.append((gh.out, gw.out, depth, f"conv {kh}x{kw}"))
     pooling = recipe.pooling

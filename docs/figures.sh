@@ -35,6 +35,12 @@ for padding in same valid; do
         --montage -o "$out/padding_$padding.png"
 done
 
+# the same SAME blur with the padding filled from the image instead of zeros: no dark rim
+for border in edge reflect; do
+    convfilter apply -k box:25 --channels each --border "$border" --normalize clip "$china" \
+        --montage -o "$out/border_$border.png"
+done
+
 # max vs average pooling, 3x3 windows over the full-size photo (the avg one is the shrunk input):
 # max keeps the brightest pixel of each window, so thin bright details survive and grow
 for type in max avg; do
