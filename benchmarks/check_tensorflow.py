@@ -2,7 +2,10 @@
 
 Compares ``convfilter.conv2d`` with ``tf.nn.conv2d`` (odd and even kernels, strides,
 dilations, SAME and VALID, tiny images, kernels larger than the image, and banks that take
-each of convfilter's exact fast paths), the keras pooling layers (``MaxPool2D``,
+each of convfilter's exact fast paths), explicit padding (``tf.nn.conv2d`` and
+``tf.nn.max_pool2d`` with ``[[0, 0], [top, bottom], [left, right], [0, 0]]``), ``pad`` against
+``tf.pad`` (CONSTANT, REFLECT, SYMMETRIC), ``conv2d(border=...)`` against ``tf.pad`` then a VALID
+``tf.nn.conv2d``, the explicit paddings both refuse, the keras pooling layers (``MaxPool2D``,
 ``AvgPool2D``, ``GlobalAveragePooling2D``, ``GlobalMaxPooling2D``) and the book's example
 exactly as the book writes it. Prints one row per family of cases: the number of cases, the
 largest absolute difference, the largest difference relative to the output's magnitude (the
@@ -26,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 import convfilter
+from convfilter.geometry import axis
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 RELATIVE_TOLERANCE = 1e-5  # float32 rounding of a sum of a few hundred products, with room
@@ -153,6 +157,113 @@ def check_large_conv(tf, rng, family: Family) -> None:
                 family.add(ours, theirs, f"x{x_shape} w{w_shape} {kind} s{strides} {padding}")
 
 
+# --- explicit padding and borders ------------------------------------------------------------
+
+
+def random_pads(rng, limit: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    return tuple((int(rng.integers(0, limit + 1)), int(rng.integers(0, limit + 1))) for _ in range(2))
+
+
+def tf_list(pads) -> list:
+    return [[0, 0], list(pads[0]), list(pads[1]), [0, 0]]
+
+
+def check_explicit_conv(tf, rng, family: Family, cases: int) -> None:
+    for k in range(cases):
+        n_img, height, width, channels, fh, fw, n_out, strides, _, dilations = random_geometry(rng)
+        pads = random_pads(rng, 4)
+        if (fh - 1) * dilations[0] + 1 > height + sum(pads[0]) or (fw - 1) * dilations[1] + 1 > width + sum(pads[1]):
+            continue  # both refuse a window larger than the padded input (checked in check_refusals)
+        x = rng.standard_normal((n_img, height, width, channels)).astype(np.float32)
+        w = random_bank(rng, fh, fw, channels, n_out, ("dense", "rank1", "uniform")[k % 3])
+        given = tf_list(pads) if k % 2 else pads  # the TF list and the pair of pairs
+        ours = convfilter.conv2d(x, w, strides=strides, padding=given, dilations=dilations)
+        theirs = tf.nn.conv2d(x, w, strides=strides, padding=tf_list(pads), dilations=dilations).numpy()
+        family.add(ours, theirs, f"x{x.shape} w{w.shape} s{strides} d{dilations} pads {pads}")
+
+
+def check_explicit_max_pool(tf, rng, family: Family, cases: int) -> None:
+    for _ in range(cases):
+        height, width = (int(v) for v in rng.choice(SIZES, 2))
+        pool = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+        strides = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        pads = tuple((int(rng.integers(0, p)), int(rng.integers(0, p))) for p in pool)  # smaller than the window
+        if pool[0] > height + sum(pads[0]) or pool[1] > width + sum(pads[1]):
+            continue
+        x = (rng.standard_normal((int(rng.integers(1, 3)), height, width, int(rng.integers(1, 5)))) - 4.0)
+        x = x.astype(np.float32)  # negative: a padding cell must never win
+        ours = convfilter.max_pool2d(x, pool, strides, pads)
+        theirs = tf.nn.max_pool2d(x, pool, strides, tf_list(pads)).numpy()
+        family.add(ours, theirs, f"x{x.shape} pool{pool} s{strides} pads {pads}")
+
+
+def check_pad(tf, rng, family: Family, cases: int) -> None:
+    for k in range(cases):
+        mode = ("CONSTANT", "REFLECT", "SYMMETRIC")[k % 3]
+        shape = tuple(int(v) for v in rng.integers(1, 7, int(rng.integers(1, 5))))
+        slack = {"REFLECT": -1, "SYMMETRIC": 0}.get(mode, 3)
+        pads = [[int(rng.integers(0, max(size + slack, 0) + 1)) if mode != "CONSTANT" else int(rng.integers(0, 4))
+                 for _ in range(2)] for size in shape]
+        x = rng.standard_normal(shape).astype(np.float32)
+        value = float(rng.standard_normal()) if mode == "CONSTANT" else 0.0
+        ours = convfilter.pad(x, pads, mode, constant_values=np.float32(value))
+        theirs = tf.pad(x, pads, mode, constant_values=value).numpy()
+        family.add(ours, theirs, f"x{shape} {mode} pads {pads}")
+
+
+def check_borders(tf, rng, family: Family, cases: int) -> None:
+    """SAME's amounts filled with each mode: conv2d(border=m) against tf.pad(m) + VALID tf.nn.conv2d."""
+    for k in range(cases):
+        n_img, height, width, channels, fh, fw, n_out, strides, _, dilations = random_geometry(rng)
+        mode = ("REFLECT", "SYMMETRIC")[k % 2]
+        gh = axis(height, fh, strides[0], "SAME", dilations[0])
+        gw = axis(width, fw, strides[1], "SAME", dilations[1])
+        pads = [[0, 0], [gh.pad_before, gh.pad_after], [gw.pad_before, gw.pad_after], [0, 0]]
+        slack = 1 if mode == "REFLECT" else 0
+        if max(gh.pad_before, gh.pad_after) > height - slack or max(gw.pad_before, gw.pad_after) > width - slack:
+            continue  # tf.pad's limits (both refuse: check_refusals)
+        x = rng.standard_normal((n_img, height, width, channels)).astype(np.float32)
+        w = random_bank(rng, fh, fw, channels, n_out, ("dense", "rank1", "uniform")[k % 3])
+        ours = convfilter.conv2d(x, w, strides=strides, padding="SAME", dilations=dilations, border=mode)
+        theirs = tf.nn.conv2d(tf.pad(x, pads, mode), w, strides=strides, padding="VALID", dilations=dilations)
+        family.add(ours, theirs.numpy(), f"x{x.shape} w{w.shape} s{strides} d{dilations} {mode}")
+
+
+def check_refusals(tf, family: Family) -> None:
+    """Explicit paddings TensorFlow refuses, convfilter refuses too (a ValueError); the family's
+    difference counts the cases where only one of them refused."""
+    x = np.ones((1, 5, 5, 1), np.float32)
+    w = np.ones((2, 2, 1, 1), np.float32)
+    cases = [
+        ("avg_pool2d explicit", lambda: tf.nn.avg_pool2d(x, 2, 1, [[0, 0], [1, 1], [1, 1], [0, 0]]),
+         lambda: convfilter.avg_pool2d(x, 2, 1, [[0, 0], [1, 1], [1, 1], [0, 0]])),
+        ("max_pool2d padding = window", lambda: tf.nn.max_pool2d(x, 2, 2, [[0, 0], [2, 0], [0, 0], [0, 0]]),
+         lambda: convfilter.max_pool2d(x, 2, 2, [[0, 0], [2, 0], [0, 0], [0, 0]])),
+        ("max_pool2d batch padding", lambda: tf.nn.max_pool2d(x, 2, 1, [[1, 0], [1, 1], [1, 1], [0, 0]]),
+         lambda: convfilter.max_pool2d(x, 2, 1, [[1, 0], [1, 1], [1, 1], [0, 0]])),
+        ("max_pool2d negative", lambda: tf.nn.max_pool2d(x, 2, 1, [[0, 0], [-1, 1], [1, 1], [0, 0]]),
+         lambda: convfilter.max_pool2d(x, 2, 1, [[0, 0], [-1, 1], [1, 1], [0, 0]])),
+        ("conv2d negative", lambda: tf.nn.conv2d(x, w, 1, [[0, 0], [-1, 1], [1, 1], [0, 0]]),
+         lambda: convfilter.conv2d(x, w, 1, [[0, 0], [-1, 1], [1, 1], [0, 0]])),
+        ("conv2d window > padded input", lambda: tf.nn.conv2d(x, np.ones((9, 2, 1, 1), np.float32), 1,
+                                                              [[0, 0], [1, 1], [0, 0], [0, 0]]),
+         lambda: convfilter.conv2d(x, np.ones((9, 2, 1, 1), np.float32), 1, [[0, 0], [1, 1], [0, 0], [0, 0]])),
+        ("tf.pad REFLECT = size", lambda: tf.pad(x, [[0, 0], [5, 0], [0, 0], [0, 0]], "REFLECT"),
+         lambda: convfilter.pad(x, [[0, 0], [5, 0], [0, 0], [0, 0]], "REFLECT")),
+        ("tf.pad SYMMETRIC > size", lambda: tf.pad(x, [[0, 0], [6, 0], [0, 0], [0, 0]], "SYMMETRIC"),
+         lambda: convfilter.pad(x, [[0, 0], [6, 0], [0, 0], [0, 0]], "SYMMETRIC")),
+    ]
+    for label, theirs, ours in cases:
+        refused = []
+        for call in (theirs, ours):
+            try:
+                call()
+                refused.append(False)
+            except Exception:  # TensorFlow raises several kinds; convfilter a ValueError
+                refused.append(True)
+        family.add(float(refused[0] != refused[1]), 0.0, f"{label}: TF refused {refused[0]}, convfilter {refused[1]}")
+
+
 # --- pooling -------------------------------------------------------------------------------
 
 
@@ -242,6 +353,17 @@ def main(argv=None) -> int:
     threaded = Family("tf.nn.conv2d large images (threaded bands)")
     check_large_conv(tf, rng, threaded)
 
+    explicit = Family("tf.nn.conv2d explicit padding")
+    check_explicit_conv(tf, rng, explicit, n)
+    explicit_max = Family("tf.nn.max_pool2d explicit padding")
+    check_explicit_max_pool(tf, rng, explicit_max, n)
+    pads = Family("tf.pad CONSTANT/REFLECT/SYMMETRIC")
+    check_pad(tf, rng, pads, n)
+    borders = Family("conv2d border= vs tf.pad + VALID", note="SAME's amounts, mirrored")
+    check_borders(tf, rng, borders, n)
+    refusals = Family("explicit paddings refused by both", tolerance=0.0, note="1 = only one refused")
+    check_refusals(tf, refusals)
+
     max_pool, avg_pool = Family("keras MaxPool2D"), Family("keras AvgPool2D")
     check_pools(keras, rng, max_pool, avg_pool, n)
     globals_ = {
@@ -256,7 +378,8 @@ def main(argv=None) -> int:
     book = Family("book example (float64 images, float32 bank)")
     check_book(tf, book)
 
-    families = [*conv_families, tiny, larger, threaded, max_pool, avg_pool, *globals_.values(), book]
+    families = [*conv_families, tiny, larger, threaded, explicit, explicit_max, pads, borders, refusals, max_pool,
+                avg_pool, *globals_.values(), book]
     print(f"# convfilter {convfilter.__version__} vs TensorFlow {tf.__version__}, numpy {np.__version__}, "
           f"seed {args.seed}; FAIL: max rel diff > {RELATIVE_TOLERANCE:g} of the output magnitude")
     print("| case family | cases | max abs diff | max rel diff | result |")
