@@ -5,12 +5,17 @@ REFLECT, "nearest" is edge; ``convolve`` flips the kernel) and against convfilte
 checked against np.pad and the plain-loop formula in test_borders.py.
 """
 
+import re
+
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from convfilter import ops
+from convfilter.geometry import output_size
 from test_cli import bank, cwd, invoke, npy_of, photo, pixels  # noqa: F401 (cwd, photo: fixtures)
 
 SCIPY_MODE = {"zero": "constant", "reflect": "mirror", "symmetric": "reflect", "edge": "nearest"}
@@ -132,3 +137,42 @@ def test_help_explains_the_options_with_examples():
         assert fragment in text
     assert "--padding 1" in invoke("pool", "-h").stdout
     assert "-p 3,3,0,0" in invoke("shape", "-h").stdout
+
+
+def padding_or_none(text: str):
+    """What -p should accept, by the documented rule: SAME/VALID (any case), N, or T,B,L,R."""
+    if text.upper() in ("SAME", "VALID"):
+        return text.upper()
+    match = re.fullmatch(r"\s*\d+(\s*,\s*\d+){3}\s*|\s*\d+\s*", text)
+    if not match:
+        return None
+    cells = [int(v) for v in text.split(",")]
+    cells = cells * 4 if len(cells) == 1 else cells
+    return None if max(cells) > 100_000 else ((cells[0], cells[1]), (cells[2], cells[3]))
+
+
+small = st.integers(0, 6).map(str)
+padding_texts = st.one_of(
+    st.text(max_size=10),
+    st.sampled_from(["same", "VALID", "Same", "full", "causal"]),
+    small,
+    st.lists(small, min_size=1, max_size=6).flatmap(
+        lambda cells: st.sampled_from([",", ", ", " ,", ";", "x"]).map(lambda sep: sep.join(cells))),
+    st.text(alphabet="0123456789, -+.", max_size=10),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=padding_texts)
+def test_padding_text_is_accepted_by_the_rule_or_a_usage_error(text):
+    # shape parses -p as apply does and computes sizes without allocating (pads up to 100000 are fine)
+    result = invoke("shape", "--size", "19x24", "-k", "sobel-x", "-p", text)
+    assert "Traceback" not in result.stderr
+    expected = padding_or_none(text)
+    if expected is None:
+        assert result.exit_code == 2 and "Error: Invalid value for '-p' / '--padding'" in result.stderr
+        return
+    assert result.exit_code == 0, result.stderr
+    height, width = output_size((19, 24), 3, 1, expected)
+    conv = next(line for line in result.stdout.splitlines() if line.startswith("conv"))
+    assert f" {height}x{width}x1 " in conv
