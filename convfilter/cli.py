@@ -236,7 +236,7 @@ def layer_options(kernels_required: bool, with_activation: bool):
 def _pooling(pool_type, size, stride, padding, option: str) -> Pooling:
     try:
         return Pooling(pool_type, size, stride, padding)
-    except ValueError as exc:  # explicit padding with an average pool
+    except ValueError as exc:  # explicit padding TensorFlow's pools refuse
         raise click.BadParameter(str(exc), param_hint=option) from None
 
 
@@ -323,7 +323,7 @@ def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns
       convfilter apply -k gaussian:9:2 --channels each photo.jpg -o blurred.png
       convfilter apply -k gaussian:25:6 --channels each --border edge photo.jpg -o soft.png
       convfilter apply -k sobel-x --padding 1,1,1,1 --border reflect photo.png
-      convfilter apply -k "0,0,0;1,0,0;0,0,0" --flip photo.png -o shifted-right.png
+      convfilter apply -k "1,2,0;0,-1,3;4,0,-2" --flip photo.png -o convolved.png
       convfilter apply -k vertical img.jpg -f npy -o - | convfilter pool - -o out.png
       convfilter apply -k vertical -k horizontal china.jpg --montage --with-input
       convfilter apply -k sobel-x -k sobel-y photo.png --colormap diverging
@@ -358,8 +358,9 @@ def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns,
       convfilter pool --type max --size 4 photo.png --montage --with-input
     """
     _refuse_unused(pool_type.lower(), "size", "stride", "padding")
-    _run(Recipe(None, _pooling(pool_type.lower(), size, stride, padding, "--padding")), inputs, output, fmt, normalize,
-         _view(colormap, montage, with_input, columns), max_pixels, batch)
+    pooling = _pooling(pool_type.lower(), size, stride, padding, "--padding")
+    _run(Recipe(None, pooling), inputs, output, fmt, normalize, _view(colormap, montage, with_input, columns),
+         max_pixels, batch)
 
 
 @cli.command(context_settings=CONTEXT)
