@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
 # The public kernels, for ``ops.warm_up`` (helpers inlined into them are not listed).
-KERNELS = ("pad_planar", "pad_planar_channel_sum", "correlate_planar", "correlate_separable",
+KERNELS = ("pad_planar", "pad_planar_channel_sum", "pad_planar_channel_sum_scaled", "correlate_planar",
+           "correlate_separable",
            "max_pool", "avg_pool")
 
 # Fused multiply-add only: no reassociation, no assumptions about NaN or infinity.
@@ -80,6 +81,24 @@ def pad_planar_channel_sum(x, pad_top, pad_left, out):
                     for c in range(1, channels):
                         total += pixels[q * channels + c]
                     dst[q] = total
+
+
+@njit(cache=CACHE, nogil=True, fastmath=FMA)
+def pad_planar_channel_sum_scaled(x, scale, pad_top, pad_left, out):
+    """:func:`pad_planar_channel_sum` of ``x / scale`` for integer samples ``x``: each sample is
+    divided as it is read, as a float32 image would have been, so no float copy of the image is
+    made (a 24-megapixel RGB photo's would take 288 MB)."""
+    n_img, height, width, channels = x.shape
+    for n in range(n_img):
+        _zero_border(out[n, 0], pad_top, pad_left, height, width)
+        for r in range(height):
+            pixels = x[n, r].reshape(width * channels)
+            dst = out[n, 0, pad_top + r, pad_left : pad_left + width]
+            for q in range(width):
+                total = np.float32(pixels[q * channels]) / scale
+                for c in range(1, channels):
+                    total += np.float32(pixels[q * channels + c]) / scale
+                dst[q] = total
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")

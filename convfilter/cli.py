@@ -142,6 +142,10 @@ def io_options(command):
         click.option("--with-input", is_flag=True, help="Montage: the input is the first tile."),
         click.option("--columns", type=click.IntRange(min=1), default=None,
                      help="Montage: tiles per row. Default: one row up to 4 tiles, else a square-ish grid."),
+        click.option("--png-compression", type=click.IntRange(0, 9), default=4, show_default=True,
+                     metavar="0-9",
+                     help="zlib level of PNG outputs: 0 stores (fastest, largest), 9 is smallest and "
+                          "slowest; the pixels are the same."),
         click.option("--max-pixels", type=click.IntRange(min=0), default=DEFAULT_MAX_PIXELS,
                      show_default=True, metavar="N",
                      help="Refuse inputs with more pixels than N before decoding them "
@@ -240,9 +244,9 @@ def _pooling(pool_type, size, stride, padding, option: str) -> Pooling:
         raise click.BadParameter(str(exc), param_hint=option) from None
 
 
-def _view(colormap, montage, with_input, columns) -> View:
+def _view(colormap, montage, with_input, columns, png_compression) -> View:
     try:
-        return View(colormap.lower(), montage, with_input, columns)
+        return View(colormap.lower(), montage, with_input, columns, png_compression)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -307,7 +311,8 @@ def cli():
 @cli.command(context_settings=CONTEXT)
 @layer_options(kernels_required=True, with_activation=True)
 @io_options
-def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns, max_pixels, recipe, batch):
+def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns, png_compression, max_pixels,
+          recipe, batch):
     """Convolve images with kernels and write one feature map per kernel.
 
     Each map is named {stem}_{kernel}.{ext} (see --name). INPUT may be a file,
@@ -331,7 +336,7 @@ def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns
       find photos -name '*.jpg' | convfilter apply -k vertical --from-list - -o maps/
     """
     _run(recipe, inputs, output, fmt, normalize,
-         _view(colormap, montage, with_input, columns), max_pixels, batch)
+         _view(colormap, montage, with_input, columns, png_compression), max_pixels, batch)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -342,8 +347,8 @@ def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns
 @click.option("--stride", type=PAIR, default=None, help="Stride. Default: the window size.")
 @click.option("--padding", type=PADDING, default="valid", show_default=True,
               help="same, valid, or explicit N or T,B,L,R (max pooling only; padding cells never win).")
-def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns, max_pixels, pool_type,
-         size, stride, padding, batch):
+def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns, png_compression, max_pixels,
+         pool_type, size, stride, padding, batch):
     """Pool images (or .npy maps) without convolving.
 
     Every channel is pooled on its own. Global pools print one value per
@@ -359,7 +364,7 @@ def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns,
     """
     _refuse_unused(pool_type.lower(), "size", "stride", "padding")
     pooling = _pooling(pool_type.lower(), size, stride, padding, "--padding")
-    _run(Recipe(None, pooling), inputs, output, fmt, normalize, _view(colormap, montage, with_input, columns),
+    _run(Recipe(None, pooling), inputs, output, fmt, normalize, _view(colormap, montage, with_input, columns, png_compression),
          max_pixels, batch)
 
 

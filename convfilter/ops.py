@@ -44,8 +44,11 @@ __all__ = [
 ]
 
 
-def _as_batch(input, name: str = "input") -> tuple[np.ndarray, bool]:
-    """Return a C-contiguous float32 (N, H, W, C) array and whether a batch axis was added."""
+def _as_batch(input, name: str = "input", keep_samples: bool = False) -> tuple[np.ndarray, bool]:
+    """Return a C-contiguous float32 (N, H, W, C) array and whether a batch axis was added.
+
+    With ``keep_samples``, 8-bit samples keep their type (see ``input_scale``).
+    """
     x = np.asarray(input)
     if x.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}")
@@ -57,6 +60,8 @@ def _as_batch(input, name: str = "input") -> tuple[np.ndarray, bool]:
         raise ValueError(f"{name} must be (N, H, W, C) or (H, W, C), got shape {x.shape}")
     if 0 in x.shape:
         raise ValueError(f"{name} has an empty axis: shape {x.shape}")
+    if keep_samples and x.dtype == np.uint8:  # one compiled signature: other types take the float copy
+        return np.ascontiguousarray(x), added
     return np.ascontiguousarray(x, dtype=np.float32), added
 
 
@@ -89,7 +94,7 @@ def _geometry(x: np.ndarray, window, strides, padding, dilations, what: str):
 
 
 def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None, activation=None,
-           border="CONSTANT") -> np.ndarray:
+           border="CONSTANT", input_scale=None) -> np.ndarray:
     """2-D cross-correlation with TensorFlow's semantics (``tf.nn.conv2d``).
 
     Parameters
@@ -116,6 +121,11 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None,
         ``conv2d(x, w, padding=p, border=m)`` equals ``conv2d(pad(x, pads, m), w, padding="VALID")``
         with ``pads`` the cells ``p`` adds. REFLECT needs each padding smaller than the
         image, SYMMETRIC at most the image (``tf.pad``'s limits).
+    input_scale : float, optional, keyword-only
+        Filter ``input / input_scale`` (e.g. 255 for 8-bit samples), exactly as if that float32
+        image were given. Where ``input`` holds 8-bit samples and every input channel has the
+        same kernels (a 2-D kernel copied across channels), the samples are read as they are,
+        without a float32 copy of the image.
 
     Returns
     -------
@@ -134,7 +144,7 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None,
            [20., 24., 26.],
            [26., 30., 32.]], dtype=float32)
     """
-    x, added = _as_batch(input)
+    x, added = _as_batch(input, keep_samples=input_scale is not None)
     w = np.asarray(filters)
     if w.dtype.kind not in "biuf":
         raise TypeError(f"filters must hold numbers, got dtype {w.dtype}")
@@ -161,8 +171,14 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None,
     gh, gw = _geometry(x, w.shape[:2], strides, padding, dilations, "kernel")
     check_border(border, gh, "rows")
     check_border(border, gw, "columns")
-    out = _correlate(x, np.ascontiguousarray(w, np.float32), strides, dilations, gh, gw, bias=bias,
-                     activation=activation, border=border)
+    w = np.ascontiguousarray(w, np.float32)
+    if input_scale is not None:
+        if not (np.isfinite(input_scale) and input_scale > 0):
+            raise ValueError(f"input_scale must be a positive number, got {input_scale!r}")
+        if x.dtype == np.float32 or not sums_input_channels(w):
+            x, input_scale = x.astype(np.float32) / np.float32(input_scale), None
+    out = _correlate(x, w, strides, dilations, gh, gw, bias=bias, activation=activation,
+                     border=border, input_scale=input_scale)
     return _unbatch(out, added)
 
 
@@ -243,6 +259,7 @@ def warm_up() -> dict[str, str]:
     dense = np.arange(8, dtype=np.float32).reshape(2, 2, 2, 1)
     _correlate_same(x, dense, path="planar")
     _correlate_same(x, np.ones((2, 2, 2, 1), np.float32), path="separable")  # channel sum as well
+    conv2d(np.ones((1, 3, 3, 3), np.uint8), np.ones((2, 2, 3, 1), np.float32), input_scale=255)  # 8-bit RGB
     max_pool2d(x, 2)
     avg_pool2d(x, 2)
     report = {}
@@ -298,14 +315,16 @@ def _separable_factors(w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return cols, rows
 
 
-def _uniform_over_inputs(w: np.ndarray) -> bool:
-    """True when every input channel has the same kernels, so the channel sum can be filtered once."""
+def sums_input_channels(w: np.ndarray) -> bool:
+    """True when every input channel of the (fh, fw, in, out) bank ``w`` has the same kernels, so
+    :func:`conv2d` filters the sum of the channels once (and reads ``input_scale`` samples as they are)."""
     return w.shape[2] > 1 and bool(np.all(w == w[:, :, :1, :]))
 
 
 def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path: str = "auto",
                sum_channels: bool | None = None, bias: np.ndarray | None = None,
-               activation: str = "none", border: str = "CONSTANT") -> np.ndarray:
+               activation: str = "none", border: str = "CONSTANT",
+               input_scale: float | None = None) -> np.ndarray:
     """NHWC float32 result of the cross-correlation, by the fastest exact path (or the one forced).
 
     ``sum_channels`` (None: when it applies) filters the sum of the input channels once with
@@ -316,7 +335,7 @@ def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, pat
     the same padded copy, so each border keeps its fast path.
     """
     if sum_channels is None:
-        sum_channels = _uniform_over_inputs(w)
+        sum_channels = sums_input_channels(w)
     elif sum_channels and not (w.shape[2] == 1 or np.all(w == w[:, :, :1, :])):
         raise ValueError("sum_channels needs the same kernels on every input channel")
     if sum_channels:
@@ -338,7 +357,9 @@ def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, pat
         source, pads = x.reshape(n_img, height, width), (gh.pad_before, gw.pad_before)
     else:
         padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
-        if sum_channels:
+        if input_scale is not None:  # integer samples, several channels with the same kernels
+            _jit.pad_planar_channel_sum_scaled(x, np.float32(input_scale), gh.pad_before, gw.pad_before, padded)
+        elif sum_channels:
             _jit.pad_planar_channel_sum(x, gh.pad_before, gw.pad_before, padded)
         else:
             _jit.pad_planar(x, gh.pad_before, gw.pad_before, padded)

@@ -268,7 +268,7 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
     io.set_max_pixels(plan.max_pixels)
     loaded = io.load(plan.located(source), data,
                      check_size=lambda h, w, c: check_memory(recipe, h, w, c, workers=plan.workers))
-    maps = pipeline.run(loaded.array, recipe)
+    maps = pipeline.run(loaded.pixels, recipe, loaded.scale)
     if plan.as_text:
         stream = stdout if stdout is not None else sys.stdout.buffer
         name = display_name(source)
@@ -281,14 +281,18 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
         maps = [_stacked(maps)]
     metadata = {io.MARK_KEY: plan.metadata}
     view = plan.view
+    threads = pipeline.ops.get_num_threads()  # batch workers set 1
     if view.montage:
         picture = montage.draw(maps, plan.normalization, view.colormap, view.columns,
                                loaded.array if view.with_input else None, loaded.stem)
         shape = (picture.height, picture.width, len(picture.getbands()))
-        outputs = [("montage", shape, io.png_bytes(picture, metadata))]
+        outputs = [("montage", shape, io.png_bytes(picture, metadata, view.png_compression, threads))]
     else:
+        # each map is encoded once and then dropped, so PNG scaling may reuse its memory
         outputs = [(m.label, m.data.shape, io.encode(m.data, plan.fmt, plan.normalization, metadata,
-                                                     view.colormap)) for m in maps]
+                                                     view.colormap, view.png_compression, threads,
+                                                     overwrite=True))
+                   for m in maps]
     written = []
     for label, shape, payload in outputs:
         path = plan.path_for(loaded.stem, label, subfolder, index)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import ops
+from .io import to_unit_range
 from .recipe import Convolution, Pooling, Recipe
 
 # ITU-R 601-2 luma, the weights Pillow uses for mode "L"
@@ -78,17 +79,28 @@ def kernel_labels(kernels) -> list[str]:
     return unique_labels([label for k in kernels for label in map_labels(k, k.map_count)])
 
 
-def convolve(image: np.ndarray, conv: Convolution) -> list[FeatureMap]:
-    """Feature maps of an (H, W, C) image for every kernel of ``conv``, in order."""
+def convolve(image: np.ndarray, conv: Convolution, scale: float = 1.0) -> list[FeatureMap]:
+    """Feature maps of an (H, W, C) image for every kernel of ``conv``, in order.
+
+    ``image`` is float32, or samples that ``scale`` maps into [0, 1] (see
+    :class:`convfilter.io.Loaded`): several channels summed by 2-D kernels (the
+    default) are read as they are, anything else is made float32 first.
+    """
+    banks, input_scale = None, None
+    if conv.channels == "sum" and image.shape[2] > 1 and image.dtype != np.float32:
+        banks = [filter_bank(k, image.shape[2]) for k in conv.kernels]
+        if all(ops.sums_input_channels(w) for w in banks):
+            input_scale = scale  # the channel-sum path divides each sample as it sums them
+    if input_scale is None:
+        image = to_unit_range(image, scale)
     if conv.channels == "gray":
         image = luminance(image)
     if conv.channels == "each":
         batch = np.ascontiguousarray(image.transpose(2, 0, 1)[:, :, :, None])  # (C, H, W, 1)
-        in_channels = 1
     else:
         batch = image[None]
-        in_channels = image.shape[2]
-    banks = [filter_bank(k, in_channels) for k in conv.kernels]
+    if banks is None:
+        banks = [filter_bank(k, batch.shape[3]) for k in conv.kernels]
     if conv.flip:  # true convolution: the kernel rotated by 180 degrees, then correlated
         banks = [np.ascontiguousarray(w[::-1, ::-1]) for w in banks]
     labels = kernel_labels(conv.kernels)
@@ -104,7 +116,8 @@ def convolve(image: np.ndarray, conv: Convolution) -> list[FeatureMap]:
         stacked = np.concatenate([banks[i] for i in indices], axis=3)
         stacked_bias = None if bias is None else [b for i in indices for b in bias[first_map[i] : first_map[i + 1]]]
         result = ops.conv2d(batch, stacked, conv.stride, conv.padding, conv.dilation,
-                            bias=stacked_bias, activation=conv.activation, border=conv.border)
+                            bias=stacked_bias, activation=conv.activation, border=conv.border,
+                            input_scale=input_scale)
         start = 0
         for i in indices:
             outputs[i] = result[..., start : start + banks[i].shape[3]]
@@ -166,10 +179,10 @@ def memory_bound(recipe: Recipe, height: int, width: int, channels: int) -> int:
                + 4 * padded_channels * extra_padding)
 
 
-def run(image: np.ndarray, recipe: Recipe) -> list[FeatureMap]:
-    """All feature maps of one (H, W, C) float32 image."""
+def run(image: np.ndarray, recipe: Recipe, scale: float = 1.0) -> list[FeatureMap]:
+    """All feature maps of one (H, W, C) image: float32, or samples with ``scale`` (see :func:`convolve`)."""
     if recipe.convolution is None:
-        maps = [FeatureMap(f"{recipe.pooling.type}pool", image)]
+        maps = [FeatureMap(f"{recipe.pooling.type}pool", to_unit_range(image, scale))]
     else:
-        maps = convolve(image, recipe.convolution)
+        maps = convolve(image, recipe.convolution, scale)
     return [FeatureMap(m.label, pool(m.data, recipe.pooling)) for m in maps]

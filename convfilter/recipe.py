@@ -134,12 +134,14 @@ class View:
     ``montage`` puts all maps of an input into one labelled grid
     (:mod:`convfilter.montage`); ``with_input`` adds the input as the first
     tile; ``columns`` None lets the montage choose the grid.
+    ``png_compression`` is the zlib level PNGs are written with, 0-9.
     """
 
     colormap: str = "gray"
     montage: bool = False
     with_input: bool = False
     columns: int | None = None
+    png_compression: int = 4  # zlib level of PNG files (see convfilter.png)
 
     def __post_init__(self):
         if self.colormap not in COLORMAPS:
@@ -148,3 +150,5 @@ class View:
             raise ValueError("--with-input and --columns shape a montage; add --montage")
         if self.columns is not None and self.columns < 1:
             raise ValueError(f"--columns must be at least 1, got {self.columns}")
+        if not 0 <= self.png_compression <= 9:
+            raise ValueError(f"--png-compression must be 0 to 9, got {self.png_compression}")

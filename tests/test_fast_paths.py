@@ -178,7 +178,7 @@ def test_book_bank_and_gaussian_take_the_separable_channel_sum_path(monkeypatch)
 
     bank = np.stack([np.asarray(vertical(), np.float32), np.asarray(horizontal(), np.float32)], -1)
     bank = np.repeat(bank[:, :, None, :], 3, axis=2)
-    assert ops._uniform_over_inputs(bank)
+    assert ops.sums_input_channels(bank)
     assert ops._separable_factors(bank[:, :, :1]) is not None
     assert ops._separable_factors(np.asarray(gaussian(9, 2.0), np.float32)[:, :, None, None]) is not None
 
@@ -278,6 +278,9 @@ def test_any_dtype_or_layout_reuses_the_one_compiled_signature():
     inputs = [base, np.asfortranarray(base), base[:, ::-1], (base * 10).astype(np.int16),
               base.astype(np.float32)[..., ::1]]
     inputs.append(base[..., :1].astype(np.float32))  # one channel: read in place by the separable kernel
+    samples = (base * 40 + 128).clip(0, 255).astype(np.uint8)
+    for scaled in (samples, samples.astype(np.uint16)):  # 16-bit samples take the float copy instead
+        ops.conv2d(scaled, np.ones((3, 1, 3, 1)), input_scale=255)
     for x in inputs:
         ops.conv2d(x, dense[:, :, : x.shape[3]], strides=np.int64(2), dilations=(1, 2))
         ops.conv2d(x, dense[:, :, : x.shape[3]], bias=np.float32(1), activation="relu")

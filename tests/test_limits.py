@@ -110,9 +110,11 @@ def test_without_a_pixel_limit_a_bomb_is_refused_by_the_memory_check(tmp_path):
 @pytest.mark.slow
 def test_an_allocation_failure_is_one_clean_line_and_the_next_input_still_runs(tmp_path):
     # an address-space limit makes numpy's allocations fail for real, below the memory check
-    Image.new("RGB", (6000, 6000), (10, 200, 30)).save(tmp_path / "large.png")
+    # 10000x10000 gray: decoding (about 0.3 GB) fits under the limit; the samples, their float32
+    # copy and the map (0.9 GB) do not
+    Image.new("L", (10000, 10000), 100).save(tmp_path / "large.png")
     Image.new("RGB", (64, 48), (10, 200, 30)).save(tmp_path / "small.png")
-    limit = 900 << 20
+    limit = 950 << 20
 
     def limit_memory():
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
