@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from convfilter import io, ops, png
-from convfilter.display import normalize, to_pixels
+from convfilter.scaling import normalize, to_pixels
 
 CHINA = Path(__file__).resolve().parent.parent / "sample_images" / "china.jpg"
 
