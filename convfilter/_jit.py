@@ -84,21 +84,26 @@ def pad_planar_channel_sum(x, pad_top, pad_left, out):
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FMA)
-def pad_planar_channel_sum_scaled(x, scale, pad_top, pad_left, out):
-    """:func:`pad_planar_channel_sum` of ``x / scale`` for integer samples ``x``: each sample is
-    divided as it is read, as a float32 image would have been, so no float copy of the image is
-    made (a 24-megapixel RGB photo's would take 288 MB)."""
+def pad_planar_channel_sum_scaled(x, values, pad_top, pad_left, out):
+    """:func:`pad_planar_channel_sum` of ``values[x]`` for 8-bit samples ``x``, where ``values``
+    holds the float32 value of each of the 256 samples (``arange(256) / 255`` for an image): each
+    sample becomes exactly what a float32 image would hold as it is read, so no float copy of the
+    image is made (a 24-megapixel RGB photo's would take 288 MB), and no division is done."""
     n_img, height, width, channels = x.shape
     for n in range(n_img):
         _zero_border(out[n, 0], pad_top, pad_left, height, width)
         for r in range(height):
             pixels = x[n, r].reshape(width * channels)
             dst = out[n, 0, pad_top + r, pad_left : pad_left + width]
-            for q in range(width):
-                total = np.float32(pixels[q * channels]) / scale
-                for c in range(1, channels):
-                    total += np.float32(pixels[q * channels + c]) / scale
-                dst[q] = total
+            if channels == 3:  # RGB, the common case, unrolled
+                for q in range(width):
+                    dst[q] = values[pixels[3 * q]] + values[pixels[3 * q + 1]] + values[pixels[3 * q + 2]]
+            else:
+                for q in range(width):
+                    total = values[pixels[q * channels]]
+                    for c in range(1, channels):
+                        total += values[pixels[q * channels + c]]
+                    dst[q] = total
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")

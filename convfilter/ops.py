@@ -358,7 +358,8 @@ def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, pat
     else:
         padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
         if input_scale is not None:  # integer samples, several channels with the same kernels
-            _jit.pad_planar_channel_sum_scaled(x, np.float32(input_scale), gh.pad_before, gw.pad_before, padded)
+            values = np.arange(256, dtype=np.float32) / np.float32(input_scale)  # what a float image holds
+            _jit.pad_planar_channel_sum_scaled(x, values, gh.pad_before, gw.pad_before, padded)
         elif sum_channels:
             _jit.pad_planar_channel_sum(x, gh.pad_before, gw.pad_before, padded)
         else:
