@@ -359,7 +359,11 @@ def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, pat
         padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
         if input_scale is not None:  # integer samples, several channels with the same kernels
             values = np.arange(256, dtype=np.float32) / np.float32(input_scale)  # what a float image holds
-            _jit.pad_planar_channel_sum_scaled(x, values, gh.pad_before, gw.pad_before, padded)
+            # decoded images are read-only, arrays from elsewhere may not be: Numba types the two
+            # apart, so the kernel always gets a read-only view (one compiled signature)
+            samples = x.view()
+            samples.flags.writeable = False
+            _jit.pad_planar_channel_sum_scaled(samples, values, gh.pad_before, gw.pad_before, padded)
         elif sum_channels:
             _jit.pad_planar_channel_sum(x, gh.pad_before, gw.pad_before, padded)
         else:

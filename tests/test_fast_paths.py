@@ -279,7 +279,9 @@ def test_any_dtype_or_layout_reuses_the_one_compiled_signature():
               base.astype(np.float32)[..., ::1]]
     inputs.append(base[..., :1].astype(np.float32))  # one channel: read in place by the separable kernel
     samples = (base * 40 + 128).clip(0, 255).astype(np.uint8)
-    for scaled in (samples, samples.astype(np.uint16)):  # 16-bit samples take the float copy instead
+    decoded = samples.copy()
+    decoded.flags.writeable = False  # as Pillow's decoded images are
+    for scaled in (samples, decoded, samples.astype(np.uint16)):  # 16-bit samples take the float copy
         ops.conv2d(scaled, np.ones((3, 1, 3, 1)), input_scale=255)
     for x in inputs:
         ops.conv2d(x, dense[:, :, : x.shape[3]], strides=np.int64(2), dilations=(1, 2))
