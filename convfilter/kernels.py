@@ -8,6 +8,11 @@ part, as scikit-image does.
 All kernels are applied as TensorFlow applies them: by cross-correlation,
 without flipping. ``sobel-x`` therefore responds positively where the image
 gets brighter to the right.
+
+Sizes: every kernel may be odd or even, as TensorFlow allows. An even kernel
+has no middle cell; the built-ins put their line or centre at ``(size - 1) // 2``,
+the cell that SAME padding (the odd padding cell after) lines up with each
+output pixel, so ``identity:4`` returns the input as ``identity:3`` does.
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ def outer(column, row) -> Grid:
     return tuple(tuple(float(a) * float(b) for b in row) for a in column)
 
 
+def _middle(size: int) -> int:
+    """The centre cell of an odd size; for an even size the one before the centre, which SAME
+    padding aligns with the output pixel (it puts the odd padding cell at the bottom/right)."""
+    return (size - 1) // 2
+
+
 def _filled(size: int, cells) -> Grid:
     ones = set(cells)
     return tuple(tuple(1.0 if (r, c) in ones else 0.0 for c in range(size)) for r in range(size))
@@ -37,12 +48,12 @@ def _filled(size: int, cells) -> Grid:
 
 def vertical(size: int = 7) -> Grid:
     """The book's vertical line filter: ones in the middle column."""
-    return _filled(size, ((r, size // 2) for r in range(size)))
+    return _filled(size, ((r, _middle(size)) for r in range(size)))
 
 
 def horizontal(size: int = 7) -> Grid:
     """The book's horizontal line filter: ones in the middle row."""
-    return _filled(size, ((size // 2, c) for c in range(size)))
+    return _filled(size, ((_middle(size), c) for c in range(size)))
 
 
 def diagonal(size: int = 7) -> Grid:
@@ -57,7 +68,7 @@ def antidiagonal(size: int = 7) -> Grid:
 
 def identity(size: int = 3) -> Grid:
     """A single one in the centre: returns the input unchanged (with SAME padding)."""
-    return _filled(size, [(size // 2, size // 2)])
+    return _filled(size, [(_middle(size), _middle(size))])
 
 
 def box(size: int = 3) -> Grid:
@@ -120,7 +131,7 @@ class Builtin:
 
     build: Callable[..., Grid]
     summary: str
-    sizes: str = "fixed"  # "fixed", "odd" or "any"
+    sizes: str = "fixed"  # "fixed" or "any" (odd or even, as TensorFlow takes both)
     takes_sigma: bool = False
 
     def make(self, args: list[str], name: str) -> Grid:
@@ -132,10 +143,7 @@ class Builtin:
             raise ValueError(f"too many ':' arguments in '{name}:{':'.join(args)}'; use {usage}")
         params: list[Any] = []
         if args:
-            size = _parse_size(args[0], name)
-            if self.sizes == "odd" and size % 2 == 0:
-                raise ValueError(f"kernel '{name}' needs an odd size so it has a centre, got {size}")
-            params.append(size)
+            params.append(_parse_size(args[0], name))
         if len(args) == 2:
             params.append(_parse_sigma(args[1], name))
         return self.build(*params)
@@ -161,8 +169,8 @@ def _parse_sigma(text: str, name: str) -> float:
 
 
 REGISTRY: dict[str, Builtin] = {
-    "vertical": Builtin(vertical, "7x7 middle column of ones (the book's vertical line filter)", "odd"),
-    "horizontal": Builtin(horizontal, "7x7 middle row of ones (the book's horizontal line filter)", "odd"),
+    "vertical": Builtin(vertical, "7x7 middle column of ones (the book's vertical line filter)", "any"),
+    "horizontal": Builtin(horizontal, "7x7 middle row of ones (the book's horizontal line filter)", "any"),
     "diagonal": Builtin(diagonal, "7x7 ones on the main diagonal", "any"),
     "antidiagonal": Builtin(antidiagonal, "7x7 ones on the anti-diagonal", "any"),
     "sobel-x": Builtin(sobel_x, "3x3 Sobel derivative along x (positive where brightness rises to the right)"),
@@ -177,7 +185,7 @@ REGISTRY: dict[str, Builtin] = {
     "sharpen": Builtin(lambda: SHARPEN, "3x3 sharpen"),
     "emboss": Builtin(lambda: EMBOSS, "3x3 emboss"),
     "outline": Builtin(lambda: OUTLINE, "3x3 outline (8-neighbour Laplacian)"),
-    "identity": Builtin(identity, "3x3 identity: returns the input", "odd"),
+    "identity": Builtin(identity, "3x3 identity: returns the input", "any"),
 }
 
 KERNEL_FILE_SUFFIXES = (".npy", ".txt", ".csv")
@@ -207,6 +215,22 @@ class Kernel:
         """Feature maps this kernel makes: 1, or ``out`` for a 4-D filter bank."""
         shape = getattr(self.weights, "shape", ())
         return int(shape[3]) if len(shape) == 4 else 1
+
+
+def looks_out_first(shape: tuple[int, ...], in_channels: int) -> bool:
+    """True when a filter shape, read as ``(fh, fw, in, out)`` for an input of ``in_channels``
+    channels, looks rather like PyTorch's ``(out, in, kh, kw)``: its second axis is the channel
+    count and its last two a square kernel, while read as ``(fh, fw, in, out)`` it either does
+    not fit the input or is a non-square kernel (``(8, 3, 3, 3)`` on RGB: 8x3 kernels). A bank
+    for one channel (``(3, 3, 1, 1)``) is taken as it is: PyTorch's 1x1 kernels are rare here."""
+    if len(shape) != 4:
+        return False
+    fh, fw, n_in, n_out = shape
+    return fw == in_channels and n_in == n_out > 1 and (n_in != in_channels or fh != fw)
+
+
+OUT_FIRST_HINT = ("the shape looks like PyTorch's (out, in, kh, kw); filters here are (fh, fw, in, out), "
+                  "as TensorFlow's: np.transpose(filters, (2, 3, 1, 0)) converts them")
 
 
 def similar_names(name: str) -> list[str]:
@@ -278,8 +302,19 @@ def _looks_like_matrix(spec: str) -> bool:
     return bool(re.fullmatch(r"[\s\d.,;eE+\-#]+", spec)) and any(ch.isdigit() for ch in spec)
 
 
-def _label(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "kernel"
+def builtin_label(spec: str) -> str:
+    """The label of a built-in spec, normalised: ``Vertical`` -> ``vertical``, ``gaussian:9:2`` ->
+    ``gaussian-9-2`` (``:`` is not allowed in file names everywhere)."""
+    name, *args = spec.strip().split(":")
+    return "-".join([name.strip().lower(), *(a.strip() for a in args)])
+
+
+def file_label(path: str) -> str:
+    """The label of a kernel file: its name without the extension, as written (``bank_bad.npy`` ->
+    ``bank_bad``), with characters that some file systems refuse (``<>:"/\\|?*``, control
+    characters) replaced by ``-``."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return re.sub(r'[<>:"/\\|?*\x00-\x1f]+', "-", stem).strip() or "kernel"
 
 
 def resolve(spec: str) -> Kernel:
@@ -293,9 +328,9 @@ def resolve(spec: str) -> Kernel:
         raise ValueError("empty kernel; give a name such as 'vertical' or a matrix such as '1,0,-1'")
     head = text.split(":", 1)[0].strip().lower()
     if head in REGISTRY:
-        return Kernel(_label(text.replace(":", "-")), builtin(text), spec)
+        return Kernel(builtin_label(text), builtin(text), spec)
     if text.lower().endswith(KERNEL_FILE_SUFFIXES) or os.path.isfile(text):
-        return Kernel(_label(os.path.splitext(os.path.basename(text))[0]), load_file(text), spec)
+        return Kernel(file_label(text), load_file(text), spec)
     if _looks_like_matrix(text):
         return Kernel("custom", parse_matrix(text, f"kernel '{text}'"), spec)
     return Kernel("", builtin(text), spec)  # raises with a "did you mean"

@@ -144,8 +144,6 @@ def test_inline_matrices():
         ("", "empty kernel"),
         ("   ", "empty kernel"),
         (";", "unknown kernel"),
-        ("vertical:4", "needs an odd size"),
-        ("identity:2", "needs an odd size"),
         ("box:0", "between 1 and"),
         ("box:x", "whole number"),
         ("box:3:1", "too many ':'"),
