@@ -90,11 +90,17 @@ class KernelType(click.ParamType):
         if not isinstance(value, str):
             return value
         try:
-            from .kernels import resolve
+            from .kernels import looks_out_first, resolve
 
-            return resolve(value)
+            kernel = resolve(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+        shape = getattr(kernel.weights, "shape", ())
+        if len(shape) == 4 and looks_out_first(shape, shape[2]):  # (8, 3, 3, 3) runs on RGB either way
+            click.echo(f"Warning: kernel '{value}' {tuple(shape)} is read as (fh, fw, in, out), {shape[3]} maps "
+                       f"of {shape[0]}x{shape[1]} kernels; if it is PyTorch's (out, in, kh, kw), save "
+                       "np.transpose(weights, (2, 3, 1, 0)) instead", err=True)
+        return kernel
 
 
 class BiasType(click.ParamType):
@@ -126,8 +132,9 @@ def io_options(command):
     options = [
         click.argument("inputs", nargs=-1, metavar="INPUT..."),
         click.option("-o", "--output", metavar="PATH",
-                     help="Output file (one output), '-' for stdout, or a folder (created if "
-                          "needed). Default: the current folder."),
+                     help="A folder: an existing one, or a path ending in '/' (created). A file: a "
+                          "name ending in .png, .tif or .npy (one output). '-': stdout, for a pipe. "
+                          "Default: the current folder."),
         click.option("-f", "--format", "fmt", type=click.Choice(list(FORMATS), **CHOICE), help=format_help()),
         click.option("--normalize", type=click.Choice(NORMALIZATIONS, **CHOICE), default=None,
                      help="How png/png16 show raw values: minmax (as plt.imshow), clip to [0,1], "
@@ -138,7 +145,8 @@ def io_options(command):
                      help="Colours of one-channel png maps: gray (the book's), diverging "
                           "(blue-white-red, zero white: signed edges) or viridis."),
         click.option("--montage", is_flag=True,
-                     help="Write all maps of an input into one labelled grid, {stem}_montage.png."),
+                     help="Write all maps of an input into one labelled grid, named after what it "
+                          "shows: {stem}_vertical+horizontal_montage.png."),
         click.option("--with-input", is_flag=True, help="Montage: the input is the first tile."),
         click.option("--columns", type=click.IntRange(min=1), default=None,
                      help="Montage: tiles per row. Default: one row up to 4 tiles, else a square-ish grid."),
@@ -208,7 +216,9 @@ def layer_options(kernels_required: bool, with_activation: bool):
                      help="sum: the kernel spans all channels (one gray map, the book's semantics); "
                           "each: filter every channel alone (a colour image); gray: luminance first."),
         click.option("--pool", "pool_type", type=click.Choice(list(POOL_TYPES), **CHOICE), default="none",
-                     show_default=True, help="Pooling after the activation."),
+                     show_default=True,
+                     help="Pooling after the activation. Global pools print input, map (the kernel), "
+                          "channel and value per line on stdout, unless -f npy or tiff."),
         click.option("--pool-size", type=PAIR, default="2", show_default=True, help="Pool window N or PH,PW."),
         click.option("--pool-stride", type=PAIR, default=None, help="Pool stride. Default: the pool size."),
         click.option("--pool-padding", type=PADDING, default="valid", show_default=True,
@@ -221,11 +231,14 @@ def layer_options(kernels_required: bool, with_activation: bool):
                     pool_padding, bias=None, activation="none", flip=False, **kwargs):
             convolution = None
             if kernels:
-                convolution = Convolution(
-                    kernels=tuple(kernels), stride=stride, padding=padding, dilation=dilation,
-                    bias=bias or (), activation=activation.lower(), channels=channels.lower(),
-                    border=BORDERS[border.lower()], flip=flip,
-                )
+                try:
+                    convolution = Convolution(
+                        kernels=tuple(kernels), stride=stride, padding=padding, dilation=dilation,
+                        bias=bias or (), activation=activation.lower(), channels=channels.lower(),
+                        border=BORDERS[border.lower()], flip=flip,
+                    )
+                except ValueError as exc:  # e.g. --bias values that do not match the maps
+                    raise click.UsageError(str(exc)) from None
             _refuse_unused(pool_type.lower(), "pool_size", "pool_stride", "pool_padding")
             pooling = _pooling(pool_type.lower(), pool_size, pool_stride, pool_padding, "--pool-padding")
             return command(recipe=Recipe(convolution, pooling), **kwargs)
@@ -351,8 +364,10 @@ def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns,
          pool_type, size, stride, padding, batch):
     """Pool images (or .npy maps) without convolving.
 
-    Every channel is pooled on its own. Global pools print one value per
-    channel on stdout (input, channel, value) unless -f npy or tiff is given.
+    Every channel is pooled on its own; outputs are named {stem}_{type}-pool.{ext}
+    (max-pool, avg-pool). Global pools print one line per channel on stdout,
+    tab-separated: input, map (global-max-pool or global-avg-pool), channel,
+    value; -f npy or tiff writes them as files instead.
 
     \b
     Examples:
@@ -482,8 +497,10 @@ def _run(recipe: Recipe, inputs, output, fmt, normalization, view: View, max_pix
         summary = batches.run(recipe, list(inputs), output, fmt and fmt.lower(),
                               normalization and normalization.lower(), batch, view=view,
                               max_pixels=max_pixels)
-    except batches.UsageProblem as exc:
-        raise click.UsageError(str(exc)) from None
+    except batches.UsageProblem as exc:  # options that do not fit the inputs: one line, exit 2
+        problem = click.ClickException(str(exc))
+        problem.exit_code = click.UsageError.exit_code
+        raise problem from None
     except KeyboardInterrupt:
         raise Interrupted() from None  # past click, which would add an empty line to stderr
     except batches.RunProblem as exc:  # e.g. --scheduler without Dask, or a lost cluster: one line

@@ -221,12 +221,13 @@ def looks_out_first(shape: tuple[int, ...], in_channels: int) -> bool:
     """True when a filter shape, read as ``(fh, fw, in, out)`` for an input of ``in_channels``
     channels, looks rather like PyTorch's ``(out, in, kh, kw)``: its second axis is the channel
     count and its last two a square kernel, while read as ``(fh, fw, in, out)`` it either does
-    not fit the input or is a non-square kernel (``(8, 3, 3, 3)`` on RGB: 8x3 kernels). A bank
-    for one channel (``(3, 3, 1, 1)``) is taken as it is: PyTorch's 1x1 kernels are rare here."""
+    not fit the input or is a non-square kernel (``(8, 3, 3, 3)`` on RGB: 8x3 kernels). PyTorch
+    kernels of 1x1 and 2x2 are rare here, so ``(3, 3, 1, 1)`` or ``(1, 2, 2, 2)`` are taken as
+    they are."""
     if len(shape) != 4:
         return False
     fh, fw, n_in, n_out = shape
-    return fw == in_channels and n_in == n_out > 1 and (n_in != in_channels or fh != fw)
+    return fw == in_channels and n_in == n_out > 2 and (n_in != in_channels or fh != fw)
 
 
 OUT_FIRST_HINT = ("the shape looks like PyTorch's (out, in, kh, kw); filters here are (fh, fw, in, out), "

@@ -18,6 +18,7 @@ explicit cells); the padding cells are zeros unless a ``border`` mode fills them
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from .borders import fill_border, pad
 from .geometry import (AxisGeometry, axis, axis_padding, check_border, check_pool_padding, describe_padding,
                        normalize_border, normalize_padding, output_size, pair)
 from .system import usable_cpus
+from .kernels import OUT_FIRST_HINT, looks_out_first
 
 __all__ = [
     "conv2d",
@@ -144,6 +146,24 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None,
            [20., 24., 26.],
            [26., 30., 32.]], dtype=float32)
     """
+    _warn_if_out_first(np.shape(input), np.shape(filters))
+    return _conv2d(input, filters, strides, padding, dilations, bias=bias, activation=activation, border=border,
+                   input_scale=input_scale)
+
+
+def _warn_if_out_first(input_shape: tuple[int, ...], filters_shape: tuple[int, ...]) -> None:
+    """Warn when filters fit the input read as (fh, fw, in, out) but look like PyTorch's layout."""
+    if len(filters_shape) == 4 and len(input_shape) in (3, 4) and looks_out_first(filters_shape, input_shape[-1]):
+        fh, fw, _, n_out = filters_shape
+        warnings.warn(f"filters of shape {tuple(filters_shape)} are read as (fh, fw, in, out), {n_out} maps of "
+                      f"{fh}x{fw} kernels; if they are PyTorch's (out, in, kh, kw), pass "
+                      "np.transpose(filters, (2, 3, 1, 0))", UserWarning, stacklevel=3)
+
+
+def _conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None, activation=None,
+            border="CONSTANT", input_scale=None) -> np.ndarray:
+    """:func:`conv2d` without the warning about PyTorch-looking filters, for callers that warn
+    about them themselves (the command line, when it reads a kernel file)."""
     x, added = _as_batch(input, keep_samples=input_scale is not None)
     w = np.asarray(filters)
     if w.dtype.kind not in "biuf":
@@ -156,10 +176,7 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None,
     if 0 in w.shape:
         raise ValueError(f"filters have an empty axis: shape {w.shape}")
     if w.shape[2] != x.shape[3]:
-        raise ValueError(
-            f"filters expect {w.shape[2]} input channels but the input has {x.shape[3]}; "
-            f"use filters of shape ({w.shape[0]}, {w.shape[1]}, {x.shape[3]}, {w.shape[3]})"
-        )
+        raise ValueError(_channel_mismatch(np.shape(input), w.shape))
     if not np.isfinite(w).all():
         raise ValueError("filters contain NaN or infinity; kernel values must be finite")
     strides = pair(strides, "strides")
@@ -180,6 +197,24 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None,
     out = _correlate(x, w, strides, dilations, gh, gw, bias=bias, activation=activation,
                      border=border, input_scale=input_scale)
     return _unbatch(out, added)
+
+
+def _channel_mismatch(input_shape: tuple[int, ...], filters_shape: tuple[int, ...]) -> str:
+    """Why filters do not fit the input's channels, with a hint where either looks like the other
+    layout (an NCHW input, PyTorch's out-first filters)."""
+    fh, fw, n_in, n_out = filters_shape
+    channels = input_shape[-1]
+    hints = []
+    if (len(input_shape) == 4 and input_shape[1] in (n_in, fw) and input_shape[1] != channels
+            and input_shape[1] < min(input_shape[2], input_shape[3])):
+        hints.append(f"the input {tuple(input_shape)} looks channels-first (N, C, H, W); inputs here are "
+                     "(N, H, W, C), as TensorFlow's: np.transpose(input, (0, 2, 3, 1)) converts it")
+        channels = input_shape[1]
+    if looks_out_first(filters_shape, channels):
+        hints.append(f"filters {tuple(filters_shape)}: {OUT_FIRST_HINT}")
+    plural = "channel" if n_in == 1 else "channels"
+    return (f"filters expect {n_in} input {plural} but the input has {input_shape[-1]}; "
+            + "; ".join(hints or [f"use filters of shape ({fh}, {fw}, {channels}, {n_out})"]))
 
 
 # --- threads ---------------------------------------------------------------------------------

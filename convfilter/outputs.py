@@ -32,14 +32,55 @@ def _is_folder(output: str | None) -> bool:
     return bool(output) and (os.path.isdir(output) or output.endswith(("/", os.sep)))
 
 
+def output_kind(output: str | None) -> str:
+    """What ``-o`` names, by a rule that needs no knowledge of the inputs.
+
+    ``stdout`` for ``-``; a ``folder`` for none (the current folder), an
+    existing folder, a path ending in ``/`` or a name without an extension
+    (created if needed); a ``file`` for a name ending in .png, .tif, .tiff or
+    .npy. Anything else (another extension, an existing file that is not one
+    of those) raises ValueError saying what to write instead.
+    """
+    if output is None or _is_folder(output):
+        return "folder"
+    if output == STDOUT:
+        return "stdout"
+    suffix = os.path.splitext(output)[1].lower()
+    if suffix in FORMAT_OF_SUFFIX:
+        return "file"
+    if suffix in UNWRITABLE_IMAGE_SUFFIXES:
+        raise ValueError(f"convfilter writes {written_extensions()} files, not '{suffix}'; "
+                         "change the extension of -o (or end it with '/' for a folder)")
+    if os.path.lexists(output):
+        raise ValueError(f"-o '{output}' is an existing file, not a folder; give a folder (e.g. -o maps/) "
+                         f"or a file name ending in {written_extensions()}")
+    if suffix:
+        raise ValueError(f"-o '{output}': convfilter writes {written_extensions()} files; write '{output}/' "
+                         "for a folder")
+    return "folder"
+
+
 def output_labels(recipe: Recipe, fmt: str) -> list[str]:
-    """The ``{kernel}`` label of every file one input gives, known before reading it."""
+    """The ``{kernel}`` label of every file one input gives, known before reading it.
+
+    One per map; ``-f npy`` stacks all maps of an input in one file labelled
+    with every kernel (``vertical+horizontal``).
+    """
     conv = recipe.convolution
     if conv is None:
-        labels = [f"{recipe.pooling.type}pool"]
-    else:
-        labels = pipeline.kernel_labels(conv.kernels)
-    return ["+".join(labels)] if FORMATS[fmt].stacked else labels
+        return [recipe.pooling.label]
+    if FORMATS[fmt].stacked:
+        return [joined_label(recipe)]
+    return pipeline.kernel_labels(conv.kernels)
+
+
+def joined_label(recipe: Recipe) -> str:
+    """One label for all maps of an input (an .npy array, a montage): the kernels' labels joined
+    by ``+`` (a bank counts once), or the pooling's."""
+    conv = recipe.convolution
+    if conv is None:
+        return recipe.pooling.label
+    return "+".join(pipeline.unique_labels([k.label for k in conv.kernels]))
 
 
 DEFAULT_NAME = "{stem}_{kernel}.{ext}"
@@ -114,7 +155,7 @@ class OutputPlan:
     ``target`` is a single file path, ``-`` (stdout), or None for a folder
     (``folder``) with names from ``name`` (``{stem}_{kernel}.{ext}``), each in
     the input's sub-folder under ``folder``; a montage is one file per input
-    with ``{kernel}`` = ``montage``. ``as_text`` means global pool values are
+    with ``{kernel}`` = ``KERNELS_montage``. ``as_text`` means global pool values are
     printed on stdout instead of written as images. ``view`` says how PNGs are
     drawn; ``max_pixels`` is the decompression-bomb limit, applied wherever the
     work runs; ``workers`` is how many inputs may be in memory at once (the
@@ -146,26 +187,24 @@ class OutputPlan:
         diverging, else ``minmax``). ``name`` is a ``--name`` template (checked
         by :func:`check_name_template`).
         """
+        kind = output_kind(output)
         extension_fmt = None
-        if output and output != STDOUT:
-            extension_fmt = FORMAT_OF_SUFFIX.get(os.path.splitext(output)[1].lower())
-        names_folder = bool(output) and output != STDOUT and (
-            _is_folder(output) or extension_fmt is None
-        )
-        suffix = os.path.splitext(output or "")[1].lower()
-        if extension_fmt is None and suffix in UNWRITABLE_IMAGE_SUFFIXES and not _is_folder(output):
-            raise ValueError(f"convfilter writes {written_extensions()} files, not '{suffix}'; "
-                             "change the extension of -o (or end it with '/' for a folder)")
+        if kind == "file":
+            extension_fmt = FORMAT_OF_SUFFIX[os.path.splitext(output)[1].lower()]
         if fmt and extension_fmt and FORMATS[fmt].extension != FORMATS[extension_fmt].extension:
             raise ValueError(f"-f {fmt} contradicts the extension of -o '{output}'; drop -f, or give "
                              f"-o a .{FORMATS[fmt].extension} name")
+        format_given = f"-f {fmt}" if fmt else f"-o '{output}' ({extension_fmt})"
         fmt = fmt or extension_fmt or DEFAULT_FORMAT
         if normalization and FORMATS[fmt].raw:
             raise ValueError(f"--normalize shapes PNGs for viewing; {fmt} keeps the raw values, drop it")
         normalization = normalization or default_normalization(view.colormap)
         plan = cls(fmt, normalization, metadata=recipe_metadata(recipe), view=view, max_pixels=max_pixels)
-        if (view.montage or view.colormap != "gray") and not FORMATS[fmt].drawn:
-            raise ValueError(f"--montage and --colormap draw 8-bit PNGs; they do not apply to -f {fmt}")
+        drawing = [name for name, given in (("--montage", view.montage), ("--colormap", view.colormap != "gray"))
+                   if given]
+        if drawing and not FORMATS[fmt].drawn:
+            verb = "draw 8-bit PNGs; they do" if len(drawing) > 1 else "draws 8-bit PNGs; it does"
+            raise ValueError(f"{' and '.join(drawing)} {verb} not apply to {format_given}")
         if recipe.pooling.is_global and not FORMATS[fmt].raw:
             if view.montage:
                 raise ValueError("global pooling gives one number per map, nothing to draw; drop --montage")
@@ -177,17 +216,11 @@ class OutputPlan:
             plan.as_text = True
             return plan
         labels = plan.labels(recipe)
-        count = len(inputs) * len(labels)
-        if output and not names_folder:
-            if count != 1:
-                where = "stdout" if output == STDOUT else f"the file '{output}'"
-                raise ValueError(
-                    f"{count} outputs cannot all go to {where}; give a folder with -o, "
-                    "or -f npy to keep all maps of an input in one array"
-                )
+        if kind == "folder":
+            plan.folder = output or "."
+        else:
+            _check_single_target(output, kind, len(inputs), len(labels), fmt)
             plan.target = output
-        elif output:
-            plan.folder = output
         if name is not None:
             if plan.target is not None:
                 raise ValueError(f"--name names files in a folder, but -o '{output}' is one file; "
@@ -239,12 +272,30 @@ class OutputPlan:
         return [self.path_for(stem, label, subfolder, index) for label in self.labels(recipe)]
 
     def labels(self, recipe: Recipe) -> list[str]:
-        """The ``{kernel}`` label of every file one input gives."""
-        return ["montage"] if self.view.montage else output_labels(recipe, self.fmt)
+        """The ``{kernel}`` label of every file one input gives; a montage is labelled with what it
+        shows (``vertical+horizontal_montage``, ``max-pool_montage``)."""
+        return [f"{joined_label(recipe)}_montage"] if self.view.montage else output_labels(recipe, self.fmt)
 
     def located(self, path: str) -> str:
         """Where ``path`` (an input or an output, as given) is on this machine's file system."""
         return os.path.join(self.root, path) if self.root and path != STDOUT else path
+
+
+def _check_single_target(output: str, kind: str, inputs: int, maps: int, fmt: str) -> None:
+    """Raise ValueError unless one input with one output file goes to stdout or the file ``output``."""
+    if inputs > 1:
+        if kind == "stdout":
+            raise ValueError(f"-o - writes one input's data to stdout, and {inputs} inputs were given; "
+                             "give -o a folder (e.g. -o maps/), or run one command per input")
+        raise ValueError(f"{inputs} inputs cannot all go to the file '{output}'; give -o a folder "
+                         "(e.g. -o maps/)")
+    if maps > 1:
+        where = f"stdout as {fmt}" if kind == "stdout" else f"the file '{output}'"
+        ways = ["give -o a folder (e.g. -o maps/)",
+                "-f npy (all maps in one array)" if kind == "stdout" else "a .npy name (all maps in one array)"]
+        if FORMATS[fmt].drawn:
+            ways.append("--montage (one picture)")
+        raise ValueError(f"{maps} maps cannot all go to {where}; {', '.join(ways[:-1])} or {ways[-1]}")
 
 
 @dataclass(frozen=True)
@@ -278,7 +329,7 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
         stream.flush()
         return []
     if FORMATS[plan.fmt].stacked and len(maps) > 1:
-        maps = [_stacked(maps)]
+        maps = [_stacked(maps, joined_label(recipe))]
     metadata = {io.MARK_KEY: plan.metadata}
     view = plan.view
     threads = pipeline.ops.get_num_threads()  # batch workers set 1
@@ -286,7 +337,8 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
         picture = montage.draw(maps, plan.normalization, view.colormap, view.columns,
                                loaded.array if view.with_input else None, loaded.stem)
         shape = (picture.height, picture.width, len(picture.getbands()))
-        outputs = [("montage", shape, io.png_bytes(picture, metadata, view.png_compression, threads))]
+        label = plan.labels(recipe)[0]
+        outputs = [(label, shape, io.png_bytes(picture, metadata, view.png_compression, threads))]
     else:
         # each map is encoded once and then dropped, so PNG scaling may reuse its memory
         outputs = [(m.label, m.data.shape, io.encode(m.data, plan.fmt, plan.normalization, metadata,
@@ -335,10 +387,28 @@ def check_memory(recipe: Recipe, height: int, width: int, channels: int, availab
         raise MemoryError(
             f"not enough memory: a {width}x{height} image with {channels} channel(s) needs about "
             f"{needed / 1e9:.1f} GB through these options, {where}"
+            + _frame_note(recipe, height, width, channels, needed)
         )
 
 
-def _stacked(maps: list[pipeline.FeatureMap]) -> pipeline.FeatureMap:
+def _frame_note(recipe: Recipe, height: int, width: int, channels: int, needed: int) -> str:
+    """Where most of ``needed`` is the zero frame of a dilated (or huge) window, say so."""
+    frame, kernel = pipeline.padding_frame(recipe, height, width, channels)
+    if kernel is None or frame * 2 < needed:
+        return ""
+    conv = recipe.convolution
+    (kh, kw), (dh, dw) = kernel.size, conv.dilation
+    window = f"{(kh - 1) * dh + 1}x{(kw - 1) * dw + 1}"
+    if (dh, dw) == (1, 1):
+        return (f"; {frame / 1e9:.1f} GB of it is the zero padding SAME adds around the image for the "
+                f"{window} kernel '{kernel.spec}'")
+    dilation = str(dh) if dh == dw else f"{dh},{dw}"
+    return (f"; {frame / 1e9:.1f} GB of it is the zero padding SAME adds around the image for the "
+            f"{kh}x{kw} kernel '{kernel.spec}' spread to {window} pixels by --dilation {dilation}; "
+            "a smaller --dilation needs less")
+
+
+def _stacked(maps: list[pipeline.FeatureMap], label: str) -> pipeline.FeatureMap:
     import numpy as np
 
     shapes = {m.data.shape[:2] for m in maps}
@@ -347,7 +417,7 @@ def _stacked(maps: list[pipeline.FeatureMap]) -> pipeline.FeatureMap:
             "maps of different sizes (kernels of different sizes with padding VALID) cannot share "
             "one .npy array; run them separately"
         )
-    return pipeline.FeatureMap("+".join(m.label for m in maps), np.concatenate([m.data for m in maps], axis=2))
+    return pipeline.FeatureMap(label, np.concatenate([m.data for m in maps], axis=2))
 
 
 def _check_destination(path: str, source: str) -> None:

@@ -12,7 +12,8 @@ import numpy as np
 
 from . import ops
 from .io import to_unit_range
-from .recipe import Convolution, Pooling, Recipe
+from .kernels import OUT_FIRST_HINT, looks_out_first
+from .recipe import Convolution, Pooling, Recipe, bias_per_map
 
 # ITU-R 601-2 luma, the weights Pillow uses for mode "L"
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -35,25 +36,42 @@ def luminance(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image @ LUMA, np.float32)[:, :, None]
 
 
-def filter_bank(kernel, in_channels: int) -> np.ndarray:
+def filter_bank(kernel, in_channels: int, channels: str = "sum") -> np.ndarray:
     """A kernel as a (fh, fw, in_channels, out) float32 bank.
 
     A 2-D kernel is copied across the input channels (the book's semantics:
-    one feature map that sums the channels). A 4-D bank must already have
-    ``in_channels`` inputs, or 1, which is then copied the same way.
+    one feature map that sums the channels). A 4-D bank must have
+    ``in_channels`` inputs, as TensorFlow requires (a bank for 1 channel is not
+    copied across 3: TensorFlow would read it as a grouped convolution); the
+    error names the ``--channels`` mode that fits it. ``channels`` is the mode
+    that gave ``in_channels``.
     """
     w = np.asarray(kernel.weights, dtype=np.float32)
     if w.ndim == 2:
-        w = w[:, :, None, None]
-    if w.shape[2] == 1 and in_channels != 1:
-        w = np.repeat(w, in_channels, axis=2)
+        return np.repeat(w[:, :, None, None], in_channels, axis=2)
     if w.shape[2] != in_channels:
-        raise ValueError(
-            f"kernel '{kernel.spec}' is a bank for {w.shape[2]} input channels but {in_channels} reach it "
-            "(a gray image, --channels gray and --channels each give 1; --channels sum gives the "
-            f"image's channels); use a bank with {in_channels} input(s)"
-        )
+        raise ValueError(bank_mismatch(kernel.spec, w.shape, in_channels, channels))
     return w
+
+
+def bank_mismatch(spec: str, shape: tuple[int, ...], in_channels: int, channels: str) -> str:
+    """Why a (fh, fw, in, out) bank does not fit the channels that reach it, and what does."""
+    n_in = shape[2]
+    plural = "channel" if n_in == 1 else "channels"
+    if channels == "sum":
+        reach = f"the image has {in_channels}"
+    else:
+        how = "luminance" if channels == "gray" else "each channel alone"
+        reach = f"--channels {channels} gives it 1 ({how})"
+    if looks_out_first(shape, in_channels):
+        fix = OUT_FIRST_HINT
+    elif n_in == 1:
+        fix = "use --channels gray (luminance first) or --channels each (every channel filtered alone)"
+    elif channels != "sum":
+        fix = f"drop --channels {channels} for an image with {n_in} channels, or use a bank for 1"
+    else:
+        fix = f"use a bank for {in_channels} {'channel' if in_channels == 1 else 'channels'}"
+    return f"kernel '{spec}' is a bank for {n_in} input {plural} but {reach}; {fix}"
 
 
 def map_labels(kernel, count: int) -> list[str]:
@@ -88,7 +106,7 @@ def convolve(image: np.ndarray, conv: Convolution, scale: float = 1.0) -> list[F
     """
     banks, input_scale = None, None
     if conv.channels == "sum" and image.shape[2] > 1 and image.dtype != np.float32:
-        banks = [filter_bank(k, image.shape[2]) for k in conv.kernels]
+        banks = [filter_bank(k, image.shape[2], conv.channels) for k in conv.kernels]
         if all(ops.sums_input_channels(w) for w in banks):
             input_scale = scale  # the channel-sum path divides each sample as it sums them
     if input_scale is None:
@@ -100,11 +118,11 @@ def convolve(image: np.ndarray, conv: Convolution, scale: float = 1.0) -> list[F
     else:
         batch = image[None]
     if banks is None:
-        banks = [filter_bank(k, batch.shape[3]) for k in conv.kernels]
+        banks = [filter_bank(k, batch.shape[3], conv.channels) for k in conv.kernels]
     if conv.flip:  # true convolution: the kernel rotated by 180 degrees, then correlated
         banks = [np.ascontiguousarray(w[::-1, ::-1]) for w in banks]
     labels = kernel_labels(conv.kernels)
-    bias = _bias_per_map(conv.bias, sum(w.shape[3] for w in banks)) if conv.bias else None
+    bias = bias_per_map(conv.bias, sum(w.shape[3] for w in banks)) if conv.bias else None
     first_map = np.cumsum([0] + [w.shape[3] for w in banks])  # bank i makes maps first_map[i]..
     # one conv2d per kernel size: kernels of one size share the pass over the image, and the
     # bias and activation are applied as the kernel stores each row
@@ -115,9 +133,9 @@ def convolve(image: np.ndarray, conv: Convolution, scale: float = 1.0) -> list[F
     for indices in by_shape.values():
         stacked = np.concatenate([banks[i] for i in indices], axis=3)
         stacked_bias = None if bias is None else [b for i in indices for b in bias[first_map[i] : first_map[i + 1]]]
-        result = ops.conv2d(batch, stacked, conv.stride, conv.padding, conv.dilation,
-                            bias=stacked_bias, activation=conv.activation, border=conv.border,
-                            input_scale=input_scale)
+        # the command line warns about an out-first bank (PyTorch's layout) when it reads the file
+        result = ops._conv2d(batch, stacked, conv.stride, conv.padding, conv.dilation, bias=stacked_bias,
+                             activation=conv.activation, border=conv.border, input_scale=input_scale)
         start = 0
         for i in indices:
             outputs[i] = result[..., start : start + banks[i].shape[3]]
@@ -126,14 +144,6 @@ def convolve(image: np.ndarray, conv: Convolution, scale: float = 1.0) -> list[F
     # each map (OH, OW, B): B = C for "each", else 1
     return [FeatureMap(label, np.ascontiguousarray(np.moveaxis(plane, 0, -1)))
             for label, plane in zip(labels, planes)]
-
-
-def _bias_per_map(bias: tuple[float, ...], count: int) -> tuple[float, ...]:
-    if len(bias) == 1:
-        return bias * count
-    if len(bias) != count:
-        raise ValueError(f"--bias has {len(bias)} values but there are {count} feature maps; give 1 or {count}")
-    return bias
 
 
 def pool(data: np.ndarray, pooling: Pooling) -> np.ndarray:
@@ -161,28 +171,38 @@ def memory_bound(recipe: Recipe, height: int, width: int, channels: int) -> int:
     padding of the zero-padded copy beyond the image itself (large with SAME padding
     and a large dilation: a 7x7 kernel with dilation 1000 pads 3000 cells a side).
     """
+    frame, _ = padding_frame(recipe, height, width, channels)
     conv = recipe.convolution
     if conv is None:
         return int(4 * height * width * COPIES_PER_CHANNEL * 2 * channels)
     per_map = channels if conv.channels == "each" else 1
     outputs = per_map * sum(k.map_count for k in conv.kernels)
+    return int(4 * height * width * COPIES_PER_CHANNEL * (channels + outputs)) + frame
+
+
+def padding_frame(recipe: Recipe, height: int, width: int, channels: int) -> tuple[int, object]:
+    """Bytes of the zero frame that padding adds around the image (beyond the image itself), and
+    the kernel whose window needs the largest frame (None without a convolution)."""
+    conv = recipe.convolution
+    if conv is None:
+        return 0, None
     padded_channels = 1 if conv.channels == "gray" else channels
-    extra_padding = 0
+    largest, widest = 0, None
     for kernel in conv.kernels:
         try:
             rows, cols = conv.geometry(height, width, kernel.size)
         except ValueError:  # a window larger than the image with VALID: the run says so later
             continue
         padded = (height + rows.pad_before + rows.pad_after) * (width + cols.pad_before + cols.pad_after)
-        extra_padding = max(extra_padding, padded - height * width)
-    return int(4 * height * width * COPIES_PER_CHANNEL * (channels + outputs)
-               + 4 * padded_channels * extra_padding)
+        if padded - height * width > largest:
+            largest, widest = padded - height * width, kernel
+    return 4 * padded_channels * largest, widest
 
 
 def run(image: np.ndarray, recipe: Recipe, scale: float = 1.0) -> list[FeatureMap]:
     """All feature maps of one (H, W, C) image: float32, or samples with ``scale`` (see :func:`convolve`)."""
     if recipe.convolution is None:
-        maps = [FeatureMap(f"{recipe.pooling.type}pool", to_unit_range(image, scale))]
+        maps = [FeatureMap(recipe.pooling.label, to_unit_range(image, scale))]
     else:
         maps = convolve(image, recipe.convolution, scale)
     return [FeatureMap(m.label, pool(m.data, recipe.pooling)) for m in maps]

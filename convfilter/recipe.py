@@ -71,6 +71,12 @@ class Pooling:
         return POOL_TYPES[self.type]
 
     @property
+    def label(self) -> str:
+        """The map label of a pooling without kernels (``pool``): the ``--type`` as spelled,
+        ``max-pool``, ``global-avg-pool``."""
+        return f"{self.type}-pool"
+
+    @property
     def is_global(self) -> bool:
         """A pool of each whole map (one value per map), not a sliding window."""
         return self.type != "none" and not self.kind.windowed
@@ -109,6 +115,15 @@ class Convolution:
     border: str = "CONSTANT"
     flip: bool = False
 
+    def __post_init__(self):
+        if self.bias:
+            bias_per_map(self.bias, self.map_count)
+
+    @property
+    def map_count(self) -> int:
+        """Feature maps of the kernels (before ``--channels each`` repeats them per channel)."""
+        return sum(k.map_count for k in self.kernels)
+
     def geometry(self, height: int, width: int, kernel_shape: tuple[int, int]):
         """Per-axis geometry of one kernel over a height x width image (ValueError when the window
         does not fit, or the border cannot fill the padding)."""
@@ -117,6 +132,17 @@ class Convolution:
         check_border(self.border, rows, "rows")
         check_border(self.border, cols, "columns")
         return rows, cols
+
+
+def bias_per_map(bias: tuple[float, ...], count: int) -> tuple[float, ...]:
+    """One bias per feature map: a single value is repeated; otherwise there must be ``count``."""
+    if len(bias) == 1:
+        return bias * count
+    if len(bias) != count:
+        if count == 1:
+            raise ValueError(f"--bias has {len(bias)} values but there is 1 feature map; give one value")
+        raise ValueError(f"--bias has {len(bias)} values but there are {count} feature maps; give 1 value or {count}")
+    return bias
 
 
 @dataclass(frozen=True)
@@ -146,8 +172,11 @@ class View:
     def __post_init__(self):
         if self.colormap not in COLORMAPS:
             raise ValueError(f"unknown colour map {self.colormap!r}; choose {', '.join(COLORMAPS)}")
-        if not self.montage and (self.with_input or self.columns is not None):
-            raise ValueError("--with-input and --columns shape a montage; add --montage")
+        given = [name for name, value in (("--with-input", self.with_input), ("--columns", self.columns))
+                 if value not in (False, None)]
+        if not self.montage and given:
+            verb = "shapes" if len(given) == 1 else "shape"
+            raise ValueError(f"{' and '.join(given)} {verb} a montage; add --montage")
         if self.columns is not None and self.columns < 1:
             raise ValueError(f"--columns must be at least 1, got {self.columns}")
         if not 0 <= self.png_compression <= 9:

@@ -42,9 +42,10 @@ def padding_note(g: AxisGeometry, name: str) -> str:
     return f"{g.pad_before} {before}, {g.pad_after} {after}"
 
 
-def _stage(title: str, detail: str, size: tuple[int, int, int], gh: AxisGeometry, gw: AxisGeometry):
-    """The two rows of a windowed stage: the title with the height, the detail with the width."""
-    shape = "x".join(str(v) for v in size)
+def _stage(title: str, detail: str, size: tuple[int, int, int] | None, gh: AxisGeometry, gw: AxisGeometry):
+    """The two rows of a windowed stage: the title with the height, the detail with the width
+    (``size`` None leaves the size to the row above)."""
+    shape = "" if size is None else "x".join(str(v) for v in size)
     return [
         (title, shape, "H", arithmetic(gh), padding_note(gh, "H")),
         (f"  {detail}", "", "W", arithmetic(gw), padding_note(gw, "W")),
@@ -72,7 +73,8 @@ def _pair(values: tuple[int, int]) -> str:
 def describe(height: int, width: int, channels: int, recipe: Recipe) -> list[str]:
     """Table lines: a formula line, a header, then the rows of every stage.
 
-    The depth after a convolution is the number of maps of that kernel size
+    All kernels make one layer. Kernels of several sizes show one block of
+    arithmetic per size under the layer's row; the depth is the number of maps
     (times the channels with ``--channels each``), as ``-f npy`` stacks them.
     """
     rows = [("input", f"{height}x{width}x{channels}", "", "", "")]
@@ -90,8 +92,15 @@ def describe(height: int, width: int, channels: int, recipe: Recipe) -> list[str
             gh, gw = conv.geometry(height, width, (kh, kw))
             depth = per_map * sum(k.map_count for k in group)
             title = _window("conv", (kh, kw), conv.padding, conv.stride, conv.dilation, conv.border)
-            rows += _stage(title, ", ".join(k.label for k in group), (gh.out, gw.out, depth), gh, gw)
-            stages.append((gh.out, gw.out, depth, f"conv {kh}x{kw}"))
+            stages.append((gh.out, gw.out, depth, f"conv {kh}x{kw}", title, ", ".join(k.label for k in group),
+                           gh, gw))
+        if len(stages) == 1:
+            rows += _stage(*stages[0][4:6], stages[0][:3], *stages[0][6:])
+        else:  # one layer whose kernels differ in size: each size's arithmetic under the layer
+            rows += _layer(stages)
+            if len({stage[:2] for stage in stages}) == 1:  # one map size: pooled as one stack
+                stages = [(*stages[0][:2], sum(stage[2] for stage in stages), "conv")]
+        stages = [stage[:4] for stage in stages]
     pooling = recipe.pooling
     if pooling.type != "none":
         for h, w, depth, source in stages:
@@ -104,6 +113,22 @@ def describe(height: int, width: int, channels: int, recipe: Recipe) -> list[str
             title = _window(f"{pooling.type} pool", pooling.size, pooling.padding, pooling.strides)
             rows += _stage(title, after, (gh.out, gw.out, depth), gh, gw)
     return [*FORMULA, ""] + _table([HEADER] + rows)
+
+
+def _layer(stages) -> list[tuple[str, ...]]:
+    """Rows of one convolution layer with kernels of several sizes: the layer with its output
+    (all maps, when they share a size), then each size's window and arithmetic, indented."""
+    depth = sum(stage[2] for stage in stages)
+    sizes = {stage[:2] for stage in stages}
+    if len(sizes) == 1:
+        (h, w), = sizes
+        rows = [(f"conv layer, {depth} maps", f"{h}x{w}x{depth}", "", "", "")]
+    else:
+        rows = [(f"conv layer, {depth} maps", "", "", "", "maps of different sizes")]
+    for h, w, group_depth, _, title, labels, gh, gw in stages:
+        size = (h, w, group_depth) if len(sizes) > 1 else None
+        rows += _stage(f"  {title.removeprefix('conv ')}", f"  {labels}", size, gh, gw)
+    return rows
 
 
 def _table(rows) -> list[str]:

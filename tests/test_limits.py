@@ -187,7 +187,8 @@ def test_parallel_workers_share_the_available_memory(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
     # one worker has it all: the same images pass
     code, lines = run("--jobs", "1", *names)
-    assert code == 0 and lines == ["processed 3, failed 0, skipped 0"]
+    written = [f"wrote {tmp_path / 'out' / f'in{index}_vertical.png'}" for index in range(3)]
+    assert code == 0 and lines == [*written, "processed 3, failed 0, skipped 0"]  # a handful are named
     # so does a single input with --jobs 2: only one worker runs
     code, lines = run("--jobs", "2", "--skip-existing", "-v", names[0], "-o", str(tmp_path / "one") + "/")
     assert code == 0 and lines == [f"wrote {tmp_path / 'one' / 'in0_vertical.png'}"], lines

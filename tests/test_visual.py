@@ -124,8 +124,10 @@ def background(pixels) -> bool:
 def test_montage_tiles_are_the_single_maps_in_a_labelled_row(tmp_path, image):
     run("apply", *kernel_options(), image, "-o", tmp_path / "single")
     run("apply", *kernel_options(), image, "--montage", "-o", tmp_path / "grid")
-    assert [p.name for p in (tmp_path / "grid").iterdir()] == ["pic_montage.png"]
-    grid = read(tmp_path / "grid" / "pic_montage.png")
+    # named after what it shows: every kernel's label
+    name = "pic_" + "+".join(KERNELS) + "_montage.png"
+    assert [p.name for p in (tmp_path / "grid").iterdir()] == [name]
+    grid = read(tmp_path / "grid" / name)
     gap, strip = montage.GAP, montage.LABEL_HEIGHT
     # four tiles fit one row: one cell high, four cells wide
     assert grid.shape == (gap + strip + H + gap, gap + 4 * (W + gap), 3)
@@ -173,9 +175,11 @@ def test_tiles_keep_their_own_size_in_cells_as_large_as_the_largest(tmp_path, im
 def test_one_montage_per_input_named_after_it(tmp_path, image):
     other = save_npy(tmp_path / "other.npy", np.ones((H, W, 1)))
     run("pool", "--size", "2", image, other, "--montage", "--with-input", "-o", tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["other_montage.png", "pic_montage.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["other_max-pool_montage.png",
+                                                                     "pic_max-pool_montage.png"]
     result = run("pool", image, other, "--montage", "-o", tmp_path / "one.png", ok=False)
-    assert result.exit_code == 2 and "2 outputs" in result.output
+    assert result.exit_code == 2
+    assert result.output == f"Error: 2 inputs cannot all go to the file '{tmp_path / 'one.png'}'; give -o a folder (e.g. -o maps/)\n"
 
 
 @pytest.mark.parametrize("options, message", [

@@ -9,19 +9,25 @@ from ..messages import display_name
 from .jobs import Result
 
 
+HANDFUL = 8  # a batch that writes at most this many files names each of them
+
+
 class Console:
     """Messages on stderr, by verbosity, around an optional progress bar.
 
     Quiet (-1) shows errors only; normal (0) shows what a single input wrote,
-    or a batch's progress bar (on a terminal) and summary; verbose (1) also
-    names every file written or skipped.
+    or a batch's progress bar (on a terminal) and summary, naming the files
+    when there are at most ``HANDFUL`` (``outputs`` is how many are planned);
+    verbose (1) names every file written or skipped.
     """
 
-    def __init__(self, verbosity: int, batch: bool, total: int, stream=None):
+    def __init__(self, verbosity: int, batch: bool, total: int, stream=None, outputs: int = 0):
         self.stream = stream if stream is not None else sys.stderr
         self.verbosity = verbosity
         self.batch = batch
-        show_bar = batch and verbosity >= 0 and total > 1 and _is_terminal(self.stream)
+        # a run that writes a handful of files names them, as a single input does
+        self.names_files = verbosity > 0 or (verbosity == 0 and (not batch or outputs <= HANDFUL))
+        show_bar = batch and verbosity >= 0 and total > 1 and is_terminal(self.stream)
         self.progress = Progress(total, self.stream) if show_bar else None
 
     def error(self, source: str, message: str) -> None:
@@ -30,10 +36,12 @@ class Console:
     def result(self, result: Result) -> None:
         if result.status == "failed":
             self.error(result.source, result.error or "failed")
-        elif self.verbosity > 0 or (self.verbosity == 0 and not self.batch):
-            verb = "skipped (exists)" if result.status == "skipped" else "wrote"
+        elif result.status == "skipped" and (self.verbosity > 0 or (self.verbosity == 0 and not self.batch)):
             for path in result.outputs:
-                self._say(f"{verb} {path}")
+                self._say(f"skipped (exists) {path}")
+        elif result.status == "processed" and self.names_files:
+            for path in result.outputs:
+                self._say(f"wrote {path}")
         if self.progress is not None:
             self.progress.advance()
 
@@ -55,7 +63,7 @@ class Console:
             self.progress.draw()
 
 
-def _is_terminal(stream) -> bool:
+def is_terminal(stream) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):

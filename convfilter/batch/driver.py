@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from ..recipe import DEFAULT_MAX_PIXELS, Recipe, View
 from ..system import usable_cpus
-from .console import Console
+from .console import Console, is_terminal
 from .executors import make_executor
 from .inputs import Expansion, expand_inputs
 from .jobs import BatchOptions, Job, Result, UsageProblem, Work
@@ -35,7 +35,8 @@ def run_batch(work: Work, expansion: Expansion, todo: list[Job], decided: list[R
     stdout = stdout if stdout is not None else sys.stdout.buffer
     early = expansion.failures + decided
     total = len(early) + len(todo)
-    console = Console(options.verbosity, expansion.from_folders or total > 1, total)
+    console = Console(options.verbosity, expansion.from_folders or total > 1, total,
+                      outputs=sum(len(job.outputs) for job in todo))
     summary = Summary()
     report = open_report(options.report) if options.report else None
     emitter = OrderedOutput([job.index for job in todo], stdout)
@@ -98,6 +99,7 @@ def run(recipe: Recipe, arguments: list[str], output: str | None, fmt: str | Non
     from ..outputs import OutputPlan
 
     set_max_pixels(max_pixels)  # this process opens files too (finding images and earlier outputs)
+    _check_output(output, fmt)  # before any input is read
     expansion = expand_inputs(arguments, options)
     try:
         plan = OutputPlan.make(recipe, [job.source for job in expansion.jobs] or ["-"], output, fmt,
@@ -110,3 +112,20 @@ def run(recipe: Recipe, arguments: list[str], output: str | None, fmt: str | Non
     # the workers share the memory: each one's check allows its share only
     work = Work(recipe, replace(plan, workers=max(getattr(executor, "workers", 1), 1)))
     return run_batch(work, expansion, todo, decided, executor, options)
+
+
+def _check_output(output: str | None, fmt: str | None) -> None:
+    """Raise UsageProblem for an ``-o`` that names neither a folder nor a file, or for binary data
+    bound for a terminal (``-o -`` on an interactive stdout: redirect or pipe it, as gzip asks)."""
+    from ..formats import DEFAULT_FORMAT, FORMATS
+    from ..outputs import output_kind
+
+    try:
+        kind = output_kind(output)
+    except ValueError as exc:
+        raise UsageProblem(str(exc)) from None
+    if kind == "stdout" and is_terminal(sys.stdout):
+        fmt = fmt or DEFAULT_FORMAT
+        raise UsageProblem(f"-o - writes binary {fmt} data, and stdout is a terminal; redirect it "
+                           f"(> out.{FORMATS[fmt].extension}), pipe it (| convfilter pool - ...), or give -o a "
+                           "file name")
