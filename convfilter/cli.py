@@ -21,7 +21,7 @@ import click
 
 from . import __version__
 from .colormap import COLORMAPS
-from .formats import FORMATS, format_help
+from .formats import FORMATS, format_help, written_extensions
 from .recipe import (
     ACTIVATIONS,
     BORDERS,
@@ -132,9 +132,9 @@ def io_options(command):
     options = [
         click.argument("inputs", nargs=-1, metavar="INPUT..."),
         click.option("-o", "--output", metavar="PATH",
-                     help="A folder: an existing one, or a path ending in '/' (created). A file: a "
-                          "name ending in .png, .tif or .npy (one output). '-': stdout, for a pipe. "
-                          "Default: the current folder."),
+                     help="A folder: an existing one, a path ending in '/' or a name without an "
+                          f"extension (created). A file: a name ending in {written_extensions()} (one "
+                          "output). '-': stdout, for a pipe. Default: the current folder."),
         click.option("-f", "--format", "fmt", type=click.Choice(list(FORMATS), **CHOICE), help=format_help()),
         click.option("--normalize", type=click.Choice(NORMALIZATIONS, **CHOICE), default=None,
                      help="How png/png16 show raw values: minmax (as plt.imshow), clip to [0,1], "

@@ -10,16 +10,15 @@ files that exist only on the reader's machine.
 
 import re
 import shlex
-from pathlib import Path
 
 import click
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from convfilter.cli import cli
 from convfilter.outputs import output_kind
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 BLOCK = re.compile(r"^```(sh|bash|console|shell|text)\s*\n(.*?)^```", re.S | re.M)
 

@@ -10,19 +10,16 @@ import pty
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import CHECKOUT_ENV, picture
 from PIL import Image
 
 from convfilter import conv2d
 from convfilter import io as cfio
 from convfilter.cli import cli
-
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def invoke(*args, input=None):
@@ -33,9 +30,8 @@ def invoke(*args, input=None):
 def cwd(tmp_path, monkeypatch):
     """Two small RGB images, a and b, in a working folder of their own."""
     monkeypatch.chdir(tmp_path)
-    rng = np.random.default_rng(12)
-    for name in ("a", "b"):
-        Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    for seed, name in enumerate(("a", "b")):
+        picture(tmp_path / f"{name}.png", seed, size=(12, 16))
     return tmp_path
 
 
@@ -228,12 +224,13 @@ def test_binary_stdout_to_a_terminal_is_refused(cwd):
     leader, follower = pty.openpty()
     try:
         done = subprocess.run([sys.executable, "-m", "convfilter", "apply", "-k", "vertical", "a.png", "-o", "-"],
-                              stdout=follower, stderr=subprocess.PIPE, cwd=cwd, env=ENV, timeout=300)
+                              stdout=follower, stderr=subprocess.PIPE, text=True, cwd=cwd, env=CHECKOUT_ENV,
+                              timeout=300)
     finally:
         os.close(follower)
         os.close(leader)
     assert done.returncode == 2
-    assert done.stderr.decode() == ("Error: -o - writes binary png data, and stdout is a terminal; redirect it "
+    assert done.stderr == ("Error: -o - writes binary png data, and stdout is a terminal; redirect it "
                                     "(> out.png), pipe it (| convfilter pool - ...), or give -o a file name\n")
 
 
