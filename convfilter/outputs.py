@@ -392,20 +392,20 @@ def check_memory(recipe: Recipe, height: int, width: int, channels: int, availab
 
 
 def _frame_note(recipe: Recipe, height: int, width: int, channels: int, needed: int) -> str:
-    """Where most of ``needed`` is the zero frame of a dilated (or huge) window, say so."""
+    """Where most of ``needed`` is the padded frame around the image, say what makes it large."""
     frame, kernel = pipeline.padding_frame(recipe, height, width, channels)
     if kernel is None or frame * 2 < needed:
         return ""
     conv = recipe.convolution
     (kh, kw), (dh, dw) = kernel.size, conv.dilation
-    window = f"{(kh - 1) * dh + 1}x{(kw - 1) * dw + 1}"
-    if (dh, dw) == (1, 1):
-        return (f"; {frame / 1e9:.1f} GB of it is the zero padding SAME adds around the image for the "
-                f"{window} kernel '{kernel.spec}'")
-    dilation = str(dh) if dh == dw else f"{dh},{dw}"
-    return (f"; {frame / 1e9:.1f} GB of it is the zero padding SAME adds around the image for the "
-            f"{kh}x{kw} kernel '{kernel.spec}' spread to {window} pixels by --dilation {dilation}; "
-            "a smaller --dilation needs less")
+    note = f"; {frame / 1e9:.1f} GB of it is the padding around the image"
+    if (dh, dw) != (1, 1):
+        dilation = str(dh) if dh == dw else f"{dh},{dw}"
+        return (f"{note} for the {kh}x{kw} kernel '{kernel.spec}' spread to {(kh - 1) * dh + 1}x"
+                f"{(kw - 1) * dw + 1} pixels by --dilation {dilation}; a smaller --dilation needs less")
+    if not isinstance(conv.padding, str):  # explicit cells: -p N or T,B,L,R
+        return f"{note} that --padding asks for"
+    return f"{note} for the {kh}x{kw} kernel '{kernel.spec}'"
 
 
 def _stacked(maps: list[pipeline.FeatureMap], label: str) -> pipeline.FeatureMap:

@@ -279,7 +279,7 @@ def test_memory_error_names_the_dilation(cwd, monkeypatch):
     assert result.exit_code == 1
     assert result.stderr == (
         "Error: a.png: not enough memory: a 16x12 image with 3 channel(s) needs about 4320.2 GB through these options, "
-        "8.0 GB are available; 4320.2 GB of it is the zero padding SAME adds around the image for the 7x7 kernel "
+        "8.0 GB are available; 4320.2 GB of it is the padding around the image for the 7x7 kernel "
         "'vertical' spread to 600001x600001 pixels by --dilation 100000; a smaller --dilation needs less\n")
 
 
