@@ -103,6 +103,9 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None,
     ----------
     input : array_like, (N, H, W, C) or (H, W, C)
     filters : array_like, (fh, fw, C, F)
+        TensorFlow's layout. Filters that fit the input both this way and as PyTorch's
+        ``(out, in, kh, kw)`` (``(8, 3, 3, 3)`` on RGB) run with a UserWarning; a shape that
+        fits only PyTorch's way, or an input that looks channels-first, fails with a hint.
     strides : int or (int, int), default 1
     padding : "SAME", "VALID" (case-insensitive), or explicit cells
         ``SAME`` keeps ``ceil(N / stride)`` outputs, putting the odd padding
