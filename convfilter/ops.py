@@ -155,8 +155,10 @@ def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None,
 
 
 def _warn_if_out_first(input_shape: tuple[int, ...], filters_shape: tuple[int, ...]) -> None:
-    """Warn when filters fit the input read as (fh, fw, in, out) but look like PyTorch's layout."""
-    if len(filters_shape) == 4 and len(input_shape) in (3, 4) and looks_out_first(filters_shape, input_shape[-1]):
+    """Warn when filters fit the input read as (fh, fw, in, out) but look like PyTorch's layout
+    (filters that do not fit fail with a hint instead)."""
+    if (len(filters_shape) == 4 and len(input_shape) in (3, 4) and filters_shape[2] == input_shape[-1]
+            and looks_out_first(filters_shape, input_shape[-1])):
         fh, fw, _, n_out = filters_shape
         warnings.warn(f"filters of shape {tuple(filters_shape)} are read as (fh, fw, in, out), {n_out} maps of "
                       f"{fh}x{fw} kernels; if they are PyTorch's (out, in, kh, kw), pass "

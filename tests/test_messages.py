@@ -289,7 +289,8 @@ def test_channels_first_inputs_and_out_first_filters_get_a_hint():
     assert str(info.value) == (
         "filters expect 3 input channels but the input has 40; the input (1, 3, 30, 40) looks channels-first "
         "(N, C, H, W); inputs here are (N, H, W, C), as TensorFlow's: np.transpose(input, (0, 2, 3, 1)) converts it")
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError) as info, warnings.catch_warnings():
+        warnings.simplefilter("error")  # the error says it; no warning on top
         conv2d(np.zeros((1, 30, 40, 3)), np.ones((8, 3, 5, 5)))
     assert str(info.value) == (
         "filters expect 5 input channels but the input has 3; filters (8, 3, 5, 5): the shape looks like PyTorch's "
