@@ -7,6 +7,8 @@ import numpy or Numba::
     from convfilter import conv2d, max_pool2d
 """
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
 _OPS = {
@@ -23,7 +25,12 @@ _OPS = {
 __all__ = sorted(_OPS | {"output_size", "pad", "__version__"})
 
 
-def __getattr__(name):
+if TYPE_CHECKING:  # what the lazy attributes below are, for type checkers and editors
+    from .geometry import output_size
+    from .ops import activate, avg_pool2d, bias_add, conv2d, global_avg_pool2d, global_max_pool2d, max_pool2d, relu
+
+
+def __getattr__(name: str):
     if name in _OPS:
         from . import ops
 

@@ -9,6 +9,7 @@ the convolution's padded copy (which fills its border in place, after the copy o
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .geometry import BORDERS, border_limit, normalize_border
 
@@ -64,7 +65,7 @@ def _paddings(paddings, ndim: int) -> list[tuple[int, int]]:
     return rows
 
 
-def pad(tensor, paddings, mode="CONSTANT", constant_values=0) -> np.ndarray:
+def pad(tensor: ArrayLike, paddings: ArrayLike, mode: str = "CONSTANT", constant_values: float = 0) -> np.ndarray:
     """Pad an array as ``tf.pad`` does, plus an EDGE mode.
 
     Parameters

@@ -86,6 +86,15 @@ class KernelType(click.ParamType):
 
     name = "KERNEL"
 
+    def shell_complete(self, ctx, param, incomplete):
+        """The built-in names, then files (a kernel file), for the shell's completion."""
+        from click.shell_completion import CompletionItem
+
+        from .kernels import REGISTRY
+
+        names = [CompletionItem(name) for name in REGISTRY if name.startswith(incomplete)]
+        return names or [CompletionItem(incomplete, type="file")]
+
     def convert(self, value, param, ctx):
         if not isinstance(value, str):
             return value

@@ -6,6 +6,7 @@ paying for numpy or Numba.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 PADDINGS = ("SAME", "VALID")
@@ -13,6 +14,10 @@ PADDINGS = ("SAME", "VALID")
 # CONSTANT zeros, REFLECT "dcb|abcd|cba" (the edge cell not repeated), SYMMETRIC "cba|abcd|dcb",
 # EDGE "aaa|abcd|ddd".
 BORDERS = ("CONSTANT", "REFLECT", "SYMMETRIC", "EDGE")
+# a size, stride or dilation: one int for both axes, or (rows, cols)
+IntOrPair = int | Sequence[int]
+# a padding: "SAME" or "VALID" (any case), or explicit cells (see normalize_padding)
+Padding = str | Sequence[Sequence[int]]
 
 
 class AxisGeometry(NamedTuple):
@@ -37,7 +42,7 @@ class AxisGeometry(NamedTuple):
         return (self.window - 1) * self.dilation + 1
 
 
-def pair(value, name: str) -> tuple[int, int]:
+def pair(value: IntOrPair, name: str) -> tuple[int, int]:
     """Turn an int or a pair of ints into ``(rows, cols)``, checking both are >= 1.
 
     Examples
@@ -240,7 +245,8 @@ def axis(size: int, window: int, stride: int = 1, padding="SAME", dilation: int 
     return AxisGeometry(size, window, stride, dilation, padding, out, 0, 0)
 
 
-def output_size(input_size, window, strides=1, padding="SAME", dilations=1) -> tuple[int, int]:
+def output_size(input_size: IntOrPair, window: IntOrPair, strides: IntOrPair = 1, padding: Padding = "SAME",
+                dilations: IntOrPair = 1) -> tuple[int, int]:
     """Output ``(height, width)`` of a convolution or pooling window over ``input_size``.
 
     Parameters

@@ -21,11 +21,12 @@ import os
 import warnings
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _jit
 from .borders import fill_border, pad
-from .geometry import (AxisGeometry, axis, axis_padding, check_border, check_pool_padding, describe_padding,
-                       normalize_border, normalize_padding, output_size, pair)
+from .geometry import (AxisGeometry, IntOrPair, Padding, axis, axis_padding, check_border, check_pool_padding,
+                       describe_padding, normalize_border, normalize_padding, output_size, pair)
 from .system import usable_cpus
 from .kernels import OUT_FIRST_HINT, looks_out_first
 
@@ -95,8 +96,9 @@ def _geometry(x: np.ndarray, window, strides, padding, dilations, what: str):
         ) from None
 
 
-def conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None, activation=None,
-           border="CONSTANT", input_scale=None) -> np.ndarray:
+def conv2d(input: ArrayLike, filters: ArrayLike, strides: IntOrPair = 1, padding: Padding = "SAME",
+           dilations: IntOrPair = 1, *, bias: ArrayLike | None = None, activation: str | None = None,
+           border: str = "CONSTANT", input_scale: float | None = None) -> np.ndarray:
     """2-D cross-correlation with TensorFlow's semantics (``tf.nn.conv2d``).
 
     Parameters
@@ -528,7 +530,8 @@ def _pool(kernel, input, ksize, strides, padding) -> np.ndarray:
     return _unbatch(out, added)
 
 
-def max_pool2d(input, ksize, strides=None, padding="VALID") -> np.ndarray:
+def max_pool2d(input: ArrayLike, ksize: IntOrPair, strides: IntOrPair | None = None,
+               padding: Padding = "VALID") -> np.ndarray:
     """Max pooling (``tf.nn.max_pool2d``, keras ``MaxPool2D``).
 
     Parameters
@@ -554,7 +557,8 @@ def max_pool2d(input, ksize, strides=None, padding="VALID") -> np.ndarray:
     return _pool(_jit.max_pool, input, ksize, strides, padding)
 
 
-def avg_pool2d(input, ksize, strides=None, padding="VALID") -> np.ndarray:
+def avg_pool2d(input: ArrayLike, ksize: IntOrPair, strides: IntOrPair | None = None,
+               padding: Padding = "VALID") -> np.ndarray:
     """Average pooling (``tf.nn.avg_pool2d``, keras ``AvgPool2D``).
 
     With ``SAME`` padding each window is divided by the number of its cells
@@ -573,7 +577,7 @@ def avg_pool2d(input, ksize, strides=None, padding="VALID") -> np.ndarray:
     return _pool(_jit.avg_pool, input, ksize, strides, padding)
 
 
-def global_avg_pool2d(input, keepdims: bool = False) -> np.ndarray:
+def global_avg_pool2d(input: ArrayLike, keepdims: bool = False) -> np.ndarray:
     """Mean over height and width (keras ``GlobalAvgPool2D``), accumulated in float64.
 
     Returns (N, C), or (N, 1, 1, C) with ``keepdims=True``; an (H, W, C) input
@@ -584,7 +588,7 @@ def global_avg_pool2d(input, keepdims: bool = False) -> np.ndarray:
     return _unbatch(out, added)
 
 
-def global_max_pool2d(input, keepdims: bool = False) -> np.ndarray:
+def global_max_pool2d(input: ArrayLike, keepdims: bool = False) -> np.ndarray:
     """Maximum over height and width (keras ``GlobalMaxPool2D``)."""
     x, added = _as_batch(input)
     return _unbatch(x.max(axis=(1, 2), keepdims=keepdims), added)
@@ -602,13 +606,13 @@ def _bias_vector(bias, channels: int) -> np.ndarray:
     return np.array(np.broadcast_to(vector, (channels,)))  # a writable copy: the kernels' one signature
 
 
-def bias_add(value, bias) -> np.ndarray:
+def bias_add(value: ArrayLike, bias: ArrayLike) -> np.ndarray:
     """Add a per-channel bias along the last axis (``tf.nn.bias_add``)."""
     value = np.asarray(value, dtype=np.float32)
     return value + _bias_vector(bias, value.shape[-1])
 
 
-def relu(features) -> np.ndarray:
+def relu(features: ArrayLike) -> np.ndarray:
     """``max(x, 0)`` (``tf.nn.relu``)."""
     return np.maximum(np.asarray(features, dtype=np.float32), np.float32(0))
 
@@ -634,7 +638,7 @@ def _activation_name(name) -> str:
     return key
 
 
-def activate(features, name: str = "none") -> np.ndarray:
+def activate(features: ArrayLike, name: str | None = "none") -> np.ndarray:
     """Apply the activation called ``name`` (one of :data:`ACTIVATIONS`)."""
     return np.asarray(ACTIVATIONS[_activation_name(name)](np.asarray(features, dtype=np.float32)),
                       dtype=np.float32)

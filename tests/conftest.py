@@ -6,6 +6,7 @@ fixtures (``tree``) reach every test by name.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -19,6 +20,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_images"
 # subprocesses run this checkout's package, however (or whether) it is installed
 CHECKOUT_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+
+def _docs_script(name: str):
+    """A script of docs/ (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# writes docs/reference.md; its command_paths() walks every command, so tests cover new ones too
+cli_reference = _docs_script("cli_reference")
 
 GOOD = ["a.jpg", "b.png", "sub/c.jpg", "sub/deeper/d.png"]
 BROKEN = ["sub/trunc.jpg", "garbage.png"]
