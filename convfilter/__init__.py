@@ -26,8 +26,10 @@ __all__ = sorted(_OPS | {"output_size", "pad", "__version__"})
 
 
 if TYPE_CHECKING:  # what the lazy attributes below are, for type checkers and editors
-    from .geometry import output_size
-    from .ops import activate, avg_pool2d, bias_add, conv2d, global_avg_pool2d, global_max_pool2d, max_pool2d, relu
+    from .geometry import output_size  # noqa: F401
+    from .ops import (  # noqa: F401
+        activate, avg_pool2d, bias_add, conv2d, global_avg_pool2d, global_max_pool2d, max_pool2d, relu,
+    )
 
 
 def __getattr__(name: str):
