@@ -26,6 +26,7 @@ __all__ = sorted(_OPS | {"output_size", "pad", "__version__"})
 
 
 if TYPE_CHECKING:  # what the lazy attributes below are, for type checkers and editors
+    from .borders import pad  # noqa: F401
     from .geometry import output_size  # noqa: F401
     from .ops import (  # noqa: F401
         activate, avg_pool2d, bias_add, conv2d, global_avg_pool2d, global_max_pool2d, max_pool2d, relu,

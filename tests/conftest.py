@@ -1,7 +1,7 @@
 """What the test files share: the real command in a subprocess, small real images, a folder tree.
 
 Plain helpers are imported by the test files (``from conftest import run_convfilter``); the
-fixtures (``tree``) reach every test by name.
+fixtures (``cwd``, ``photo``, ``tree``) reach every test by name.
 """
 
 from __future__ import annotations
@@ -57,6 +57,24 @@ def picture(path: Path, seed: int, size=(24, 32)) -> None:
 def files_under(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` (relative path -> bytes), to compare whole output trees."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def cwd(tmp_path, monkeypatch) -> Path:
+    """A fresh working folder for the test (outputs without -o land here)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def photo(cwd) -> Path:
+    """A small smooth RGB photo with texture: 23x31, so every stride and pool has leftovers."""
+    rows, cols = np.mgrid[0:23, 0:31]
+    rng = np.random.default_rng(5)
+    rgb = np.stack([rows * 10, cols * 8, (rows * cols) % 256], axis=2) + rng.integers(0, 20, (23, 31, 3))
+    path = cwd / "photo.png"
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path)
+    return path
 
 
 @pytest.fixture

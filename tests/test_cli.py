@@ -55,23 +55,6 @@ def minmax_8bit(data):
     return np.round((data - data.min()) / (data.max() - data.min()) * 255)
 
 
-@pytest.fixture
-def cwd(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture
-def photo(cwd):
-    """A small smooth RGB photo with texture: 23x31, so every stride and pool has leftovers."""
-    rows, cols = np.mgrid[0:23, 0:31]
-    rng = np.random.default_rng(5)
-    rgb = np.stack([rows * 10, cols * 8, (rows * cols) % 256], axis=2) + rng.integers(0, 20, (23, 31, 3))
-    path = cwd / "photo.png"
-    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path)
-    return path
-
-
 def npy_of(*args):
     """Run apply/pool with -f npy to stdout and return the array."""
     result = invoke(*args, "-f", "npy", "-o", "-")

@@ -16,7 +16,7 @@ from PIL import Image
 
 from convfilter import ops
 from convfilter.geometry import output_size
-from test_cli import bank, cwd, invoke, npy_of, photo, pixels  # noqa: F401 (cwd, photo: fixtures)
+from test_cli import bank, invoke, npy_of, pixels
 
 SCIPY_MODE = {"zero": "constant", "reflect": "mirror", "symmetric": "reflect", "edge": "nearest"}
 ASYMMETRIC = "1,2,0;0,-1,3;4,0,-2"  # every flip changes it
