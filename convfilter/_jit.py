@@ -14,6 +14,12 @@ Loop orders: every innermost loop runs along a contiguous axis (an image
 row, or the channels of one pixel) so that it vectorises, and accumulates
 into a row that stays in L1 cache. Zero taps are skipped (line kernels are
 mostly zeros), which is exact.
+
+Arithmetic is strict IEEE float32 (no ``fastmath``: no fused multiply-add, no
+reassociation), so the results are the same bits on every CPU, and the numpy
+twins in :mod:`convfilter._numpy_kernels` (same signatures, same operations in
+the same order) give them too. A change to the order of operations here must
+be made there as well; the tests compare the two exactly.
 """
 
 from __future__ import annotations
@@ -31,11 +37,8 @@ KERNELS = ("pad_planar", "pad_planar_channel_sum", "pad_planar_channel_sum_scale
            "correlate_separable",
            "max_pool", "avg_pool")
 
-# Fused multiply-add only: no reassociation, no assumptions about NaN or infinity.
-FMA = {"contract"}
 
-
-@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _zero_border(plane, pad_top, pad_left, height, width):
     """Zero the cells of a padded 2-D plane outside ``[pad_top, +height) x [pad_left, +width)``."""
     plane[:pad_top] = 0.0
@@ -45,7 +48,7 @@ def _zero_border(plane, pad_top, pad_left, height, width):
         plane[r, pad_left + width :] = 0.0
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA)
+@njit(cache=CACHE, nogil=True)
 def pad_planar(x, pad_top, pad_left, out):
     """Copy NHWC ``x`` into the planar (N, C, Hp, Wp) ``out`` at an offset; the border is zeroed."""
     n_img, height, width, channels = x.shape
@@ -63,7 +66,7 @@ def pad_planar(x, pad_top, pad_left, out):
                     dst[q] = pixels[q * channels + c]
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA)
+@njit(cache=CACHE, nogil=True)
 def pad_planar_channel_sum(x, pad_top, pad_left, out):
     """Like :func:`pad_planar` into (N, 1, Hp, Wp), summing the channels of each pixel."""
     n_img, height, width, channels = x.shape
@@ -83,7 +86,7 @@ def pad_planar_channel_sum(x, pad_top, pad_left, out):
                     dst[q] = total
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA)
+@njit(cache=CACHE, nogil=True)
 def pad_planar_channel_sum_scaled(x, values, pad_top, pad_left, out):
     """:func:`pad_planar_channel_sum` of ``values[x]`` for 8-bit samples ``x``, where ``values``
     holds the float32 value of each of the 256 samples (``arange(256) / 255`` for an image): each
@@ -106,7 +109,7 @@ def pad_planar_channel_sum_scaled(x, values, pad_top, pad_left, out):
                     dst[q] = total
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _four_taps(a0, a1, paired, fresh, s0, s1, s2, s3, k0, k1, t, count):
     """``a0[j] += sum_e k0[t + e] * s_e[j]`` for the four rows ``s_e`` and ``j < count``; with
     ``paired``, ``a1`` gets the same with weights ``k1``. With ``fresh`` the accumulators are
@@ -131,7 +134,7 @@ def _four_taps(a0, a1, paired, fresh, s0, s1, s2, s3, k0, k1, t, count):
             a1[j] = (zero if fresh else a1[j]) + (w10 * x0 + w11 * x1 + w12 * x2 + w13 * x3)
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _four_taps_four_filters(acc, f, fresh, s0, s1, s2, s3, weights, t, count):
     """``acc[f + g, j] += sum_e weights[f + g, t + e] * s_e[j]`` for ``g < 4``, ``j < count``
     (``fresh``: as in :func:`_four_taps`).
@@ -154,7 +157,7 @@ def _four_taps_four_filters(acc, f, fresh, s0, s1, s2, s3, weights, t, count):
         a3[j] = (zero if fresh else a3[j]) + (w30 * x0 + w31 * x1 + w32 * x2 + w33 * x3)
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _row_taps_four_filters(acc, f, fresh, rows, taps, weights, row_shift, step, count):
     """Like :func:`_row_taps` for the four filters ``f .. f+3`` at once (rows ``acc[f + g]``)."""
     span = (count - 1) * step + 1
@@ -171,7 +174,7 @@ def _row_taps_four_filters(acc, f, fresh, rows, taps, weights, row_shift, step, 
                                     rows[r3, q3 : q3 + span : step], weights, t, count)
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _row_taps(a0, a1, paired, fresh, rows, taps, k0, k1, row_shift, step, count):
     """``a0[j] += sum_t k0[t] * rows[taps[t, 0] + row_shift, taps[t, 1] + j*step]`` (and ``a1``
     with ``k1`` when ``paired``: two filters sharing the taps). With ``fresh`` the
@@ -198,7 +201,7 @@ def _row_taps(a0, a1, paired, fresh, rows, taps, k0, k1, row_shift, step, count)
                        rows[r3, q3 : q3 + span : step], k0, k1, t, count)
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _finished(value, bias, add_bias, relu):
     """``value + bias`` (when ``add_bias``), then ``max(., 0)`` (when ``relu``): the same float32
     operations as ``np.maximum(z + b, 0)`` after the kernel, so the fused result is identical
@@ -210,7 +213,7 @@ def _finished(value, bias, add_bias, relu):
     return value
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _store_transposed(rows, dst, bias, add_bias, relu):
     """``dst[j, f] = finished(rows[f, j])``: one output row of every filter into an NHWC row, with
     the bias ``bias[f]`` and the ReLU applied on the way (see :func:`_finished`)."""
@@ -230,7 +233,7 @@ def _store_transposed(rows, dst, bias, add_bias, relu):
                 dst[j, f] = _finished(rows[f, j], bias[f], add_bias, relu)
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA)
+@njit(cache=CACHE, nogil=True)
 def correlate_planar(xp, taps, weights, sh, sw, bias, add_bias, relu, out, row_start, row_stop):
     """Direct cross-correlation of a padded planar input, one output row at a time.
 
@@ -265,7 +268,7 @@ def correlate_planar(xp, taps, weights, sh, sw, bias, add_bias, relu, out, row_s
             _store_transposed(rows, out[n, i], bias, add_bias, relu)
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _last_row(taps):
     """The largest row offset in a tap list."""
     last = taps[0, 0]
@@ -274,7 +277,7 @@ def _last_row(taps):
     return last
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _column_taps_clipped(dst, src, taps, weights, row_shift):
     """``dst[j] = sum_t weights[t] * src[taps[t, 0] + row_shift, j]`` over the taps whose row lies
     inside ``src``: rows outside are zero padding, which adds nothing."""
@@ -287,7 +290,7 @@ def _column_taps_clipped(dst, src, taps, weights, row_shift):
                 dst[j] += weight * row[j]
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA)
+@njit(cache=CACHE, nogil=True)
 def correlate_separable(xp, pad_top, pad_left, col_taps, col_weights, group_taps, group_weights, row_taps,
                         row_weights, sh, sw, padded_w, bias, add_bias, relu, out, row_start, row_stop):
     """Cross-correlation with rank-1 kernels: a column pass, then a row pass.
@@ -352,7 +355,7 @@ def _window(index, stride, pad_before, size, limit):
     return max(start, 0), min(start + size, limit)
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _pool_windows(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop, average):
     """The window loop of both pools: the max of the cells of each window that lie inside the
     image (padding cells are ignored, never zeros) or, with ``average``, their mean (divided by
@@ -388,13 +391,13 @@ def _pool_windows(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop
                         dst[c] /= count
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA)
+@njit(cache=CACHE, nogil=True)
 def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
     """Max over each window; cells outside the image are ignored (never zeros)."""
     _pool_windows(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop, False)
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FMA)
+@njit(cache=CACHE, nogil=True)
 def avg_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
     """Mean over each window, dividing by the number of cells inside the image."""
     _pool_windows(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop, True)

@@ -16,11 +16,13 @@ that the kernels are compiled without a cache.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+JIT_SOURCE = os.path.join(PACKAGE_DIR, "_jit.py")
 
 
 def _writable_dir(path: str) -> bool:
@@ -68,12 +70,27 @@ def configure_cache() -> str | None | bool:
     return False
 
 
+def jit_cache_folder() -> str | None:
+    """The folder where Numba keeps the compiled kernels of ``_jit`` (chosen as the kernels'
+    import chooses it), or None when they cannot be cached; Numba is not imported."""
+    if configure_cache() is False:
+        return None
+    base = os.environ.get("NUMBA_CACHE_DIR")
+    if not base:  # Numba's own choice: beside the source
+        return os.path.join(PACKAGE_DIR, "__pycache__")
+    # as Numba's cache locators name it: the source folder's name and the SHA-1 of its path
+    return os.path.join(base, f"{os.path.basename(PACKAGE_DIR)}_{hashlib.sha1(PACKAGE_DIR.encode()).hexdigest()}")
+
+
 def _set_numba_cache_dir(path: str | None) -> None:
     if path is not None:
         os.environ["NUMBA_CACHE_DIR"] = path
     numba = sys.modules.get("numba")
     if numba is not None:  # imported already: its config has read the environment
         numba.config.CACHE_DIR = path or ""
+
+
+_skip_blas_probe = False
 
 
 def skip_scipy_blas_probe() -> None:
@@ -84,8 +101,17 @@ def skip_scipy_blas_probe() -> None:
     kernels never use it. Hiding ``scipy.linalg.cython_blas`` for that one
     import skips the probe. The library never calls this: in a user's
     process it would turn off ``np.dot`` in the user's own Numba code.
+
+    Numba is not imported here: many runs never need it (see ``_backend``).
+    The skip happens in :func:`before_numba_import`, if and when the kernels load.
     """
-    if "numba.np.arraymath" in sys.modules or "scipy.linalg.cython_blas" in sys.modules:
+    global _skip_blas_probe
+    _skip_blas_probe = True
+
+
+def before_numba_import() -> None:
+    """Called before the kernels (and so Numba) are imported: applies :func:`skip_scipy_blas_probe`."""
+    if not _skip_blas_probe or "numba.np.arraymath" in sys.modules or "scipy.linalg.cython_blas" in sys.modules:
         return
     sys.modules["scipy.linalg.cython_blas"] = None  # makes "import scipy.linalg.cython_blas" fail
     try:

@@ -458,10 +458,14 @@ def shape(image, size_text, recipe):
 
 @cli.command(context_settings=CONTEXT)
 def warmup():
-    """Compile every kernel into the on-disk cache, so that later runs start fast.
+    """Compile every Numba kernel into the on-disk cache now, instead of when first needed.
 
-    Useful once after installing, when building a container image, or in CI.
-    Prints each kernel and whether it was compiled or already cached on stderr.
+    Never needed for correct results, nor for single images: those run on numpy
+    kernels (same bits) whenever Numba's start-up would cost more than it saves.
+    Large images and batches use Numba and compile only the kernel they need, once.
+    Run this to take all of that compiling out of later runs: after installing,
+    when building a container image, or in CI. Prints each kernel and whether it
+    was compiled or already cached on stderr.
 
     \b
     Examples:
@@ -473,6 +477,7 @@ def warmup():
 
     start = time.perf_counter()
     skip_scipy_blas_probe()
+    _announce_compiling()
     from .ops import warm_up
 
     for name, state in warm_up().items():
@@ -499,8 +504,22 @@ def _input_size(image, size_text) -> tuple[int, int, int]:
 # --- running ---------------------------------------------------------------------------------
 
 
+COMPILE_NOTICE = ("convfilter: compiling the image kernels for this computer (once: later runs load them "
+                  "from the cache)...")
+
+
+def _announce_compiling() -> None:
+    """On a terminal, a compile that keeps the user waiting says so, once (see ``_backend``)."""
+    if sys.stderr.isatty():
+        from ._backend import set_compile_notice
+
+        set_compile_notice(lambda: click.echo(COMPILE_NOTICE, err=True))
+
+
 def _run(recipe: Recipe, inputs, output, fmt, normalization, view: View, max_pixels, batch) -> None:
     from . import batch as batches
+
+    _announce_compiling()
 
     try:
         summary = batches.run(recipe, list(inputs), output, fmt and fmt.lower(),

@@ -4,7 +4,9 @@ Arrays are NHWC (``(N, H, W, C)``; a single ``(H, W, C)`` image is accepted
 and returned without the batch axis), filters are ``(fh, fw, in, out)``,
 and the result is always float32. Every function validates its arguments and
 raises ValueError/TypeError with a message that says what to change, then
-runs a private Numba kernel.
+runs a private kernel: Numba's compiled one or its numpy twin, which gives the
+same bits, whichever is faster for the call including Numba's start-up (see
+:mod:`convfilter._backend` and :func:`set_backend`).
 
 The formula, as in TensorFlow (cross-correlation; the kernel is not flipped)::
 
@@ -23,7 +25,8 @@ import warnings
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _jit
+from . import _backend
+from ._backend import expect_repeats, get_backend, set_backend
 from .borders import fill_border, pad
 from .geometry import (AxisGeometry, IntOrPair, Padding, axis, axis_padding, check_border, check_pool_padding,
                        describe_padding, normalize_border, normalize_padding, output_size, pair)
@@ -44,6 +47,10 @@ __all__ = [
     "output_size",
     "set_num_threads",
     "get_num_threads",
+    "set_backend",
+    "get_backend",
+    "expect_repeats",
+    "warm_up",
 ]
 
 
@@ -271,10 +278,11 @@ def get_num_threads() -> int:
     return _threads if _threads is not None else _default_threads()
 
 
-def _run_bands(kernel, args, rows: int, work: float) -> None:
-    """Run ``kernel(*args, row_start, row_stop)`` over ``rows`` output rows, split across threads
-    when there is enough ``work``."""
+def _run_bands(name: str, args, rows: int, work: float) -> None:
+    """Run kernel ``name`` as ``kernel(*args, row_start, row_stop)`` over ``rows`` output rows, split
+    across threads when there is enough ``work``."""
     global _executor, _executor_size
+    kernel = _backend.kernel(name, work)
     threads = min(get_num_threads(), rows)
     if threads <= 1 or work < MIN_PARALLEL_WORK:
         kernel(*args, 0, rows)
@@ -291,19 +299,27 @@ def _run_bands(kernel, args, rows: int, work: float) -> None:
 
 
 def warm_up() -> dict[str, str]:
-    """Load or compile every kernel by calling each once on tiny arrays.
+    """Load or compile every Numba kernel by calling each once on tiny arrays.
 
-    Returns ``{kernel name: "compiled" or "cached"}`` so that a caller can
-    report which kernels were compiled in this call (and so are now in the
-    on-disk cache).
+    For a process that will serve many calls (a server, a batch): afterwards
+    every call can use the compiled kernels at no start-up cost. Returns
+    ``{kernel name: "compiled" or "cached"}`` so that a caller can report which
+    kernels were compiled in this call (and so are now in the on-disk cache).
     """
     x = np.ones((1, 3, 3, 2), np.float32)
     dense = np.arange(8, dtype=np.float32).reshape(2, 2, 2, 1)
-    _correlate_same(x, dense, path="planar")
-    _correlate_same(x, np.ones((2, 2, 2, 1), np.float32), path="separable")  # channel sum as well
-    conv2d(np.ones((1, 3, 3, 3), np.uint8), np.ones((2, 2, 3, 1), np.float32), input_scale=255)  # 8-bit RGB
-    max_pool2d(x, 2)
-    avg_pool2d(x, 2)
+    previous = get_backend()
+    set_backend("numba")
+    try:
+        _correlate_same(x, dense, path="planar")
+        _correlate_same(x, np.ones((2, 2, 2, 1), np.float32), path="separable")  # channel sum as well
+        conv2d(np.ones((1, 3, 3, 3), np.uint8), np.ones((2, 2, 3, 1), np.float32), input_scale=255)  # 8-bit RGB
+        max_pool2d(x, 2)
+        avg_pool2d(x, 2)
+    finally:
+        set_backend(previous)
+    from . import _jit
+
     report = {}
     for name in _jit.KERNELS:
         kernel = getattr(_jit, name)
@@ -405,11 +421,11 @@ def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, pat
             # apart, so the kernel always gets a read-only view (one compiled signature)
             samples = x.view()
             samples.flags.writeable = False
-            _jit.pad_planar_channel_sum_scaled(samples, values, gh.pad_before, gw.pad_before, padded)
-        elif sum_channels:
-            _jit.pad_planar_channel_sum(x, gh.pad_before, gw.pad_before, padded)
+            _backend.kernel("pad_planar_channel_sum_scaled", padded.size)(samples, values, gh.pad_before,
+                                                                           gw.pad_before, padded)
         else:
-            _jit.pad_planar(x, gh.pad_before, gw.pad_before, padded)
+            padder = "pad_planar_channel_sum" if sum_channels else "pad_planar"
+            _backend.kernel(padder, padded.size)(x, gh.pad_before, gw.pad_before, padded)
         fill_border(padded, gh.pad_before, gw.pad_before, height, width, border)
         source, pads = padded.reshape(n_img, n_in * padded_h, padded_w), (0, 0)
     out = np.empty((n_img, gh.out, gw.out, w.shape[3]), np.float32)
@@ -442,7 +458,7 @@ def _correlate_direct(padded, w, strides, dilations, finish, out) -> None:
     weights = np.zeros((n_out, count), np.float32)
     weights[:, : len(used)] = per_filter[:, used]
     rows_view = padded.reshape(n_img, n_in * padded_h, padded_w)
-    _run_bands(_jit.correlate_planar, (rows_view, taps, weights, sh, sw, *finish, out), out.shape[1],
+    _run_bands("correlate_planar", (rows_view, taps, weights, sh, sw, *finish, out), out.shape[1],
                out.size * count)
 
 
@@ -461,7 +477,7 @@ def _correlate_separable(source, pads, padded_h, padded_w, factors, strides, dil
             padded_w, *finish, out)
     n_img, out_h, out_w, n_out = out.shape
     work = n_img * out_h * n_out * n_in * (col_taps.shape[2] * padded_w + row_taps.shape[2] * out_w)
-    _run_bands(_jit.correlate_separable, args, out_h, work)
+    _run_bands("correlate_separable", args, out_h, work)
 
 
 def _padded_count(taps: int) -> int:
@@ -517,12 +533,12 @@ def _tap_lists(kernels: np.ndarray, spacing: int, padded_h: int, vertical: bool)
     return taps, weights
 
 
-def _pool(kernel, input, ksize, strides, padding) -> np.ndarray:
+def _pool(kernel: str, input, ksize, strides, padding) -> np.ndarray:
     x, added = _as_batch(input)
     ksize = pair(ksize, "ksize")
     strides = ksize if strides is None else pair(strides, "strides")
     padding = normalize_padding(padding)
-    check_pool_padding("avg" if kernel is _jit.avg_pool else "max", padding, ksize)
+    check_pool_padding("avg" if kernel == "avg_pool" else "max", padding, ksize)
     gh, gw = _geometry(x, ksize, strides, padding, (1, 1), "pool window")
     out = np.empty((x.shape[0], gh.out, gw.out, x.shape[3]), np.float32)
     args = (x, ksize[0], ksize[1], strides[0], strides[1], gh.pad_before, gw.pad_before, out)
@@ -554,7 +570,7 @@ def max_pool2d(input: ArrayLike, ksize: IntOrPair, strides: IntOrPair | None = N
     array([[ 5.,  7.],
            [13., 15.]], dtype=float32)
     """
-    return _pool(_jit.max_pool, input, ksize, strides, padding)
+    return _pool("max_pool", input, ksize, strides, padding)
 
 
 def avg_pool2d(input: ArrayLike, ksize: IntOrPair, strides: IntOrPair | None = None,
@@ -574,7 +590,7 @@ def avg_pool2d(input: ArrayLike, ksize: IntOrPair, strides: IntOrPair | None = N
     array([[2. , 3.5],
            [6.5, 8. ]], dtype=float32)
     """
-    return _pool(_jit.avg_pool, input, ksize, strides, padding)
+    return _pool("avg_pool", input, ksize, strides, padding)
 
 
 def global_avg_pool2d(input: ArrayLike, keepdims: bool = False) -> np.ndarray:

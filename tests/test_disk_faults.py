@@ -146,8 +146,10 @@ def test_read_only_output_folder(images, mounts):
 
 
 def kernels_run(cwd, env):
-    """One real convolution in a fresh process (imports and loads or compiles the kernels)."""
-    return convfilter_cli("apply", "-k", "sobel-x", "tiny.png", "-o", "out.png", cwd=cwd, env=env)
+    """One real convolution in a fresh process that imports and loads or compiles Numba's kernels
+    (a tiny image would otherwise run on the numpy ones)."""
+    return convfilter_cli("apply", "-k", "sobel-x", "tiny.png", "-o", "out.png", cwd=cwd,
+                          env=dict(env, CONVFILTER_BACKEND="numba"))
 
 
 def test_unwritable_numba_cache_dir_still_works(images, mounts):
@@ -214,7 +216,7 @@ def test_no_writable_cache_folder_at_all_compiles_without_a_cache(images, mounts
         "from convfilter.cli import main\n"
         "main(['apply', '-k', 'sobel-x', 'tiny.png', '-o', 'out.png'])\n"
     )
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(nowhere), PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(nowhere), PYTHONDONTWRITEBYTECODE="1", CONVFILTER_BACKEND="numba")
     result = subprocess.run([sys.executable, "-c", driver], cwd=images, env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -281,14 +281,18 @@ def test_any_dtype_or_layout_reuses_the_one_compiled_signature():
     samples = (base * 40 + 128).clip(0, 255).astype(np.uint8)
     decoded = samples.copy()
     decoded.flags.writeable = False  # as Pillow's decoded images are
-    for scaled in (samples, decoded, samples.astype(np.uint16)):  # 16-bit samples take the float copy
-        ops.conv2d(scaled, np.ones((3, 1, 3, 1)), input_scale=255)
-    for x in inputs:
-        ops.conv2d(x, dense[:, :, : x.shape[3]], strides=np.int64(2), dilations=(1, 2))
-        ops.conv2d(x, dense[:, :, : x.shape[3]], bias=np.float32(1), activation="relu")
-        ops.conv2d(x, np.ones((3, 1, x.shape[3], 1)), bias=[0.5], activation="tanh")
-        ops.conv2d(x, np.ones((3, 1, x.shape[3], 1)))  # separable (and channel sum for several channels)
-        ops.max_pool2d(x, 2)
-        ops.avg_pool2d(x, (3, 2), 2, "SAME")
+    ops.set_backend("numba")  # these tiny calls would run on the numpy kernels
+    try:
+        for scaled in (samples, decoded, samples.astype(np.uint16)):  # 16-bit samples take the float copy
+            ops.conv2d(scaled, np.ones((3, 1, 3, 1)), input_scale=255)
+        for x in inputs:
+            ops.conv2d(x, dense[:, :, : x.shape[3]], strides=np.int64(2), dilations=(1, 2))
+            ops.conv2d(x, dense[:, :, : x.shape[3]], bias=np.float32(1), activation="relu")
+            ops.conv2d(x, np.ones((3, 1, x.shape[3], 1)), bias=[0.5], activation="tanh")
+            ops.conv2d(x, np.ones((3, 1, x.shape[3], 1)))  # separable (and channel sum for several channels)
+            ops.max_pool2d(x, 2)
+            ops.avg_pool2d(x, (3, 2), 2, "SAME")
+    finally:
+        ops.set_backend("auto")
     for name in _jit.KERNELS:
         assert len(getattr(_jit, name).signatures) == 1, name

@@ -60,7 +60,7 @@ def test_read_only_install_without_a_home_still_computes(tmp_path):
     temp = tmp_path / "tmp"
     temp.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
-    env.update(PYTHONPATH=str(site), HOME=os.devnull + "/no-home", TMPDIR=str(temp))
+    env.update(PYTHONPATH=str(site), HOME=os.devnull + "/no-home", TMPDIR=str(temp), CONVFILTER_BACKEND="numba")
     code = (
         "import numpy as np, os, convfilter\n"
         "assert convfilter.__file__.startswith(os.environ['PYTHONPATH']), convfilter.__file__\n"
@@ -82,7 +82,8 @@ def test_kernels_are_cached_per_user_never_inside_the_installed_package(tmp_path
     site = tmp_path / "site"
     shutil.copytree(PACKAGE, site / "convfilter", ignore=shutil.ignore_patterns("__pycache__"))
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
-    env.update(PYTHONPATH=str(site), XDG_CACHE_HOME=str(tmp_path / "xdg"), PYTHONDONTWRITEBYTECODE="1")
+    env.update(PYTHONPATH=str(site), XDG_CACHE_HOME=str(tmp_path / "xdg"), PYTHONDONTWRITEBYTECODE="1",
+               CONVFILTER_BACKEND="numba")
     code = (
         "import numpy as np, convfilter\n"
         "print(convfilter.max_pool2d(np.ones((4, 4, 1), np.float32), 2).shape)\n"

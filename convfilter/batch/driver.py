@@ -94,7 +94,7 @@ def run(recipe: Recipe, arguments: list[str], output: str | None, fmt: str | Non
         limit_threads()
     from .._numba_cache import skip_scipy_blas_probe
 
-    skip_scipy_blas_probe()  # before Numba loads a kernel; this process is the CLI's alone
+    skip_scipy_blas_probe()  # if Numba loads a kernel later; this process is the CLI's alone
     from ..io import set_max_pixels
     from ..outputs import OutputPlan
 
@@ -110,7 +110,7 @@ def run(recipe: Recipe, arguments: list[str], output: str | None, fmt: str | Non
     if executor is None:  # a cluster connects now: no report or output before that works
         executor = make_executor(min(workers, len(todo)), options.scheduler)
     # the workers share the memory: each one's check allows its share only
-    work = Work(recipe, replace(plan, workers=max(getattr(executor, "workers", 1), 1)))
+    work = Work(recipe, replace(plan, workers=max(getattr(executor, "workers", 1), 1)), len(todo))
     return run_batch(work, expansion, todo, decided, executor, options)
 
 

@@ -101,10 +101,14 @@ class Work:
 
     recipe: Recipe
     plan: object  # outputs.OutputPlan (imported lazily: it pulls in numpy and Numba)
+    jobs: int = 1  # in the whole run: whether Numba's start-up pays depends on it (see _backend)
 
     def __call__(self, job: Job) -> Result:
+        from .._backend import expect_repeats
         from ..messages import error_message
         from ..outputs import process
+
+        expect_repeats(self.jobs)  # here, since the work may run in another process
 
         start = time.perf_counter()
         buffer = _io.BytesIO()
@@ -123,15 +127,23 @@ class Work:
         return replace(self, plan=replace(self.plan, root=folder))
 
     def warm(self) -> None:
-        """Load (or compile) the kernels this recipe uses, so forked workers start warm."""
+        """Load (or compile) the Numba kernels this recipe will use, so forked workers start warm.
+
+        A tiny image stands in for the run's images: counted as that many photos
+        (640x480), it gets the kernels the real images will get, Numba's or numpy's.
+        """
         import numpy as np
 
-        from .. import pipeline
+        from .. import _backend, pipeline
 
+        size = 16
+        _backend.expect_repeats(self.jobs * (640 * 480) // (size * size))
         try:
-            pipeline.run(np.zeros((16, 16, 3), np.float32), self.recipe)
+            pipeline.run(np.zeros((size, size, 3), np.float32), self.recipe)
         except ValueError:  # e.g. a VALID window larger than the tiny image: nothing to warm
             pass
+        finally:
+            _backend.expect_repeats(self.jobs)
 
 
 class Executor:

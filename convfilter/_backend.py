@@ -1,0 +1,194 @@
+"""Which kernels run a call: Numba's compiled ones (``_jit``) or their numpy twins.
+
+Both give the same bits (see :mod:`convfilter._numpy_kernels`), so the choice
+is about time only. Numba's kernels are 5-20x faster, but a process pays
+~0.35 s to import Numba and load the first kernel from the cache, and several
+seconds per kernel when the cache does not hold it yet (the first run ever,
+or after an upgrade). For each call the cheaper one by a rough cost model:
+
+    Numba: [import] + [load, or compile when not cached] + work * its speed
+    numpy: work * its speed
+
+where ``work`` is the call's count of multiply-adds (or cells), multiplied by
+:func:`expect_repeats` when a caller knows that the same work will follow
+(a batch of images), and the start-up costs drop to zero once paid in this
+process. So one photo through a short-lived process never waits for Numba,
+and a large job or a batch uses it (compiling only the kernel it needs).
+
+Whether Numba's cache holds a kernel is read from its index file without
+importing Numba: the file exists in the cache folder and records the hash of
+the current ``_jit.py``. (A cache from another Numba version or CPU passes
+this check and then compiles; the compile notice still tells the user.)
+
+Nothing here imports numpy or Numba at import time.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import sys
+import threading
+
+from . import _numba_cache
+
+BACKENDS = ("auto", "numba", "numpy")
+
+# Seconds: importing Numba, its first kernel load (type tables), each further cached kernel.
+IMPORT_NUMBA, FIRST_LOAD, LOAD = 0.22, 0.13, 0.01
+# Per kernel: (numpy ns per unit of work, Numba ns per unit, seconds to compile); measured by
+# benchmarks/bench_cold_start.py on a 2-vCPU machine, rounded pessimistically for numpy.
+COSTS = {
+    "pad_planar": (1.5, 0.5, 1.0),
+    "pad_planar_channel_sum": (2.0, 0.5, 0.9),
+    "pad_planar_channel_sum_scaled": (3.0, 1.0, 0.9),
+    "correlate_planar": (1.2, 0.15, 5.5),
+    "correlate_separable": (4.0, 0.5, 7.0),
+    "max_pool": (10.0, 1.2, 0.4),
+    "avg_pool": (5.0, 4.0, 0.4),
+}
+# A compile that takes longer than this says so (see set_compile_notice).
+NOTICE_AFTER = 1.0
+
+_chosen = os.environ.get("CONVFILTER_BACKEND", "auto").strip().lower() or "auto"
+_repeats = 1
+_notice = None  # called once, from a timer thread, when a compile takes longer than NOTICE_AFTER
+_noticed = False
+_notice_lock = threading.Lock()
+_cached: dict[str, bool] = {}
+
+
+def set_backend(name: str) -> None:
+    """``"numba"`` or ``"numpy"`` for every call from now on, or ``"auto"`` (the default) to choose
+    per call; the environment variable ``CONVFILTER_BACKEND`` sets the default."""
+    global _chosen
+    key = str(name).strip().lower()
+    if key not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    _chosen = key
+
+
+def get_backend() -> str:
+    return _chosen if _chosen in BACKENDS else "auto"
+
+
+def expect_repeats(count: int) -> None:
+    """Tell the ``auto`` choice that each call will be repeated about ``count`` times in this
+    process (e.g. once per image of a batch), so that Numba's one-off costs are shared."""
+    global _repeats
+    _repeats = max(1, int(count))
+
+
+def set_compile_notice(callback) -> None:
+    """Call ``callback()`` (once per process) when Numba compiles for longer than NOTICE_AFTER."""
+    global _notice
+    _notice = callback
+
+
+def kernel(name: str, work: float):
+    """The function that runs kernel ``name`` for a call of ``work`` units, by the rule above."""
+    if _use_numba(name, work):
+        return _numba_kernel(name)
+    from . import _numpy_kernels
+
+    return getattr(_numpy_kernels, name)
+
+
+def _use_numba(name: str, work: float) -> bool:
+    backend = get_backend()
+    if backend != "auto":
+        return backend == "numba"
+    if loaded(name):
+        return True
+    numpy_ns, numba_ns, compile_s = COSTS[name]
+    start = (0.0 if "numba" in sys.modules else IMPORT_NUMBA) + (0.0 if _any_loaded() else FIRST_LOAD)
+    start += LOAD if is_cached(name) else compile_s
+    total = work * _repeats * 1e-9
+    return start + total * numba_ns < total * numpy_ns
+
+
+def _jit():
+    _numba_cache.before_numba_import()
+    from . import _jit
+
+    return _jit
+
+
+def loaded(name: str) -> bool:
+    """True when this process has Numba's kernel ``name`` compiled or loaded."""
+    jit = sys.modules.get(f"{__package__}._jit")
+    return jit is not None and bool(getattr(jit, name).signatures)
+
+
+def _any_loaded() -> bool:
+    return any(loaded(name) for name in COSTS)
+
+
+def _numba_kernel(name: str):
+    dispatcher = getattr(_jit(), name)
+    if dispatcher.signatures:
+        return dispatcher
+
+    def first_call(*args):
+        """Load or compile on this call; say so when that takes long."""
+        timer = threading.Timer(NOTICE_AFTER, _tell_once)
+        timer.daemon = True
+        timer.start()
+        try:
+            return dispatcher(*args)
+        finally:
+            timer.cancel()
+            timer.join()  # no thread is left behind (a server may fork after this)
+
+    return first_call
+
+
+def _tell_once() -> None:
+    global _noticed
+    with _notice_lock:
+        if _noticed or _notice is None:
+            return
+        _noticed = True
+    _notice()
+
+
+# --- is a kernel in Numba's cache? ----------------------------------------------------------
+
+
+def is_cached(name: str) -> bool:
+    """True when Numba's cache folder holds kernel ``name`` compiled from the current ``_jit.py``
+    (read from its index file, without importing Numba)."""
+    if name not in _cached:
+        _cached[name] = any(_index_is_current(path) for path in glob.glob(os.path.join(
+            _glob_escape(_numba_cache.jit_cache_folder() or ""), _index_pattern(name))))
+    return _cached[name]
+
+
+def _index_pattern(name: str) -> str:
+    # Numba names it "<module>.<function>-<first line>.py<major><minor><abiflags>.nbi"
+    return f"_jit.{name}-*.py{sys.version_info[0]}{sys.version_info[1]}{getattr(sys, 'abiflags', '')}.nbi"
+
+
+def _glob_escape(path: str) -> str:
+    return glob.escape(path) if path else os.curdir + os.sep + "no-cache-folder"
+
+
+def _index_is_current(path: str) -> bool:
+    """The index records the SHA-256 of the source it was compiled from (Numba's source stamp)."""
+    try:
+        with open(path, "rb") as index:
+            return _source_hash() in index.read()
+    except OSError:
+        return False
+
+
+def _source_hash() -> bytes:
+    global _hash
+    if _hash is None:
+        with open(_numba_cache.JIT_SOURCE, "rb") as source:
+            _hash = hashlib.sha256(source.read()).digest()
+    return _hash
+
+
+_hash: bytes | None = None

@@ -1,0 +1,253 @@
+"""The kernels of :mod:`convfilter._jit` written with numpy: same signatures, same bits.
+
+Each function performs the float32 operations of its Numba twin in the same
+order (Numba compiles them as strict IEEE float32: no fused multiply-add, no
+reassociation), vectorised over output rows, columns, images and filters
+instead of looped, so its output is bit for bit the same. They need no
+compilation and no Numba, which makes them the right choice for a first run
+(before Numba's cache holds the kernels) and for work so small that importing
+Numba and loading its kernels costs more than the work itself; ``ops`` picks
+one module or the other per call.
+
+Mirrored structure worth knowing when editing either file: tap lists are
+summed four taps at a time, ``acc + (((w0*s0 + w1*s1) + w2*s2) + w3*s3)``,
+starting from ``0 + first group``; the separable kernel's column pass sums
+output rows in groups (``group_taps``) where their taps lie inside the
+source and one tap after the other (skipping zero weights) elsewhere. Every
+rule of that kind here follows one in ``_jit``; tests compare the two
+exactly on every path.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+ZERO = np.float32(0.0)
+# Output rows per block: temporaries of a few hundred kB, which stay in cache.
+BLOCK_CELLS = 1 << 16
+
+
+def _quiet(kernel):
+    """No warnings for NaN or infinity (``0 * inf`` on a skipped tap), as the compiled kernels."""
+    @functools.wraps(kernel)
+    def run(*args):
+        with np.errstate(all="ignore"):
+            return kernel(*args)
+
+    return run
+
+
+@_quiet
+def pad_planar(x, pad_top, pad_left, out):
+    """Copy NHWC ``x`` into the planar (N, C, Hp, Wp) ``out`` at an offset; the border is zeroed."""
+    height, width = x.shape[1], x.shape[2]
+    out[...] = 0.0
+    out[:, :, pad_top : pad_top + height, pad_left : pad_left + width] = x.transpose(0, 3, 1, 2)
+
+
+@_quiet
+def pad_planar_channel_sum(x, pad_top, pad_left, out):
+    """Like :func:`pad_planar` into (N, 1, Hp, Wp), summing the channels of each pixel in order."""
+    height, width, channels = x.shape[1], x.shape[2], x.shape[3]
+    out[...] = 0.0
+    total = out[:, 0, pad_top : pad_top + height, pad_left : pad_left + width]
+    total[...] = x[..., 0]
+    for c in range(1, channels):
+        total += x[..., c]
+
+
+@_quiet
+def pad_planar_channel_sum_scaled(x, values, pad_top, pad_left, out):
+    """:func:`pad_planar_channel_sum` of ``values[x]`` for 8-bit samples ``x``, a block of rows at a
+    time, so that no float copy of the whole image is made (see ``_jit``)."""
+    height, width, channels = x.shape[1], x.shape[2], x.shape[3]
+    out[...] = 0.0
+    for lo, hi in _blocks(0, height, width * channels):
+        total = out[:, 0, pad_top + lo : pad_top + hi, pad_left : pad_left + width]
+        total[...] = values[x[:, lo:hi, :, 0]]
+        for c in range(1, channels):
+            total += values[x[:, lo:hi, :, c]]
+
+
+def _blocks(row_start, row_stop, row_cells, multiple=1):
+    """``(lo, hi)`` blocks of rows covering ``[row_start, row_stop)``, each about BLOCK_CELLS cells
+    and starting at ``row_start`` plus a multiple of ``multiple``."""
+    rows = max(multiple, BLOCK_CELLS // max(row_cells, 1) // multiple * multiple)
+    return [(lo, min(lo + rows, row_stop)) for lo in range(row_start, row_stop, rows)]
+
+
+def _tap_sums(acc, fresh, source, weights, shape=()):
+    """``acc = (0 if fresh else acc) + (((w0*s0 + w1*s1) + w2*s2) + w3*s3)`` for each group of
+    four taps in turn (the ``_four_taps`` loops of ``_jit``); returns ``acc``.
+
+    ``source(t)`` is the array tap ``t`` reads; ``weights[..., t]`` its weight, a scalar or, reshaped
+    to ``shape``, one weight per filter (or per row of a group) that broadcasts against it.
+    """
+    def weight(t):
+        return weights[..., t].reshape(shape) if shape else weights[..., t]
+
+    for t in range(0, weights.shape[-1], 4):
+        group = weight(t) * source(t)
+        for e in range(1, 4):
+            group += weight(t + e) * source(t + e)
+        if fresh and t == 0:
+            acc = np.add(group, ZERO, out=group if acc is None else acc)
+        else:
+            acc += group
+    return acc
+
+
+def _finish(rows, bias, add_bias, relu):
+    """``_finished`` of ``_jit`` on (F, ...) rows of each filter, in place."""
+    if add_bias:
+        rows += bias.reshape((-1,) + (1,) * (rows.ndim - 1))
+    if relu:
+        np.putmask(rows, rows < 0, ZERO)  # NaN and -0.0 pass, as in the kernel
+    return rows
+
+
+@_quiet
+def correlate_planar(xp, taps, weights, sh, sw, bias, add_bias, relu, out, row_start, row_stop):
+    """Direct cross-correlation of a padded planar input (see ``_jit.correlate_planar``)."""
+    n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
+    span = (out_w - 1) * sw + 1
+    for n in range(n_img):
+        for lo, hi in _blocks(row_start, row_stop, out_w * n_out):
+            row_span = (hi - lo - 1) * sh + 1
+
+            def source(t, src=xp[n], lo=lo, row_span=row_span):
+                r, q = taps[t, 0] + lo * sh, taps[t, 1]
+                return src[r : r + row_span : sh, q : q + span : sw]
+
+            rows = _tap_sums(None, True, source, weights, (n_out, 1, 1))
+            out[n, lo:hi] = _finish(rows, bias, add_bias, relu).transpose(1, 2, 0)
+
+
+def _last_row(taps):
+    return int(taps[:, 0].max())
+
+
+def _column_pass(xp, pad_top, col_taps, col_weights, group_taps, group_weights, sh, lo, hi, row_stop):
+    """The column pass of ``_jit.correlate_separable`` for output rows ``[lo, hi)`` (``lo`` starts a
+    group) of one filter and channel: (N, hi - lo, W) rows of the source summed down its columns.
+    """
+    n_img, src_h, src_w = xp.shape
+    group = group_weights.shape[0]
+    column = np.empty((n_img, hi - lo, src_w), np.float32)
+    last = _last_row(group_taps)
+    # groups summed together: whole, with every tap inside the source (a run of consecutive groups)
+    whole = [i for i in range(lo, hi, group)
+             if i + group <= row_stop and i * sh - pad_top >= 0 and i * sh - pad_top + last < src_h]
+    if whole:
+        first, count = whole[0], len(whole)
+        step = group * sh
+
+        def source(t):
+            r = group_taps[t, 0] + first * sh - pad_top
+            return xp[:, r : r + (count - 1) * step + 1 : step, None, :]
+
+        block = column[:, first - lo : first - lo + count * group].reshape(n_img, count, group, src_w)
+        _tap_sums(block, True, source, group_weights, (1, 1, group, 1))
+    done = set(whole)
+    for i in range(lo, hi, group):
+        if i in done:
+            continue
+        for k in range(min(group, row_stop - i)):  # one tap after the other, inside the source
+            dst = column[:, i - lo + k]
+            dst[...] = 0.0
+            shift = (i + k) * sh - pad_top
+            for t in range(col_taps.shape[0]):
+                r, weight = col_taps[t, 0] + shift, col_weights[t]
+                if weight != 0 and 0 <= r < src_h:
+                    dst += weight * xp[:, r]
+    return column
+
+
+@_quiet
+def correlate_separable(xp, pad_top, pad_left, col_taps, col_weights, group_taps, group_weights, row_taps,
+                        row_weights, sh, sw, padded_w, bias, add_bias, relu, out, row_start, row_stop):
+    """Cross-correlation with rank-1 kernels (see ``_jit.correlate_separable``)."""
+    n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
+    channels, src_w = col_taps.shape[1], xp.shape[2]
+    group = group_weights.shape[2]
+    span = (out_w - 1) * sw + 1
+    for lo, hi in _blocks(row_start, row_stop, n_img * max(padded_w, out_w * n_out), group):
+        rows = np.empty((n_out, n_img, hi - lo, out_w), np.float32)
+        for f in range(n_out):
+            for c in range(channels):
+                column = _column_pass(xp, pad_top, col_taps[f, c], col_weights[f, c], group_taps[f, c],
+                                      group_weights[f, c], sh, lo, hi, row_stop)
+                if src_w != padded_w:  # rows with a zero border left and right
+                    scratch = np.zeros(column.shape[:2] + (padded_w,), np.float32)
+                    scratch[..., pad_left : pad_left + src_w] = column
+                else:
+                    scratch = column
+
+                def source(t, taps=row_taps[f, c], scratch=scratch):
+                    q = taps[t, 1]
+                    return scratch[..., q : q + span : sw]
+
+                _tap_sums(rows[f], c == 0, source, row_weights[f, c])
+        out[:, lo:hi] = _finish(rows, bias, add_bias, relu).transpose(1, 2, 3, 0)
+
+
+def _pool_blocks(x, ph, pw, sh, sw, pad_top, pad_left, fill, out, row_start, row_stop):
+    """Blocks of output rows ``[lo, hi)`` with ``cell(a, b)``: cell ``(a, b)`` of every window of
+    those rows, read from a padded copy of the rows they need (``fill`` outside the image)."""
+    n_img, height, width, channels = x.shape
+    out_w = out.shape[2]
+    padded_w = max((out_w - 1) * sw + pw, pad_left + width)
+    for lo, hi in _blocks(row_start, row_stop, n_img * out_w * channels):
+        top, rows = lo * sh - pad_top, (hi - lo - 1) * sh + ph  # the image rows [top, top + rows)
+        slab = np.full((n_img, rows, padded_w, channels), fill, np.float32)
+        first, stop = max(top, 0), min(top + rows, height)
+        slab[:, first - top : stop - top, pad_left : pad_left + width] = x[:, first:stop]
+
+        def cell(a, b, slab=slab, lo=lo, hi=hi):
+            return slab[:, a : a + (hi - lo - 1) * sh + 1 : sh, b : b + (out_w - 1) * sw + 1 : sw]
+
+        yield lo, hi, cell
+
+
+def _window_starts(index, stride, pad_before, limit):
+    """The first in-image cell of each window (``_window`` of ``_jit``), for an index array."""
+    return np.minimum(np.maximum(index * stride - pad_before, 0), limit - 1)
+
+
+@_quiet
+def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
+    """Max over each window; cells outside the image are ignored (see ``_jit.max_pool``)."""
+    height, width = x.shape[1], x.shape[2]
+    q0 = _window_starts(np.arange(out.shape[2]), sw, pad_left, width)
+    # outside cells are -inf, which never wins the kernel's "value > best" (nor against NaN)
+    for lo, hi, cell in _pool_blocks(x, ph, pw, sh, sw, pad_top, pad_left, -np.inf, out, row_start, row_stop):
+        r0 = _window_starts(np.arange(lo, hi), sh, pad_top, height)
+        best = x[:, r0][:, :, q0]  # the kernel starts from the first cell inside the image
+        for a in range(ph):
+            for b in range(pw):
+                value = cell(a, b)
+                np.copyto(best, value, where=value > best)
+        out[:, lo:hi] = best
+
+
+@_quiet
+def avg_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
+    """Mean over each window, dividing by the number of cells inside the image (``_jit.avg_pool``)."""
+    height, width = x.shape[1], x.shape[2]
+    cols = _inside_counts(np.arange(out.shape[2]), sw, pad_left, pw, width)
+    # outside cells are +0.0: adding it changes no sum (which starts at +0.0, so is never -0.0)
+    for lo, hi, cell in _pool_blocks(x, ph, pw, sh, sw, pad_top, pad_left, 0.0, out, row_start, row_stop):
+        total = np.zeros(out[:, lo:hi].shape, np.float32)
+        for a in range(ph):
+            for b in range(pw):
+                total += cell(a, b)
+        rows = _inside_counts(np.arange(lo, hi), sh, pad_top, ph, height)
+        count = (rows[:, None] * cols[None, :]).astype(np.float32)
+        out[:, lo:hi] = total / count[None, :, :, None]
+
+
+def _inside_counts(index, stride, pad_before, size, limit):
+    start = index * stride - pad_before
+    return np.minimum(start + size, limit) - np.maximum(start, 0)

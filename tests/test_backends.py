@@ -1,0 +1,297 @@
+"""Numba's kernels and their numpy twins give the same bits on every path, and the choice between
+them keeps a first run fast and quiet: no compile for one photo, no Numba import, the same output
+bytes as a warm run, and on a terminal one line when a compile keeps the user waiting."""
+
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convfilter import _backend, ops
+from convfilter.geometry import axis
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ["apply", "--kernel", "vertical", "--kernel", "horizontal", "sample_images/china.jpg",
+        "sample_images/flower.jpg"]
+
+
+def on_both(call):
+    """``call()`` with Numba's kernels and with numpy's."""
+    results = []
+    for backend in ("numba", "numpy"):
+        ops.set_backend(backend)
+        try:
+            results.append(call())
+        finally:
+            ops.set_backend("auto")
+    return results
+
+
+def assert_same_bits(jit, numpy_result):
+    """Equal values, NaN where NaN, and the same sign on every zero."""
+    assert jit.dtype == numpy_result.dtype == np.float32
+    assert jit.shape == numpy_result.shape
+    assert np.array_equal(jit, numpy_result, equal_nan=True)
+    assert np.array_equal(np.signbit(jit), np.signbit(numpy_result))
+
+
+def bank(rng, kind, fh, fw, channels, n_out):
+    """Filters that take each path: dense with zero taps (direct), rank 1 (separable), the same on
+    every channel (channel sum), a line kernel (separable with mostly zero taps)."""
+    if kind == "dense":
+        w = rng.standard_normal((fh, fw, channels, n_out)).astype(np.float32)
+        w[rng.random(w.shape) < 0.3] = 0
+    elif kind == "rank1":
+        w = np.einsum("i,j,cf->ijcf", rng.standard_normal(fh), rng.standard_normal(fw),
+                      rng.standard_normal((channels, n_out)))
+    elif kind == "uniform":
+        w = np.repeat(rng.standard_normal((fh, fw, 1, n_out)), channels, axis=2)
+    else:  # a vertical line on every channel, as the book's kernels
+        w = np.zeros((fh, fw, channels, n_out))
+        w[:, fw // 2] = 1
+    return np.asarray(w, np.float32)
+
+
+CONV_CASES = [
+    # (input shape, kind, kernel, filters, strides, dilations, padding)
+    ((1, 9, 11, 1), "dense", (3, 3), 1, (1, 1), (1, 1), "SAME"),
+    ((2, 13, 10, 3), "dense", (3, 3), 7, (1, 1), (1, 1), "SAME"),  # four, then two, then one filter
+    ((1, 12, 17, 2), "dense", (5, 2), 2, (2, 3), (1, 1), "VALID"),
+    ((1, 15, 16, 3), "dense", (3, 3), 5, (1, 2), (2, 1), "SAME"),  # dilation
+    ((1, 1, 1, 3), "dense", (3, 3), 3, (1, 1), (1, 1), "SAME"),  # a 1x1 image
+    ((2, 30, 21, 3), "rank1", (7, 5), 2, (1, 1), (1, 1), "SAME"),  # separable, groups of four rows
+    ((1, 31, 20, 2), "rank1", (5, 3), 3, (2, 2), (1, 1), "SAME"),  # groups of two rows
+    ((1, 23, 19, 1), "rank1", (6, 4), 1, (1, 1), (2, 1), "SAME"),  # one channel, read in place
+    ((1, 17, 20, 1), "rank1", (9, 9), 2, (3, 1), (1, 1), "VALID"),
+    ((2, 27, 33, 3), "line", (7, 7), 2, (1, 1), (1, 1), "SAME"),  # channel sum + separable
+    ((1, 14, 9, 4), "uniform", (4, 3), 3, (1, 1), (1, 2), "SAME"),  # channel sum + direct
+    ((1, 300, 250, 3), "line", (9, 9), 2, (1, 1), (1, 1), "SAME"),  # several row blocks
+    ((1, 240, 300, 3), "dense", (3, 3), 4, (1, 1), (1, 1), "SAME"),
+]
+
+
+@pytest.mark.parametrize("shape,kind,kernel,n_out,strides,dilations,padding", CONV_CASES)
+@pytest.mark.parametrize("finish", [(None, "none"), ("bias", "relu"), (None, "relu"), ("bias", "tanh")])
+def test_conv2d_paths_give_the_same_bits(shape, kind, kernel, n_out, strides, dilations, padding, finish):
+    rng = np.random.default_rng(sum(shape) + n_out)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = bank(rng, kind, *kernel, shape[3], n_out)
+    bias = rng.standard_normal(n_out).astype(np.float32) if finish[0] else None
+    jit, numpy_result = on_both(lambda: ops.conv2d(x, w, strides, padding, dilations, bias=bias,
+                                                   activation=finish[1]))
+    assert_same_bits(jit, numpy_result)
+
+
+@pytest.mark.parametrize("path", ["planar", "separable"])
+@pytest.mark.parametrize("sum_channels", [False, True])
+def test_every_forced_path_gives_the_same_bits(path, sum_channels):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 19, 23, 3)).astype(np.float32)
+    w = bank(rng, "line", 5, 5, 3, 3)
+    gh, gw = axis(19, 5, 1, "SAME", 1), axis(23, 5, 1, "SAME", 1)
+    jit, numpy_result = on_both(lambda: ops._correlate(x, w, (1, 1), (1, 1), gh, gw, path=path,
+                                                       sum_channels=sum_channels))
+    assert_same_bits(jit, numpy_result)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_thread_bands_give_the_same_bits(threads, monkeypatch):
+    # bands start mid-image: the separable kernel's row groups restart at each band
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 41, 37, 3)).astype(np.float32)
+    monkeypatch.setattr(ops, "MIN_PARALLEL_WORK", 0)
+    ops.set_num_threads(threads)
+    try:
+        for w in (bank(rng, "line", 7, 7, 3, 2), bank(rng, "rank1", 9, 3, 3, 1), bank(rng, "dense", 3, 3, 3, 5)):
+            assert_same_bits(*on_both(lambda: ops.conv2d(x, w, bias=0.25, activation="relu")))
+        assert_same_bits(*on_both(lambda: ops.avg_pool2d(x, 3, 2, "SAME")))
+        assert_same_bits(*on_both(lambda: ops.max_pool2d(x, 3, 1, "SAME")))
+    finally:
+        ops.set_num_threads(None)
+
+
+POOL_CASES = [
+    ((1, 8, 8, 3), (2, 2), (2, 2), "VALID"),
+    ((2, 9, 7, 2), (3, 3), (2, 2), "SAME"),
+    ((1, 5, 6, 1), (2, 3), (1, 2), "SAME"),
+    ((1, 1, 1, 4), (3, 3), (2, 2), "SAME"),
+    ((1, 7, 7, 5), (3, 2), (3, 1), "VALID"),
+    ((1, 11, 4, 2), (4, 4), (3, 3), "SAME"),
+    ((2, 300, 400, 3), (3, 2), (1, 1), "SAME"),  # several row blocks
+]
+
+
+@pytest.mark.parametrize("shape,ksize,strides,padding", POOL_CASES)
+@pytest.mark.parametrize("pool", [ops.max_pool2d, ops.avg_pool2d])
+def test_pools_give_the_same_bits(shape, ksize, strides, padding, pool):
+    rng = np.random.default_rng(len(shape) + sum(ksize))
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[..., 0] = np.where(x[..., 0] > 0, 0.0, -0.0)  # signed zeros: which one wins must agree
+    assert_same_bits(*on_both(lambda: pool(x, ksize, strides, padding)))
+
+
+def test_non_finite_inputs_give_the_same_bits():
+    x = np.random.default_rng(2).standard_normal((1, 12, 13, 3)).astype(np.float32)
+    x[0, 3, 4, 0], x[0, 7, 1, 1], x[0, 0, 12, 2] = np.nan, np.inf, -np.inf
+    for w in (bank(np.random.default_rng(1), "dense", 3, 3, 3, 2), bank(None, "line", 5, 5, 3, 2)):
+        assert_same_bits(*on_both(lambda: ops.conv2d(x, w)))
+    for pool in (ops.max_pool2d, ops.avg_pool2d):
+        assert_same_bits(*on_both(lambda: pool(x, 3, 2, "SAME")))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.tuples(st.integers(1, 14), st.integers(1, 14)),
+    kernel=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    channels=st.integers(1, 4),
+    n_out=st.integers(1, 6),
+    kind=st.sampled_from(["dense", "rank1", "uniform", "line"]),
+    strides=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    dilations=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    padding=st.sampled_from(["SAME", "VALID"]),
+    relu=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_both_kernels_give_the_same_bits(size, kernel, channels, n_out, kind, strides, dilations,
+                                                  padding, relu, seed):
+    (height, width), (fh, fw) = size, kernel
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, height, width, channels)).astype(np.float32)
+    if padding == "VALID" and ((fh - 1) * dilations[0] >= height or (fw - 1) * dilations[1] >= width):
+        return  # refused by conv2d, tested elsewhere
+    w = bank(rng, kind, fh, fw, channels, n_out)
+    bias = rng.standard_normal(n_out).astype(np.float32)
+    assert_same_bits(*on_both(lambda: ops.conv2d(x, w, strides, padding, dilations, bias=bias,
+                                                 activation="relu" if relu else None)))
+    if padding == "SAME" or (fh <= height and fw <= width):
+        for pool in (ops.max_pool2d, ops.avg_pool2d):
+            assert_same_bits(*on_both(lambda: pool(x, (fh, fw), strides, padding)))
+
+
+# --- the choice between them -----------------------------------------------------------------
+
+
+def test_small_work_runs_on_numpy_and_large_work_on_cached_numba(monkeypatch):
+    monkeypatch.setattr(_backend, "loaded", lambda name: False)
+    monkeypatch.setattr(_backend, "_repeats", 1)
+    monkeypatch.setattr(_backend, "is_cached", lambda name: True)
+    one_photo = 2 * 427 * 2 * (8 * 646 + 4 * 640)  # the book's two line kernels on one photo
+    assert not _backend._use_numba("correlate_separable", one_photo)
+    assert _backend._use_numba("correlate_separable", 1e10)
+    _backend.expect_repeats(1000)  # a batch of a thousand photos
+    try:
+        assert _backend._use_numba("correlate_separable", one_photo)
+    finally:
+        _backend.expect_repeats(1)
+    monkeypatch.setattr(_backend, "is_cached", lambda name: False)
+    assert not _backend._use_numba("correlate_separable", 20 * one_photo)  # a compile costs seconds
+
+
+def test_a_kernel_loaded_in_this_process_is_used_at_any_size(monkeypatch):
+    monkeypatch.setattr(_backend, "loaded", lambda name: True)
+    assert _backend._use_numba("max_pool", 1)
+
+
+def test_backend_names_are_checked():
+    with pytest.raises(ValueError, match="unknown backend 'gpu'; choose one of auto, numba, numpy"):
+        ops.set_backend("gpu")
+
+
+def run_cli(args, env, stderr=subprocess.PIPE):
+    return subprocess.run([sys.executable, "-m", "convfilter", *args], cwd=ROOT, env=env, capture_output=False,
+                          stdout=subprocess.PIPE, stderr=stderr, timeout=600)
+
+
+def fresh_env(folder: Path, **extra) -> dict:
+    """A user with empty home, cache and runtime folders (a first run ever)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_CACHE_DIR", "CONVFILTER_BACKEND", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR")}
+    for name in ("home", "cache", "runtime"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    env.update(HOME=str(folder / "home"), XDG_CACHE_HOME=str(folder / "cache"),
+               XDG_RUNTIME_DIR=str(folder / "runtime"), **extra)
+    return env
+
+
+def cache_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in (folder / "cache").rglob("*.nb*"))
+
+
+def test_is_cached_reads_the_index_of_the_current_source(tmp_path):
+    code = ("from convfilter import _backend, ops\n"
+            "import numpy as np, sys\n"
+            "before = _backend.is_cached('max_pool')\n"
+            "ops.set_backend('numba'); ops.max_pool2d(np.ones((4, 4, 1), np.float32), 2)\n"
+            "_backend._cached.clear()\n"
+            "after = _backend.is_cached('max_pool'), _backend.is_cached('avg_pool')\n"
+            "_backend._cached.clear(); _backend._hash = b'another source' * 3\n"
+            "print(before, after, _backend.is_cached('max_pool'))\n")
+    done = subprocess.run([sys.executable, "-c", code], env=fresh_env(tmp_path), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "(True,", "False)", "False"]
+    # only the kernel that ran was compiled
+    assert all("max_pool" in name for name in cache_files(tmp_path)), cache_files(tmp_path)
+
+
+def test_first_run_ever_compiles_nothing_and_imports_no_numba(tmp_path):
+    # The README's book command with empty home, cache and runtime folders.
+    driver = ("import sys\n"
+              "from convfilter.cli import main\n"
+              "try:\n"
+              "    main(sys.argv[1:])\n"
+              "finally:\n"
+              "    print('numba' in sys.modules, file=open(sys.argv[-1] + '.numba', 'w'))\n")
+    out = tmp_path / "cold"
+    done = subprocess.run([sys.executable, "-c", driver, *BOOK, "-o", str(out)], cwd=ROOT,
+                          env=fresh_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "processed 2, failed 0, skipped 0\n"  # not a terminal: nothing else
+    assert (tmp_path / "cold.numba").read_text().strip() == "False"
+    assert cache_files(tmp_path) == []
+    assert len(list(out.glob("*.png"))) == 4
+
+
+def test_first_run_output_is_byte_identical_to_a_warm_numba_run(tmp_path):
+    cold = tmp_path / "cold"
+    done = run_cli([*BOOK, "-o", str(cold)], fresh_env(tmp_path / "first"))
+    assert done.returncode == 0, done.stderr
+
+    # Numba on a cold cache, stderr a terminal: it compiles, and says so once
+    numba_env = fresh_env(tmp_path / "numba", CONVFILTER_BACKEND="numba")
+    controller, terminal = pty.openpty()
+    try:
+        compiled = run_cli([*BOOK, "-o", str(tmp_path / "compiled")], numba_env, stderr=terminal)
+        os.close(terminal)
+        told = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            told += chunk
+    finally:
+        os.close(controller)
+    assert compiled.returncode == 0, told
+    text = told.decode()
+    assert text.count("compiling the image kernels") == 1, text
+    assert "once" in text
+
+    # the same again: loaded from the cache, silent when not a terminal
+    warm = tmp_path / "warm"
+    done = run_cli([*BOOK, "-o", str(warm)], numba_env)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b"processed 2, failed 0, skipped 0\n"
+    names = sorted(p.name for p in cold.iterdir())
+    assert names == sorted(p.name for p in warm.iterdir()) and len(names) == 4
+    for name in names:
+        assert (cold / name).read_bytes() == (warm / name).read_bytes(), name
+        assert (cold / name).read_bytes() == (tmp_path / "compiled" / name).read_bytes(), name
