@@ -195,18 +195,19 @@ def correlate_separable(xp, pad_top, pad_left, col_taps, col_weights, group_taps
 
 def _pool_blocks(x, ph, pw, sh, sw, pad_top, pad_left, fill, out, row_start, row_stop):
     """Blocks of output rows ``[lo, hi)`` with ``cell(a, b)``: cell ``(a, b)`` of every window of
-    those rows, read from a padded copy of the rows they need (``fill`` outside the image)."""
+    those rows as (N, C, rows, W), read from a padded planar copy of the rows they need (``fill``
+    outside the image); planar, so that numpy's inner loops run along rows, not over 3 channels."""
     n_img, height, width, channels = x.shape
     out_w = out.shape[2]
     padded_w = max((out_w - 1) * sw + pw, pad_left + width)
     for lo, hi in _blocks(row_start, row_stop, n_img * out_w * channels):
         top, rows = lo * sh - pad_top, (hi - lo - 1) * sh + ph  # the image rows [top, top + rows)
-        slab = np.full((n_img, rows, padded_w, channels), fill, np.float32)
+        slab = np.full((n_img, channels, rows, padded_w), fill, np.float32)
         first, stop = max(top, 0), min(top + rows, height)
-        slab[:, first - top : stop - top, pad_left : pad_left + width] = x[:, first:stop]
+        slab[:, :, first - top : stop - top, pad_left : pad_left + width] = x[:, first:stop].transpose(0, 3, 1, 2)
 
         def cell(a, b, slab=slab, lo=lo, hi=hi):
-            return slab[:, a : a + (hi - lo - 1) * sh + 1 : sh, b : b + (out_w - 1) * sw + 1 : sw]
+            return slab[..., a : a + (hi - lo - 1) * sh + 1 : sh, b : b + (out_w - 1) * sw + 1 : sw]
 
         yield lo, hi, cell
 
@@ -224,12 +225,12 @@ def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
     # outside cells are -inf, which never wins the kernel's "value > best" (nor against NaN)
     for lo, hi, cell in _pool_blocks(x, ph, pw, sh, sw, pad_top, pad_left, -np.inf, out, row_start, row_stop):
         r0 = _window_starts(np.arange(lo, hi), sh, pad_top, height)
-        best = x[:, r0][:, :, q0]  # the kernel starts from the first cell inside the image
+        best = x[:, r0][:, :, q0].transpose(0, 3, 1, 2).copy()  # the kernel starts from the first cell inside
         for a in range(ph):
             for b in range(pw):
                 value = cell(a, b)
                 np.copyto(best, value, where=value > best)
-        out[:, lo:hi] = best
+        out[:, lo:hi] = best.transpose(0, 2, 3, 1)
 
 
 @_quiet
@@ -239,13 +240,13 @@ def avg_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
     cols = _inside_counts(np.arange(out.shape[2]), sw, pad_left, pw, width)
     # outside cells are +0.0: adding it changes no sum (which starts at +0.0, so is never -0.0)
     for lo, hi, cell in _pool_blocks(x, ph, pw, sh, sw, pad_top, pad_left, 0.0, out, row_start, row_stop):
-        total = np.zeros(out[:, lo:hi].shape, np.float32)
+        total = np.zeros((x.shape[0], x.shape[3], hi - lo, out.shape[2]), np.float32)
         for a in range(ph):
             for b in range(pw):
                 total += cell(a, b)
         rows = _inside_counts(np.arange(lo, hi), sh, pad_top, ph, height)
         count = (rows[:, None] * cols[None, :]).astype(np.float32)
-        out[:, lo:hi] = total / count[None, :, :, None]
+        out[:, lo:hi] = (total / count).transpose(0, 2, 3, 1)
 
 
 def _inside_counts(index, stride, pad_before, size, limit):

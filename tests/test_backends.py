@@ -223,6 +223,14 @@ def cache_files(folder: Path) -> list[str]:
     return sorted(p.name for p in (folder / "cache").rglob("*.nb*"))
 
 
+def python_as_a_new_user(code: str, folder: Path) -> str:
+    """Run ``code`` in a fresh Python with empty home, cache and runtime folders; its stdout."""
+    done = subprocess.run([sys.executable, "-c", code], env=fresh_env(folder), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_is_cached_reads_the_index_of_the_current_source(tmp_path):
     code = ("from convfilter import _backend, ops\n"
             "import numpy as np, sys\n"
@@ -232,12 +240,19 @@ def test_is_cached_reads_the_index_of_the_current_source(tmp_path):
             "after = _backend.is_cached('max_pool'), _backend.is_cached('avg_pool')\n"
             "_backend._cached.clear(); _backend._hash = b'another source' * 3\n"
             "print(before, after, _backend.is_cached('max_pool'))\n")
-    done = subprocess.run([sys.executable, "-c", code], env=fresh_env(tmp_path), capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "(True,", "False)", "False"]
+    assert python_as_a_new_user(code, tmp_path).split() == ["False", "(True,", "False)", "False"]
     # only the kernel that ran was compiled
     assert all("max_pool" in name for name in cache_files(tmp_path)), cache_files(tmp_path)
+
+
+def test_the_library_on_small_work_does_not_import_numba(tmp_path):
+    code = ("import sys, numpy as np, convfilter\n"
+            "x = np.random.default_rng(0).random((1, 40, 50, 3), np.float32)\n"
+            "convfilter.conv2d(x, np.ones((3, 3, 3, 2)), bias=1.0, activation='relu')\n"
+            "convfilter.conv2d(x, np.random.default_rng(1).random((3, 3, 3, 2)), strides=2)\n"
+            "convfilter.max_pool2d(x, 2); convfilter.avg_pool2d(x, 3, 2, 'SAME')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'llvmlite')))\n")
+    assert python_as_a_new_user(code, tmp_path).strip() == "[]"
 
 
 def test_first_run_ever_compiles_nothing_and_imports_no_numba(tmp_path):
