@@ -57,7 +57,8 @@ _repeats = 1
 _notice = None  # called once, from a timer thread, when a compile takes longer than NOTICE_AFTER
 _noticed = False
 _notice_lock = threading.Lock()
-_cached: dict[str, bool] = {}
+_cached: dict[str, bool] = {}  # kernel name -> in Numba's cache
+_hash: bytes | None = None  # of _jit.py
 
 
 def set_backend(name: str) -> None:
@@ -161,18 +162,15 @@ def is_cached(name: str) -> bool:
     """True when Numba's cache folder holds kernel ``name`` compiled from the current ``_jit.py``
     (read from its index file, without importing Numba)."""
     if name not in _cached:
-        _cached[name] = any(_index_is_current(path) for path in glob.glob(os.path.join(
-            _glob_escape(_numba_cache.jit_cache_folder() or ""), _index_pattern(name))))
+        folder = _numba_cache.jit_cache_folder()
+        indexes = glob.glob(os.path.join(glob.escape(folder), _index_pattern(name))) if folder else []
+        _cached[name] = any(_index_is_current(path) for path in indexes)
     return _cached[name]
 
 
 def _index_pattern(name: str) -> str:
     # Numba names it "<module>.<function>-<first line>.py<major><minor><abiflags>.nbi"
     return f"_jit.{name}-*.py{sys.version_info[0]}{sys.version_info[1]}{getattr(sys, 'abiflags', '')}.nbi"
-
-
-def _glob_escape(path: str) -> str:
-    return glob.escape(path) if path else os.curdir + os.sep + "no-cache-folder"
 
 
 def _index_is_current(path: str) -> bool:
@@ -191,5 +189,3 @@ def _source_hash() -> bytes:
             _hash = hashlib.sha256(source.read()).digest()
     return _hash
 
-
-_hash: bytes | None = None
