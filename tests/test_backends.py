@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CHECKOUT_ENV, ROOT, files_under, run_convfilter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convfilter import _backend, ops
 from convfilter.geometry import axis
 
-ROOT = Path(__file__).resolve().parent.parent
 BOOK = ["apply", "--kernel", "vertical", "--kernel", "horizontal", "sample_images/china.jpg",
         "sample_images/flower.jpg"]
 
@@ -203,14 +203,9 @@ def test_backend_names_are_checked():
         ops.set_backend("gpu")
 
 
-def run_cli(args, env, stderr=subprocess.PIPE):
-    return subprocess.run([sys.executable, "-m", "convfilter", *args], cwd=ROOT, env=env, capture_output=False,
-                          stdout=subprocess.PIPE, stderr=stderr, timeout=600)
-
-
 def fresh_env(folder: Path, **extra) -> dict:
     """A user with empty home, cache and runtime folders (a first run ever)."""
-    env = {k: v for k, v in os.environ.items()
+    env = {k: v for k, v in CHECKOUT_ENV.items()
            if k not in ("NUMBA_CACHE_DIR", "CONVFILTER_BACKEND", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR")}
     for name in ("home", "cache", "runtime"):
         (folder / name).mkdir(parents=True, exist_ok=True)
@@ -275,14 +270,15 @@ def test_first_run_ever_compiles_nothing_and_imports_no_numba(tmp_path):
 
 def test_first_run_output_is_byte_identical_to_a_warm_numba_run(tmp_path):
     cold = tmp_path / "cold"
-    done = run_cli([*BOOK, "-o", str(cold)], fresh_env(tmp_path / "first"))
+    done = run_convfilter(*BOOK, "-o", cold, cwd=ROOT, env=fresh_env(tmp_path / "first"), timeout=300)
     assert done.returncode == 0, done.stderr
 
     # Numba on a cold cache, stderr a terminal: it compiles, and says so once
     numba_env = fresh_env(tmp_path / "numba", CONVFILTER_BACKEND="numba")
     controller, terminal = pty.openpty()
     try:
-        compiled = run_cli([*BOOK, "-o", str(tmp_path / "compiled")], numba_env, stderr=terminal)
+        compiled = subprocess.run([sys.executable, "-m", "convfilter", *BOOK, "-o", str(tmp_path / "compiled")],
+                                  cwd=ROOT, env=numba_env, stdout=subprocess.DEVNULL, stderr=terminal, timeout=900)
         os.close(terminal)
         told = b""
         while True:
@@ -302,11 +298,8 @@ def test_first_run_output_is_byte_identical_to_a_warm_numba_run(tmp_path):
 
     # the same again: loaded from the cache, silent when not a terminal
     warm = tmp_path / "warm"
-    done = run_cli([*BOOK, "-o", str(warm)], numba_env)
+    done = run_convfilter(*BOOK, "-o", warm, cwd=ROOT, env=numba_env, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stderr == b"processed 2, failed 0, skipped 0\n"
-    names = sorted(p.name for p in cold.iterdir())
-    assert names == sorted(p.name for p in warm.iterdir()) and len(names) == 4
-    for name in names:
-        assert (cold / name).read_bytes() == (warm / name).read_bytes(), name
-        assert (cold / name).read_bytes() == (tmp_path / "compiled" / name).read_bytes(), name
+    assert done.stderr == "processed 2, failed 0, skipped 0\n"
+    assert len(files_under(cold)) == 4
+    assert files_under(cold) == files_under(warm) == files_under(tmp_path / "compiled")
