@@ -59,6 +59,7 @@ _noticed = False
 _notice_lock = threading.Lock()
 _cached: dict[str, bool] = {}  # kernel name -> in Numba's cache
 _hash: bytes | None = None  # of _jit.py
+_numba_failed = False  # importing Numba failed in this process: numpy from now on
 
 
 def set_backend(name: str) -> None:
@@ -90,8 +91,16 @@ def set_compile_notice(callback) -> None:
 
 def kernel(name: str, work: float):
     """The function that runs kernel ``name`` for a call of ``work`` units, by the rule above."""
+    global _numba_failed
     if _use_numba(name, work):
-        return _numba_kernel(name)
+        try:
+            return _numba_kernel(name)
+        except (ImportError, OSError):
+            # Numba cannot load here (e.g. its LLVM library finds no address space left under a
+            # memory limit): numpy's kernels give the same bits, unless Numba was asked for
+            if get_backend() == "numba":
+                raise
+            _numba_failed = True
     from . import _numpy_kernels
 
     return getattr(_numpy_kernels, name)
@@ -101,6 +110,8 @@ def _use_numba(name: str, work: float) -> bool:
     backend = get_backend()
     if backend != "auto":
         return backend == "numba"
+    if _numba_failed:
+        return False
     if loaded(name):
         return True
     numpy_ns, numba_ns, compile_s = COSTS[name]

@@ -198,6 +198,25 @@ def test_a_kernel_loaded_in_this_process_is_used_at_any_size(monkeypatch):
     assert _backend._use_numba("max_pool", 1)
 
 
+def test_when_numba_cannot_load_the_numpy_kernels_run(monkeypatch):
+    from convfilter import _numpy_kernels
+
+    def no_numba(name):
+        raise OSError("Could not find/load shared object file 'libllvmlite.so'")
+
+    monkeypatch.setattr(_backend, "_numba_kernel", no_numba)
+    monkeypatch.setattr(_backend, "_numba_failed", False)
+    monkeypatch.setattr(_backend, "loaded", lambda name: True)  # the rule would pick Numba
+    assert _backend.kernel("max_pool", 1e12) is _numpy_kernels.max_pool
+    assert not _backend._use_numba("avg_pool", 1e12)  # not tried again in this process
+    ops.set_backend("numba")
+    try:
+        with pytest.raises(OSError, match="libllvmlite"):  # asked for Numba: no silent fallback
+            _backend.kernel("max_pool", 1)
+    finally:
+        ops.set_backend("auto")
+
+
 def test_backend_names_are_checked():
     with pytest.raises(ValueError, match="unknown backend 'gpu'; choose one of auto, numba, numpy"):
         ops.set_backend("gpu")
