@@ -460,12 +460,12 @@ def shape(image, size_text, recipe):
 def warmup():
     """Compile every Numba kernel into the on-disk cache now, instead of when first needed.
 
-    Never needed for correct results, nor for single images: those run on numpy
-    kernels (same bits) whenever Numba's start-up would cost more than it saves.
-    Large images and batches use Numba and compile only the kernel they need, once.
-    Run this to take all of that compiling out of later runs: after installing,
-    when building a container image, or in CI. Prints each kernel and whether it
-    was compiled or already cached on stderr.
+    Never needed for correct results. Single images and small batches run on
+    numpy kernels that give the same bits whenever Numba's start-up would cost
+    more than it saves; large images and batches use Numba and compile only the
+    kernel they need, once. Run this to take that compiling out of later runs:
+    after installing, when building a container image, or in CI. Prints each
+    kernel and whether it was compiled or already cached on stderr.
 
     \b
     Examples:
