@@ -88,6 +88,24 @@ def test_conv2d_paths_give_the_same_bits(shape, kind, kernel, n_out, strides, di
     assert_same_bits(jit, numpy_result)
 
 
+@pytest.mark.parametrize("kind", ["dense", "rank1", "line", "uniform"])
+@pytest.mark.parametrize("padding,border", [
+    (((1, 2), (0, 3)), "CONSTANT"), (((3, 0), (2, 2)), "REFLECT"), ("SAME", "SYMMETRIC"), ("SAME", "EDGE"),
+])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_explicit_padding_and_borders_give_the_same_bits(kind, padding, border, channels):
+    rng = np.random.default_rng(channels)
+    x = rng.standard_normal((2, 11, 13, channels)).astype(np.float32)
+    w = bank(rng, kind, 4, 3, channels, 3)
+    assert_same_bits(*on_both(lambda: ops.conv2d(x, w, padding=padding, border=border, bias=0.5,
+                                                 activation="relu")))
+
+
+def test_pools_with_explicit_padding_give_the_same_bits():
+    x = np.random.default_rng(6).standard_normal((1, 10, 9, 2)).astype(np.float32) - 2
+    assert_same_bits(*on_both(lambda: ops.max_pool2d(x, 3, 2, padding=((1, 1), (2, 0)))))
+
+
 @pytest.mark.parametrize("path", ["planar", "separable"])
 @pytest.mark.parametrize("sum_channels", [False, True])
 def test_every_forced_path_gives_the_same_bits(path, sum_channels):
