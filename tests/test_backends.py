@@ -101,6 +101,20 @@ def test_explicit_padding_and_borders_give_the_same_bits(kind, padding, border, 
                                                  activation="relu")))
 
 
+@pytest.mark.parametrize("channels", [3, 4, 2])
+def test_8_bit_samples_read_as_they_are_give_the_same_bits(channels):
+    rng = np.random.default_rng(channels)
+    samples = rng.integers(0, 256, (2, 150, 130, channels), dtype=np.uint8)  # several row blocks
+    decoded = samples.copy()
+    decoded.flags.writeable = False  # as Pillow's decoded images are
+    for x in (samples, decoded):
+        for kind in ("line", "uniform"):
+            w = bank(rng, kind, 5, 5, channels, 2)
+            jit, numpy_result = on_both(lambda: ops.conv2d(x, w, input_scale=255))
+            assert_same_bits(jit, numpy_result)
+            assert_same_bits(numpy_result, ops.conv2d(x.astype(np.float32) / np.float32(255), w))
+
+
 def test_pools_with_explicit_padding_give_the_same_bits():
     x = np.random.default_rng(6).standard_normal((1, 10, 9, 2)).astype(np.float32) - 2
     assert_same_bits(*on_both(lambda: ops.max_pool2d(x, 3, 2, padding=((1, 1), (2, 0)))))
