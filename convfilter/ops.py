@@ -75,6 +75,15 @@ def _as_batch(input, name: str = "input", keep_samples: bool = False) -> tuple[n
     return np.ascontiguousarray(x, dtype=np.float32), added
 
 
+def _read_only(x: np.ndarray) -> np.ndarray:
+    """A read-only view of ``x``, for a kernel that only reads it: decoded images are read-only,
+    arrays from elsewhere may not be, and Numba types the two apart, so the kernels always get
+    a read-only view (one compiled signature)."""
+    view = x.view()
+    view.flags.writeable = False
+    return view
+
+
 def _unbatch(out: np.ndarray, added: bool) -> np.ndarray:
     return out[0] if added else out
 
@@ -417,15 +426,11 @@ def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, pat
         padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
         if input_scale is not None:  # integer samples, several channels with the same kernels
             values = np.arange(256, dtype=np.float32) / np.float32(input_scale)  # what a float image holds
-            # decoded images are read-only, arrays from elsewhere may not be: Numba types the two
-            # apart, so the kernel always gets a read-only view (one compiled signature)
-            samples = x.view()
-            samples.flags.writeable = False
-            _backend.kernel("pad_planar_channel_sum_scaled", padded.size)(samples, values, gh.pad_before,
+            _backend.kernel("pad_planar_channel_sum_scaled", padded.size)(_read_only(x), values, gh.pad_before,
                                                                            gw.pad_before, padded)
         else:
             padder = "pad_planar_channel_sum" if sum_channels else "pad_planar"
-            _backend.kernel(padder, padded.size)(x, gh.pad_before, gw.pad_before, padded)
+            _backend.kernel(padder, padded.size)(_read_only(x), gh.pad_before, gw.pad_before, padded)
         fill_border(padded, gh.pad_before, gw.pad_before, height, width, border)
         source, pads = padded.reshape(n_img, n_in * padded_h, padded_w), (0, 0)
     out = np.empty((n_img, gh.out, gw.out, w.shape[3]), np.float32)
@@ -541,7 +546,7 @@ def _pool(kernel: str, input, ksize, strides, padding) -> np.ndarray:
     check_pool_padding("avg" if kernel == "avg_pool" else "max", padding, ksize)
     gh, gw = _geometry(x, ksize, strides, padding, (1, 1), "pool window")
     out = np.empty((x.shape[0], gh.out, gw.out, x.shape[3]), np.float32)
-    args = (x, ksize[0], ksize[1], strides[0], strides[1], gh.pad_before, gw.pad_before, out)
+    args = (_read_only(x), ksize[0], ksize[1], strides[0], strides[1], gh.pad_before, gw.pad_before, out)
     _run_bands(kernel, args, gh.out, out.size * ksize[0] * ksize[1])
     return _unbatch(out, added)
 

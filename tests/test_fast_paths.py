@@ -278,6 +278,9 @@ def test_any_dtype_or_layout_reuses_the_one_compiled_signature():
     inputs = [base, np.asfortranarray(base), base[:, ::-1], (base * 10).astype(np.int16),
               base.astype(np.float32)[..., ::1]]
     inputs.append(base[..., :1].astype(np.float32))  # one channel: read in place by the separable kernel
+    frozen = base.astype(np.float32)
+    frozen.flags.writeable = False  # as a decoded float TIFF is
+    inputs += [frozen, frozen[..., :1]]
     samples = (base * 40 + 128).clip(0, 255).astype(np.uint8)
     decoded = samples.copy()
     decoded.flags.writeable = False  # as Pillow's decoded images are
