@@ -44,10 +44,10 @@ COSTS = {
     "pad_planar": (0.8, 0.45, 1.0),
     "pad_planar_channel_sum": (2.0, 0.8, 0.85),
     "pad_planar_channel_sum_scaled": (3.0, 1.0, 0.9),
-    "correlate_planar": (2.0, 0.13, 5.5),
-    "correlate_separable": (3.0, 0.1, 7.0),
-    "max_pool": (35.0, 1.25, 0.35),
-    "avg_pool": (9.0, 6.0, 0.4),
+    "correlate_planar": (1.0, 0.1, 5.5),
+    "correlate_separable": (1.5, 0.1, 7.0),
+    "max_pool": (8.0, 1.3, 0.35),
+    "avg_pool": (2.0, 1.7, 0.4),
 }
 # A compile that takes longer than this says so (see set_compile_notice).
 NOTICE_AFTER = 1.0
