@@ -1,7 +1,7 @@
 """Which kernels run a call: Numba's compiled ones (``_jit``) or their numpy twins.
 
 Both give the same bits (see :mod:`convfilter._numpy_kernels`), so the choice
-is about time only. Numba's kernels are 5-20x faster, but a process pays
+is about time only. Numba's convolutions are 3-9x faster, but a process pays
 ~0.35 s to import Numba and load the first kernel from the cache, and several
 seconds per kernel when the cache does not hold it yet (the first run ever,
 or after an upgrade). For each call the cheaper one by a rough cost model:
