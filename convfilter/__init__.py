@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _OPS = {
     "conv2d",
+    "depthwise_conv2d",
     "max_pool2d",
     "avg_pool2d",
     "global_avg_pool2d",
@@ -22,7 +23,7 @@ _OPS = {
     "activate",
 }
 
-__all__ = sorted(_OPS | {"output_size", "pad", "__version__"})
+__all__ = sorted(_OPS | {"output_size", "pad", "load_model", "__version__"})
 
 
 if TYPE_CHECKING:  # what the lazy attributes below are, for type checkers and editors
@@ -42,6 +43,10 @@ def __getattr__(name: str):
         from .borders import pad
 
         return pad
+    if name == "load_model":
+        from .model import load_model
+
+        return load_model
     if name == "output_size":
         from .geometry import output_size
 

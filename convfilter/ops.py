@@ -35,6 +35,7 @@ from .kernels import OUT_FIRST_HINT, looks_out_first
 
 __all__ = [
     "conv2d",
+    "depthwise_conv2d",
     "max_pool2d",
     "avg_pool2d",
     "global_avg_pool2d",
@@ -663,3 +664,57 @@ def activate(features: ArrayLike, name: str | None = "none") -> np.ndarray:
     """Apply the activation called ``name`` (one of :data:`ACTIVATIONS`)."""
     return np.asarray(ACTIVATIONS[_activation_name(name)](np.asarray(features, dtype=np.float32)),
                       dtype=np.float32)
+
+
+def depthwise_conv2d(input, filter, strides=1, padding="SAME", dilations=1) -> np.ndarray:
+    """Each input channel correlated with its own filters (``tf.nn.depthwise_conv2d``, keras
+    ``DepthwiseConv2D``).
+
+    Parameters
+    ----------
+    input : array_like, (N, H, W, C) or (H, W, C)
+    filter : array_like, (fh, fw, C, M)
+        ``M`` filters per input channel (keras' ``depth_multiplier``); output channel
+        ``c * M + m`` is input channel ``c`` correlated with ``filter[:, :, c, m]``.
+    strides, padding, dilations
+        As in :func:`conv2d`.
+
+    Returns
+    -------
+    numpy.ndarray, float32, (N, OH, OW, C*M) or (OH, OW, C*M)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.stack([np.ones((3, 3)), np.arange(9.0).reshape(3, 3)], axis=-1)
+    >>> w = np.ones((2, 2, 2, 1), np.float32)
+    >>> depthwise_conv2d(x, w, padding="VALID")[:, :, 1]
+    array([[ 8., 12.],
+           [20., 24.]], dtype=float32)
+    """
+    x, added = _as_batch(input)
+    w = np.asarray(filter)
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"filter must hold numbers, got dtype {w.dtype}")
+    if w.ndim != 4 or 0 in w.shape:
+        raise ValueError(f"filter must be 4-D (fh, fw, in_channels, channel_multiplier), got shape {w.shape}")
+    if w.shape[2] != x.shape[3]:
+        raise ValueError(f"filter expects {w.shape[2]} input channels but the input has {x.shape[3]}")
+    if not np.isfinite(w).all():
+        raise ValueError("filter contains NaN or infinity; kernel values must be finite")
+    w = np.ascontiguousarray(w, np.float32)
+    (sh, sw), (dh, dw) = pair(strides, "strides"), pair(dilations, "dilations")
+    gh, gw = _geometry(x, w.shape[:2], (sh, sw), normalize_padding(padding), (dh, dw), "kernel")
+    n_img, _, _, channels = x.shape
+    multiplier = w.shape[3]
+    padded = np.pad(x, ((0, 0), (gh.pad_before, gh.pad_after), (gw.pad_before, gw.pad_after), (0, 0)))
+    # one vectorised multiply-add per tap over the whole batch: the channel axis stays innermost
+    out = np.zeros((n_img, gh.out, gw.out, channels, multiplier), np.float32)
+    product = np.empty_like(out)
+    for u in range(w.shape[0]):
+        for v in range(w.shape[1]):
+            window = padded[:, u * dh: u * dh + (gh.out - 1) * sh + 1: sh,
+                            v * dw: v * dw + (gw.out - 1) * sw + 1: sw, :, np.newaxis]
+            np.multiply(window, w[u, v], out=product)
+            out += product
+    return _unbatch(out.reshape(n_img, gh.out, gw.out, channels * multiplier), added)
