@@ -66,3 +66,11 @@ def pool2d(x, ksize, strides, padding, reduce):
                 window = x[n, max(r0, 0) : r0 + ph, max(q0, 0) : q0 + pw, :]
                 z[n, i, j] = reduce(window.reshape(-1, channels), axis=0)
     return z
+
+
+def depthwise_conv2d(x, w, strides=(1, 1), padding="SAME", dilations=(1, 1)):
+    """Output channel c*M + m is input channel c correlated with w[:, :, c, m], in float64."""
+    channels, multiplier = w.shape[2], w.shape[3]
+    maps = [conv2d(x[..., c:c + 1], w[:, :, c:c + 1, m:m + 1], strides, padding, dilations)
+            for c in range(channels) for m in range(multiplier)]
+    return np.concatenate(maps, axis=-1)
