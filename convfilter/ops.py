@@ -666,7 +666,8 @@ def activate(features: ArrayLike, name: str | None = "none") -> np.ndarray:
                       dtype=np.float32)
 
 
-def depthwise_conv2d(input, filter, strides=1, padding="SAME", dilations=1) -> np.ndarray:
+def depthwise_conv2d(input: ArrayLike, filter: ArrayLike, strides: IntOrPair = 1, padding: str = "SAME",
+                     dilations: IntOrPair = 1) -> np.ndarray:
     """Each input channel correlated with its own filters (``tf.nn.depthwise_conv2d``, keras
     ``DepthwiseConv2D``).
 
