@@ -578,3 +578,8 @@ def main(argv=None) -> None:
         code = EXIT_FAILED
     sys.exit(code if isinstance(code, int) else 0)
 
+
+
+from .model_cli import model  # noqa: E402  (the command group holds no numpy: --help stays light)
+
+cli.add_command(model)

@@ -181,8 +181,9 @@ class Rescaling(Layer):
         self.offset = np.asarray(config.get("offset", 0.0), np.float32)
 
     def describe(self):
-        return f"x * {float(self.scale) if self.scale.ndim == 0 else self.scale.tolist()} + " \
-               f"{float(self.offset) if self.offset.ndim == 0 else self.offset.tolist()}"
+        def text(value):
+            return f"{float(value):.6g}" if value.ndim == 0 else str([float(f"{v:.6g}") for v in value])
+        return f"x * {text(self.scale)} + {text(self.offset)}"
 
     def __call__(self, inputs):
         return inputs[0] * self.scale + self.offset
@@ -231,7 +232,9 @@ class _Windowed(Layer):
                 _window_out(w, self.window[1], self.strides[1], self.padding, self.dilation[1], self, what), c)
 
     def describe(self):
-        text = f"{self.window[0]}x{self.window[1]} {self.padding.lower()} stride {self.strides[0]},{self.strides[1]}"
+        text = f"{self.window[0]}x{self.window[1]} {self.padding.lower()}"
+        if self.strides != (1, 1):
+            text += f" stride {self.strides[0]},{self.strides[1]}"
         if self.dilation != (1, 1):
             text += f" dilation {self.dilation[0]},{self.dilation[1]}"
         return text
