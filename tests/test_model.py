@@ -64,6 +64,26 @@ def test_every_layer_matches_tensorflow(name, fmt):
             assert_close(maps[layer], want, f"{name}.{fmt} layer {layer} on input {x.shape}")
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_each_layer_alone_and_predict_match_tensorflow(name):
+    """Asked for one layer, the model fuses the batch norms and ReLUs it need not show."""
+    model = load_model(MODELS / f"{name}.keras")
+    for x, outputs in reference(name):
+        assert_close(model.predict(x), outputs[model.output_layer], f"{name} predict")
+        for layer in model.layers:
+            assert_close(model.feature_maps(x, [layer])[layer], outputs[layer], f"{name} layer {layer} alone")
+
+
+def test_mobilenet_blocks_are_fused_for_predict():
+    from convfilter.model.fusion import FusedConv
+
+    model = load_model(MODELS / "mobilenet.keras")
+    plan = model._plan(frozenset([model.output_layer]))
+    fused = [node.layer.name for node in plan if isinstance(node.layer, FusedConv)]
+    assert "block1_depthwise_relu" in fused and "conv1_relu" in fused and "block1_project_bn" in fused
+    assert len(plan) < len(model.layers)
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_trained_digits_model_predicts_as_tensorflow(fmt):
     model = load_model(MODELS / f"digits.{fmt}")

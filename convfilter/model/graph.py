@@ -156,6 +156,7 @@ class Model:
         self._nodes = nodes
         self._by_name = {node.layer.name: node for node in nodes}
         self._source, self._sink = source, sink
+        self._plans: dict[frozenset, list[Node]] = {}
         self.input_shape: tuple = self._by_name[source].layer.shape
         self.layers = [node.layer.name for node in nodes if node.layer.name != source]
 
@@ -262,14 +263,15 @@ class Model:
             raise ValueError(f"no layer {', '.join(repr(n) for n in unknown)} in the model; "
                              f"layers: {', '.join(self.layers)}")
         batch, added = self._batch(x)
+        keep = frozenset(wanted)
+        nodes = self._plan(keep)
         last_use = {}
-        for position, node in enumerate(self._nodes):
+        for position, node in enumerate(nodes):
             for source in node.inputs:
                 last_use[source] = position
-        keep = set(wanted)
-        stop = max((self._position(name) for name in wanted), default=-1)
+        stop = max(position for position, node in enumerate(nodes) if node.layer.name in keep)
         values = {self._source: batch}
-        for position, node in enumerate(self._nodes[: stop + 1]):
+        for position, node in enumerate(nodes[: stop + 1]):
             name = node.layer.name
             if name != self._source:
                 values[name] = np.asarray(node.layer([values[s] for s in node.inputs]), dtype=np.float32)
@@ -278,8 +280,16 @@ class Model:
                     del values[source]  # free what no later layer reads
         return {name: values[name][0] if added else values[name] for name in wanted}
 
-    def _position(self, name: str) -> int:
-        return next(i for i, node in enumerate(self._nodes) if node.layer.name == name)
+    def _plan(self, keep: frozenset) -> list[Node]:
+        """The nodes to run when only the outputs of ``keep`` are wanted: convolutions fused
+        with the batch norm and ReLU after them where nobody reads those in between."""
+        if keep not in self._plans:
+            from .fusion import fuse
+
+            if len(self._plans) > 16:
+                self._plans.clear()
+            self._plans[keep] = fuse(self._nodes, keep)
+        return self._plans[keep]
 
     def predict(self, x) -> np.ndarray:
         """The model's output for ``x`` (as Keras' ``model.predict``), float32."""
