@@ -580,6 +580,5 @@ def main(argv=None) -> None:
 
 
 
-from .model_cli import model  # noqa: E402  (the command group holds no numpy: --help stays light)
-
-cli.add_command(model)
+# the `model` command group registers itself on `cli` (it holds no numpy: --help stays light)
+from . import model_cli  # noqa: E402, F401

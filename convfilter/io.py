@@ -87,6 +87,7 @@ class Loaded:
     scale: float
     stem: str
     source: str
+    raw: bool = False  # a .npy: values as they are, not an image's [0, 1]
 
     @property
     def array(self) -> np.ndarray:
@@ -148,7 +149,7 @@ def load(source: str, data: bytes | None = None, check_size=None) -> Loaded:
         raise InputError("is a folder, not an image") from None
     except PermissionError:
         raise InputError("permission denied") from None
-    return Loaded(pixels, scale, stem, source)
+    return Loaded(pixels, scale, stem, source, raw=head == NPY_MAGIC)
 
 
 def _load_npy(handle, check_size=None) -> tuple[np.ndarray, float]:

@@ -11,7 +11,8 @@ import sys
 
 import click
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from .cli import CONTEXT, _run, _view, cli, io_options
+
 DEFAULT_SCALE = 255.0  # model.inputs.DEFAULT_SCALE, repeated here to keep numpy out of --help
 
 
@@ -42,7 +43,7 @@ def input_options(command):
              "img_to_array. .npy inputs are taken as they are.")(command)
 
 
-@click.group(context_settings=CONTEXT)
+@cli.group(context_settings=CONTEXT)
 def model():
     """Run a trained Keras model (.keras or .h5): its layers' feature maps and its predictions.
 
@@ -93,6 +94,41 @@ def _size(text: str, channels) -> tuple[int, int, int]:
         raise click.BadParameter(f"'{text}' is not HxW or HxWxC, e.g. 224x224x3", param_hint="--size")
     c = int(match.group(3)) if match.group(3) else (channels or 3)
     return int(match.group(1)), int(match.group(2)), c
+
+
+@model.command(context_settings=CONTEXT)
+@click.argument("model_path", metavar="MODEL")
+@click.option("--layers", "layer_names", metavar="NAME,NAME|all",
+              help="Layers to write. Default: every convolution and pooling layer.")
+@input_options
+@io_options
+def apply(model_path, layer_names, scale, resize, inputs, output, fmt, normalize, colormap, montage, with_input,
+          columns, max_pixels, batch):
+    """Write the feature maps of a model's layers for each input.
+
+    One file per input and layer, {stem}_{layer}.{ext} (see --name, where {kernel} is the
+    layer). png: the layer's channels side by side in one labelled grid; npy: the layer's
+    output as it is, (H, W, C) or (C,); tiff: one-channel layers. --montage puts every
+    channel of every chosen layer of an input into one grid, {stem}_montage.png.
+
+    \b
+    Examples:
+      convfilter model apply digits.keras seven.png -o maps/
+      convfilter model apply digits.keras seven.png --layers conv1,pool1 -f npy -o maps/
+      convfilter model apply net.keras -r photos/ -o maps/ --jobs 2 --skip-existing
+      convfilter model apply net.h5 cat.jpg --resize --layers all --montage --with-input
+    """
+    import os
+
+    from .model.run import ModelRun, choose_layers
+
+    net = open_model(model_path)
+    try:
+        layers = choose_layers(net, layer_names)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--layers") from None
+    recipe = ModelRun(os.path.abspath(model_path), tuple(layers), scale, resize)
+    _run(recipe, inputs, output, fmt, normalize, _view(colormap, montage, with_input, columns), max_pixels, batch)
 
 
 @model.command(context_settings=CONTEXT)

@@ -60,12 +60,21 @@ def output_kind(output: str | None) -> str:
     return "folder"
 
 
+def model_run(recipe):
+    """The recipe when it runs a Keras model (``convfilter model apply``), else None."""
+    from .model.run import ModelRun
+
+    return recipe if isinstance(recipe, ModelRun) else None
+
+
 def output_labels(recipe: Recipe, fmt: str) -> list[str]:
     """The ``{kernel}`` label of every file one input gives, known before reading it.
 
     One per map; ``-f npy`` stacks all maps of an input in one file labelled
     with every kernel (``vertical+horizontal``).
     """
+    if model_run(recipe):
+        return recipe.labels()  # one file per layer, whatever the format
     conv = recipe.convolution
     if conv is None:
         return [recipe.pooling.label]
@@ -132,6 +141,8 @@ def template_fields(template: str) -> set[str]:
 
 def recipe_metadata(recipe: Recipe) -> str:
     """The options of a run as JSON, stored in every PNG convfilter writes."""
+    if model_run(recipe):
+        return recipe.metadata(__version__)
     data = {"version": __version__, "pool": recipe.pooling.type}
     conv = recipe.convolution
     if conv is not None:
@@ -205,7 +216,7 @@ class OutputPlan:
         if drawing and not FORMATS[fmt].drawn:
             verb = "draw 8-bit PNGs; they do" if len(drawing) > 1 else "draws 8-bit PNGs; it does"
             raise ValueError(f"{' and '.join(drawing)} {verb} not apply to {format_given}")
-        if recipe.pooling.is_global and not FORMATS[fmt].raw:
+        if not model_run(recipe) and recipe.pooling.is_global and not FORMATS[fmt].raw:
             if view.montage:
                 raise ValueError("global pooling gives one number per map, nothing to draw; drop --montage")
             if output:
@@ -219,7 +230,7 @@ class OutputPlan:
         if kind == "folder":
             plan.folder = output or "."
         else:
-            _check_single_target(output, kind, len(inputs), len(labels), fmt)
+            _check_single_target(output, kind, len(inputs), len(labels), fmt, stacks=not model_run(recipe))
             plan.target = output
         if name is not None:
             if plan.target is not None:
@@ -281,8 +292,10 @@ class OutputPlan:
         return os.path.join(self.root, path) if self.root and path != STDOUT else path
 
 
-def _check_single_target(output: str, kind: str, inputs: int, maps: int, fmt: str) -> None:
-    """Raise ValueError unless one input with one output file goes to stdout or the file ``output``."""
+def _check_single_target(output: str, kind: str, inputs: int, maps: int, fmt: str, stacks: bool = True) -> None:
+    """Raise ValueError unless one input with one output file goes to stdout or the file ``output``.
+
+    ``stacks``: ``-f npy`` would hold all maps of an input in one array (not a model's layers)."""
     if inputs > 1:
         if kind == "stdout":
             raise ValueError(f"-o - writes one input's data to stdout, and {inputs} inputs were given; "
@@ -291,11 +304,13 @@ def _check_single_target(output: str, kind: str, inputs: int, maps: int, fmt: st
                          "(e.g. -o maps/)")
     if maps > 1:
         where = f"stdout as {fmt}" if kind == "stdout" else f"the file '{output}'"
-        ways = ["give -o a folder (e.g. -o maps/)",
-                "-f npy (all maps in one array)" if kind == "stdout" else "a .npy name (all maps in one array)"]
+        ways = ["give -o a folder (e.g. -o maps/)"]
+        if stacks:
+            ways.append("-f npy (all maps in one array)" if kind == "stdout" else "a .npy name (all maps in one array)")
         if FORMATS[fmt].drawn:
             ways.append("--montage (one picture)")
-        raise ValueError(f"{maps} maps cannot all go to {where}; {', '.join(ways[:-1])} or {ways[-1]}")
+        choices = ways[0] if len(ways) == 1 else f"{', '.join(ways[:-1])} or {ways[-1]}"
+        raise ValueError(f"{maps} maps cannot all go to {where}; {choices}")
 
 
 @dataclass(frozen=True)
@@ -319,7 +334,8 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
     io.set_max_pixels(plan.max_pixels)
     loaded = io.load(plan.located(source), data,
                      check_size=lambda h, w, c: check_memory(recipe, h, w, c, workers=plan.workers))
-    maps = pipeline.run(loaded.pixels, recipe, loaded.scale)
+    model = model_run(recipe)
+    maps = model.run(loaded) if model else pipeline.run(loaded.pixels, recipe, loaded.scale)
     if plan.as_text:
         stream = stdout if stdout is not None else sys.stdout.buffer
         name = display_name(source)
@@ -328,12 +344,17 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
         stream.write("".join(lines).encode())
         stream.flush()
         return []
-    if FORMATS[plan.fmt].stacked and len(maps) > 1:
+    if FORMATS[plan.fmt].stacked and len(maps) > 1 and not model:
         maps = [_stacked(maps, joined_label(recipe))]
     metadata = {io.MARK_KEY: plan.metadata}
     view = plan.view
     threads = pipeline.ops.get_num_threads()  # batch workers set 1
-    if view.montage:
+    if model and (view.montage or plan.fmt == "png"):
+        outputs = model.drawn(maps, plan, loaded, metadata)
+    elif model:
+        outputs = [(m.label, m.data.shape, io.encode(m.data if m.data.ndim == 3 else m.data.reshape(1, -1, 1),
+                                                     plan.fmt, plan.normalization, metadata)) for m in maps]
+    elif view.montage:
         picture = montage.draw(maps, plan.normalization, view.colormap, view.columns,
                                loaded.array if view.with_input else None, loaded.stem)
         shape = (picture.height, picture.width, len(picture.getbands()))
@@ -378,7 +399,9 @@ def check_memory(recipe: Recipe, height: int, width: int, channels: int, availab
     if available is None:
         return
     share = available // max(workers, 1)
-    needed = pipeline.memory_bound(recipe, height, width, channels)
+    model = model_run(recipe)
+    needed = model.memory_bound(height, width, channels) if model else pipeline.memory_bound(recipe, height, width,
+                                                                                             channels)
     if needed > share:
         where = f"{available / 1e9:.1f} GB are available"
         if workers > 1:

@@ -135,7 +135,11 @@ class Work:
         import numpy as np
 
         from .. import _backend, pipeline
+        from ..outputs import model_run
 
+        if model_run(self.recipe):
+            self.recipe.warm()
+            return
         size = 16
         _backend.expect_repeats(self.jobs * (640 * 480) // (size * size))
         try:

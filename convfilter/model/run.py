@@ -40,13 +40,43 @@ class ModelRun:
         return json.dumps({"version": version, "model": os.path.basename(self.path), "layers": list(self.layers),
                            "scale": self.scale, "resize": self.resize})
 
-    def feature_maps(self, array, raw: bool) -> list[tuple[str, object]]:
-        """``[(layer, output)]`` for one (H, W, C) input (``raw``: a .npy taken as it is)."""
+    def run(self, loaded) -> list:
+        """The output of every layer of the run for one input read by ``io.load``, as
+        ``pipeline.FeatureMap`` (label: the layer; data: its output as it is)."""
+        from ..pipeline import FeatureMap
         from .inputs import prepare
 
         model = self.model()
-        x = prepare(array, model, scale=self.scale, raw=raw, resize=self.resize)
-        return list(model.feature_maps(x, self.layers).items())
+        x = prepare(loaded.array, model, scale=self.scale, raw=loaded.raw, resize=self.resize)
+        return [FeatureMap(name, value) for name, value in model.feature_maps(x, self.layers).items()]
+
+    def drawn(self, maps: list, plan, loaded, metadata: dict) -> list[tuple[str, tuple, bytes]]:
+        """PNG outputs ``(label, shape, bytes)``: each layer as a grid of its channels (one tile
+        per channel), or with ``--montage`` every channel of every layer in one grid."""
+        from .. import io, montage
+
+        view = plan.view
+        if view.montage:
+            tiles = [tile for m in maps for tile in channel_maps(m, prefix=f"{m.label}:")]
+            picture = montage.draw(tiles, plan.normalization, view.colormap, view.columns,
+                                   loaded.array if view.with_input else None, loaded.stem)
+            return [("montage", (picture.height, picture.width, 3), io.png_bytes(picture, metadata))]
+        outputs = []
+        for m in maps:
+            picture = montage.draw(channel_maps(m), plan.normalization, view.colormap)
+            outputs.append((m.label, m.data.shape, io.png_bytes(picture, metadata)))
+        return outputs
+
+    def warm(self) -> None:
+        """Load the model and its kernels before workers fork (a tiny input of its size)."""
+        import numpy as np
+
+        model = self.model()
+        height, width = model.fixed_size or (32, 32)
+        try:
+            model.feature_maps(np.zeros((height, width, model.channels or 3), np.float32), self.layers)
+        except ValueError:  # too small for the model's windows: nothing to warm
+            pass
 
     def memory_bound(self, height: int, width: int, channels: int) -> int:
         """Bytes one input needs at most (an estimate): every layer output of the run at once,
@@ -64,6 +94,17 @@ class ModelRun:
                 count *= v or 1
             cells += count
         return 4 * (2 * cells + height * width * channels)
+
+
+def channel_maps(feature, prefix: str = "") -> list:
+    """One ``FeatureMap`` per channel of a layer output, labelled by channel number; a vector
+    (after a global pool, Flatten or Dense) is one 1xC strip."""
+    from ..pipeline import FeatureMap
+
+    data = feature.data
+    if data.ndim == 1:
+        return [FeatureMap(prefix.rstrip(":") or feature.label, data.reshape(1, -1, 1))]
+    return [FeatureMap(f"{prefix}{k}", data[:, :, k:k + 1]) for k in range(data.shape[2])]
 
 
 def default_layers(model) -> list[str]:
