@@ -80,7 +80,8 @@ def test_summary_size_that_does_not_fit_is_a_usage_error():
     ("absent.keras", "no such file"),
 ])
 def test_bad_model_is_one_error_line_and_exit_2(name, message):
-    for command in (["summary", MODELS / name], ["predict", MODELS / name, MODELS / "digits.npz"]):
+    for command in (["summary", MODELS / name], ["predict", MODELS / name, MODELS / "digits.npz"],
+                    ["apply", MODELS / name, MODELS / "digits.npz"]):
         result = run("model", *command)
         assert result.exit_code == 2, result.output
         errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
@@ -140,3 +141,68 @@ def test_predict_needs_a_vector_output():
     result = run("model", "predict", MODELS / "activations.keras", MODELS / "digits.npz")
     assert result.exit_code == 2
     assert "the model's output is ?x?x4" in result.output or "output is 4x3x4" in result.output
+
+
+# --- apply -----------------------------------------------------------------------------------
+
+def test_apply_writes_each_conv_and_pool_layer_as_tensorflow_computed_it(tmp_path):
+    paths = write_digits(tmp_path, 2)
+    _, outputs = digits_reference()
+    result = run("model", "apply", MODELS / "digits.keras", paths[0], paths[2], "-f", "npy", "-o", tmp_path / "maps")
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in (tmp_path / "maps").iterdir())
+    assert written == sorted(f"digit{i}_{layer}.npy" for i in range(2) for layer in ("conv1", "pool1", "conv2", "pool2"))
+    for i in range(2):
+        for layer in ("conv1", "pool1", "conv2", "pool2"):
+            got = np.load(tmp_path / "maps" / f"digit{i}_{layer}.npy")
+            want = outputs[layer][i]
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max())
+
+
+def test_apply_vectors_and_chosen_layers(tmp_path):
+    with np.load(MODELS / "functional.npz") as data:
+        x, gap, probs = data["inputs/0"][0], data["outputs/0/gap"][0], data["outputs/0/probs"][0]
+    np.save(tmp_path / "in.npy", x)
+    result = run("model", "apply", MODELS / "functional.h5", tmp_path / "in.npy", "--layers", "probs,gap",
+                 "-f", "npy", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "in_gap.npy"), gap, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "in_probs.npy"), probs, atol=1e-6)
+    assert np.load(tmp_path / "out" / "in_probs.npy").shape == (4,)
+    unknown = run("model", "apply", MODELS / "functional.h5", tmp_path / "in.npy", "--layers", "gap,nope")
+    assert unknown.exit_code == 2 and "no layer 'nope' in the model" in unknown.output
+
+
+def test_apply_png_is_a_grid_of_the_layer_channels(tmp_path):
+    paths = write_digits(tmp_path, 1)
+    result = run("model", "apply", MODELS / "digits.keras", paths[1], "--scale", "16", "-o", tmp_path / "maps",
+                 "--layers", "conv1,probs")
+    assert result.exit_code == 0, result.output
+    conv1 = Image.open(tmp_path / "maps" / "digit0_conv1.png")
+    assert conv1.mode == "RGB" and conv1.width > 4 * 8 and conv1.height > 4 * 8  # 16 tiles of 8x8, 4 a row
+    assert Image.open(tmp_path / "maps" / "digit0_probs.png").width >= 10
+    one = run("model", "apply", MODELS / "digits.keras", paths[1], "--scale", "16", "-o", tmp_path / "one",
+              "--montage", "--with-input", "--layers", "all")
+    assert one.exit_code == 0, one.output
+    assert [p.name for p in (tmp_path / "one").iterdir()] == ["digit0_montage.png"]
+
+
+def test_apply_batch_with_a_bad_image_and_resume(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_digits(folder, 2)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    np.save(tmp_path / "wide.npy", np.zeros((8, 9, 1), np.float32))
+    report = tmp_path / "report.jsonl"
+    # a folder gives its images (the .npy files in it are taken for outputs of an earlier run)
+    result = run("model", "apply", MODELS / "digits.keras", folder, tmp_path / "wide.npy", "-o", tmp_path / "maps",
+                 "--jobs", "2", "--report", report, "--layers", "pool2")
+    assert result.exit_code == 1
+    assert "broken.png" in result.output and "wide.npy: the model takes 8x8 inputs, the input is 8x9" in result.output
+    names = sorted(p.name for p in (tmp_path / "maps").iterdir())
+    assert names == ["digit0_pool2.png", "digit1_pool2.png"]
+    assert len(report.read_text().splitlines()) == 4
+    again = run("model", "apply", MODELS / "digits.keras", folder, "-o", tmp_path / "maps", "--skip-existing",
+                "--layers", "pool2")
+    assert "skipped" in again.output

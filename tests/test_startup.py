@@ -19,13 +19,14 @@ def run_python(code: str, env=None, cwd=None) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("argv", [["--help"], ["kernels"], ["kernels", "gaussian:5"],
                                   ["shape", "--size", "427x640x3", "-k", "vertical", "--pool", "max"],
-                                  ["warmup", "--help"]])
+                                  ["warmup", "--help"], ["model", "--help"], ["model", "apply", "--help"],
+                                  ["model", "predict", "--help"], ["model", "summary", "--help"]])
 def test_light_commands_import_neither_numpy_nor_numba(argv):
     code = (
         "import sys\n"
         "from convfilter.cli import cli\n"
         f"cli.main(args={argv!r}, standalone_mode=False)\n"
-        "heavy = sorted(m for m in ('numpy', 'numba', 'PIL', 'scipy') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('numpy', 'numba', 'PIL', 'scipy', 'h5py') if m in sys.modules)\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
     done = run_python(code)
