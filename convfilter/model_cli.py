@@ -151,7 +151,9 @@ def predict(model_path, inputs, recursive, top, labels_path, scale, resize):
       convfilter model predict digits.keras seven.png --top 3
       convfilter model predict classifier.h5 -r photos/ --labels classes.txt --resize
     """
-    from .batch import BatchOptions, UsageProblem, expand_inputs
+    from .batch import BatchOptions, UsageProblem
+    from .batch.inputs import expand_inputs
+    from .messages import display_name, error_message
 
     net = open_model(model_path)
     out_shape = net.output_shapes()[net.output_layer]
@@ -168,11 +170,11 @@ def predict(model_path, inputs, recursive, top, labels_path, scale, resize):
     for failure in expansion.failures:
         click.echo(f"Error: {failure.source}: {failure.error}", err=True)
     for job in expansion.jobs:
-        name = "stdin" if job.source == "-" else job.source
+        name = display_name(job.source)
         try:
             scores = predict_one(net, job.source, job.data, scale=scale, resize=resize)
         except (ValueError, OSError, MemoryError) as exc:
-            click.echo(f"Error: {name}: {_message(exc)}", err=True)
+            click.echo(f"Error: {name}: {error_message(exc)}", err=True)
             failed += 1
             continue
         order = sorted(range(len(scores)), key=lambda k: (-scores[k], k))[:top]
@@ -192,18 +194,8 @@ def predict_one(net, source: str, data: bytes | None, *, scale: float, resize: b
     from .model.inputs import prepare
 
     loaded = io.load(source, data)
-    raw = _is_npy(source, data)
-    x = prepare(loaded.array, net, scale=scale, raw=raw, resize=resize)
+    x = prepare(loaded.array, net, scale=scale, raw=loaded.raw, resize=resize)
     return [float(v) for v in net.predict(x)]
-
-
-def _is_npy(source: str, data: bytes | None) -> bool:
-    from .io import NPY_MAGIC
-
-    if data is not None:
-        return data[:6] == NPY_MAGIC
-    with open(source, "rb") as handle:
-        return handle.read(6) == NPY_MAGIC
 
 
 def _read_labels(path: str) -> list[str]:
@@ -211,13 +203,7 @@ def _read_labels(path: str) -> list[str]:
         with open(path, encoding="utf-8") as handle:
             return [line.strip() for line in handle.read().splitlines()]
     except (OSError, UnicodeDecodeError) as exc:
-        problem = exc.strerror.lower() if isinstance(exc, OSError) and exc.strerror else str(exc)
+        from .messages import os_error_text
+
+        problem = os_error_text(exc) if isinstance(exc, OSError) else str(exc)
         raise click.BadParameter(f"'{path}': {problem}", param_hint="--labels") from None
-
-
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, MemoryError):
-        return "not enough memory for this input"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc)

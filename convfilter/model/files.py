@@ -74,7 +74,9 @@ def read(path) -> ModelFile:
     except IsADirectoryError:
         raise ModelError("is a directory, not a Keras model file") from None
     except OSError as exc:
-        raise ModelError(exc.strerror.lower() if exc.strerror else str(exc)) from None
+        from ..messages import os_error_text
+
+        raise ModelError(os_error_text(exc)) from None
     if head.startswith(ZIP_MAGIC):
         return _read_keras_zip(path)
     if head == HDF5_MAGIC:
