@@ -224,7 +224,7 @@ class Model:
             stored_by_name = {n: a for n, a in stored if n is not None}
             for position, (name, shape) in enumerate(spec):
                 array = stored_by_name.get(name, stored[position][1]) if stored_by_name else stored[position][1]
-                if tuple(array.shape) != tuple(s for s in shape) and None not in shape:
+                if tuple(array.shape) != tuple(shape) and None not in shape:
                     raise ModelError(f"layer '{layer.name}' ({layer.kind}): weight '{name}' has shape "
                                      f"{tuple(array.shape)} but the layer needs {tuple(shape)}")
                 if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
@@ -263,6 +263,8 @@ class Model:
             raise ValueError(f"no layer {', '.join(repr(n) for n in unknown)} in the model; "
                              f"layers: {', '.join(self.layers)}")
         batch, added = self._batch(x)
+        if not wanted:
+            return {}
         keep = frozenset(wanted)
         nodes = self._plan(keep)
         last_use = {}
