@@ -350,12 +350,13 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
     view = plan.view
     threads = pipeline.ops.get_num_threads()  # batch workers set 1
     if model and (view.montage or plan.fmt == "png"):
-        outputs = model.drawn(maps, plan, loaded, metadata)
+        outputs = model.drawn(maps, plan, loaded, metadata, threads)
     elif model:
         # .npy keeps a layer's output as it is; a vector (C,) is a 1xC image in the other formats
         outputs = [(m.label, m.data.shape, io.encode(m.data if m.data.ndim == 3 or plan.fmt == "npy"
                                                      else m.data.reshape(1, -1, 1), plan.fmt, plan.normalization,
-                                                     metadata)) for m in maps]
+                                                     metadata, png_level=view.png_compression, threads=threads))
+                   for m in maps]
     elif view.montage:
         picture = montage.draw(maps, plan.normalization, view.colormap, view.columns,
                                loaded.array if view.with_input else None, loaded.stem)

@@ -50,7 +50,7 @@ class ModelRun:
         x = prepare(loaded.array, model, scale=self.scale, raw=loaded.raw, resize=self.resize)
         return [FeatureMap(name, value) for name, value in model.feature_maps(x, self.layers).items()]
 
-    def drawn(self, maps: list, plan, loaded, metadata: dict) -> list[tuple[str, tuple, bytes]]:
+    def drawn(self, maps: list, plan, loaded, metadata: dict, threads: int = 1) -> list[tuple[str, tuple, bytes]]:
         """PNG outputs ``(label, shape, bytes)``: each layer as a grid of its channels (one tile
         per channel), or with ``--montage`` every channel of every layer in one grid."""
         from .. import io, montage
@@ -60,11 +60,12 @@ class ModelRun:
             tiles = [tile for m in maps for tile in channel_maps(m, prefix=f"{m.label}:")]
             picture = montage.draw(tiles, plan.normalization, view.colormap, view.columns,
                                    loaded.array if view.with_input else None, loaded.stem)
-            return [("montage", (picture.height, picture.width, 3), io.png_bytes(picture, metadata))]
+            return [("montage", (picture.height, picture.width, 3),
+                     io.png_bytes(picture, metadata, view.png_compression, threads))]
         outputs = []
         for m in maps:
             picture = montage.draw(channel_maps(m), plan.normalization, view.colormap)
-            outputs.append((m.label, m.data.shape, io.png_bytes(picture, metadata)))
+            outputs.append((m.label, m.data.shape, io.png_bytes(picture, metadata, view.png_compression, threads)))
         return outputs
 
     def warm(self) -> None:
