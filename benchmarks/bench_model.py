@@ -94,7 +94,7 @@ def main(argv=None) -> int:
                 # compared before the head too: a random network's softmax can be flat
                 inner = net.layers[-3].name
                 probe = keras.Model(net.inputs, [net.get_layer(inner).output, net.outputs[0]])
-                wants = [np.asarray(v) for v in probe(x, training=False)]
+                wants = [np.asarray(v) for v in probe([x], training=False)]
                 gots = [ours.feature_maps(x, [inner])[inner], ours.predict(x)]
                 difference = max(float(np.abs(g - w).max() / np.abs(w).max()) for g, w in zip(gots, wants))
                 ours_times, keras_times = [], []

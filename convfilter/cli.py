@@ -579,6 +579,5 @@ def main(argv=None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-
 # the `model` command group registers itself on `cli` (it holds no numpy: --help stays light)
 from . import model_cli  # noqa: E402, F401
