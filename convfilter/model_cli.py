@@ -109,7 +109,7 @@ def apply(model_path, layer_names, scale, resize, inputs, output, fmt, normalize
     One file per input and layer, {stem}_{layer}.{ext} (see --name, where {kernel} is the
     layer). png: the layer's channels side by side in one labelled grid; npy: the layer's
     output as it is, (H, W, C) or (C,); tiff: one-channel layers. --montage puts every
-    channel of every chosen layer of an input into one grid, {stem}_montage.png.
+    channel of every chosen layer of an input into one grid, {stem}_{model}_montage.png.
 
     \b
     Examples:

@@ -86,6 +86,8 @@ def output_labels(recipe: Recipe, fmt: str) -> list[str]:
 def joined_label(recipe: Recipe) -> str:
     """One label for all maps of an input (an .npy array, a montage): the kernels' labels joined
     by ``+`` (a bank counts once), or the pooling's."""
+    if model_run(recipe):
+        return recipe.label
     conv = recipe.convolution
     if conv is None:
         return recipe.pooling.label
@@ -413,7 +415,7 @@ def check_memory(recipe: Recipe, height: int, width: int, channels: int, availab
         raise MemoryError(
             f"not enough memory: a {width}x{height} image with {channels} channel(s) needs about "
             f"{needed / 1e9:.1f} GB through these options, {where}"
-            + _frame_note(recipe, height, width, channels, needed)
+            + ("" if model else _frame_note(recipe, height, width, channels, needed))
         )
 
 

@@ -185,7 +185,7 @@ def test_apply_png_is_a_grid_of_the_layer_channels(tmp_path):
     one = run("model", "apply", MODELS / "digits.keras", paths[1], "--scale", "16", "-o", tmp_path / "one",
               "--montage", "--with-input", "--layers", "all")
     assert one.exit_code == 0, one.output
-    assert [p.name for p in (tmp_path / "one").iterdir()] == ["digit0_montage.png"]
+    assert [p.name for p in (tmp_path / "one").iterdir()] == ["digit0_digits_montage.png"]
 
 
 def test_apply_batch_with_a_bad_image_and_resume(tmp_path):

@@ -32,6 +32,11 @@ class ModelRun:
             _LOADED[key] = load_model(self.path)
         return _LOADED[key]
 
+    @property
+    def label(self) -> str:
+        """What a montage of the run shows, for its name: the model file's stem."""
+        return os.path.splitext(os.path.basename(self.path))[0]
+
     def labels(self) -> list[str]:
         """The ``{kernel}`` label of every file one input gives: the layer names."""
         return list(self.layers)
@@ -60,7 +65,7 @@ class ModelRun:
             tiles = [tile for m in maps for tile in channel_maps(m, prefix=f"{m.label}:")]
             picture = montage.draw(tiles, plan.normalization, view.colormap, view.columns,
                                    loaded.array if view.with_input else None, loaded.stem)
-            return [("montage", (picture.height, picture.width, 3),
+            return [(plan.labels(self)[0], (picture.height, picture.width, 3),
                      io.png_bytes(picture, metadata, view.png_compression, threads))]
         outputs = []
         for m in maps:
