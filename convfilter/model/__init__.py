@@ -13,13 +13,15 @@ for the formats and :mod:`.layers` for the layers that run.
 
 from __future__ import annotations
 
+import os
+
 from .files import ModelError
 from .graph import Model
 
 __all__ = ["load_model", "Model", "ModelError", "SUPPORTED_LAYERS"]
 
 
-def load_model(path) -> Model:
+def load_model(path: str | os.PathLike) -> Model:
     """Read a Keras model file (``.keras`` or legacy full-model ``.h5``) into a runnable Model.
 
     Every layer is checked before anything runs: an unsupported layer, a config that does
