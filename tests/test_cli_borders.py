@@ -146,7 +146,7 @@ def padding_or_none(text: str):
     match = re.fullmatch(r"\s*\d+(\s*,\s*\d+){3}\s*|\s*\d+\s*", text)
     if not match:
         return None
-    cells = [int(v) for v in text.split(",")]
+    cells = [int(v.strip()) for v in text.split(",")]  # str.strip, not int(), drops \x1c-\x1f as \s matches them
     cells = cells * 4 if len(cells) == 1 else cells
     return None if max(cells) > 100_000 else ((cells[0], cells[1]), (cells[2], cells[3]))
 
