@@ -75,7 +75,7 @@ class PaddingType(click.ParamType):
         if not re.fullmatch(r"\d+(\s*,\s*\d+){3}|\d+", text):
             self.fail(f"'{value}' is not same, valid, N or T,B,L,R (whole numbers of padding cells: "
                       "top, bottom, left, right; e.g. 1 or 0,1,0,1)", param, ctx)
-        cells = [int(v) for v in text.split(",")] * (4 if "," not in text else 1)
+        cells = [int(v.strip()) for v in text.split(",")] * (4 if "," not in text else 1)
         if max(cells) > 100_000:
             self.fail(f"'{value}' is too large", param, ctx)
         return (cells[0], cells[1]), (cells[2], cells[3])
