@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -164,6 +164,8 @@ padding_texts = st.one_of(
 
 @settings(max_examples=100, deadline=None)
 @given(text=padding_texts)
+@example(text="0\x1f")  # control characters that str.strip and \s take as white space
+@example(text="1\x1c, 2,3 ,4")
 def test_padding_text_is_accepted_by_the_rule_or_a_usage_error(text):
     # shape parses -p as apply does and computes sizes without allocating (pads up to 100000 are fine)
     result = invoke("shape", "--size", "19x24", "-k", "sobel-x", "-p", text)
