@@ -485,6 +485,69 @@ def warmup():
     click.echo(f"kernels ready in {time.perf_counter() - start:.2f} s", err=True)
 
 
+@cli.group(context_settings=CONTEXT)
+def server():
+    """Start, stop or show the background server that makes each command start fast.
+
+    The server keeps numpy, Pillow and the compiled kernels loaded and runs
+    every command in a child process of its own, so a command on one image
+    takes tens of milliseconds instead of half a second. It is automatic: the
+    first command that finds none runs as usual and starts one for the next,
+    which exits after CONVFILTER_SERVER_IDLE seconds without a command
+    (default 900). Output, messages and exit codes are the same with it and
+    without it. Only your user can use it (a socket in a private folder);
+    CONVFILTER_SERVER=off runs every command in its own process.
+
+    \b
+    Examples:
+      convfilter server status
+      convfilter server start
+      convfilter server stop
+      CONVFILTER_SERVER=off convfilter apply -k vertical china.jpg
+    """
+
+
+@server.command("start", context_settings=CONTEXT)
+def server_start():
+    """Start the server now (it warms up first) unless it runs; print its pid and socket."""
+    from . import server as daemon
+    from .client import UnsafeFolder
+
+    try:
+        info, started = daemon.start()
+    except (UnsafeFolder, RuntimeError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    state = "started" if started else "already running"
+    click.echo(f"convfilter server {state}: pid {info['pid']}, socket {info['socket']}")
+
+
+@server.command("stop", context_settings=CONTEXT)
+def server_stop():
+    """Stop the server; commands it is running finish first."""
+    from . import server as daemon
+
+    pid = daemon.stop()
+    click.echo("no convfilter server running" if pid is None else f"stopped convfilter server (pid {pid})")
+
+
+@server.command("status", context_settings=CONTEXT)
+def server_status():
+    """Show the server's pid, version, socket, uptime and requests served (exit 1 if none runs)."""
+    from . import server as daemon
+    from .client import folder_path
+
+    info = daemon.status()
+    if info is None:
+        click.echo(f"no convfilter server running (its socket would be in {folder_path()})")
+        raise click.exceptions.Exit(EXIT_FAILED)
+    uptime = int(info["uptime"])
+    for label, value in (("pid", info["pid"]), ("version", info["version"]), ("socket", info["socket"]),
+                         ("uptime", f"{uptime // 3600}:{uptime // 60 % 60:02d}:{uptime % 60:02d}"),
+                         ("requests", info["requests"]), ("running", info["running"]),
+                         ("idle exit", f"{info['idle']:g} s")):
+        click.echo(f"{label:10} {value}")
+
+
 def _input_size(image, size_text) -> tuple[int, int, int]:
     if (image is None) == (size_text is None):
         raise click.UsageError("give either an IMAGE or --size HxW[xC]")

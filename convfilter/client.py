@@ -1,0 +1,407 @@
+"""The ``convfilter`` command: hand the command to a warm server, or run it in this process.
+
+Importing numpy, Pillow and Numba and loading the compiled kernels takes
+about half a second, more than the work on one image. A per-user server
+(:mod:`convfilter.server`) keeps all of that loaded and forks one child per
+command. This module imports the standard library only: it connects to the
+server of this exact installation, passes the command line, the working
+folder, the environment, the umask and the stdin/stdout/stderr descriptors
+themselves, forwards signals to the child and exits with its exit code.
+
+When no server can be used the command runs in this process, as it always
+did, and a server is started in the background for the next command. Light
+commands (``--help``, ``--version``, ``kernels``, ``shape``, ``server``,
+``warmup``) always run here: they never wait on anything slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import zlib
+
+from . import __version__
+
+SERVER_VARIABLE = "CONVFILTER_SERVER"  # "off" (or 0/no/false): always run in this process
+IDLE_VARIABLE = "CONVFILTER_SERVER_IDLE"  # seconds without a command before the server exits
+DEFAULT_IDLE = 900.0
+REPLY_TIMEOUT = 10.0  # a server that does not take the command within this runs it here instead
+LIGHT_COMMANDS = {"kernels", "shape", "server", "warmup"}
+LIGHT_OPTIONS = {"-h", "--help", "-V", "--version"}
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# Variables read once at start-up (by Python, locale or Numba): a server started with other
+# values would not behave like this process, so they are part of the server's identity.
+STARTUP_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONUNBUFFERED",
+                     "LC_ALL", "LC_CTYPE", "LANG")
+# convfilter reads these itself when it needs them (and sets the cache folder for Numba)
+RUNTIME_NUMBA_VARIABLES = ("NUMBA_NUM_THREADS", "NUMBA_CACHE_DIR")
+# What the kernel enforces per process; a client with other limits runs here, so they hold.
+LIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_RSS", "RLIMIT_STACK", "RLIMIT_MEMLOCK", "RLIMIT_FSIZE",
+          "RLIMIT_CPU", "RLIMIT_NOFILE", "RLIMIT_NPROC")
+FORWARDED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+EXIT_LOST = 1
+
+
+class UnsafeFolder(Exception):
+    """The socket folder exists but is not private to this user: it is never used."""
+
+
+# --- what must match between client and server -----------------------------------------------
+
+
+def supported() -> bool:
+    """Fork, Unix sockets, descriptor passing and peer credentials (Linux)."""
+    return (hasattr(os, "fork") and hasattr(socket, "AF_UNIX") and hasattr(socket, "send_fds")
+            and hasattr(socket, "SO_PEERCRED"))
+
+
+def disabled(environ=os.environ) -> bool:
+    return environ.get(SERVER_VARIABLE, "").strip().lower() in ("off", "0", "no", "false")
+
+
+def is_light(argv: list[str]) -> bool:
+    """Commands that are fast without the server, so never wait for one."""
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    if not words or LIGHT_OPTIONS.intersection(words):
+        return True
+    return words[0] in LIGHT_COMMANDS
+
+
+def identity(environ=os.environ) -> dict:
+    """This installation (version, package folder, interpreter) and how Python was started."""
+    return {
+        "version": __version__,
+        "package": PACKAGE_DIR,
+        "executable": sys.executable,
+        "prefix": sys.prefix,
+        "flags": list(sys.flags),
+        "options": [list(sys.warnoptions), sorted(map(str, sys._xoptions.items()))],
+        "environment": sorted((name, value) for name, value in environ.items()
+                              if name in STARTUP_VARIABLES
+                              or (name.startswith("NUMBA_") and name not in RUNTIME_NUMBA_VARIABLES)),
+    }
+
+
+def context() -> dict:
+    """What a child of the server cannot take over from the client: if it differs, run here."""
+    import resource
+
+    limits = {name: list(resource.getrlimit(getattr(resource, name))) for name in LIMITS
+              if hasattr(resource, name)}
+    root = os.stat("/")
+    return {
+        "limits": limits,
+        "cgroup": _read("/proc/self/cgroup"),
+        "mount_namespace": _readlink("/proc/self/ns/mnt"),
+        "root": [root.st_dev, root.st_ino],
+        "user": [os.getuid(), os.geteuid(), os.getgid(), os.getegid(), sorted(os.getgroups())],
+    }
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _readlink(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+# --- where the socket lives ------------------------------------------------------------------
+
+
+def folder_path(environ=os.environ) -> str:
+    """``$XDG_RUNTIME_DIR/convfilter``, else ``$XDG_CACHE_HOME/convfilter/server`` (or ``~/.cache``)."""
+    runtime = environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        return os.path.join(runtime, "convfilter")
+    cache = environ.get("XDG_CACHE_HOME")
+    if not (cache and os.path.isabs(cache)):
+        cache = os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "convfilter", "server")
+
+
+def socket_name(ident: dict) -> str:
+    """One socket per installation and start-up: ``convfilter-VERSION-CHECKSUM.sock``."""
+    text = json.dumps(ident, sort_keys=True).encode("utf-8", "surrogateescape")
+    return f"convfilter-{__version__}-{zlib.crc32(text):08x}.sock"
+
+
+def open_folder(path: str, create: bool) -> int | None:
+    """A descriptor of the private socket folder, or None when it does not exist (and not ``create``).
+
+    The folder must be a real folder (not a symlink) owned by this user with
+    no access for anyone else (0700); otherwise :class:`UnsafeFolder`. The
+    sockets are reached through this descriptor (``/proc/self/fd/N/NAME``),
+    so the folder checked is the folder used.
+    """
+    if create:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UnsafeFolder(f"{path}: {exc.strerror} (a symlink or not a folder?)") from None
+    info = os.fstat(fd)
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        os.close(fd)
+        raise UnsafeFolder(f"{path} must belong to you with mode 0700 (it has owner uid {info.st_uid}, "
+                           f"mode {info.st_mode & 0o777:04o}); remove it or fix it")
+    return fd
+
+
+def through(folder_fd: int, name: str) -> str:
+    """The path of ``name`` inside the open folder: short (socket paths are limited to ~100 bytes)."""
+    return f"/proc/self/fd/{folder_fd}/{name}"
+
+
+# --- messages: a length, then JSON, descriptors attached to the first bytes ------------------
+
+
+def send_message(sock: socket.socket, message: dict, fds: list[int] = ()) -> None:
+    data = json.dumps(message).encode("ascii")  # ensure_ascii keeps odd (surrogate) characters
+    frame = struct.pack("!I", len(data)) + data
+    sent = socket.send_fds(sock, [frame], list(fds)) if fds else 0
+    sock.sendall(frame[sent:])
+
+
+class Channel:
+    """Reads length-prefixed JSON messages (and descriptors sent with them) from a stream socket."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buffer = b""
+
+    def receive(self, max_fds: int = 0) -> tuple[dict | None, list[int]]:
+        """The next message and its descriptors; ``(None, [])`` at the end of the stream."""
+        fds: list[int] = []
+        while True:
+            if len(self.buffer) >= 4:
+                (size,) = struct.unpack("!I", self.buffer[:4])
+                if len(self.buffer) >= 4 + size:
+                    data, self.buffer = self.buffer[4:4 + size], self.buffer[4 + size:]
+                    return json.loads(data), fds
+            if max_fds and not fds:
+                chunk, received, _, _ = socket.recv_fds(self.sock, 1 << 16, max_fds)
+                fds = list(received)
+            else:
+                chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                for fd in fds:
+                    os.close(fd)
+                return None, []
+            self.buffer += chunk
+
+
+def connect(ident: dict, environ=os.environ) -> socket.socket | None:
+    """A connection to this installation's server, or None if there is none (or it is not safe)."""
+    try:
+        folder = open_folder(folder_path(environ), create=False)
+    except UnsafeFolder:
+        return None
+    if folder is None:
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(REPLY_TIMEOUT)
+        sock.connect(through(folder, socket_name(ident)))
+    except OSError:
+        sock.close()
+        return None
+    finally:
+        os.close(folder)
+    return sock
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+class Forwarder:
+    """Signal handlers that pass SIGINT/SIGTERM/SIGHUP on to the child once its pid is known.
+
+    SIGINT and SIGHUP go to the child's process group, as a terminal sends
+    them to a whole foreground job (workers included); SIGTERM to the child
+    only, as ``kill`` would.
+    """
+
+    def __init__(self):
+        self.child: int | None = None
+        self.pending: list[int] = []
+        self.received: list[int] = []
+        self.previous = {}
+        for name in FORWARDED_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                self.previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame):
+        self.received.append(signum)
+        if self.child is None:
+            self.pending.append(signum)
+        else:
+            self._send(signum)
+
+    def _send(self, signum):
+        try:
+            if signum == signal.SIGTERM:
+                os.kill(self.child, signum)
+            else:
+                os.killpg(self.child, signum)
+        except ProcessLookupError:
+            pass
+
+    def start(self, child: int) -> None:
+        self.child = child
+        for signum in self.pending:
+            self._send(signum)
+        self.pending.clear()
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def run_through_server(argv: list[str], environ=os.environ) -> int | None:
+    """Run the command in the server and return its exit code, or None to run it in this process.
+
+    None means that nothing was done: no server, a server that refused (other
+    limits or cgroup), or one that did not answer in time. Once the server
+    has taken the command, its end is reported here whatever happens.
+    """
+    ident = identity(environ)
+    sock = connect(ident, environ)
+    if sock is None:
+        return None
+    forwarder = Forwarder()
+    try:
+        try:
+            cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
+        try:
+            mask = os.umask(0o022)
+            os.umask(mask)
+            request = {"op": "run", "identity": ident, "context": context(), "argv": list(argv),
+                       "environ": dict(environ), "umask": mask, "affinity": sorted(os.sched_getaffinity(0)),
+                       "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+            send_message(sock, request, [0, 1, 2, cwd])
+        finally:
+            os.close(cwd)
+        channel = Channel(sock)
+        reply, _ = channel.receive()
+        if not reply or "pid" not in reply:
+            return None  # refused, or the server went away before taking the command
+        send_message(sock, {"go": True})  # from here on the command runs there, never twice
+        sock.settimeout(None)
+        forwarder.start(reply["pid"])
+        try:
+            end, _ = channel.receive()
+        except OSError:
+            end = None
+        if end is not None and "exit" in end:
+            return end["exit"]
+        if signal.SIGHUP in forwarder.received:  # the child died of the hang-up: so does this process
+            forwarder.restore()
+            os.kill(os.getpid(), signal.SIGHUP)
+        os.write(2, b"Error: the convfilter server stopped before the command finished; run it again "
+                    b"(CONVFILTER_SERVER=off runs it without the server)\n")
+        return EXIT_LOST
+    except (OSError, ValueError):  # timed out or refused before the command was taken
+        return None
+    finally:
+        forwarder.restore()
+        sock.close()
+        for signum in forwarder.pending:  # arrived before any child: this process takes them
+            os.kill(os.getpid(), signum)
+
+
+def lock_path(folder: str, name: str) -> str:
+    return os.path.join(folder, name.removesuffix(".sock") + ".lock")
+
+
+def server_starting_or_running(folder: str, name: str) -> bool:
+    """Whether a server holds this installation's lock (it takes it before warming up)."""
+    import fcntl
+
+    try:
+        fd = os.open(lock_path(folder, name), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def spawn_server(environ=os.environ):
+    """Start this installation's server, fully detached; the ``subprocess.Popen``, or None if not started.
+
+    New session, working folder ``/``, every descriptor on ``/dev/null``:
+    it never holds a caller's pipe or terminal open.
+    """
+    import subprocess
+
+    paths = [os.path.abspath(p or ".") for p in sys.path]
+    cwd, parent = os.getcwd(), os.path.dirname(PACKAGE_DIR)
+    # a `python -m` in some folder has that folder first: keep it only if it holds this package
+    paths = [p for p in paths if p != cwd or p == parent]
+    if parent not in paths:
+        paths.insert(0, parent)
+    code = f"import sys; sys.path[:] = {paths!r}; from convfilter.server import main; main()"
+    command = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code,
+               socket_name(identity(environ))]
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd="/", env=dict(environ), close_fds=True,
+                            start_new_session=True)
+
+
+def start_for_next_time(environ=os.environ) -> None:
+    """Start a server in the background unless one is there or starting (or its folder is unsafe)."""
+    try:
+        path = folder_path(environ)
+        folder = open_folder(path, create=True)
+        if folder is not None:
+            os.close(folder)
+        if not server_starting_or_running(path, socket_name(identity(environ))):
+            spawn_server(environ)
+    except (OSError, UnsafeFolder):
+        pass
+
+
+def run_in_process(argv: list[str]) -> None:
+    from .cli import main as cli_main
+
+    cli_main(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script and ``python -m convfilter``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    use_server = supported() and not disabled() and not is_light(argv)
+    if use_server:
+        code = run_through_server(argv)
+        if code is not None:
+            sys.exit(code)
+    try:
+        run_in_process(argv)
+    finally:
+        if use_server:
+            start_for_next_time()

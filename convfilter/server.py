@@ -1,0 +1,456 @@
+"""The per-user server that runs ``convfilter`` commands with everything already loaded.
+
+:func:`main` imports numpy, Pillow, click and Numba, loads every kernel and
+then waits on a Unix socket in a private folder (see :mod:`convfilter.client`
+for where, and what the client sends). It never listens on TCP, answers
+only its own user (``SO_PEERCRED``) and starts no thread, so that each
+command can run in a child forked from it: the child takes over the
+client's stdin/stdout/stderr, working folder, environment, umask, CPU
+affinity and priority, runs the click command exactly as the process would
+have, and reports the exit code. A client with other resource limits,
+another cgroup, mount namespace or groups is told to run in-process.
+
+The server exits after ``CONVFILTER_SERVER_IDLE`` seconds (default 900)
+without a command, on ``convfilter server stop`` or on SIGTERM; commands
+running at that moment finish. The functions at the bottom (:func:`status`,
+:func:`start`, :func:`stop`) serve ``convfilter server`` and import the
+standard library only.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+
+from . import client
+from .client import Channel, send_message
+
+CHILD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD}
+REQUEST_TIMEOUT = 2.0  # a client that does not send its whole request within this is dropped
+STOP_TIMEOUT = 10.0
+START_TIMEOUT = 600.0  # an empty kernel cache compiles everything first
+
+
+def idle_seconds(environ=os.environ) -> float:
+    """``CONVFILTER_SERVER_IDLE`` as a positive number of seconds, else the default."""
+    try:
+        value = float(environ.get(client.IDLE_VARIABLE, ""))
+    except ValueError:
+        return client.DEFAULT_IDLE
+    return value if value > 0 else client.DEFAULT_IDLE
+
+
+# --- start-up ----------------------------------------------------------------------------------
+
+
+def warm() -> None:
+    """Import every module a command may need and load (or compile) every kernel.
+
+    BLAS is told to use one thread, so that no thread exists when children
+    are forked (the kernels never use BLAS; a child gets the client's
+    environment for its own threads).
+    """
+    import gc
+    import importlib
+    import pkgutil
+
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = "1"
+    from ._numba_cache import skip_scipy_blas_probe
+
+    skip_scipy_blas_probe()
+    import convfilter
+    from PIL import Image
+
+    for module in pkgutil.iter_modules(convfilter.__path__):
+        if module.name not in ("__main__", "server", "dask_executor"):
+            importlib.import_module(f"convfilter.{module.name}")
+    Image.init()  # every Pillow format plugin
+    from .ops import warm_up
+
+    warm_up()
+    gc.collect()
+    gc.freeze()  # children's collections skip these objects: fewer pages copied
+
+
+def main() -> None:
+    """Run the server of this installation until it is idle, stopped or terminated."""
+    identity = client.identity()  # before warming up changes the environment
+    if len(sys.argv) > 1 and sys.argv[1] != client.socket_name(identity):
+        return  # started for another installation or start-up than this interpreter gives
+    path = client.folder_path()
+    try:
+        folder = client.open_folder(path, create=True)
+    except client.UnsafeFolder:
+        return
+    name = client.socket_name(identity)
+    lock = os.open(client.lock_path(path, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # another server of this installation is starting or running
+    idle = idle_seconds()
+    warm()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    address = client.through(folder, name)
+    try:
+        os.unlink(address)  # left by a server that was killed: we hold the lock, so it is stale
+    except FileNotFoundError:
+        pass
+    listener.bind(address)
+    os.chmod(address, 0o600)
+    listener.listen(128)
+    Server(listener, folder, lock, os.path.join(path, name), idle, identity).serve()
+
+
+class Server:
+    """The accept loop: one forked child per command; status and stop answered directly."""
+
+    def __init__(self, listener: socket.socket, folder: int, lock: int, path: str, idle: float,
+                 identity: dict):
+        self.listener, self.folder, self.lock, self.path, self.idle = listener, folder, lock, path, idle
+        self.identity = _as_sent(identity)
+        self.inode = os.stat(client.through(folder, os.path.basename(path))).st_ino
+        self.started = time.time()
+        self.last_request = time.monotonic()
+        self.requests = 0
+        self.children: set[int] = set()
+        self.stopping = False
+        self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def serve(self) -> None:
+        signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select through the pipe
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._stop)
+        try:
+            while not self.stopping:
+                self._reap()
+                if not self.children and time.monotonic() - self.last_request >= self.idle:
+                    break
+                timeout = max(0.0, self.idle - (time.monotonic() - self.last_request))
+                ready, _, _ = select.select([self.listener, self.wake_read], [], [],
+                                            None if self.children else timeout)
+                if self.wake_read in ready:
+                    while _drain(self.wake_read):
+                        pass
+                if self.listener in ready and not self.stopping:
+                    self._accept()
+        finally:
+            self._remove_socket()
+
+    def _stop(self, signum, frame) -> None:
+        self.stopping = True
+
+    def _reap(self) -> None:
+        for pid in list(self.children):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self.children.discard(pid)
+                self.last_request = time.monotonic()
+
+    def _remove_socket(self) -> None:
+        try:
+            address = client.through(self.folder, os.path.basename(self.path))
+            if os.stat(address).st_ino == self.inode:  # not a newer server's socket
+                os.unlink(address)
+        except OSError:
+            pass
+        self.listener.close()
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        fds: list[int] = []
+        try:
+            credentials = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _, uid, _ = struct.unpack("3i", credentials)
+            if uid != os.getuid():
+                return
+            conn.settimeout(REQUEST_TIMEOUT)
+            channel = Channel(conn)
+            request, fds = channel.receive(max_fds=4)
+            operation = request and request.get("op")
+            if operation == "status":
+                send_message(conn, self.status())
+            elif operation == "stop":
+                send_message(conn, {"pid": os.getpid()})
+                self.stopping = True
+            elif operation == "run" and len(fds) == 4:
+                self.requests += 1
+                self.last_request = time.monotonic()
+                self._fork(conn, channel, request, fds)
+        except (OSError, ValueError):
+            pass
+        finally:
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+
+    def status(self) -> dict:
+        return {"pid": os.getpid(), "version": client.__version__, "socket": self.path,
+                "package": client.PACKAGE_DIR, "uptime": time.time() - self.started,
+                "requests": self.requests, "running": len(self.children), "idle": self.idle}
+
+    def _fork(self, conn, channel, request, fds) -> None:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, CHILD_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    self._close_in_child()
+                    code = Child(conn, channel, request, fds).run(self.identity)
+                finally:
+                    os._exit(code)
+            self.children.add(pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def _close_in_child(self) -> None:
+        """The child keeps nothing of the server: socket, lock (else it would outlive the server), pipe."""
+        signal.set_wakeup_fd(-1)
+        self.listener.close()
+        for fd in (self.folder, self.lock, self.wake_read, self.wake_write):
+            os.close(fd)
+
+
+def _drain(fd: int) -> bool:
+    try:
+        return bool(os.read(fd, 512))
+    except BlockingIOError:
+        return False
+
+
+# --- one command in a forked child -----------------------------------------------------------
+
+
+class Child:
+    """Becomes the client's process (descriptors, folder, environment...) and runs its command."""
+
+    def __init__(self, conn: socket.socket, channel: Channel, request: dict, fds: list[int]):
+        self.conn, self.channel, self.request = conn, channel, request
+        # move the descriptors above 2, so that placing them on 0, 1 and 2 never closes one of them
+        self.fds = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in fds]
+        for fd in fds:
+            os.close(fd)
+        fds.clear()
+
+    def run(self, identity: dict) -> int:
+        """Refuse (the client then runs the command itself) or run it; the exit code."""
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        refusal = self.refusal(identity)
+        if refusal:
+            send_message(self.conn, {"in_process": refusal})
+            return 0
+        os.setpgid(0, 0)  # the client signals this group as a terminal signals a job
+        send_message(self.conn, {"pid": os.getpid()})
+        go, _ = self.channel.receive()
+        if not go or not go.get("go"):
+            return 0  # the client gave up waiting and runs the command itself
+        self.conn.settimeout(None)
+        self.become_client()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)
+        code = run_command(self.request["argv"])
+        try:
+            send_message(self.conn, {"exit": code})
+        except OSError:
+            pass
+        return code
+
+    def refusal(self, identity: dict) -> str | None:
+        """Why this client must run the command in its own process, or None."""
+        request = self.request
+        if request.get("identity") != identity:
+            return "another installation or start-up"
+        if request.get("context") != _as_sent(client.context()):
+            return "other limits, cgroup, namespace or groups"
+        try:
+            os.sched_setaffinity(0, request["affinity"])
+            os.setpriority(os.PRIO_PROCESS, 0, request["nice"])
+        except (OSError, KeyError, TypeError):
+            return "its CPU affinity or priority cannot be taken over"
+        return None
+
+    def become_client(self) -> None:
+        stdin, stdout, stderr, cwd = self.fds
+        for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+            os.dup2(fd, target)
+        os.fchdir(cwd)
+        for fd in self.fds:
+            os.close(fd)
+        os.umask(self.request["umask"])
+        os.environ.clear()
+        os.environ.update(self.request["environ"])
+        sys.argv = ["convfilter", *self.request["argv"]]
+        reopen_stdio()
+        import warnings
+
+        warnings._filters_mutated()  # warnings the server has shown once show again
+
+
+def _as_sent(value):
+    """``value`` as the client's JSON message carries it (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def reopen_stdio() -> None:
+    """``sys.stdin``/``stdout``/``stderr`` on descriptors 0-2, set up as Python sets them at start-up.
+
+    Encoding and errors are the server's (its locale variables are the
+    client's: they are part of the identity); stdout is line-buffered on a
+    terminal, stderr always.
+    """
+    import io
+
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        previous = getattr(sys, name)
+        raw = io.FileIO(fd, "rb" if fd == 0 else "wb", closefd=False)
+        raw.name = f"<{name}>"
+        buffered = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
+        text = io.TextIOWrapper(buffered, encoding=previous.encoding, errors=previous.errors, newline="\n",
+                                line_buffering=fd == 2 or raw.isatty(), write_through=previous.write_through)
+        text.mode = "r" if fd == 0 else "w"
+        setattr(sys, name, text)
+        setattr(sys, f"__{name}__", text)
+
+
+def run_command(argv: list[str]) -> int:
+    """Run the click command, then end as the interpreter would (threads, atexit, flushing)."""
+    import atexit
+    import threading
+    import traceback
+
+    from .cli import main as cli_main
+
+    try:
+        cli_main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = _exit_code(exc.code)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    threading._shutdown()  # what the interpreter does at exit: wait for non-daemon threads
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception as exc:  # as the interpreter reports a failed flush at exit
+            if stream is sys.stdout:
+                code = 120
+            try:
+                sys.stderr.write(f"Exception ignored in: {stream!r}\n"
+                                 + "".join(traceback.format_exception_only(type(exc), exc)))
+                sys.stderr.flush()
+            except Exception:
+                pass
+    return code
+
+
+def _exit_code(value) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value & 0xFF
+    try:
+        sys.stderr.write(f"{value}\n")
+    except Exception:
+        pass
+    return 1
+
+
+# --- `convfilter server start|stop|status` (standard library only) ----------------------------
+
+
+def status(environ=os.environ) -> dict | None:
+    """The running server's status (pid, version, socket, uptime, requests...), or None."""
+    sock = client.connect(client.identity(environ), environ)
+    if sock is None:
+        return None
+    try:
+        send_message(sock, {"op": "status"})
+        reply, _ = Channel(sock).receive()
+        return reply
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+
+
+def start(environ=os.environ) -> tuple[dict, bool]:
+    """Start the server unless it runs; wait until it answers. ``(status, started now)``.
+
+    Raises :class:`client.UnsafeFolder`, or RuntimeError when it could not start.
+    """
+    info = status(environ)
+    if info is not None:
+        return info, False
+    path = client.folder_path(environ)
+    folder = client.open_folder(path, create=True)
+    os.close(folder)
+    process = client.spawn_server(environ)
+    name = client.socket_name(client.identity(environ))
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        info = status(environ)
+        if info is not None:
+            return info, True
+        if process.poll() is not None and not client.server_starting_or_running(path, name):
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"the server did not start (exit status {process.poll()})")
+
+
+def stop(environ=os.environ) -> int | None:
+    """Ask the server to exit and wait until its process is gone; its pid, or None if none ran."""
+    sock = client.connect(client.identity(environ), environ)
+    if sock is None:
+        return None
+    try:
+        send_message(sock, {"op": "stop"})
+        reply, _ = Channel(sock).receive()
+    finally:
+        sock.close()
+    if not reply:
+        return None
+    pid = reply["pid"]
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its parent to collect it has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError as exc:
+            return exc.errno == errno.EPERM
+        return True
