@@ -544,7 +544,7 @@ def server_status():
     for label, value in (("pid", info["pid"]), ("version", info["version"]), ("socket", info["socket"]),
                          ("uptime", f"{uptime // 3600}:{uptime // 60 % 60:02d}:{uptime % 60:02d}"),
                          ("requests", info["requests"]), ("running", info["running"]),
-                         ("idle exit", f"{info['idle']:g} s")):
+                         ("idle-exit", f"{info['idle']:g} s")):
         click.echo(f"{label:10} {value}")
 
 

@@ -190,15 +190,27 @@ class Server:
                 send_message(conn, {"pid": os.getpid()})
                 self.stopping = True
             elif operation == "run" and len(fds) == 4:
-                self.requests += 1
                 self.last_request = time.monotonic()
-                self._fork(conn, channel, request, fds)
+                refusal = self.refusal(request)
+                if refusal:
+                    send_message(conn, {"in_process": refusal})
+                else:
+                    self.requests += 1
+                    self._fork(conn, channel, request, fds)
         except (OSError, ValueError):
             pass
         finally:
             for fd in fds:
                 os.close(fd)
             conn.close()
+
+    def refusal(self, request: dict) -> str | None:
+        """Why this client must run the command in its own process, or None."""
+        if request.get("identity") != self.identity:
+            return "another installation or start-up"
+        if request.get("context") != _as_sent(client.context()):
+            return "other limits, cgroup, namespace or groups"
+        return None
 
     def status(self) -> dict:
         return {"pid": os.getpid(), "version": client.__version__, "socket": self.path,
@@ -213,7 +225,7 @@ class Server:
                 code = 1
                 try:
                     self._close_in_child()
-                    code = Child(conn, channel, request, fds).run(self.identity)
+                    code = Child(conn, channel, request, fds).run()
                 finally:
                     os._exit(code)
             self.children.add(pid)
@@ -249,14 +261,16 @@ class Child:
             os.close(fd)
         fds.clear()
 
-    def run(self, identity: dict) -> int:
+    def run(self) -> int:
         """Refuse (the client then runs the command itself) or run it; the exit code."""
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        refusal = self.refusal(identity)
-        if refusal:
-            send_message(self.conn, {"in_process": refusal})
+        try:
+            os.sched_setaffinity(0, self.request["affinity"])
+            os.setpriority(os.PRIO_PROCESS, 0, self.request["nice"])
+        except (OSError, KeyError, TypeError):
+            send_message(self.conn, {"in_process": "its CPU affinity or priority cannot be taken over"})
             return 0
         os.setpgid(0, 0)  # the client signals this group as a terminal signals a job
         send_message(self.conn, {"pid": os.getpid()})
@@ -272,20 +286,6 @@ class Child:
         except OSError:
             pass
         return code
-
-    def refusal(self, identity: dict) -> str | None:
-        """Why this client must run the command in its own process, or None."""
-        request = self.request
-        if request.get("identity") != identity:
-            return "another installation or start-up"
-        if request.get("context") != _as_sent(client.context()):
-            return "other limits, cgroup, namespace or groups"
-        try:
-            os.sched_setaffinity(0, request["affinity"])
-            os.setpriority(os.PRIO_PROCESS, 0, request["nice"])
-        except (OSError, KeyError, TypeError):
-            return "its CPU affinity or priority cannot be taken over"
-        return None
 
     def become_client(self) -> None:
         stdin, stdout, stderr, cwd = self.fds

@@ -1,15 +1,27 @@
-"""What the test files share: the real command in a subprocess, small real images, a folder tree.
+"""What the test files share: the real command in a subprocess, small real images, a folder tree,
+and a convfilter server that never touches the user's own folders and never outlives the session.
 
 Plain helpers are imported by the test files (``from conftest import run_convfilter``); the
 fixtures (``cwd``, ``photo``, ``tree``) reach every test by name.
+
+Every subprocess inherits ``XDG_RUNTIME_DIR`` pointing at a temporary folder, so a server
+started by a test (on purpose, or by a command that found none) has its socket there. By default
+``CONVFILTER_SERVER=off``: commands run in their own process unless a test asks for the server
+(the ``cli_env`` fixture runs a test both ways). ``CONVFILTER_TEST_SERVER=1 pytest`` instead runs
+every subprocess of the suite through servers (started as users get them: by the first command).
+At the end of the session every server whose environment names that folder is stopped.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +30,13 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_images"
+RUNTIME = tempfile.mkdtemp(prefix="convfilter-test-run-")
+THROUGH_SERVERS = os.environ.get("CONVFILTER_TEST_SERVER") == "1"
+os.environ["XDG_RUNTIME_DIR"] = RUNTIME
+if THROUGH_SERVERS:
+    os.environ.pop("CONVFILTER_SERVER", None)
+else:
+    os.environ["CONVFILTER_SERVER"] = "off"
 # subprocesses run this checkout's package, however (or whether) it is installed
 CHECKOUT_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
@@ -89,3 +108,80 @@ def tree(tmp_path) -> Path:
     (root / "notes.txt").write_text("a text file, not an image\n")
     (root / "empty").mkdir()
     return root
+
+
+def server_processes(runtime: str = RUNTIME) -> list[int]:
+    """Pids of convfilter servers started with this runtime folder (warming up or serving)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            command = Path(f"/proc/{entry}/cmdline").read_bytes()
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"convfilter.server" in command and f"XDG_RUNTIME_DIR={runtime}".encode() in environ:
+            found.append(int(entry))
+    return found
+
+
+def stop_servers(runtime: str = RUNTIME) -> None:
+    """SIGTERM (the server's own clean stop), then SIGKILL what still runs after 10 s."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        pids = server_processes(runtime)
+        for pid in pids:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if running(pid)]
+            time.sleep(0.05)
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet collected by its parent, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_server_outlives_the_session():
+    yield
+    stop_servers()
+    shutil.rmtree(RUNTIME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server_env():
+    """The environment of a client whose server is up (started now, warm, in the test folder)."""
+    env = {key: value for key, value in CHECKOUT_ENV.items() if key != "CONVFILTER_SERVER"}
+    started = run_convfilter("server", "start", cwd=ROOT, env=env, timeout=900)
+    assert started.returncode == 0, started.stderr
+    yield env
+    run_convfilter("server", "stop", cwd=ROOT, env=env)
+
+
+def requests_served(env) -> int:
+    """The ``requests`` line of ``convfilter server status``."""
+    done = run_convfilter("server", "status", cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return int(next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("requests")))
+
+
+@pytest.fixture(params=["server", "in-process"])
+def cli_env(request):
+    """Run the test twice: through a warm server (checked to have served it), and with
+    ``CONVFILTER_SERVER=off``."""
+    if request.param == "in-process":
+        yield {**CHECKOUT_ENV, "CONVFILTER_SERVER": "off"}
+        return
+    env = request.getfixturevalue("server_env")
+    before = requests_served(env)
+    yield env
+    assert requests_served(env) > before, "the commands of this test did not go through the server"

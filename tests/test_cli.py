@@ -34,9 +34,10 @@ def invoke(*args, input=None):
 ENV = CHECKOUT_ENV
 
 
-def run(*args, cwd, input=None):
-    """Run ``python -m convfilter`` in a real subprocess (bytes out)."""
-    return run_convfilter(*args, cwd=cwd, input=input, text=False, timeout=300, env=ENV)
+def run(*args, cwd, env, input=None):
+    """Run ``python -m convfilter`` in a real subprocess, bytes out (``cli_env``: through the server
+    and without)."""
+    return run_convfilter(*args, cwd=cwd, input=input, text=False, timeout=300, env=env)
 
 
 def pixels(path):
@@ -65,8 +66,8 @@ def npy_of(*args):
 # --- the README's first command ----------------------------------------------------------------
 
 
-def test_readme_first_command_writes_the_books_picture(tmp_path):
-    result = run("apply", "--kernel", "vertical", CHINA, cwd=tmp_path)
+def test_readme_first_command_writes_the_books_picture(tmp_path, cli_env):
+    result = run("apply", "--kernel", "vertical", CHINA, cwd=tmp_path, env=cli_env)
     assert result.returncode == 0, result.stderr
     assert os.listdir(tmp_path) == ["china_vertical.png"]
     assert result.stderr.decode().strip() == "wrote china_vertical.png"
@@ -78,9 +79,9 @@ def test_readme_first_command_writes_the_books_picture(tmp_path):
     assert difference.max() <= 1
 
 
-def test_readme_first_command_with_two_kernels_and_two_images(tmp_path):
+def test_readme_first_command_with_two_kernels_and_two_images(tmp_path, cli_env):
     result = run("apply", "--kernel", "vertical", "--kernel", "horizontal", CHINA, SAMPLES / "flower.jpg",
-                 cwd=tmp_path)
+                 cwd=tmp_path, env=cli_env)
     assert result.returncode == 0, result.stderr
     names = ["china_horizontal.png", "china_vertical.png", "flower_horizontal.png", "flower_vertical.png"]
     assert sorted(os.listdir(tmp_path)) == names
@@ -269,11 +270,11 @@ def test_stdin_image(photo):
     assert result.exit_code == 0 and os.path.isfile("stdin_box.png")
 
 
-def test_real_pipe_equals_one_process(photo, cwd):
+def test_real_pipe_equals_one_process(photo, cwd, cli_env):
     apply = subprocess.Popen([sys.executable, "-m", "convfilter", "apply", "-k", "vertical", str(photo), "-f", "npy",
-                              "-o", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=ENV)
+                              "-o", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=cli_env)
     pool = subprocess.run([sys.executable, "-m", "convfilter", "pool", "-", "-o", "piped.png"], stdin=apply.stdout,
-                          capture_output=True, cwd=cwd, timeout=300, env=ENV)
+                          capture_output=True, cwd=cwd, timeout=300, env=cli_env)
     apply.stdout.close()
     assert apply.wait(timeout=300) == 0 and pool.returncode == 0, pool.stderr
     assert b"wrote piped.png" in pool.stderr
@@ -380,8 +381,8 @@ def test_version():
 # --- failures and exit codes (real processes: main() maps the codes) ---------------------------------
 
 
-def test_unknown_kernel_is_a_usage_error(tmp_path):
-    result = run("apply", "-k", "vertcal", CHINA, cwd=tmp_path)
+def test_unknown_kernel_is_a_usage_error(tmp_path, cli_env):
+    result = run("apply", "-k", "vertcal", CHINA, cwd=tmp_path, env=cli_env)
     assert result.returncode == 2
     assert "did you mean 'vertical'" in result.stderr.decode()
     assert b"Traceback" not in result.stderr and os.listdir(tmp_path) == []
@@ -396,17 +397,17 @@ def test_missing_kernel_option_and_bad_values(photo):
         assert "Error:" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_missing_file_is_one_error_line(tmp_path):
-    result = run("apply", "-k", "vertical", "missing.png", cwd=tmp_path)
+def test_missing_file_is_one_error_line(tmp_path, cli_env):
+    result = run("apply", "-k", "vertical", "missing.png", cwd=tmp_path, env=cli_env)
     assert result.returncode == 1
     assert result.stderr.decode().splitlines() == ["Error: missing.png: no such file"]
     assert result.stdout == b"" and os.listdir(tmp_path) == []
 
 
-def test_a_broken_input_among_good_ones(photo, cwd):
+def test_a_broken_input_among_good_ones(photo, cwd, cli_env):
     (cwd / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (cwd / "notes.txt").write_text("hello")
-    result = run("apply", "-k", "box", photo, "broken.png", "notes.txt", CHINA, cwd=cwd)
+    result = run("apply", "-k", "box", photo, "broken.png", "notes.txt", CHINA, cwd=cwd, env=cli_env)
     assert result.returncode == 1
     lines = result.stderr.decode().splitlines()
     # several inputs are a batch: errors (and the few files written) arrive as the workers finish, then
@@ -510,19 +511,19 @@ def test_name_fields_other_than_index_take_no_conversion_or_format(photo, cwd, t
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
-def test_stdout_that_cannot_be_written_is_one_error_line(tmp_path):
+def test_stdout_that_cannot_be_written_is_one_error_line(tmp_path, cli_env):
     with open("/dev/full", "wb") as full:
         done = subprocess.run([sys.executable, "-m", "convfilter", "apply", "-k", "vertical", "-f", "npy",
                                "-o", "-", str(CHINA)], stdout=full, stderr=subprocess.PIPE, cwd=tmp_path,
-                              timeout=120)
+                              timeout=120, env=cli_env)
     assert done.returncode == 1
     assert done.stderr.decode().splitlines() == ["Error: stdout: no space left on device"]
 
 
-def test_stdout_closed_early_by_the_reader_is_not_a_success(tmp_path):
+def test_stdout_closed_early_by_the_reader_is_not_a_success(tmp_path, cli_env):
     pipeline = subprocess.Popen([sys.executable, "-m", "convfilter", "apply", "-k", "vertical", "-f", "npy",
                                  "-o", "-", str(CHINA)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                cwd=tmp_path)
+                                cwd=tmp_path, env=cli_env)
     pipeline.stdout.read(10)
     pipeline.stdout.close()  # like '| head -c 10'
     _, err = pipeline.communicate(timeout=120)
