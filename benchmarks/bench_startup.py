@@ -1,17 +1,24 @@
-"""Whole-process start-up: light commands against ``python -c "import click"``, and one image
-through ``convfilter apply`` against ImageMagick doing the same job (skipped if not installed).
+"""Whole-process start-up: light commands against ``python -c "import click"``, and convfilter
+with its warm server, and without it, against ImageMagick doing the same jobs (skipped if not
+installed): one image, a shell loop over 20 images (one process each), and the two-stage pipeline
+``apply ... -f npy -o - | pool --type max -`` against ImageMagick's single stage.
 
     pip install -e '.[bench]' && python benchmarks/bench_startup.py
 
 Each figure is the median wall time of several runs after one untimed run
 (which also fills the kernel cache); the commands compared take turns. Budget for the light commands: 1.5x the
-bare click import.
+bare click import. Targets with the server: one image at most 0.5x ImageMagick's time, the loop at
+least 2x its throughput, the pipeline no slower than its single stage.
+
+The server runs in a temporary runtime folder of this benchmark (never the user's) and is stopped
+at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -31,21 +38,24 @@ def convfilter_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "convfilter"]
 
 
-def run_once(argv: list[str], cwd: str) -> float:
+def run_once(argv: list[str] | str, cwd: str, env=None) -> float:
+    """Wall time of one command (a list, or a shell line given as a string)."""
     start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                   shell=isinstance(argv, str))
     return time.perf_counter() - start
 
 
-def median_runs(commands: list[list[str]], repeats: int, cwd: str) -> list[float]:
-    """Median wall time of each command. The commands take turns, run after run, so that a busy
-    moment on the machine hits all of them alike and their ratios stay fair."""
-    for argv in commands:
-        run_once(argv, cwd)  # untimed: fills caches (file system, kernel cache)
+def median_runs(commands: list, repeats: int, cwd: str) -> list[float]:
+    """Median wall time of each command (``argv``, or ``(argv, env)``). The commands take turns, run
+    after run, so that a busy moment on the machine hits all of them alike and their ratios stay fair."""
+    commands = [c if isinstance(c, tuple) else (c, None) for c in commands]
+    for argv, env in commands:
+        run_once(argv, cwd, env)  # untimed: fills caches (file system, kernel cache)
     times = [[] for _ in commands]
     for _ in range(repeats):
-        for argv, samples in zip(commands, times):
-            samples.append(run_once(argv, cwd))
+        for (argv, env), samples in zip(commands, times):
+            samples.append(run_once(argv, cwd, env))
     return [statistics.median(samples) for samples in times]
 
 
@@ -61,6 +71,7 @@ def imagemagick_command() -> list[str] | None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per command (default 9)")
+    parser.add_argument("--loop", type=int, default=20, help="images in the shell loop (default 20)")
     args = parser.parse_args(argv)
     cf = convfilter_command()
     work = tempfile.mkdtemp(prefix="convfilter-startup-")
@@ -78,26 +89,62 @@ def main(argv=None) -> int:
         print(f"# light commands: worst {worst:.2f}x the click import (budget {BUDGET}x): "
               + ("within budget" if worst <= BUDGET else "OVER BUDGET"))
         print()
-        print("| one 640x427 JPEG, 7x7 vertical line kernel, to a gray PNG | median ms | / convfilter |")
-        print("| --- | ---: | ---: |")
-        ours_job = cf + ["apply", "-k", "vertical", str(CHINA), "-o", "ours.png"]
-        magick = imagemagick_command()
-        if magick is None:
-            (ours,) = median_runs([ours_job], args.repeats, work)
-        else:
-            kernel = "7x7: " + " ".join("1" if v == 3 else "0" for _ in range(7) for v in range(7))
-            their_job = magick + [str(CHINA), "-colorspace", "gray", "-define", "convolve:scale=!",
-                                  "-morphology", "Correlate", kernel, "magick.png"]
-            ours, theirs = median_runs([ours_job, their_job], args.repeats, work)
-        print(f"| convfilter apply -k vertical china.jpg | {ours * 1e3:.0f} | 1.00 |")
-        if magick is None:
-            print("# ImageMagick not installed: skipped (apt-get install imagemagick)")
-        else:
-            print(f"| ImageMagick {Path(magick[0]).name} -morphology Correlate | {theirs * 1e3:.0f} | "
-                  f"{theirs / ours:.2f} |")
+        compare_with_imagemagick(cf, work, args.repeats, args.loop)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def compare_with_imagemagick(cf: list[str], work: str, repeats: int, loop: int) -> None:
+    """The three jobs of the start-up targets: convfilter with its server, without it, and ImageMagick."""
+    runtime = tempfile.mkdtemp(prefix="convfilter-bench-run-")
+    served = {**os.environ, "XDG_RUNTIME_DIR": runtime}
+    served.pop("CONVFILTER_SERVER", None)
+    alone = {**served, "CONVFILTER_SERVER": "off"}
+    subprocess.run(cf + ["server", "start"], env=served, check=True, stdout=subprocess.DEVNULL)
+    try:
+        names = []
+        for index in range(loop):
+            names.append(f"in{index:02d}.jpg")
+            shutil.copyfile(CHINA, os.path.join(work, names[-1]))
+        os.makedirs(os.path.join(work, "out"), exist_ok=True)
+        files = " ".join(names)
+        quoted = " ".join(shlex.quote(part) for part in cf)
+        magick = imagemagick_command()
+        jobs = {
+            "one 640x427 JPEG, 7x7 vertical line kernel, to a gray PNG": (
+                cf + ["apply", "-k", "vertical", str(CHINA), "-o", "ours.png"],
+                None if magick is None else magick + [str(CHINA), *MAGICK_CORRELATE, "magick.png"]),
+            f"a shell loop over {loop} JPEGs, one process each": (
+                f'for f in {files}; do {quoted} apply -k vertical "$f" -o out/; done',
+                None if magick is None else
+                f'for f in {files}; do {shlex.join(magick)} "$f" {shlex.join(MAGICK_CORRELATE)} "out/m-$f.png"; done'),
+            "apply -k vertical -f npy -o - | pool --type max - (ImageMagick: the one-image job)": (
+                f"{quoted} apply -k vertical {shlex.quote(str(CHINA))} -f npy -o - | "
+                f"{quoted} pool --type max --size 2 - -o pooled.png",
+                None if magick is None else magick + [str(CHINA), *MAGICK_CORRELATE, "magick.png"]),
+        }
+        print("| job | server ms | no server ms | ImageMagick ms | server / ImageMagick | target |")
+        print("| --- | ---: | ---: | ---: | ---: | --- |")
+        targets = ["<= 0.50", "<= 0.50 (2x the throughput)", "<= 1.00"]
+        for (label, (ours, theirs)), target in zip(jobs.items(), targets):
+            commands = [(ours, served), (ours, alone)] + ([(theirs, None)] if theirs else [])
+            with_server, without, *magick_time = median_runs(commands, repeats, work)
+            if magick_time:
+                ratio = with_server / magick_time[0]
+                print(f"| {label} | {with_server * 1e3:.0f} | {without * 1e3:.0f} | {magick_time[0] * 1e3:.0f} | "
+                      f"{ratio:.2f} | {target} {'met' if ratio <= float(target.split()[1]) else 'MISSED'} |")
+            else:
+                print(f"| {label} | {with_server * 1e3:.0f} | {without * 1e3:.0f} | - | - | {target} |")
+        if magick is None:
+            print("# ImageMagick not installed: skipped (apt-get install imagemagick)")
+    finally:
+        subprocess.run(cf + ["server", "stop"], env=served, stdout=subprocess.DEVNULL)
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+KERNEL_7X7 = "7x7: " + " ".join("1" if v == 3 else "0" for _ in range(7) for v in range(7))
+MAGICK_CORRELATE = ["-colorspace", "gray", "-define", "convolve:scale=!", "-morphology", "Correlate", KERNEL_7X7]
 
 
 if __name__ == "__main__":

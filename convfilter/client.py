@@ -76,7 +76,7 @@ def identity(environ=os.environ) -> dict:
     return {
         "version": __version__,
         "package": PACKAGE_DIR,
-        "executable": sys.executable,
+        "executable": os.path.realpath(sys.executable),
         "prefix": sys.prefix,
         "flags": list(sys.flags),
         "options": [list(sys.warnoptions), sorted(map(str, sys._xoptions.items()))],

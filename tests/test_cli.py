@@ -449,7 +449,7 @@ def test_no_temporary_files_are_left(photo, cwd):
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["apply", "--help"], ["kernels"], ["kernels", "gaussian:9:2"],
-                                  ["shape", "--size", "427x640", "-k", "vertical", "--pool", "max"]])
+                                  ["shape", "--size", "427x640", "-k", "vertical", "--pool", "max"], ["server", "--help"]])
 def test_light_commands_do_not_import_numpy_or_numba(argv, tmp_path):
     code = (
         "import sys\n"

@@ -196,6 +196,15 @@ def test_a_terminal_shows_the_progress_bar_through_the_server(own_runtime, tmp_p
     assert (sorted(os.listdir(tmp_path / "server")) == sorted(os.listdir(tmp_path / "off")))
 
 
+def test_the_server_has_one_thread_and_unix_sockets_only(server_env):
+    pid = int(status_of(server_env)["pid"])
+    assert os.listdir(f"/proc/{pid}/task") == [str(pid)]  # forks are safe: no other thread exists
+    sockets = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    sockets = {link[len("socket:["):-1] for link in sockets if link.startswith("socket:[")}
+    unix = {line.split()[6] for line in Path("/proc/net/unix").read_text().splitlines()[1:]}
+    assert sockets and sockets <= unix
+
+
 def test_relative_paths_and_the_thread_count_come_from_the_client(own_runtime, tmp_path):
     pid = int(start_server(own_runtime)["pid"])
     (tmp_path / "work").mkdir()
