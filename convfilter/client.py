@@ -177,7 +177,8 @@ def send_message(sock: socket.socket, message: dict, fds: list[int] = ()) -> Non
     data = json.dumps(message).encode("ascii")  # ensure_ascii keeps odd (surrogate) characters
     frame = struct.pack("!I", len(data)) + data
     sent = socket.send_fds(sock, [frame], list(fds)) if fds else 0
-    sock.sendall(frame[sent:])
+    if sent < len(frame):  # (never an empty send: the reader may have taken it all and gone)
+        sock.sendall(frame[sent:])
 
 
 class Channel:
@@ -284,24 +285,24 @@ def run_through_server(argv: list[str], environ=os.environ) -> int | None:
     has taken the command, its end is reported here whatever happens.
     """
     ident = identity(environ)
-    sock = connect(ident, environ)
-    if sock is None:
-        return None
-    forwarder = Forwarder()
     try:
-        try:
-            cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
-        try:
-            mask = os.umask(0o022)
-            os.umask(mask)
-            request = {"op": "run", "identity": ident, "context": context(), "argv": list(argv),
-                       "environ": dict(environ), "umask": mask, "affinity": sorted(os.sched_getaffinity(0)),
-                       "nice": os.getpriority(os.PRIO_PROCESS, 0)}
-            send_message(sock, request, [0, 1, 2, cwd])
-        finally:
-            os.close(cwd)
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
+    forwarder = Forwarder()
+    sock = None
+    try:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        request = {"op": "run", "identity": ident, "context": context(), "argv": list(argv),
+                   "environ": dict(environ), "umask": mask, "affinity": sorted(os.sched_getaffinity(0)),
+                   "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+        sock = connect(ident, environ)  # only now: the server waits for the request once connected
+        if sock is None:
+            return None
+        send_message(sock, request, [0, 1, 2, cwd])
+        os.close(cwd)
+        cwd = None
         channel = Channel(sock)
         reply, _ = channel.receive()
         if not reply or "pid" not in reply:
@@ -324,8 +325,11 @@ def run_through_server(argv: list[str], environ=os.environ) -> int | None:
     except (OSError, ValueError):  # timed out or refused before the command was taken
         return None
     finally:
+        if cwd is not None:
+            os.close(cwd)
+        if sock is not None:
+            sock.close()
         forwarder.restore()
-        sock.close()
         for signum in forwarder.pending:  # arrived before any child: this process takes them
             os.kill(os.getpid(), signum)
 

@@ -34,7 +34,7 @@ from . import client
 from .client import Channel, send_message
 
 CHILD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD}
-REQUEST_TIMEOUT = 2.0  # a client that does not send its whole request within this is dropped
+REQUEST_TIMEOUT = 5.0  # a client that does not send its whole request within this is dropped
 STOP_TIMEOUT = 10.0
 START_TIMEOUT = 600.0  # an empty kernel cache compiles everything first
 
@@ -112,7 +112,12 @@ def main() -> None:
 
 
 class Server:
-    """The accept loop: one forked child per command; status and stop answered directly."""
+    """The accept loop: one forked child per command; status and stop answered directly.
+
+    A spare child is forked ahead, while the server is idle, and waits on a
+    socket pair: a command is handed to it (the client's connection and
+    descriptors), so the client never waits for a fork.
+    """
 
     def __init__(self, listener: socket.socket, folder: int, lock: int, path: str, idle: float,
                  identity: dict):
@@ -122,7 +127,8 @@ class Server:
         self.started = time.time()
         self.last_request = time.monotonic()
         self.requests = 0
-        self.children: set[int] = set()
+        self.children: set[int] = set()  # running commands
+        self.spare: tuple[int, socket.socket] | None = None  # (pid, our end of its socket pair)
         self.stopping = False
         self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -136,6 +142,8 @@ class Server:
                 self._reap()
                 if not self.children and time.monotonic() - self.last_request >= self.idle:
                     break
+                if self.spare is None:
+                    self._fork_spare()
                 timeout = max(0.0, self.idle - (time.monotonic() - self.last_request))
                 ready, _, _ = select.select([self.listener, self.wake_read], [], [],
                                             None if self.children else timeout)
@@ -146,11 +154,16 @@ class Server:
                     self._accept()
         finally:
             self._remove_socket()
+            if self.spare is not None:
+                self.spare[1].close()  # the spare sees the end of its socket pair and exits
 
     def _stop(self, signum, frame) -> None:
         self.stopping = True
 
     def _reap(self) -> None:
+        if self.spare is not None and os.waitpid(self.spare[0], os.WNOHANG)[0]:
+            self.spare[1].close()  # killed while waiting: fork another
+            self.spare = None
         for pid in list(self.children):
             try:
                 done, _ = os.waitpid(pid, os.WNOHANG)
@@ -195,8 +208,7 @@ class Server:
                 if refusal:
                     send_message(conn, {"in_process": refusal})
                 else:
-                    self.requests += 1
-                    self._fork(conn, channel, request, fds)
+                    self._hand_over(conn, request, fds)
         except (OSError, ValueError):
             pass
         finally:
@@ -217,20 +229,36 @@ class Server:
                 "package": client.PACKAGE_DIR, "uptime": time.time() - self.started,
                 "requests": self.requests, "running": len(self.children), "idle": self.idle}
 
-    def _fork(self, conn, channel, request, fds) -> None:
+    def _hand_over(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        """Give the command to the spare child (forked now if there is none)."""
+        if self.spare is None:
+            self._fork_spare()
+        pid, pair = self.spare
+        self.spare = None
+        try:
+            send_message(pair, request, [conn.fileno(), *fds])
+        finally:
+            pair.close()
+        self.children.add(pid)
+        self.requests += 1
+
+    def _fork_spare(self) -> None:
+        ours, theirs = socket.socketpair()
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, CHILD_SIGNALS)
         try:
             pid = os.fork()
             if pid == 0:
                 code = 1
                 try:
+                    ours.close()
                     self._close_in_child()
-                    code = Child(conn, channel, request, fds).run()
+                    code = Child.wait_for_command(theirs)
                 finally:
                     os._exit(code)
-            self.children.add(pid)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        theirs.close()
+        self.spare = (pid, ours)
 
     def _close_in_child(self) -> None:
         """The child keeps nothing of the server: socket, lock (else it would outlive the server), pipe."""
@@ -261,11 +289,28 @@ class Child:
             os.close(fd)
         fds.clear()
 
-    def run(self) -> int:
-        """Refuse (the client then runs the command itself) or run it; the exit code."""
+    @classmethod
+    def wait_for_command(cls, pair: socket.socket) -> int:
+        """The spare's life: wait for a command (or the server's end), run it; the exit code.
+
+        Signals keep their default actions while waiting (SIGTERM ends a
+        spare at once) and are held from the command's arrival until it runs.
+        """
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)
+        request, fds = Channel(pair).receive(max_fds=5)
+        signal.pthread_sigmask(signal.SIG_BLOCK, CHILD_SIGNALS)
+        pair.close()
+        if request is None or len(fds) != 5:
+            return 0
+        conn = socket.socket(fileno=fds[0])
+        conn.settimeout(client.REPLY_TIMEOUT)  # for the client's go-ahead
+        return cls(conn, Channel(conn), request, fds[1:]).run()
+
+    def run(self) -> int:
+        """Take over the client's CPU affinity and priority (else refuse) and run the command."""
         try:
             os.sched_setaffinity(0, self.request["affinity"])
             os.setpriority(os.PRIO_PROCESS, 0, self.request["nice"])
@@ -381,19 +426,24 @@ def _exit_code(value) -> int:
 # --- `convfilter server start|stop|status` (standard library only) ----------------------------
 
 
-def status(environ=os.environ) -> dict | None:
-    """The running server's status (pid, version, socket, uptime, requests...), or None."""
+def _ask(operation: str, environ) -> dict | None:
+    """Send one request to the running server; its reply, or None when none answers."""
     sock = client.connect(client.identity(environ), environ)
     if sock is None:
         return None
     try:
-        send_message(sock, {"op": "status"})
+        send_message(sock, {"op": operation})
         reply, _ = Channel(sock).receive()
         return reply
     except (OSError, ValueError):
         return None
     finally:
         sock.close()
+
+
+def status(environ=os.environ) -> dict | None:
+    """The running server's status (pid, version, socket, uptime, requests...), or None."""
+    return _ask("status", environ)
 
 
 def start(environ=os.environ) -> tuple[dict, bool]:
@@ -422,14 +472,7 @@ def start(environ=os.environ) -> tuple[dict, bool]:
 
 def stop(environ=os.environ) -> int | None:
     """Ask the server to exit and wait until its process is gone; its pid, or None if none ran."""
-    sock = client.connect(client.identity(environ), environ)
-    if sock is None:
-        return None
-    try:
-        send_message(sock, {"op": "stop"})
-        reply, _ = Channel(sock).receive()
-    finally:
-        sock.close()
+    reply = _ask("stop", environ)
     if not reply:
         return None
     pid = reply["pid"]

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLI_ENV, ROOT, convfilter, requests_served, server_processes, stop_servers
+from conftest import CLI_ENV, ROOT, convfilter, requests_served, running, server_processes, stop_servers
 
 CHINA = ROOT / "sample_images" / "china.jpg"
 HEAVY = ("numpy", "numba", "PIL", "click")
@@ -56,13 +56,6 @@ def children_of(pid: int) -> list[int]:
             if int(fields[1]) == pid and fields[0] != "Z":
                 found.append(int(entry))
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def status_of(env) -> dict:
@@ -133,11 +126,19 @@ def test_sixteen_concurrent_clients_equal_sixteen_in_process_runs(server_env, tm
     assert outputs["server"] == outputs["off"]
 
 
-def batch_child(server_pid: int) -> int:
-    """The server's child running the one command under way."""
-    found = []
-    wait_for(lambda: found.extend(children_of(server_pid)) or found, what="the server's child")
-    return found[0]
+def command_child(server_pid: int, cwd: Path) -> int:
+    """The server's child running the command started in ``cwd`` (the spare child waits in '/')."""
+    def find():
+        for pid in children_of(server_pid):
+            try:
+                if os.readlink(f"/proc/{pid}/cwd") == str(cwd):
+                    return pid
+            except OSError:
+                pass
+        return None
+
+    wait_for(find, what="the server's child running the command")
+    return find()
 
 
 @pytest.mark.parametrize("signum, code, message", [(signal.SIGINT, 130, "Error: interrupted"),
@@ -151,19 +152,19 @@ def test_a_signal_to_the_client_stops_the_command_in_the_server(own_runtime, tmp
                               env=own_runtime, stderr=subprocess.PIPE, text=True)
     first = client.stderr.readline()
     assert first.startswith("wrote "), first
-    child = batch_child(pid)
+    child = command_child(pid, tmp_path)
     client.send_signal(signum)
     rest = client.stderr.read()
     assert client.wait(timeout=60) == code, rest
     assert rest.splitlines()[-1] == message and "Traceback" not in rest
-    wait_for(lambda: not alive(child), timeout=30, what="the child to end")
+    wait_for(lambda: not running(child), timeout=30, what="the child to end")
     written = sorted(os.listdir(tmp_path / "out"))
     assert 0 < len(written) < 2 * len(names)
     assert not [name for name in written if name.startswith(".")], written  # no temporary file
     for name in written:
         with Image.open(tmp_path / "out" / name) as image:
             image.load()
-    assert alive(pid), "the server itself goes on"
+    assert running(pid), "the server itself goes on"
 
 
 def test_a_terminal_shows_the_progress_bar_through_the_server(own_runtime, tmp_path):
@@ -215,7 +216,7 @@ def test_relative_paths_and_the_thread_count_come_from_the_client(own_runtime, t
         client = subprocess.Popen([sys.executable, "-m", "convfilter", "apply", "-k", "gaussian:15:3",
                                    "../big.png", "-o", f"maps-{threads}/"], cwd=tmp_path / "work",
                                   env={**own_runtime, "CONVFILTER_NUM_THREADS": threads}, stderr=subprocess.PIPE)
-        child = batch_child(pid)
+        child = command_child(pid, tmp_path / "work")
         counts = [1]
         while client.poll() is None:
             try:
@@ -300,7 +301,7 @@ def test_a_server_killed_mid_command_is_one_error_line(own_runtime, tmp_path):
                                *names, "-o", "out/"], cwd=tmp_path, env=own_runtime, stderr=subprocess.PIPE,
                               text=True)
     assert client.stderr.readline().startswith("wrote ")
-    child = batch_child(pid)
+    child = command_child(pid, tmp_path)
     os.kill(pid, signal.SIGKILL)
     os.kill(child, signal.SIGKILL)
     rest = client.stderr.read()
@@ -321,13 +322,13 @@ def test_server_stop_lets_running_commands_finish_and_leaves_nothing(own_runtime
                                *names, "-o", "out/"], cwd=tmp_path, env=own_runtime, stderr=subprocess.PIPE,
                               text=True)
     assert client.stderr.readline().startswith("wrote ")
-    child = batch_child(int(info["pid"]))
+    child = command_child(int(info["pid"]), tmp_path)
     stopped = convfilter("server", "stop", env=own_runtime, text=True)
     assert stopped.stdout == f"stopped convfilter server (pid {info['pid']})\n"
-    assert not Path(info["socket"]).exists() and not alive(int(info["pid"]))
+    assert not Path(info["socket"]).exists() and not running(int(info["pid"]))
     assert client.wait(timeout=120) == 0, client.stderr.read()
     assert len(os.listdir(tmp_path / "out")) == len(names)
-    wait_for(lambda: not alive(child), what="the last child to end")
+    wait_for(lambda: not running(child), what="the last child to end")
     assert server_processes(own_runtime["XDG_RUNTIME_DIR"]) == []
     assert convfilter("server", "status", env=own_runtime).returncode == 1
 
@@ -337,7 +338,7 @@ def test_idle_server_exits_by_itself(own_runtime, tmp_path):
     info = start_server(env)
     assert info["idle-exit"] == "1 s"
     assert convfilter("apply", "-k", "vertical", CHINA, env=env, cwd=tmp_path).returncode == 0
-    wait_for(lambda: not alive(int(info["pid"])), timeout=60, what="the idle server to exit")
+    wait_for(lambda: not running(int(info["pid"])), timeout=60, what="the idle server to exit")
     assert not Path(info["socket"]).exists()
 
 
