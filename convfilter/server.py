@@ -70,9 +70,9 @@ def warm() -> None:
     import convfilter
     from PIL import Image
 
-    for module in pkgutil.iter_modules(convfilter.__path__):
-        if module.name not in ("__main__", "server", "dask_executor"):
-            importlib.import_module(f"convfilter.{module.name}")
+    for module in pkgutil.walk_packages(convfilter.__path__, "convfilter."):
+        if module.name.rpartition(".")[2] not in ("__main__", "server", "dask_executor"):  # (Dask: on use)
+            importlib.import_module(module.name)
     Image.init()  # every Pillow format plugin
     from .ops import warm_up
 

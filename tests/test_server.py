@@ -21,10 +21,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLI_ENV, ROOT, convfilter, requests_served, running, server_processes, stop_servers
+from conftest import (CHECKOUT_ENV, ROOT, requests_served, run_convfilter, running, server_processes,
+                      stop_servers)
 
 CHINA = ROOT / "sample_images" / "china.jpg"
 HEAVY = ("numpy", "numba", "PIL", "click")
+
+
+def convfilter(*args, env, cwd=ROOT, **options) -> subprocess.CompletedProcess:
+    """``python -m convfilter ARGS`` with ``env``; bytes out unless ``text=True``."""
+    options.setdefault("text", False)
+    options.setdefault("timeout", 300)
+    return run_convfilter(*args, cwd=cwd, env=env, **options)
 
 
 def noise_images(folder: Path, count: int, size=(120, 160), seed=3) -> list[str]:
@@ -69,7 +77,7 @@ def own_runtime(tmp_path):
     """A client environment with a runtime folder (and so servers) of this test only."""
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
-    env = {key: value for key, value in CLI_ENV.items() if key != "CONVFILTER_SERVER"}
+    env = {key: value for key, value in CHECKOUT_ENV.items() if key != "CONVFILTER_SERVER"}
     env["XDG_RUNTIME_DIR"] = str(runtime)
     yield env
     stop_servers(str(runtime))
