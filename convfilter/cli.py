@@ -532,7 +532,10 @@ def server_stop():
 
 @server.command("status", context_settings=CONTEXT)
 def server_status():
-    """Show the server's pid, version, socket, uptime and requests served (exit 1 if none runs)."""
+    """Show the server's pid, version, socket, uptime and requests served (exit 1 if none runs).
+
+    'cpu' is the CPU time of the server and of the commands it has finished.
+    """
     from . import server as daemon
     from .client import folder_path
 
@@ -544,6 +547,7 @@ def server_status():
     for label, value in (("pid", info["pid"]), ("version", info["version"]), ("socket", info["socket"]),
                          ("uptime", f"{uptime // 3600}:{uptime // 60 % 60:02d}:{uptime % 60:02d}"),
                          ("requests", info["requests"]), ("running", info["running"]),
+                         ("cpu", f"{info['cpu']:.2f} s"),
                          ("idle-exit", f"{info['idle']:g} s")):
         click.echo(f"{label:10} {value}")
 

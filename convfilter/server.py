@@ -127,6 +127,7 @@ class Server:
         self.started = time.time()
         self.last_request = time.monotonic()
         self.requests = 0
+        self.children_cpu = 0.0  # seconds of CPU the finished commands used
         self.children: set[int] = set()  # running commands
         self.spare: tuple[int, socket.socket] | None = None  # (pid, our end of its socket pair)
         self.stopping = False
@@ -166,7 +167,8 @@ class Server:
             self.spare = None
         for pid in list(self.children):
             try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
+                done, _, usage = os.wait4(pid, os.WNOHANG)
+                self.children_cpu += usage.ru_utime + usage.ru_stime
             except ChildProcessError:
                 done = pid
             if done:
@@ -227,7 +229,8 @@ class Server:
     def status(self) -> dict:
         return {"pid": os.getpid(), "version": client.__version__, "socket": self.path,
                 "package": client.PACKAGE_DIR, "uptime": time.time() - self.started,
-                "requests": self.requests, "running": len(self.children), "idle": self.idle}
+                "requests": self.requests, "running": len(self.children), "idle": self.idle,
+                "cpu": time.process_time() + self.children_cpu}
 
     def _hand_over(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
         """Give the command to the spare child (forked now if there is none)."""
