@@ -523,7 +523,7 @@ def server_start():
 
 @server.command("stop", context_settings=CONTEXT)
 def server_stop():
-    """Stop the server; commands it is running finish first."""
+    """Stop the server; commands it is running are not interrupted."""
     from . import server as daemon
 
     pid = daemon.stop()
