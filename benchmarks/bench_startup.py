@@ -21,6 +21,7 @@ import os
 import resource
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -80,6 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per command (default 9)")
     parser.add_argument("--loop", type=int, default=20, help="images in the shell loop (default 20)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # still stop the server (finally)
     cf = convfilter_command()
     work = tempfile.mkdtemp(prefix="convfilter-startup-")
     try:
