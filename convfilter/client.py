@@ -86,6 +86,19 @@ def identity(environ=os.environ) -> dict:
     }
 
 
+def source_stamp() -> int:
+    """The newest modification time of the package's Python files, so that a server never runs
+    code older than the client's (an edited checkout)."""
+    newest, folders = 0, [PACKAGE_DIR]
+    while folders:
+        for entry in os.scandir(folders.pop()):
+            if entry.name.endswith(".py"):
+                newest = max(newest, entry.stat().st_mtime_ns)
+            elif entry.is_dir() and entry.name != "__pycache__":
+                folders.append(entry.path)
+    return newest
+
+
 def context() -> dict:
     """What a child of the server cannot take over from the client: if it differs, run here."""
     import resource
@@ -294,7 +307,8 @@ def run_through_server(argv: list[str], environ=os.environ) -> int | None:
     try:
         mask = os.umask(0o022)
         os.umask(mask)
-        request = {"op": "run", "identity": ident, "context": context(), "argv": list(argv),
+        request = {"op": "run", "identity": ident, "source": source_stamp(), "context": context(),
+                   "argv": list(argv),
                    "environ": dict(environ), "umask": mask, "affinity": sorted(os.sched_getaffinity(0)),
                    "nice": os.getpriority(os.PRIO_PROCESS, 0)}
         sock = connect(ident, environ)  # only now: the server waits for the request once connected
@@ -307,9 +321,12 @@ def run_through_server(argv: list[str], environ=os.environ) -> int | None:
         reply, _ = channel.receive()
         if not reply or "pid" not in reply:
             return None  # refused, or the server went away before taking the command
-        send_message(sock, {"go": True})  # from here on the command runs there, never twice
-        sock.settimeout(None)
-        forwarder.start(reply["pid"])
+        send_message(sock, {"go": True})
+        sock.settimeout(None)  # once it has the go-ahead, the child either starts or ends
+        started, _ = channel.receive()
+        if not started or not started.get("started"):
+            return None  # the child gave up waiting for us: nothing ran
+        forwarder.start(reply["pid"])  # from here on the command runs there, never twice
         try:
             end, _ = channel.receive()
         except OSError:

@@ -84,6 +84,7 @@ def warm() -> None:
 def main() -> None:
     """Run the server of this installation until it is idle, stopped or terminated."""
     identity = client.identity()  # before warming up changes the environment
+    source = client.source_stamp()  # before importing: the code loaded is at least this new
     if len(sys.argv) > 1 and sys.argv[1] != client.socket_name(identity):
         return  # started for another installation or start-up than this interpreter gives
     path = client.folder_path()
@@ -108,7 +109,7 @@ def main() -> None:
     listener.bind(address)
     os.chmod(address, 0o600)
     listener.listen(128)
-    Server(listener, folder, lock, os.path.join(path, name), idle, identity).serve()
+    Server(listener, folder, lock, os.path.join(path, name), idle, identity, source).serve()
 
 
 class Server:
@@ -120,9 +121,10 @@ class Server:
     """
 
     def __init__(self, listener: socket.socket, folder: int, lock: int, path: str, idle: float,
-                 identity: dict):
+                 identity: dict, source: int):
         self.listener, self.folder, self.lock, self.path, self.idle = listener, folder, lock, path, idle
         self.identity = _as_sent(identity)
+        self.source = source
         self.inode = os.stat(client.through(folder, os.path.basename(path))).st_ino
         self.started = time.time()
         self.last_request = time.monotonic()
@@ -219,9 +221,16 @@ class Server:
             conn.close()
 
     def refusal(self, request: dict) -> str | None:
-        """Why this client must run the command in its own process, or None."""
+        """Why this client must run the command in its own process, or None.
+
+        A client whose package files are newer than this server's (an edited
+        checkout) also stops the server: the next command starts a new one.
+        """
         if request.get("identity") != self.identity:
             return "another installation or start-up"
+        if request.get("source") != self.source:
+            self.stopping = request.get("source", 0) > self.source
+            return "the package's files changed since the server started"
         if request.get("context") != _as_sent(client.context()):
             return "other limits, cgroup, namespace or groups"
         return None
@@ -325,6 +334,7 @@ class Child:
         go, _ = self.channel.receive()
         if not go or not go.get("go"):
             return 0  # the client gave up waiting and runs the command itself
+        send_message(self.conn, {"started": True})  # now the client waits for the end, whatever happens
         self.conn.settimeout(None)
         self.become_client()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)

@@ -393,3 +393,22 @@ def test_a_socket_folder_that_is_not_private_is_refused(own_runtime, tmp_path, p
     assert server_processes(own_runtime["XDG_RUNTIME_DIR"]) == []
     assert os.listdir(folder) == []
     assert stat.S_IMODE(folder.stat().st_mode) == (0o755 if problem == "mode" else 0o700)
+
+
+def test_an_edited_package_stops_the_old_server_and_never_runs_old_code(own_runtime, tmp_path):
+    """A client whose package files are newer than the server's (an edited checkout) runs the
+    command itself, and the outdated server stops."""
+    info = start_server(own_runtime)
+    code = (
+        "from convfilter import client\n"
+        "edited = client.source_stamp() + 10**9\n"
+        "client.source_stamp = lambda: edited\n"
+        "assert client.run_through_server(['apply', '-k', 'vertical', %r, '-o', 'out.png']) is None\n"
+        % str(CHINA)
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=own_runtime, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "out.png").exists()  # nothing ran in the server
+    wait_for(lambda: not running(int(info["pid"])), timeout=60, what="the outdated server to stop")
+    assert not Path(info["socket"]).exists()
