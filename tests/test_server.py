@@ -236,7 +236,10 @@ def test_relative_paths_and_the_thread_count_come_from_the_client(own_runtime, t
         assert client.stderr.read() == f"wrote maps-{threads}/big_gaussian-15-3.png\n".encode()
         most[threads] = max(counts)
     assert most["1"] == 1 and most["3"] >= 3, most
-    assert (tmp_path / "work" / "maps-1" / "big_gaussian-15-3.png").read_bytes() == \
+    alone = convfilter("apply", "-k", "gaussian:15:3", "../big.png", "-o", "alone/", cwd=tmp_path / "work",
+                       env={**own_runtime, "CONVFILTER_NUM_THREADS": "3", "CONVFILTER_SERVER": "off"})
+    assert alone.returncode == 0
+    assert (tmp_path / "work" / "alone" / "big_gaussian-15-3.png").read_bytes() == \
         (tmp_path / "work" / "maps-3" / "big_gaussian-15-3.png").read_bytes()
 
 
