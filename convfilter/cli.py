@@ -509,7 +509,16 @@ def server():
 
 @server.command("start", context_settings=CONTEXT)
 def server_start():
-    """Start the server now (it warms up first) unless it runs; print its pid and socket."""
+    """Start the server now (it warms up first) unless it runs; print its pid and socket.
+
+    Commands start one by themselves when they find none; start it ahead to
+    have the first command fast too (in a login script, or before a batch).
+
+    \b
+    Examples:
+      convfilter server start
+      CONVFILTER_SERVER_IDLE=3600 convfilter server start
+    """
     from . import server as daemon
     from .client import UnsafeFolder
 
@@ -523,7 +532,12 @@ def server_start():
 
 @server.command("stop", context_settings=CONTEXT)
 def server_stop():
-    """Stop the server; commands it is running are not interrupted."""
+    """Stop the server; commands it is running are not interrupted.
+
+    \b
+    Examples:
+      convfilter server stop
+    """
     from . import server as daemon
 
     pid = daemon.stop()
@@ -535,6 +549,10 @@ def server_status():
     """Show the server's pid, version, socket, uptime and requests served (exit 1 if none runs).
 
     'cpu' is the CPU time of the server and of the commands it has finished.
+
+    \b
+    Examples:
+      convfilter server status
     """
     from . import server as daemon
     from .client import folder_path
