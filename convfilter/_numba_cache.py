@@ -21,6 +21,12 @@ import os
 import sys
 import tempfile
 
+# Numba colours its compiler messages through colorama when that is installed (mkdocs-material
+# brings it), and colorama then writes a terminal reset to the terminal when the process exits:
+# a stray escape sequence after our last line. convfilter shows no Numba messages: turn it off
+# before anything here imports Numba.
+os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
+
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 JIT_SOURCE = os.path.join(PACKAGE_DIR, "_jit.py")
 
