@@ -37,8 +37,9 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # values would not behave like this process, so they are part of the server's identity.
 STARTUP_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONUNBUFFERED",
                      "LC_ALL", "LC_CTYPE", "LANG")
-# convfilter reads these itself when it needs them (and sets the cache folder for Numba)
-RUNTIME_NUMBA_VARIABLES = ("NUMBA_NUM_THREADS", "NUMBA_CACHE_DIR")
+# convfilter reads these itself when it needs them (and sets the cache folder and the plain
+# messages for Numba)
+RUNTIME_NUMBA_VARIABLES = ("NUMBA_NUM_THREADS", "NUMBA_CACHE_DIR", "NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING")
 # What the kernel enforces per process; a client with other limits runs here, so they hold.
 LIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_RSS", "RLIMIT_STACK", "RLIMIT_MEMLOCK", "RLIMIT_FSIZE",
           "RLIMIT_CPU", "RLIMIT_NOFILE", "RLIMIT_NPROC")
