@@ -167,6 +167,9 @@ def io_options(command):
                      show_default=True, metavar="N",
                      help="Refuse inputs with more pixels than N before decoding them "
                           "(decompression bombs, memory); 0 = no limit."),
+        click.option("--accept-truncated", is_flag=True,
+                     help="Read a truncated or damaged image as far as its data goes (the rest is "
+                          "filler), with a warning, instead of failing it."),
     ]
     command = batch_options(command)
     for option in reversed(options):
@@ -281,8 +284,9 @@ def batch_options(command):
         click.option("--include-outputs", is_flag=True,
                      help="Also take files convfilter wrote (marked PNG/TIFF, .npy) from folders and lists."),
         click.option("--name", "name_template", metavar="TEMPLATE",
-                     help="Output file names from {stem} {kernel} {index} {ext}. "
-                          "Default: {stem}_{kernel}.{ext}"),
+                     help="Output file names from {stem} {name} (whole file name) {kernel} {index} "
+                          "{ext}. Default: {stem}_{kernel}.{ext}, or {name}_{kernel}.{ext} for inputs "
+                          "sharing a stem."),
         click.option("--skip-existing", is_flag=True, help="Skip inputs whose outputs all exist (resume a batch)."),
         click.option("-j", "--jobs", type=click.IntRange(min=1), metavar="N",
                      help="Worker processes. Default: the usable CPU count."),
@@ -334,7 +338,7 @@ def cli():
 @layer_options(kernels_required=True, with_activation=True)
 @io_options
 def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns, png_compression, max_pixels,
-          recipe, batch):
+          accept_truncated, recipe, batch):
     """Convolve images with kernels and write one feature map per kernel.
 
     Each map is named {stem}_{kernel}.{ext} (see --name). INPUT may be a file,
@@ -358,7 +362,7 @@ def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns
       find photos -name '*.jpg' | convfilter apply -k vertical --from-list - -o maps/
     """
     _run(recipe, inputs, output, fmt, normalize,
-         _view(colormap, montage, with_input, columns, png_compression), max_pixels, batch)
+         _view(colormap, montage, with_input, columns, png_compression), max_pixels, batch, accept_truncated)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -370,7 +374,7 @@ def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns
 @click.option("--padding", type=PADDING, default="valid", show_default=True,
               help="same, valid, or explicit N or T,B,L,R (max pooling only; padding cells never win).")
 def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns, png_compression, max_pixels,
-         pool_type, size, stride, padding, batch):
+         accept_truncated, pool_type, size, stride, padding, batch):
     """Pool images (or .npy maps) without convolving.
 
     Every channel is pooled on its own; outputs are named {stem}_{type}-pool.{ext}
@@ -389,7 +393,7 @@ def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns,
     _refuse_unused(pool_type.lower(), "size", "stride", "padding")
     pooling = _pooling(pool_type.lower(), size, stride, padding, "--padding")
     _run(Recipe(None, pooling), inputs, output, fmt, normalize, _view(colormap, montage, with_input, columns, png_compression),
-         max_pixels, batch)
+         max_pixels, batch, accept_truncated)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -601,7 +605,8 @@ def _announce_compiling() -> None:
         set_compile_notice(lambda: click.echo(COMPILE_NOTICE, err=True))
 
 
-def _run(recipe: Recipe, inputs, output, fmt, normalization, view: View, max_pixels, batch) -> None:
+def _run(recipe: Recipe, inputs, output, fmt, normalization, view: View, max_pixels, batch,
+         accept_truncated: bool = False) -> None:
     from . import batch as batches
 
     _announce_compiling()
@@ -609,7 +614,7 @@ def _run(recipe: Recipe, inputs, output, fmt, normalization, view: View, max_pix
     try:
         summary = batches.run(recipe, list(inputs), output, fmt and fmt.lower(),
                               normalization and normalization.lower(), batch, view=view,
-                              max_pixels=max_pixels)
+                              max_pixels=max_pixels, accept_truncated=accept_truncated)
     except batches.UsageProblem as exc:  # options that do not fit the inputs: one line, exit 2
         problem = click.ClickException(str(exc))
         problem.exit_code = click.UsageError.exit_code

@@ -16,15 +16,15 @@ import os
 import re
 import secrets
 import sys
-import tempfile
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps
 
-from . import __version__, png
+from . import __version__, diagnosis, png
+from ._stderr import LibraryStderr
 from .formats import FORMATS
 from .io_modes import channels_of_mode
 from .messages import STDIN_NAME, STDIO
@@ -38,9 +38,18 @@ MARK_KEY = "convfilter"  # PNG text key (and TIFF description prefix) that marks
 
 
 class InputError(ValueError):
-    """An input could not be read as an image or array."""
+    """An input could not be read as an image or array.
 
+    ``partial`` means the header was read and the pixel data failed (``--accept-truncated``
+    may read it); ``plain`` is the reason in plain words and ``words`` the library's own
+    (cut in the message, whole in ``detail``; see :mod:`convfilter.diagnosis`).
+    """
 
+    def __init__(self, message: str, *, partial: bool = False, plain: str = "", words: str = "",
+                 detail: str = ""):
+        super().__init__(message)
+        self.partial, self.plain, self.words = partial, plain or message, words or message
+        self.detail = detail or message  # the message with the library's words uncut
 
 
 def set_max_pixels(limit: int) -> None:
@@ -75,7 +84,8 @@ def _bomb_message(exc: Exception) -> str:
 
 @dataclass
 class Loaded:
-    """An input, read: its samples as decoded and the name its outputs are named after.
+    """An input, read: its samples as decoded, the name its outputs are named after, and what
+    to tell about it (``warnings``).
 
     ``pixels`` is (H, W, C) uint8, uint16, int32 or float32, as the file holds
     them; the image in [0, 1] is ``pixels / scale`` (:attr:`array`). Keeping the
@@ -88,6 +98,7 @@ class Loaded:
     stem: str
     source: str
     raw: bool = False  # a .npy: values as they are, not an image's [0, 1]
+    warnings: list[str] = field(default_factory=list)  # e.g. read truncated (--accept-truncated)
 
     @property
     def array(self) -> np.ndarray:
@@ -119,13 +130,23 @@ def stem_of(source: str) -> str:
     return STDIN_NAME if source == STDIO else os.path.splitext(os.path.basename(source))[0]
 
 
-def load(source: str, data: bytes | None = None, check_size=None) -> Loaded:
+def name_of(source: str) -> str:
+    """An input's whole file name (``{name}`` in output names): ``hopper.bmp``; ``stdin`` for ``-``."""
+    return STDIN_NAME if source == STDIO else os.path.basename(source)
+
+
+def load(source: str, data: bytes | None = None, check_size=None, *, accept_truncated: bool = False) -> Loaded:
     """Read ``source`` (a path, or ``-`` with its bytes in ``data``) as (H, W, C) float32.
 
     ``check_size(height, width, channels)``, if given, is called with the size the
     header declares before any pixel is decoded; it raises to refuse the input.
+    Raises InputError (one line for the user) for anything wrong with the file, whatever
+    Pillow or a plugin raised, and MemoryError when it does not fit in memory. With
+    ``accept_truncated``, an image whose pixel data ends early (or fails) is decoded as far
+    as it goes, and ``Loaded.warnings`` says so.
     """
     stem = stem_of(source)
+    notes: list[str] = []
     if data is None and source == STDIO:
         data = read_source(source)
     try:
@@ -134,22 +155,27 @@ def load(source: str, data: bytes | None = None, check_size=None) -> Loaded:
                 raise InputError(f"{STDIN_NAME} is empty" if source == STDIO else "empty file")
             head = data[:6]
             stream = _io.BytesIO(data)
-            pixels, scale = _load_npy(stream, check_size) if head == NPY_MAGIC else _load_image(stream, check_size)
+            pixels, scale = _read(stream, head, check_size, accept_truncated, notes)
         else:
             with open(source, "rb") as handle:
                 head = handle.read(6)
                 if not head:
                     raise InputError("empty file")
                 handle.seek(0)
-                read = _load_npy if head == NPY_MAGIC else _load_image
-                pixels, scale = read(handle, check_size)
+                pixels, scale = _read(handle, head, check_size, accept_truncated, notes)
     except FileNotFoundError:
         raise InputError("no such file") from None
     except IsADirectoryError:
         raise InputError("is a folder, not an image") from None
     except PermissionError:
         raise InputError("permission denied") from None
-    return Loaded(pixels, scale, stem, source, raw=head == NPY_MAGIC)
+    return Loaded(pixels, scale, stem, source, raw=head == NPY_MAGIC, warnings=notes)
+
+
+def _read(handle, head: bytes, check_size, accept_truncated: bool, notes: list[str]) -> tuple[np.ndarray, float]:
+    if head == NPY_MAGIC:
+        return _load_npy(handle, check_size)
+    return _load_image(handle, check_size, accept_truncated, notes)
 
 
 def _load_npy(handle, check_size=None) -> tuple[np.ndarray, float]:
@@ -184,64 +210,94 @@ def _check_npy_header(handle, check_size=None) -> None:
 _SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
 
 
-def _load_image(handle, check_size=None) -> tuple[np.ndarray, float]:
-    native: list[str] = []
+def _load_image(handle, check_size=None, accept_truncated=False, notes=None) -> tuple[np.ndarray, float]:
+    """Decode an image; with ``accept_truncated``, a file whose pixel data fails is decoded again
+    as far as its data goes (Pillow's ``LOAD_TRUNCATED_IMAGES``), with a note in ``notes``."""
     try:
-        with warnings.catch_warnings():
-            # Pillow warns about metadata it skips in damaged files (several lines on stderr);
-            # the image then decodes or fails with an error of its own, so stay quiet
-            warnings.simplefilter("ignore")
-            # Pillow only warns between 1x and 2x its pixel limit; we refuse there too
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return _decode_image(handle, check_size, whole=True)
+    except InputError as exc:
+        if not (accept_truncated and exc.partial):
+            raise
+        handle.seek(0)
+        decoded = _decode_image(handle, check_size, whole=False)
+        if notes is not None:
+            notes.append(f"{exc.plain}; read anyway as far as its data goes (--accept-truncated), the rest is "
+                         f"filler ({exc.words})")
+        return decoded
+
+
+def _decode_image(handle, check_size, whole: bool) -> tuple[np.ndarray, float]:
+    """Open, check and decode one image; every failure becomes an InputError (MemoryError stays)."""
+    with LibraryStderr() as library, warnings.catch_warnings(), _truncated_images(not whole):
+        # Pillow warns about metadata it skips in damaged files (several lines on stderr);
+        # the image then decodes or fails with an error of its own, so stay quiet
+        warnings.simplefilter("ignore")
+        # Pillow only warns between 1x and 2x its pixel limit; we refuse there too
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
             image = Image.open(handle)
-            if check_size is not None:
-                check_size(image.height, image.width, channels_of_mode(image.mode))
-            if image.format == "TIFF":  # libtiff prints its complaints straight to stderr
-                with _native_stderr_into(native):
-                    image.load()
-            else:
-                image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise InputError(_bomb_message(exc)) from None
+        except MemoryError:
+            raise
+        except Exception as exc:  # any plugin may raise anything for a hostile header
+            raise _input_error(diagnosis.open_failure(handle, exc, library.text())) from None
+        if check_size is not None:  # its refusal is the caller's, passed on as raised
+            check_size(image.height, image.width, channels_of_mode(image.mode))
+        try:
+            image.load()
             image = ImageOps.exif_transpose(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(_bomb_message(exc)) from None
-    except UnidentifiedImageError:
-        raise InputError("not an image Pillow can read (unknown format)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt data
-        detail = " ".join("".join(native).split())
-        reason = re.sub(r"\s*\(\d+ bytes not processed\)", "", str(exc))  # Pillow's count is noise here
-        raise InputError(f"cannot decode image: {reason}" + (f" ({detail})" if detail else "")) from None
-    return image_samples(image)
+            return image_samples(image)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise InputError(_bomb_message(exc)) from None
+        except MemoryError:
+            raise
+        except Exception as exc:  # a decoder, a plugin or numpy: one message, whatever the class
+            raise _input_error(diagnosis.decode_failure(image, exc, library.text(), hint=whole)) from None
+
+
+def _input_error(found: "diagnosis.Diagnosis") -> InputError:
+    return InputError(found.message, partial=found.partial, plain=found.plain, words=found.words,
+                      detail=found.detail)
+
+
+class _ThreadFlag:
+    """Stands in for ``ImageFile.LOAD_TRUNCATED_IMAGES``: true only in a thread that asked.
+
+    Pillow reads that module global (as a truth value) while decoding; setting it to True
+    would let every image of the process through truncated, in every thread, until reset.
+    Elsewhere it keeps the value it had before (a library user's own choice).
+    """
+
+    def __init__(self, default: bool):
+        self.default = default
+        self.local = threading.local()
+
+    def __bool__(self) -> bool:
+        return getattr(self.local, "on", self.default)
+
+    def __repr__(self) -> str:
+        return repr(bool(self))
+
+
+_FLAG_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _native_stderr_into(collected: list[str]):
-    """Collect what C libraries write to file descriptor 2 into ``collected``.
-
-    Keeps libtiff's messages out of the terminal, where they would break the one
-    ``Error: FILE: reason`` line per failure; the caller puts them in that line. Only
-    in a single-threaded process, so that no other thread's messages are swallowed.
-    """
-    if threading.active_count() > 1:
+def _truncated_images(accept: bool):
+    """Let Pillow decode a truncated image in this thread, for the duration of the block."""
+    if not accept:
         yield
         return
+    with _FLAG_LOCK:
+        flag = ImageFile.LOAD_TRUNCATED_IMAGES
+        if not isinstance(flag, _ThreadFlag):
+            flag = ImageFile.LOAD_TRUNCATED_IMAGES = _ThreadFlag(bool(flag))
+    flag.local.on = True
     try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all
         yield
-        return
-    with tempfile.TemporaryFile() as sink:
-        try:
-            sys.stderr.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            collected.append(sink.read(4096).decode("utf-8", "replace"))
+    finally:
+        del flag.local.on
 
 
 def available_memory() -> int | None:
@@ -399,10 +455,10 @@ def written_by_convfilter(path: str) -> bool:
 def quiet_pillow():
     """Silence Pillow's warnings about damaged metadata while only looking at a file.
 
-    Looking a folder over must not print lines of its own on stderr: only the
-    input's processing reports a problem, as one ``Error:`` line.
+    Looking a folder over must not print lines of its own on stderr (nor let libtiff
+    print its own): only the input's processing reports a problem, as one ``Error:`` line.
     """
-    with warnings.catch_warnings():
+    with LibraryStderr(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
 

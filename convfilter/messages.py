@@ -20,7 +20,7 @@ def os_error_text(exc: OSError) -> str:
 
 
 def error_message(exc: BaseException) -> str:
-    """One line for the user about a failed input (no traceback, no class names)."""
+    """One line for the user about a failed input (no traceback; a class name only where unexpected)."""
     if isinstance(exc, MemoryError):
         text = " ".join(str(exc).split())  # ours says how much; numpy's names the array
         if text.startswith("not enough memory"):
@@ -29,4 +29,23 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{os_error_text(exc)}{where}"
-    return " ".join(str(exc).split()) or type(exc).__name__
+    text = " ".join(str(exc).split())
+    if isinstance(exc, (ValueError, OSError)):  # ours, or a library's about the file: the words say it
+        return text or type(exc).__name__
+    # anything else is unexpected (a bug here or in a library): the class name helps the report
+    return shorten(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+WORDS_LIMIT = 200  # characters of an image library's words in a message; the --report keeps them all
+
+
+def shorten(text: str, limit: int = WORDS_LIMIT) -> str:
+    """``text`` on one line of at most ``limit`` characters, cut at a word with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 4]
+    space = cut.rfind(" ")
+    if space > limit // 2:  # a word boundary not too far back (else one long word is cut)
+        cut = cut[:space]
+    return cut.rstrip(" ,;:(") + " ..."

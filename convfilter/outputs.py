@@ -95,14 +95,15 @@ def joined_label(recipe: Recipe) -> str:
 
 
 DEFAULT_NAME = "{stem}_{kernel}.{ext}"
-NAME_FIELDS = ("stem", "kernel", "index", "ext")
+NAME_FIELDS = ("stem", "name", "kernel", "index", "ext")
 
 
 def check_name_template(template: str) -> str:
     """Return ``template`` if it is a valid ``--name``, else raise ValueError saying why.
 
-    Fields are ``{stem}``, ``{kernel}``, ``{index}`` (the input's number in
-    the run, from 0) and ``{ext}``; only ``{index}`` takes a format spec
+    Fields are ``{stem}``, ``{name}`` (the input's whole file name, as
+    ``hopper.bmp``), ``{kernel}``, ``{index}`` (the input's number in the run,
+    from 0) and ``{ext}``; only ``{index}`` takes a format spec
     (``{index:05d}``). The name may hold sub-folders but must stay inside the
     output folder.
     """
@@ -116,7 +117,7 @@ def check_name_template(template: str) -> str:
             raise ValueError(f"--name '{template}': write {{{name}}} plainly; only {{index}} takes a "
                              "format such as {index:05d}")
     try:
-        sample = template.format(stem="stem", kernel="kernel", index=0, ext="png")
+        sample = template.format(stem="stem", name="stem.jpg", kernel="kernel", index=0, ext="png")
     except (ValueError, TypeError) as exc:
         raise ValueError(f"--name '{template}': {exc}") from None
     if "\0" in sample:  # no file system allows it (a command line cannot carry one; a library call can)
@@ -172,10 +173,11 @@ class OutputPlan:
     printed on stdout instead of written as images. ``view`` says how PNGs are
     drawn; ``max_pixels`` is the decompression-bomb limit, applied wherever the
     work runs; ``workers`` is how many inputs may be in memory at once (the
-    memory check gives each its share). ``root`` is the folder relative input
-    and output paths are resolved against ('' = the working folder); a run
-    sent to other machines sets it to the client's working folder, while the
-    paths it reports stay as given.
+    memory check gives each its share); ``accept_truncated`` reads a truncated or
+    damaged image as far as its data goes (with a warning) instead of failing it.
+    ``root`` is the folder relative input and output paths are resolved against
+    ('' = the working folder); a run sent to other machines sets it to the
+    client's working folder, while the paths it reports stay as given.
     """
 
     fmt: str
@@ -189,6 +191,7 @@ class OutputPlan:
     max_pixels: int = DEFAULT_MAX_PIXELS
     workers: int = 1
     root: str = ""
+    accept_truncated: bool = False
 
     @classmethod
     def make(cls, recipe: Recipe, inputs: list[str], output: str | None, fmt: str | None,
@@ -240,23 +243,25 @@ class OutputPlan:
                                  "give -o a folder")
             plan.name = check_name_template(name)
         fields = template_fields(plan.name)
-        if plan.target is None and len(inputs) > 1 and not fields & {"stem", "index"}:
+        if plan.target is None and len(inputs) > 1 and not fields & {"stem", "name", "index"}:
             raise ValueError(f"--name '{plan.name}' gives every input the same name; "
-                             "put {stem} or {index} in it")
+                             "put {stem}, {name} or {index} in it")
         if plan.target is None and len(labels) > 1 and "kernel" not in fields:
             raise ValueError(f"--name '{plan.name}' gives every map of an input the same name; "
                              "put {kernel} in it, or use -f npy")
         return plan
 
-    def path_for(self, stem: str, label: str, subfolder: str = "", index: int = 0) -> str:
-        """The output path of map ``label`` of input number ``index``, named ``stem``.
+    def path_for(self, stem: str, label: str, subfolder: str = "", index: int = 0,
+                 name: str | None = None) -> str:
+        """The output path of map ``label`` of input number ``index``, named ``stem`` (file ``name``).
 
         ``subfolder`` is the input's folder relative to the folder argument it
         was found in; it is mirrored under the output folder.
         """
         if self.target is not None:
             return self.target
-        name = self.name.format(stem=stem, kernel=label, index=index, ext=FORMATS[self.fmt].extension)
+        name = self.name.format(stem=stem, name=stem if name is None else name, kernel=label, index=index,
+                                ext=FORMATS[self.fmt].extension)
         path = os.path.join(subfolder, name) if subfolder else name
         return os.path.normpath(path if self.folder == "." else os.path.join(self.folder, path))
 
@@ -277,12 +282,14 @@ class OutputPlan:
                              f"'{self.folder}' (a symbolic link leads to '{real}'); remove the link "
                              "or choose another -o or --name")
 
-    def outputs_for(self, recipe: Recipe, source: str, subfolder: str = "", index: int = 0) -> list[str]:
-        """Every file ``process`` will write for ``source`` (none for text or stdout)."""
+    def outputs_for(self, recipe: Recipe, source: str, subfolder: str = "", index: int = 0,
+                    stem: str | None = None) -> list[str]:
+        """Every file ``process`` will write for ``source`` (none for text or stdout); ``stem``
+        replaces the input's own (see :func:`convfilter.batch.planning.plan_jobs`)."""
         if self.as_text or self.target == STDOUT:
             return []
-        stem = io.stem_of(source)
-        return [self.path_for(stem, label, subfolder, index) for label in self.labels(recipe)]
+        stem, name = stem or io.stem_of(source), io.name_of(source)
+        return [self.path_for(stem, label, subfolder, index, name) for label in self.labels(recipe)]
 
     def labels(self, recipe: Recipe) -> list[str]:
         """The ``{kernel}`` label of every file one input gives; a montage is labelled with what it
@@ -324,18 +331,24 @@ class Written:
 
 
 def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfolder: str = "",
-            index: int = 0, data: bytes | None = None) -> list[Written]:
+            index: int = 0, data: bytes | None = None, warnings: list[str] | None = None,
+            stem: str | None = None) -> list[Written]:
     """Read ``source``, run ``recipe``, write its outputs; return what was written.
 
     ``data`` holds the bytes of ``-`` (stdin) when the caller read them;
-    ``subfolder`` and ``index`` name the outputs (see ``OutputPlan.path_for``).
+    ``subfolder``, ``index`` and ``stem`` (instead of the input's own) name the
+    outputs (see ``OutputPlan.path_for``); what the user should know about an
+    input processed anyway (read truncated) is appended to ``warnings``.
     Raises ValueError or OSError with a message for the user when the input
     cannot be read, the recipe does not fit it, or an output cannot be written;
     MemoryError when the image would not fit in memory (checked before decoding).
     """
     io.set_max_pixels(plan.max_pixels)
     loaded = io.load(plan.located(source), data,
-                     check_size=lambda h, w, c: check_memory(recipe, h, w, c, workers=plan.workers))
+                     check_size=lambda h, w, c: check_memory(recipe, h, w, c, workers=plan.workers),
+                     accept_truncated=plan.accept_truncated)
+    if warnings is not None:
+        warnings.extend(loaded.warnings)
     model = model_run(recipe)
     maps = model.run(loaded) if model else pipeline.run(loaded.pixels, recipe, loaded.scale)
     if plan.as_text:
@@ -373,7 +386,7 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
                    for m in maps]
     written = []
     for label, shape, payload in outputs:
-        path = plan.path_for(loaded.stem, label, subfolder, index)
+        path = plan.path_for(stem or loaded.stem, label, subfolder, index, io.name_of(source))
         if path == STDOUT:
             stream = stdout if stdout is not None else sys.stdout.buffer
             stream.write(payload)

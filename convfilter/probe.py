@@ -27,26 +27,40 @@ def image_size(path: str) -> tuple[int, int, int]:
         return shape[0], shape[1], shape[2] if len(shape) == 3 else 1
     import warnings
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from ._stderr import LibraryStderr
 
     limit = Image.MAX_IMAGE_PIXELS
     try:
-        with warnings.catch_warnings():
+        with LibraryStderr() as library, warnings.catch_warnings():  # libtiff's lines stay off the terminal
             warnings.simplefilter("ignore")  # damaged metadata: only the size matters here
             Image.MAX_IMAGE_PIXELS = None  # nothing is decoded, so any declared size can be shown
-            with Image.open(path) as image:
-                width, height = image.size
-                # PNG's getexif() decodes the whole image to look for an eXIf chunk after the
-                # pixels; use only one that comes before them
-                png_without_exif = image.format == "PNG" and "exif" not in image.info
-                orientation = None if png_without_exif else image.getexif().get(0x0112)
-                mode = image.mode
-    except UnidentifiedImageError:
-        raise ValueError("not an image Pillow can read (unknown format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"cannot read image header: {exc}") from None
+            try:
+                with Image.open(path) as image:
+                    width, height = image.size
+                    # PNG's getexif() decodes the whole image to look for an eXIf chunk after the
+                    # pixels; use only one that comes before them
+                    png_without_exif = image.format == "PNG" and "exif" not in image.info
+                    orientation = None if png_without_exif else image.getexif().get(0x0112)
+                    mode = image.mode
+            except MemoryError:
+                raise ValueError("not enough memory to read its header") from None
+            except Exception as exc:  # noqa: BLE001 - a plugin may raise anything for a hostile header
+                raise ValueError(_why(path, exc, library)) from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     if orientation in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return height, width, channels_of_mode(mode)
+
+
+def _why(path: str, exc: BaseException, library) -> str:
+    """What ``apply`` says about a header Pillow cannot open (see :mod:`convfilter.diagnosis`)."""
+    from .diagnosis import open_failure
+
+    try:
+        with open(path, "rb") as handle:
+            return open_failure(handle, exc, library.text()).message
+    except OSError as error:  # the file went away meanwhile
+        return (error.strerror or str(error)).lower()

@@ -42,6 +42,9 @@ class Console:
         elif result.status == "processed" and self.names_files:
             for path in result.outputs:
                 self._say(f"wrote {path}")
+        if self.verbosity >= 0:  # not with -q; the --report has them too
+            for warning in result.warnings:
+                self._say(f"Warning: {display_name(result.source)}: {warning}")
         if self.progress is not None:
             self.progress.advance()
 

@@ -38,6 +38,10 @@ def run_batch(work: Work, expansion: Expansion, todo: list[Job], decided: list[R
     console = Console(options.verbosity, expansion.from_folders or total > 1, total,
                       outputs=sum(len(job.outputs) for job in todo))
     summary = Summary()
+    for path, why in expansion.left_out:
+        summary.left_out[why] = summary.left_out.get(why, 0) + 1
+        if options.verbosity > 0:
+            console.note(f"left out {path} ({why})")
     report = open_report(options.report) if options.report else None
     emitter = OrderedOutput([job.index for job in todo], stdout)
 
@@ -77,13 +81,14 @@ def run_batch(work: Work, expansion: Expansion, todo: list[Job], decided: list[R
 
 def run(recipe: Recipe, arguments: list[str], output: str | None, fmt: str | None, normalization: str | None,
         options: BatchOptions, executor=None, *, view: View = View(),
-        max_pixels: int = DEFAULT_MAX_PIXELS) -> Summary:
+        max_pixels: int = DEFAULT_MAX_PIXELS, accept_truncated: bool = False) -> Summary:
     """Everything ``apply`` and ``pool`` do after parsing their options.
 
     Raises UsageProblem for options that cannot work, SetupProblem when the
     cluster of ``options.scheduler`` cannot be used (both before any output is
     written). ``executor`` defaults to that cluster, else worker processes for
-    ``options.jobs`` (or this process when one is enough).
+    ``options.jobs`` (or this process when one is enough). ``accept_truncated`` reads
+    truncated images as far as they go, with a warning (see :func:`convfilter.io.load`).
     """
     if options.scheduler and options.jobs:
         raise UsageProblem("--jobs sets local worker processes; with --scheduler the cluster's workers "
@@ -106,6 +111,7 @@ def run(recipe: Recipe, arguments: list[str], output: str | None, fmt: str | Non
                                normalization, options.name, view, max_pixels)
     except ValueError as exc:
         raise UsageProblem(str(exc)) from None
+    plan = replace(plan, accept_truncated=accept_truncated)
     todo, decided = plan_jobs(expansion.jobs, recipe, plan, options)
     if executor is None:  # a cluster connects now: no report or output before that works
         executor = make_executor(min(workers, len(todo)), options.scheduler)

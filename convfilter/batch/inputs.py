@@ -6,18 +6,21 @@ left out unless asked.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..messages import STDIO as STDIN
 from ..messages import os_error_text
-from .jobs import BatchOptions, Job, Result, UsageProblem
+from .jobs import NOT_AN_IMAGE, OUR_OUTPUT, BatchOptions, Job, Result, UsageProblem
 
 IMAGE_EXTENSIONS = frozenset({
     ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".dib", ".gif", ".webp",
     ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k", ".npy",
 })
+
+
 @dataclass
 class Expansion:
     """The jobs found, and inputs that failed before any work (e.g. an empty folder)."""
@@ -25,6 +28,7 @@ class Expansion:
     jobs: list[Job]
     failures: list[Result]
     from_folders: bool  # any folder or list given: the run reports like a batch
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (path, why) of files not taken
 
 
 def read_list(path: str, stdin=None) -> list[str]:
@@ -60,51 +64,57 @@ def expand_inputs(arguments: list[str], options: BatchOptions, stdin=None) -> Ex
         raise UsageProblem("give at least one INPUT (a file, a folder or '-'), or --from-list")
     entries: list[tuple[str, str, bytes | None]] = []  # (source, subfolder, data)
     failures: list[Result] = []
+    left_out: list[tuple[str, str]] = []
     from_folders = bool(options.from_list)
     for position, argument in enumerate(list(arguments) + listed):
         if argument == STDIN:
             entries.append((STDIN, "", read_source(STDIN, stdin)))
         elif os.path.isdir(argument):
             from_folders = True
-            found, outputs_seen = _images_in(argument, options)
+            found, skipped = _images_in(argument, options)
             if not found:
+                outputs_seen = sum(why == OUR_OUTPUT for _, why in skipped)
                 failures.append(Result(-1, argument, "failed", error=_no_images(argument, options, outputs_seen)))
             entries.extend((path, sub, None) for path, sub in found)
-        elif position >= len(arguments) and os.path.isfile(argument) and not _wanted(argument, options):
-            continue  # a listed file is filtered as a folder's files are
+            left_out.extend(skipped)
+        elif position >= len(arguments) and os.path.isfile(argument) and (why := _unwanted(argument, options)):
+            left_out.append((argument, why))  # a listed file is filtered as a folder's files are
         else:
             entries.append((argument, "", None))
     jobs = [Job(index, source, sub, data) for index, (source, sub, data) in enumerate(entries)]
-    return Expansion(jobs, failures, from_folders)
+    return Expansion(jobs, failures, from_folders, left_out)
 
 
-def _images_in(folder: str, options: BatchOptions) -> tuple[list[tuple[str, str]], int]:
-    """(path, subfolder) of the images under ``folder``, and how many of our outputs were left out."""
-    from ..io import written_by_convfilter
-
+def _images_in(folder: str, options: BatchOptions) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(path, subfolder) of the images under ``folder``, and (path, why) of the files left out
+    (hidden files are not even looked at)."""
     found: list[tuple[str, str]] = []
-    outputs_seen = 0
+    skipped: list[tuple[str, str]] = []
     for top, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if options.recursive else []
         subfolder = os.path.relpath(top, folder)
         for name in sorted(files):
             path = os.path.join(top, name)
-            if name.startswith(".") or not os.path.isfile(path) or not _is_image(path):
+            if name.startswith(".") or not os.path.isfile(path):
                 continue
-            if not options.include_outputs and written_by_convfilter(path):
-                outputs_seen += 1
-                continue
-            found.append((path, "" if subfolder == "." else subfolder))
-    return found, outputs_seen
+            why = _unwanted(path, options)
+            if why:
+                skipped.append((path, why))
+            else:
+                found.append((path, "" if subfolder == "." else subfolder))
+    return found, skipped
 
 
-def _wanted(path: str, options: BatchOptions) -> bool:
-    """An image that is not convfilter's own output (unless outputs are wanted too)."""
+def _unwanted(path: str, options: BatchOptions) -> str:
+    """Why a file found in a folder or a list is not an input ('' when it is one): not an
+    image, or convfilter's own output (unless outputs are wanted too)."""
     from ..io import written_by_convfilter
 
     if not _is_image(path):
-        return False
-    return options.include_outputs or not written_by_convfilter(path)
+        return NOT_AN_IMAGE
+    if not options.include_outputs and written_by_convfilter(path):
+        return OUR_OUTPUT
+    return ""
 
 
 def _no_images(folder: str, options: BatchOptions, outputs_seen: int) -> str:
@@ -117,8 +127,10 @@ def _no_images(folder: str, options: BatchOptions, outputs_seen: int) -> str:
 
 
 def _is_image(path: str) -> bool:
-    """A known image extension, or content Pillow recognises (a quick look at the header)."""
-    if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
+    """An image extension (see :func:`image_extensions`), or content Pillow recognises (a quick
+    look at the header). A file with an image extension is an input even when it cannot be
+    read: its failure is reported, never skipped in silence."""
+    if os.path.splitext(path)[1].lower() in image_extensions():
         return True
     from PIL import Image
 
@@ -129,3 +141,25 @@ def _is_image(path: str) -> bool:
             return True
     except Exception:  # Pillow raises many kinds for non-images; none of them matters here
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def image_extensions() -> frozenset[str]:
+    """Extensions that make a file in a folder an input: the common ones and every extension
+    Pillow registers a reader for, but formats it only recognises (no decoder: GRIB, HDF5,
+    WMF...) and the non-images it can open (MPEG video, PostScript through Ghostscript)."""
+    from PIL import Image, ImageFile
+
+    Image.init()
+    readable = set()
+    for extension, fmt in Image.registered_extensions().items():
+        factory = Image.OPEN.get(fmt, (None,))[0]
+        if factory is None or fmt in NON_IMAGE_FORMATS:
+            continue
+        if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+            continue
+        readable.add(extension.lower())
+    return IMAGE_EXTENSIONS | frozenset(readable)
+
+
+NON_IMAGE_FORMATS = frozenset({"MPEG", "EPS"})

@@ -56,7 +56,9 @@ class Job:
 
     ``index`` is its position in the run (``{index}`` in names); ``subfolder``
     is its folder relative to the folder argument it came from, mirrored under
-    the output folder; ``data`` holds stdin's bytes for ``-``.
+    the output folder; ``data`` holds stdin's bytes for ``-``; ``stem``, when
+    set, names its outputs instead of its own stem (see
+    :func:`~convfilter.batch.planning.plan_jobs`).
     """
 
     index: int
@@ -64,11 +66,17 @@ class Job:
     subfolder: str = ""
     data: bytes | None = field(default=None, repr=False)
     outputs: tuple[str, ...] = ()
+    stem: str | None = None
 
 
 @dataclass
 class Result:
-    """What became of one job. ``status`` is processed, failed or skipped."""
+    """What became of one job. ``status`` is processed, failed or skipped.
+
+    ``error`` is the reason a job failed as one readable line; ``detail`` the whole of it
+    (libraries can say a lot), for the ``--report``. ``warnings`` are what the user should
+    know about a job processed anyway (an image read truncated).
+    """
 
     index: int
     source: str
@@ -78,12 +86,18 @@ class Result:
     seconds: float = 0.0
     error: str | None = None
     stdout: bytes = b""  # data for stdout (a map with -o -, or global pool values), written in input order
+    detail: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def report_line(self) -> str:
         return json.dumps({
             "path": display_name(self.source), "status": self.status, "outputs": self.outputs,
             "shapes": [list(s) for s in self.shapes], "seconds": round(self.seconds, 6), "error": self.error,
+            "detail": self.detail or self.error, "warnings": self.warnings,
         })
+
+
+NOT_AN_IMAGE, OUR_OUTPUT = "not an image", "written by convfilter"  # why a found file is left out
 
 
 def failed(jobs, message: str) -> list[Result]:
@@ -95,8 +109,9 @@ def failed(jobs, message: str) -> list[Result]:
 class Work:
     """The per-file work of a run: a picklable callable ``Work(recipe, plan)(job) -> Result``.
 
-    It never raises for a bad input: the error goes into the Result, so any
-    executor (local or remote) treats every job alike.
+    It never raises for a bad input, whatever a decoder raised: the error goes
+    into the Result, so any executor (local or remote) treats every job alike
+    and a worker never dies of a file.
     """
 
     recipe: Recipe
@@ -112,14 +127,17 @@ class Work:
 
         start = time.perf_counter()
         buffer = _io.BytesIO()
+        warnings: list[str] = []
         try:
             written = process(job.source, self.recipe, self.plan, buffer, subfolder=job.subfolder,
-                              index=job.index, data=job.data)
-        except (ValueError, OSError, MemoryError) as exc:
+                              index=job.index, data=job.data, warnings=warnings, stem=job.stem)
+        except Exception as exc:  # noqa: BLE001 - one file's failure, whatever raised it, is that file's
+            reason = error_message(exc)
             return Result(job.index, job.source, "failed", seconds=time.perf_counter() - start,
-                          error=error_message(exc))
+                          error=reason, detail=getattr(exc, "detail", None) or reason)
         return Result(job.index, job.source, "processed", [w.path for w in written],
-                      [tuple(w.shape) for w in written], time.perf_counter() - start, None, buffer.getvalue())
+                      [tuple(w.shape) for w in written], time.perf_counter() - start, None, buffer.getvalue(),
+                      warnings=warnings)
 
     def anchored(self, folder: str) -> "Work":
         """The same work with relative paths resolved against ``folder``, to run in another

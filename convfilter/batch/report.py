@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..messages import os_error_text
-from .jobs import Result, RunProblem, UsageProblem
+from .jobs import NOT_AN_IMAGE, OUR_OUTPUT, Result, RunProblem, UsageProblem
 
 
 @dataclass
@@ -14,9 +14,19 @@ class Summary:
     failed: int = 0
     skipped: int = 0
     not_run: int = 0
+    left_out: dict[str, int] = field(default_factory=dict)  # files of folders and lists not taken, by why
 
     def line(self) -> str:
-        return f"processed {self.processed}, failed {self.failed}, skipped {self.skipped}"
+        counts = f"processed {self.processed}, failed {self.failed}, skipped {self.skipped}"
+        if not self.left_out:
+            return counts
+        kinds = {NOT_AN_IMAGE: ("non-image file", "non-image files"),
+                 OUR_OUTPUT: ("file written by convfilter", "files written by convfilter")}
+        parts = []
+        for why, count in sorted(self.left_out.items()):
+            one, many = kinds[why]
+            parts.append(f"{count} {one if count == 1 else many}")
+        return f"{counts}; left out {' and '.join(parts)}"
 
 
 def open_report(path: str):
