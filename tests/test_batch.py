@@ -48,8 +48,8 @@ def test_folder_run_mirrors_the_tree_and_names_each_failure(tree, tmp_path):
     lines = err.splitlines()
     for broken in BROKEN:
         assert sum(line.startswith(f"Error: {tree / broken}: ") for line in lines) == 1
-    assert "notes.txt" not in err  # not an image: skipped quietly
-    assert lines[-1] == "processed 4, failed 2, skipped 0"
+    assert "notes.txt" not in err  # not an image: left out, and counted
+    assert lines[-1] == "processed 4, failed 2, skipped 0; left out 1 non-image file"
     for name in GOOD:  # every output decodes and has the input's size (SAME padding)
         with Image.open(tmp_path / "out" / next(iter(outputs_of([name])))) as image:
             assert image.size == (32, 24) and image.mode == "L"
@@ -85,7 +85,7 @@ def test_skip_existing_touches_nothing(tree, tmp_path):
     code, output = invoke("apply", "-k", "vertical", "-r", tree, "-o", out, "--skip-existing")
     assert code == 1  # the broken files still fail
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
-    assert output.splitlines()[-1] == "processed 0, failed 2, skipped 4"
+    assert output.splitlines()[-1] == "processed 0, failed 2, skipped 4; left out 1 non-image file"
 
 
 def test_from_list_on_stdin(tree, tmp_path):
@@ -94,7 +94,7 @@ def test_from_list_on_stdin(tree, tmp_path):
                               stdin=listing.encode())
     assert code == 0, err
     assert set(files_under(tmp_path / "out")) == {Path(n).stem + "_vertical.png" for n in GOOD}
-    assert err.splitlines()[-1] == "processed 4, failed 0, skipped 0"
+    assert err.splitlines()[-1] == "processed 4, failed 0, skipped 0; left out 1 non-image file"
 
 
 def test_a_rerun_in_place_adds_nothing(tree, tmp_path):
@@ -103,7 +103,9 @@ def test_a_rerun_in_place_adds_nothing(tree, tmp_path):
     assert outputs_of(GOOD) <= set(after_first)
     code, output = invoke("apply", "-k", "vertical", "-r", tree, "-o", tree)
     assert code == 1
-    assert output.splitlines()[-1] == "processed 4, failed 2, skipped 0"  # our outputs were not inputs
+    # our outputs were not inputs
+    assert output.splitlines()[-1] == ("processed 4, failed 2, skipped 0; left out 1 non-image file and 4 files "
+                                       "written by convfilter")
     assert files_under(tree) == after_first
 
 
@@ -139,12 +141,49 @@ def test_name_template(tree, tmp_path):
     assert "sub/deeper/vertical/005-d.png" in names  # sub-folders mirror the tree, then the name
 
 
+def test_inputs_sharing_a_stem_get_their_whole_names_by_default(tmp_path):
+    for seed, name in enumerate(("hopper.png", "hopper.bmp", "other.png")):
+        picture(tmp_path / "in" / name, seed)
+    code, output = invoke("apply", "-k", "vertical", tmp_path / "in", "-o", tmp_path / "out")
+    assert code == 0, output
+    assert sorted(files_under(tmp_path / "out")) == ["hopper.bmp_vertical.png", "hopper.png_vertical.png",
+                                                     "other_vertical.png"]
+    code, output = invoke("apply", "-k", "vertical", tmp_path / "in", "-o", tmp_path / "named",
+                          "--name", "{name}.{kernel}.{ext}")
+    assert code == 0, output
+    assert sorted(files_under(tmp_path / "named")) == ["hopper.bmp.vertical.png", "hopper.png.vertical.png",
+                                                       "other.png.vertical.png"]
+
+
+def test_a_name_clash_suggests_what_helps(tmp_path):
+    for seed, name in enumerate(("a/hopper.png", "a/hopper.bmp", "b/hopper.png")):
+        picture(tmp_path / name, seed)
+    # a --name without the whole name: {name} helps
+    code, output = invoke("apply", "-k", "vertical", tmp_path / "a", "-o", tmp_path / "out", "--name",
+                          "{stem}-{kernel}.{ext}")
+    assert code == 1
+    (line,) = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert line.startswith(f"Error: {tmp_path / 'a' / 'hopper.png'}: the output ")
+    assert "put {name} (the whole file name) in --name, e.g. --name '{name}_{kernel}.{ext}' or put {index}" in line
+    assert " -r " not in line
+    # one file name in two folders, named on the command line: their folders with -r help
+    code, output = invoke("apply", "-k", "vertical", tmp_path / "a" / "hopper.png", tmp_path / "b" / "hopper.png",
+                          "-o", tmp_path / "out2")
+    assert code == 1
+    assert "use their folder as the input with -r (sub-folders are mirrored) or put {index} in --name" in output
+    # ... unless -r was used already
+    code, output = invoke("apply", "-k", "vertical", "-r", tmp_path / "a", tmp_path / "b", "-o", tmp_path / "out3")
+    assert code == 1
+    (line,) = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert line.endswith("; put {index} in --name") and " -r " not in line.split(";")[1]
+
+
 @pytest.mark.parametrize("template, message", [
     ("{stem}_{colour}.{ext}", "unknown field {colour}"),
     ("../{stem}_{kernel}.{ext}", "inside the output folder"),
     ("/tmp/{stem}_{kernel}.{ext}", "inside the output folder"),
     ("{stem}_{kernel", "--name"),
-    ("{kernel}.{ext}", "put {stem} or {index} in it"),
+    ("{kernel}.{ext}", "put {stem}, {name} or {index} in it"),
     ("{stem}.{ext}", "put {kernel} in it"),
 ])
 def test_bad_name_templates_are_usage_errors(tree, tmp_path, template, message):

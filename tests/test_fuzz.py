@@ -1,5 +1,9 @@
 """Hostile input: seeded mutants of real JPEG/PNG/GIF/TIFF files through the CLI and ``outputs.process``.
 
+The hostile corpus (``tests/hostile.py``: DDS variants Pillow does not implement, TIFFs that make
+libtiff print, a PNG Pillow recognises then refuses, truncated files...) joins the seeds: each of
+its files goes in as it is and as a few mutants, so every failure mode found stays a fixture.
+
 Every mutant must either give its outputs or one ``Error: FILE: reason`` line: the process exits
 0 or 1 within a bounded time, never with a traceback, a signal or a hang. The CLI runs many
 mutants per process (it carries on after a failed input) to keep the test fast; the in-process
@@ -20,6 +24,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import hostile
 from conftest import run_convfilter
 from convfilter import outputs, probe
 from convfilter.kernels import resolve
@@ -28,6 +33,7 @@ from convfilter.recipe import DEFAULT_MAX_PIXELS, Convolution, Pooling, Recipe
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 SEED = 20261128
 MUTANTS_PER_SEED_FILE = 60  # 6 seed files x 60 = 360 mutants
+MUTANTS_PER_HOSTILE_FILE = 8  # and each failing file of the hostile corpus, as it is and 8 mutants
 BATCH = 90  # mutants per CLI process
 TIMEOUT = 60  # seconds for one CLI process (a hang fails the test instead of stalling it)
 ERRORS = (ValueError, OSError, MemoryError)  # what outputs.process may raise for bad input
@@ -135,7 +141,22 @@ def make_mutants(folder: Path) -> list[Path]:
             path = folder / f"{stem}-{index:03d}-{mutate.__name__}{ext}"
             path.write_bytes(mutant)
             paths.append(path)
+    for name, data in hostile_seeds().items():
+        stem, ext = os.path.splitext(name)
+        (folder / f"{stem}-original{ext}").write_bytes(data)
+        paths.append(folder / f"{stem}-original{ext}")
+        for index in range(MUTANTS_PER_HOSTILE_FILE):
+            mutate = MUTATIONS[index % len(MUTATIONS)]
+            path = folder / f"{stem}-{index:03d}-{mutate.__name__}{ext}"
+            path.write_bytes(mutate(data, rng))
+            paths.append(path)
     return paths
+
+
+def hostile_seeds() -> dict[str, bytes]:
+    """The failing files of the hostile corpus, their extension also in the stem (no two share one)."""
+    return {name.replace(".", "-") + os.path.splitext(name)[1]: data for name, data in hostile.corpus().items()
+            if hostile.EXPECTED[name]}
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +168,7 @@ def test_mutants_are_deterministic_and_varied(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first, second = make_mutants(tmp_path / "a"), make_mutants(tmp_path / "b")
-    assert len(first) == 6 * MUTANTS_PER_SEED_FILE
+    assert len(first) == 6 * MUTANTS_PER_SEED_FILE + len(hostile_seeds()) * (1 + MUTANTS_PER_HOSTILE_FILE)
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
     originals = set(seed_files().values())
     changed = [p for p in first if p.read_bytes() not in originals]
