@@ -23,6 +23,7 @@ from PIL import Image
 
 import hostile
 import raising_plugin
+from conftest import CHECKOUT_ENV
 from convfilter import io as cfio
 from convfilter._stderr import LibraryStderr
 from convfilter.diagnosis import library_words
@@ -36,7 +37,7 @@ READABLE = 500  # what was recognised, the reason in plain words, the library's 
 def run(*args, cwd, plugin=False) -> tuple[int, str]:
     """The real command in a subprocess (with the raising plugin loaded if asked): (exit code, stderr)."""
     command = [sys.executable, "-c", WITH_PLUGIN] if plugin else [sys.executable, "-m", "convfilter"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    env = {**CHECKOUT_ENV, "PYTHONPATH": os.pathsep.join([str(TESTS), CHECKOUT_ENV["PYTHONPATH"]])}
     done = subprocess.run([*command, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300,
                           env=env, stdin=subprocess.DEVNULL)
     return done.returncode, done.stderr
