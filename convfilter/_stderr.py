@@ -20,7 +20,8 @@ class LibraryStderr:
     temporary file, the last one out restores it, and each reader gets the text written while
     it was in. In a process that reads in several threads at once (a Dask worker), a reader may
     therefore get a neighbour's lines too; one that reads alone (the CLI, a worker process)
-    gets exactly its own.
+    gets exactly its own. The temporary file is made once per process and emptied when the
+    last reader leaves (making one per read cost more than decoding a thumbnail).
     """
 
     _lock = threading.Lock()
@@ -58,6 +59,8 @@ class LibraryStderr:
         except (AttributeError, OSError, ValueError):
             pass
         end = cls._position()
+        if end == self._start:
+            return ""
         data = os.pread(cls._sink.fileno(), min(end - self._start, self.LIMIT), self._start)
         return data.decode("utf-8", "replace")
 
@@ -84,7 +87,8 @@ class LibraryStderr:
         except OSError:  # no stderr at all: nothing to keep clean
             return
         try:
-            cls._sink = tempfile.TemporaryFile()
+            if cls._sink is None:
+                cls._sink = tempfile.TemporaryFile()
             target = cls._sink.fileno()
         except OSError:  # no temporary folder: drop the text rather than let it through
             cls._sink, target = None, os.open(os.devnull, os.O_WRONLY)
@@ -99,13 +103,16 @@ class LibraryStderr:
         os.dup2(cls._saved, 2)
         os.close(cls._saved)
         cls._saved = None
-        if cls._sink is not None:
-            cls._sink.close()
-            cls._sink = None
+        if cls._sink is not None and cls._position():  # emptied for the next reader (it stays open)
+            os.ftruncate(cls._sink.fileno(), 0)
+            os.lseek(cls._sink.fileno(), 0, os.SEEK_SET)
 
     @classmethod
     def _after_fork(cls) -> None:
         cls._lock = threading.Lock()  # a lock held by another thread at fork time would never be freed
+        if cls._users == 0 and cls._sink is not None:  # the parent's file (and offset): make our own
+            cls._sink.close()
+            cls._sink = None
 
 
 if hasattr(os, "register_at_fork"):
