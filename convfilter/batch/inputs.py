@@ -127,10 +127,11 @@ def _no_images(folder: str, options: BatchOptions, outputs_seen: int) -> str:
 
 
 def _is_image(path: str) -> bool:
-    """An image extension (see :func:`image_extensions`), or content Pillow recognises (a quick
+    """An image extension (see :func:`pillow_extensions`), or content Pillow recognises (a quick
     look at the header). A file with an image extension is an input even when it cannot be
     read: its failure is reported, never skipped in silence."""
-    if os.path.splitext(path)[1].lower() in image_extensions():
+    extension = os.path.splitext(path)[1].lower()
+    if extension in IMAGE_EXTENSIONS or (extension and extension in pillow_extensions()):
         return True
     from PIL import Image
 
@@ -144,10 +145,11 @@ def _is_image(path: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def image_extensions() -> frozenset[str]:
-    """Extensions that make a file in a folder an input: the common ones and every extension
-    Pillow registers a reader for, but formats it only recognises (no decoder: GRIB, HDF5,
-    WMF...) and the non-images it can open (MPEG video, PostScript through Ghostscript)."""
+def pillow_extensions() -> frozenset[str]:
+    """Extensions that make a file in a folder an input besides :data:`IMAGE_EXTENSIONS`: every
+    extension Pillow registers a reader for, but formats it only recognises (no decoder: GRIB,
+    HDF5, WMF...) and the non-images it can open (MPEG video, PostScript through Ghostscript).
+    Asked only for other extensions: loading all of Pillow's plugins takes tens of ms."""
     from PIL import Image, ImageFile
 
     Image.init()
@@ -159,7 +161,7 @@ def image_extensions() -> frozenset[str]:
         if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
             continue
         readable.add(extension.lower())
-    return IMAGE_EXTENSIONS | frozenset(readable)
+    return frozenset(readable)
 
 
 NON_IMAGE_FORMATS = frozenset({"MPEG", "EPS"})
