@@ -1,8 +1,10 @@
 """Cross-check convfilter against TensorFlow, the semantic reference, on many random cases.
 
 Compares ``convfilter.conv2d`` with ``tf.nn.conv2d`` (odd and even kernels, strides,
-dilations, SAME and VALID, tiny images, kernels larger than the image, and banks that take
-each of convfilter's exact fast paths), explicit padding (``tf.nn.conv2d`` and
+dilations, SAME and VALID, tiny images, kernels larger than the image, banks that take
+each of convfilter's exact fast paths, and 8-130 channels through each matrix-product
+path forced and as the cost model chooses), ``depthwise_conv2d`` with
+``tf.nn.depthwise_conv2d``, explicit padding (``tf.nn.conv2d`` and
 ``tf.nn.max_pool2d`` with ``[[0, 0], [top, bottom], [left, right], [0, 0]]``), ``pad`` against
 ``tf.pad`` (CONSTANT, REFLECT, SYMMETRIC), ``conv2d(border=...)`` against ``tf.pad`` then a VALID
 ``tf.nn.conv2d``, the explicit paddings both refuse, the keras pooling layers (``MaxPool2D``,
@@ -29,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 import convfilter
+from convfilter import conv_paths, ops
 from convfilter.geometry import axis
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
@@ -92,7 +95,18 @@ class Family:
 # --- convolution ---------------------------------------------------------------------------
 
 
-def random_geometry(rng, tiny: bool = False, large_kernel: bool = False):
+def conv2d_by_path(x, w, strides, padding, dilations, path: str = "auto"):
+    """``convfilter.conv2d``, or the cross-correlation by one forced path of :data:`CONV_PATHS`."""
+    if path == "auto":
+        return convfilter.conv2d(x, w, strides=strides, padding=padding, dilations=dilations)
+    gh = axis(x.shape[1], w.shape[0], strides[0], padding, dilations[0])
+    gw = axis(x.shape[2], w.shape[1], strides[1], padding, dilations[1])
+    return conv_paths.correlate(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(w, np.float32),
+                                strides, dilations, gh, gw, path=path, sum_channels=False)
+
+
+def random_geometry(rng, tiny: bool = False, large_kernel: bool = False, channels=(1, 5), filters=(1, 6),
+                    kernels=(1, 8)):
     """(N, H, W, C, fh, fw, F, strides, padding, dilations) of one valid tf.nn.conv2d call."""
     if tiny:
         height, width = TINY[rng.integers(len(TINY))]
@@ -103,12 +117,12 @@ def random_geometry(rng, tiny: bool = False, large_kernel: bool = False):
         fh, fw = height + int(rng.integers(1, 5)), width + int(rng.integers(1, 5))
         padding = "SAME"
     else:
-        fh, fw = (int(v) for v in rng.integers(1, 8, 2))
+        fh, fw = (int(v) for v in rng.integers(*kernels, 2))
         effective_h, effective_w = (fh - 1) * dilations[0] + 1, (fw - 1) * dilations[1] + 1
         fits = effective_h <= height and effective_w <= width
         padding = "VALID" if fits and rng.random() < 0.5 else "SAME"
-    n_img, channels, n_out = int(rng.integers(1, 4)), int(rng.integers(1, 5)), int(rng.integers(1, 6))
-    return n_img, height, width, channels, fh, fw, n_out, strides, padding, dilations
+    n_img, n_in, n_out = int(rng.integers(1, 4)), int(rng.integers(*channels)), int(rng.integers(*filters))
+    return n_img, height, width, n_in, fh, fw, n_out, strides, padding, dilations
 
 
 def random_bank(rng, fh, fw, channels, n_out, kind: str) -> np.ndarray:
@@ -131,16 +145,35 @@ def random_bank(rng, fh, fw, channels, n_out, kind: str) -> np.ndarray:
 
 
 def check_conv(tf, rng, family: Family, cases: int, kind: str, tiny=False, large_kernel=False,
-               scale_images: int = 1) -> None:
+               scale_images: int = 1, path: str = "auto", **shapes) -> None:
+    """``cases`` random tf.nn.conv2d calls; ``path`` forces one of convfilter's paths and
+    ``shapes`` (channels, filters, kernels: ranges) widen the random geometry."""
     for _ in range(cases):
         n_img, height, width, channels, fh, fw, n_out, strides, padding, dilations = random_geometry(
-            rng, tiny, large_kernel)
+            rng, tiny, large_kernel, **shapes)
         height, width = height * scale_images, width * scale_images
         x = rng.standard_normal((n_img, height, width, channels)).astype(np.float32)
         w = random_bank(rng, fh, fw, channels, n_out, kind)
-        ours = convfilter.conv2d(x, w, strides=strides, padding=padding, dilations=dilations)
+        ours = conv2d_by_path(x, w, strides, padding, dilations, path)
         theirs = tf.nn.conv2d(x, w, strides=strides, padding=padding, dilations=dilations).numpy()
         family.add(ours, theirs, f"x{x.shape} w{w.shape} s{strides} d{dilations} {padding}")
+
+
+def check_depthwise(tf, rng, family: Family, cases: int) -> None:
+    """tf.nn.depthwise_conv2d: equal strides (TF's CPU kernel wants them), dilations with stride 1."""
+    for _ in range(cases):
+        height, width = (int(v) for v in rng.choice(SIZES, 2))
+        stride = int(rng.integers(1, 3))
+        rate = 1 if stride > 1 else int(rng.integers(1, 3))
+        fh, fw = (int(v) for v in rng.integers(1, 6, 2))
+        fits = (fh - 1) * rate + 1 <= height and (fw - 1) * rate + 1 <= width
+        padding = "VALID" if fits and rng.random() < 0.5 else "SAME"
+        channels, mult = int(rng.integers(1, 70)), int(rng.integers(1, 4))
+        x = rng.standard_normal((int(rng.integers(1, 4)), height, width, channels)).astype(np.float32)
+        w = rng.standard_normal((fh, fw, channels, mult)).astype(np.float32)
+        ours = ops.depthwise_conv2d(x, w, stride, padding, rate)
+        theirs = tf.nn.depthwise_conv2d(x, w, [1, stride, stride, 1], padding, dilations=[rate, rate]).numpy()
+        family.add(ours, theirs, f"x{x.shape} w{w.shape} s{stride} d{rate} {padding}")
 
 
 def check_large_conv(tf, rng, family: Family) -> None:
@@ -344,9 +377,20 @@ def main(argv=None) -> int:
         family = Family(f"tf.nn.conv2d {kind}", note=note)
         check_conv(tf, rng, family, n, kind)
         conv_families.append(family)
+    many = dict(channels=(8, 131), filters=(1, 41))
+    for path, note, shapes in (("im2col", "im2col path, 8-130 channels", dict(many, kernels=(1, 8))),
+                               ("matmul", "matmul path (1x1), 8-130 channels", dict(many, kernels=(1, 2))),
+                               ("auto", "paths chosen by the cost model, 8-130 channels", many)):
+        family = Family(f"tf.nn.conv2d many channels, {path}", note=note)
+        check_conv(tf, rng, family, max(n // 2, 1), "dense", path=path, **shapes)
+        conv_families.append(family)
+    depthwise = Family("tf.nn.depthwise_conv2d", note="1-69 channels, multiplier 1-3")
+    check_depthwise(tf, rng, depthwise, n)
+    conv_families.append(depthwise)
     tiny = Family("tf.nn.conv2d tiny images (1x1, 1x7, ...)")
     for kind in ("dense", "rank1", "uniform"):
         check_conv(tf, rng, tiny, max(n // 3, 1), kind, tiny=True)
+    check_conv(tf, rng, tiny, max(n // 3, 1), "dense", tiny=True, path="im2col", channels=(8, 131))
     larger = Family("tf.nn.conv2d kernel larger than image, SAME")
     for kind in ("dense", "rank1", "uniform"):
         check_conv(tf, rng, larger, max(n // 3, 1), kind, large_kernel=True)

@@ -30,7 +30,8 @@ if TYPE_CHECKING:  # what the lazy attributes below are, for type checkers and e
     from .borders import pad  # noqa: F401
     from .geometry import output_size  # noqa: F401
     from .ops import (  # noqa: F401
-        activate, avg_pool2d, bias_add, conv2d, global_avg_pool2d, global_max_pool2d, max_pool2d, relu,
+        activate, avg_pool2d, bias_add, conv2d, depthwise_conv2d, global_avg_pool2d, global_max_pool2d, max_pool2d,
+        relu,
     )
 
 

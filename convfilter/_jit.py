@@ -34,8 +34,7 @@ from numba import njit  # noqa: E402
 
 # The public kernels, for ``ops.warm_up`` (helpers inlined into them are not listed).
 KERNELS = ("pad_planar", "pad_planar_channel_sum", "pad_planar_channel_sum_scaled", "correlate_planar",
-           "correlate_separable",
-           "max_pool", "avg_pool")
+           "correlate_separable", "correlate_depthwise", "max_pool", "avg_pool")
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
@@ -346,6 +345,51 @@ def correlate_separable(xp, pad_top, pad_left, col_taps, col_weights, group_taps
                                   row_weights[f, c], row_weights[f, c], 0, sw, out_w)
             for k in range(count):
                 _store_transposed(rows[k], out[n, i + k], bias, add_bias, relu)
+
+
+@njit(cache=CACHE, nogil=True)
+def correlate_depthwise(x, w, sh, sw, dh, dw, pad_top, pad_left, bias, add_bias, relu, out, row_start, row_stop):
+    """Depthwise cross-correlation of NHWC ``x`` with ``w`` (fh, fw, C, M), output rows
+    ``[row_start, row_stop)``:
+
+    ``out[n, i, j, c*M + m] = sum_{u, v} x[n, i*sh + u*dh - pad_top, j*sw + v*dw - pad_left, c] * w[u, v, c, m]``
+
+    over the taps that fall inside the image (the others are zero padding), summed in the
+    order ``u``, then ``v``, then ``bias`` and ``relu`` as in :func:`correlate_planar`. The
+    innermost loop runs over the channels of one pixel, which lie next to each other in NHWC,
+    so it vectorises for the many channels of a network's depthwise layers.
+    """
+    n_img, height, width, channels = x.shape
+    fh, fw, mult = w.shape[0], w.shape[1], w.shape[3]
+    out_w, n_out = out.shape[2], out.shape[3]
+    total = np.empty((out_w, n_out), np.float32)  # one output row, summed tap by tap
+    for n in range(n_img):
+        for i in range(row_start, row_stop):
+            total[:] = 0.0
+            for u in range(fh):
+                r = i * sh + u * dh - pad_top
+                if r < 0 or r >= height:
+                    continue
+                for v in range(fw):
+                    # the outputs j whose column j*sw + v*dw - pad_left lies inside the image
+                    offset = v * dw - pad_left
+                    j_start = max(0, -(offset // sw)) if offset < 0 else 0
+                    j_stop = min(out_w, (width - 1 - offset) // sw + 1)
+                    taps = w[u, v].reshape(n_out)
+                    for j in range(j_start, j_stop):
+                        pixel, acc = x[n, r, j * sw + offset], total[j]
+                        if mult == 1:
+                            for c in range(channels):
+                                acc[c] += pixel[c] * taps[c]
+                        else:
+                            for c in range(channels):
+                                value = pixel[c]
+                                for m in range(mult):
+                                    acc[c * mult + m] += value * taps[c * mult + m]
+            for j in range(out_w):
+                dst, acc = out[n, i, j], total[j]
+                for k in range(n_out):
+                    dst[k] = _finished(acc[k], bias[k], add_bias, relu)
 
 
 @njit(cache=CACHE, nogil=True, inline="always")

@@ -193,6 +193,37 @@ def correlate_separable(xp, pad_top, pad_left, col_taps, col_weights, group_taps
         out[:, lo:hi] = _finish(rows, bias, add_bias, relu).transpose(1, 2, 3, 0)
 
 
+@_quiet
+def correlate_depthwise(x, w, sh, sw, dh, dw, pad_top, pad_left, bias, add_bias, relu, out, row_start, row_stop):
+    """Depthwise cross-correlation of NHWC ``x`` (see ``_jit.correlate_depthwise``): each output
+    cell sums its taps inside the image one after the other, ``u`` then ``v``, from +0.0."""
+    n_img, height, width, channels = x.shape
+    fh, fw, mult = w.shape[0], w.shape[1], w.shape[3]
+    out_w, n_out = out.shape[2], out.shape[3]
+    taps = w.reshape(fh, fw, n_out)
+    for lo, hi in _blocks(row_start, row_stop, n_img * out_w * n_out):
+        total = np.zeros((n_img, hi - lo, out_w, channels, mult), np.float32)
+        for u in range(fh):
+            # the output rows i whose row i*sh + u*dh - pad_top lies inside the image
+            i_start = max(lo, -(-(pad_top - u * dh) // sh))
+            i_stop = min(hi, (height - 1 + pad_top - u * dh) // sh + 1)
+            if i_start >= i_stop:
+                continue
+            r = i_start * sh + u * dh - pad_top
+            rows = x[:, r : r + (i_stop - i_start - 1) * sh + 1 : sh]
+            for v in range(fw):
+                offset = v * dw - pad_left
+                j_start = max(0, -(offset // sw)) if offset < 0 else 0
+                j_stop = min(out_w, (width - 1 - offset) // sw + 1)
+                if j_start >= j_stop:
+                    continue
+                q = j_start * sw + offset
+                pixels = rows[:, :, q : q + (j_stop - j_start - 1) * sw + 1 : sw, :, None]
+                total[:, i_start - lo : i_stop - lo, j_start:j_stop] += pixels * taps[u, v].reshape(channels, mult)
+        block = total.reshape(n_img, hi - lo, out_w, n_out).transpose(3, 0, 1, 2)
+        out[:, lo:hi] = _finish(block, bias, add_bias, relu).transpose(1, 2, 3, 0)
+
+
 def _pool_blocks(x, ph, pw, sh, sw, pad_top, pad_left, fill, out, row_start, row_stop):
     """Blocks of output rows ``[lo, hi)`` with ``cell(a, b)``: cell ``(a, b)`` of every window of
     those rows as (N, C, rows, W), read from a padded planar copy of the rows they need (``fill``

@@ -4,9 +4,11 @@ Arrays are NHWC (``(N, H, W, C)``; a single ``(H, W, C)`` image is accepted
 and returned without the batch axis), filters are ``(fh, fw, in, out)``,
 and the result is always float32. Every function validates its arguments and
 raises ValueError/TypeError with a message that says what to change, then
-runs a private kernel: Numba's compiled one or its numpy twin, which gives the
-same bits, whichever is faster for the call including Numba's start-up (see
-:mod:`convfilter._backend` and :func:`set_backend`).
+computes the result by one of the exact paths of :mod:`convfilter.conv_paths`
+(private kernels, or numpy's BLAS for many channels) on the threads of
+:mod:`convfilter.threads`. Each kernel runs as Numba's compiled loop or its numpy
+twin, which gives the same bits, whichever is faster for the call including
+Numba's start-up (see :mod:`convfilter._backend` and :func:`set_backend`).
 
 The formula, as in TensorFlow (cross-correlation; the kernel is not flipped)::
 
@@ -19,19 +21,21 @@ explicit cells); the padding cells are zeros unless a ``border`` mode fills them
 
 from __future__ import annotations
 
-import os
+import functools
 import warnings
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _backend
 from ._backend import expect_repeats, get_backend, set_backend
-from .borders import fill_border, pad
-from .geometry import (AxisGeometry, IntOrPair, Padding, axis, axis_padding, check_border, check_pool_padding,
-                       describe_padding, normalize_border, normalize_padding, output_size, pair)
-from .system import usable_cpus
+from .activations import IN_PLACE, apply_in_place
+from .activations import activation_name as _activation_name
+from .borders import pad
+from .conv_paths import CONV_PATHS, correlate, finish_of, read_only, sums_input_channels
+from .geometry import (IntOrPair, Padding, axis, axis_padding, check_border, check_pool_padding, describe_padding,
+                       normalize_border, normalize_padding, output_size, pair)
 from .kernels import OUT_FIRST_HINT, looks_out_first
+from .threads import get_num_threads, run_bands, set_num_threads
 
 __all__ = [
     "conv2d",
@@ -45,6 +49,7 @@ __all__ = [
     "relu",
     "activate",
     "ACTIVATIONS",
+    "CONV_PATHS",
     "output_size",
     "set_num_threads",
     "get_num_threads",
@@ -74,15 +79,6 @@ def _as_batch(input, name: str = "input", keep_samples: bool = False) -> tuple[n
     if keep_samples and x.dtype == np.uint8:  # one compiled signature: other types take the float copy
         return np.ascontiguousarray(x), added
     return np.ascontiguousarray(x, dtype=np.float32), added
-
-
-def _read_only(x: np.ndarray) -> np.ndarray:
-    """A read-only view of ``x``, for a kernel that only reads it: decoded images are read-only,
-    arrays from elsewhere may not be, and Numba types the two apart, so the kernels always get
-    a read-only view (one compiled signature)."""
-    view = x.view()
-    view.flags.writeable = False
-    return view
 
 
 def _unbatch(out: np.ndarray, added: bool) -> np.ndarray:
@@ -136,9 +132,10 @@ def conv2d(input: ArrayLike, filters: ArrayLike, strides: IntOrPair = 1, padding
         Added to each output channel, as keras ``Conv2D(use_bias=True)``.
     activation : str, optional, keyword-only
         One of :data:`ACTIVATIONS` (None: ``"none"``), applied after the bias as keras
-        ``Conv2D(activation=...)`` does. ``"relu"`` and the bias are applied in the kernel as
-        each output row is stored, with the same result as ``relu(bias_add(conv2d(...), bias))``
-        but without a second pass over the output; other activations run after the kernel.
+        ``Conv2D(activation=...)`` does, with the same result as
+        ``activate(bias_add(conv2d(...), bias), activation)`` but without another full-size
+        array: the bias and the activation are applied as each output row or tile is stored
+        (ReLU in the kernels), or in place on the result.
     border : {"CONSTANT", "REFLECT", "SYMMETRIC", "EDGE"}, keyword-only, case-insensitive
         The values of the padding cells, as :func:`pad` gives them: zeros (TensorFlow's), or
         mirrored or repeated image cells. The amounts stay those of ``padding``, so
@@ -189,20 +186,8 @@ def _conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None
     """:func:`conv2d` without the warning about PyTorch-looking filters, for callers that warn
     about them themselves (the command line, when it reads a kernel file)."""
     x, added = _as_batch(input, keep_samples=input_scale is not None)
-    w = np.asarray(filters)
-    if w.dtype.kind not in "biuf":
-        raise TypeError(f"filters must hold numbers, got dtype {w.dtype}")
-    if w.ndim != 4:
-        raise ValueError(
-            f"filters must be 4-D (fh, fw, in_channels, out_channels), got shape {w.shape}; "
-            "for one 2-D kernel k use k[:, :, None, None]"
-        )
-    if 0 in w.shape:
-        raise ValueError(f"filters have an empty axis: shape {w.shape}")
-    if w.shape[2] != x.shape[3]:
-        raise ValueError(_channel_mismatch(np.shape(input), w.shape))
-    if not np.isfinite(w).all():
-        raise ValueError("filters contain NaN or infinity; kernel values must be finite")
+    w = _filters(filters, x.shape[3], "filters", "out_channels",
+                 mismatch=lambda shape: _channel_mismatch(np.shape(input), shape))
     strides = pair(strides, "strides")
     dilations = pair(dilations, "dilations")
     padding = normalize_padding(padding)
@@ -212,14 +197,13 @@ def _conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None
     gh, gw = _geometry(x, w.shape[:2], strides, padding, dilations, "kernel")
     check_border(border, gh, "rows")
     check_border(border, gw, "columns")
-    w = np.ascontiguousarray(w, np.float32)
     if input_scale is not None:
         if not (np.isfinite(input_scale) and input_scale > 0):
             raise ValueError(f"input_scale must be a positive number, got {input_scale!r}")
         if x.dtype == np.float32 or not sums_input_channels(w):
             x, input_scale = x.astype(np.float32) / np.float32(input_scale), None
-    out = _correlate(x, w, strides, dilations, gh, gw, bias=bias, activation=activation,
-                     border=border, input_scale=input_scale)
+    out = correlate(x, w, strides, dilations, gh, gw, bias=bias, activation=activation, border=border,
+                    input_scale=input_scale)
     return _unbatch(out, added)
 
 
@@ -241,71 +225,77 @@ def _channel_mismatch(input_shape: tuple[int, ...], filters_shape: tuple[int, ..
             + "; ".join(hints or [f"use filters of shape ({fh}, {fw}, {channels}, {n_out})"]))
 
 
-# --- threads ---------------------------------------------------------------------------------
-# The kernels release the GIL and work on bands of output rows, so plain threads run them in
-# parallel. Work below MIN_PARALLEL_WORK multiply-adds (or cells) stays on the calling thread:
-# starting threads costs more than it saves there.
+def _filters(filters, channels: int, name: str, last_axis: str, mismatch=None) -> np.ndarray:
+    """``filters`` as C-contiguous float32 (fh, fw, channels, K), checked; ``name`` is the
+    parameter ("filters" or "filter"), ``last_axis`` the name of K, and ``mismatch(shape)``
+    (optional) the message when the input channels differ."""
+    plural = name.endswith("s")
+    have, contain, expect = ("have", "contain", "expect") if plural else ("has", "contains", "expects")
+    w = np.asarray(filters)
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers, got dtype {w.dtype}")
+    if w.ndim != 4:
+        raise ValueError(
+            f"{name} must be 4-D (fh, fw, in_channels, {last_axis}), got shape {w.shape}; "
+            "for one 2-D kernel k use k[:, :, None, None]"
+        )
+    if 0 in w.shape:
+        raise ValueError(f"{name} {have} an empty axis: shape {w.shape}")
+    if w.shape[2] != channels and mismatch is not None:
+        raise ValueError(mismatch(w.shape))
+    if w.shape[2] != channels:
+        raise ValueError(
+            f"{name} {expect} {w.shape[2]} input channels but the input has {channels}; "
+            f"use {name} of shape ({w.shape[0]}, {w.shape[1]}, {channels}, {w.shape[3]})"
+        )
+    if not np.isfinite(w).all():
+        raise ValueError(f"{name} {contain} NaN or infinity; kernel values must be finite")
+    return np.ascontiguousarray(w, np.float32)
 
-MIN_PARALLEL_WORK = 20_000_000
-_threads: int | None = None
-_executor = None  # a ThreadPoolExecutor, started on first use
-_executor_size = 0
 
+def depthwise_conv2d(input: ArrayLike, filter: ArrayLike, strides: IntOrPair = 1, padding: Padding = "SAME",
+                     dilations: IntOrPair = 1, *, bias: ArrayLike | None = None,
+                     activation: str | None = None) -> np.ndarray:
+    """Depthwise 2-D cross-correlation (``tf.nn.depthwise_conv2d``, keras ``DepthwiseConv2D``).
 
-def _forget_executor() -> None:
-    """In a forked child the parent's worker threads do not exist: start a fresh pool when needed."""
-    global _executor, _executor_size
-    _executor, _executor_size = None, 0
+    Each input channel ``c`` is filtered on its own by its ``M`` kernels
+    ``filter[:, :, c, m]``; output channel ``c*M + m`` holds the result::
 
+        z[n, i, j, c*M + m] = sum_{u, v} x[n, i*sh + u*dh - pt, j*sw + v*dw - pl, c] * w[u, v, c, m]
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_executor)
+    Parameters
+    ----------
+    input : array_like, (N, H, W, C) or (H, W, C)
+    filter : array_like, (fh, fw, C, M)
+        ``M`` is the channel multiplier (keras ``depth_multiplier``).
+    strides, padding, dilations, bias, activation
+        As in :func:`conv2d`; ``bias`` has one value per output channel (``C*M``).
 
+    Returns
+    -------
+    numpy.ndarray, float32, (N, OH, OW, C*M) or (OH, OW, C*M)
 
-def _default_threads() -> int:
-    env = os.environ.get("CONVFILTER_NUM_THREADS") or os.environ.get("NUMBA_NUM_THREADS")
-    if env and env.strip().isdigit() and int(env) >= 1:
-        return int(env)
-    return usable_cpus()
-
-
-def set_num_threads(count: int | None) -> None:
-    """Use at most ``count`` threads per call (None: every available CPU).
-
-    Batch workers that already run one process per CPU call
-    ``set_num_threads(1)`` so they never oversubscribe. The environment
-    variables ``CONVFILTER_NUM_THREADS`` or ``NUMBA_NUM_THREADS`` set the
-    default.
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.stack([np.ones((3, 3)), 2 * np.ones((3, 3))], -1)  # two channels, 1 and 2
+    >>> depthwise_conv2d(x, np.ones((3, 3, 2, 1)), padding="VALID")[0, 0]
+    array([ 9., 18.], dtype=float32)
     """
-    global _threads
-    if count is not None and (not isinstance(count, int) or count < 1):
-        raise ValueError(f"thread count must be a whole number >= 1 or None, got {count!r}")
-    _threads = count
-
-
-def get_num_threads() -> int:
-    """The number of threads a large call uses."""
-    return _threads if _threads is not None else _default_threads()
-
-
-def _run_bands(name: str, args, rows: int, work: float) -> None:
-    """Run kernel ``name`` as ``kernel(*args, row_start, row_stop)`` over ``rows`` output rows, split
-    across threads when there is enough ``work``."""
-    global _executor, _executor_size
-    kernel = _backend.kernel(name, work)
-    threads = min(get_num_threads(), rows)
-    if threads <= 1 or work < MIN_PARALLEL_WORK:
-        kernel(*args, 0, rows)
-        return
-    if _executor is None or _executor_size < threads:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="convfilter")
-        _executor_size = threads
-    edges = [rows * t // threads for t in range(threads + 1)]
-    futures = [_executor.submit(kernel, *args, lo, hi) for lo, hi in zip(edges, edges[1:]) if hi > lo]
-    for future in futures:
-        future.result()
+    x, added = _as_batch(input)
+    w = _filters(filter, x.shape[3], "filter", "channel_multiplier")
+    strides, dilations, padding = pair(strides, "strides"), pair(dilations, "dilations"), normalize_padding(padding)
+    n_out = w.shape[2] * w.shape[3]
+    bias = None if bias is None else _bias_vector(bias, n_out)
+    activation = _activation_name(activation)
+    gh, gw = _geometry(x, w.shape[:2], strides, padding, dilations, "kernel")
+    out = np.empty((x.shape[0], gh.out, gw.out, n_out), np.float32)
+    relu = activation == "relu"
+    args = (read_only(x), w, *strides, *dilations, gh.pad_before, gw.pad_before, *finish_of(bias, n_out, relu), out)
+    run_bands("correlate_depthwise", args, gh.out, out.size * w.shape[0] * w.shape[1])
+    if not relu:
+        apply_in_place(out, activation)
+    return _unbatch(out, added)
 
 
 def warm_up() -> dict[str, str]:
@@ -324,6 +314,7 @@ def warm_up() -> dict[str, str]:
         _correlate_same(x, dense, path="planar")
         _correlate_same(x, np.ones((2, 2, 2, 1), np.float32), path="separable")  # channel sum as well
         conv2d(np.ones((1, 3, 3, 3), np.uint8), np.ones((2, 2, 3, 1), np.float32), input_scale=255)  # 8-bit RGB
+        depthwise_conv2d(x, dense.reshape(2, 2, 2, 1))
         max_pool2d(x, 2)
         avg_pool2d(x, 2)
     finally:
@@ -340,203 +331,7 @@ def warm_up() -> dict[str, str]:
 def _correlate_same(x, w, path):
     gh = axis(x.shape[1], w.shape[0], 1, "SAME", 1)
     gw = axis(x.shape[2], w.shape[1], 1, "SAME", 1)
-    return _correlate(x, w, (1, 1), (1, 1), gh, gw, path=path)
-
-
-# --- convolution paths -----------------------------------------------------------------------
-
-# A channels-last loop order (innermost loop over the filters) measured slower than the planar
-# one even with 32 filters, so there are two paths: direct and separable.
-CONV_PATHS = ("auto", "planar", "separable")
-
-
-def _rank_one(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(col, row)`` with ``outer(col, row) == kernel`` to float32 precision, or None.
-
-    The largest entry's row and column define the factors. The check runs in
-    float64 and is relative to each entry (zeros must stay exactly zero), so
-    every effective weight is within a few float32 ulps of the given one and
-    the separable result stays within the rounding of the direct formula.
-    """
-    k = kernel.astype(np.float64)
-    p, q = np.unravel_index(np.argmax(np.abs(k)), k.shape)
-    peak = k[p, q]
-    if peak == 0.0:
-        return np.zeros(k.shape[0], np.float32), np.zeros(k.shape[1], np.float32)
-    col, row = k[:, q] / peak, k[p, :]
-    if np.any(np.abs(np.outer(col, row) - k) > 4 * np.finfo(np.float32).eps * np.abs(k)):
-        return None
-    return col.astype(np.float32), row.astype(np.float32)
-
-
-def _separable_factors(w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Column and row factors (F, C, kh) and (F, C, kw) when every w[:, :, c, f] is rank 1."""
-    fh, fw, n_in, n_out = w.shape
-    cols = np.empty((n_out, n_in, fh), np.float32)
-    rows = np.empty((n_out, n_in, fw), np.float32)
-    for f in range(n_out):
-        for c in range(n_in):
-            factors = _rank_one(w[:, :, c, f])
-            if factors is None:
-                return None
-            cols[f, c], rows[f, c] = factors
-    return cols, rows
-
-
-def sums_input_channels(w: np.ndarray) -> bool:
-    """True when every input channel of the (fh, fw, in, out) bank ``w`` has the same kernels, so
-    :func:`conv2d` filters the sum of the channels once (and reads ``input_scale`` samples as they are)."""
-    return w.shape[2] > 1 and bool(np.all(w == w[:, :, :1, :]))
-
-
-def _correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path: str = "auto",
-               sum_channels: bool | None = None, bias: np.ndarray | None = None,
-               activation: str = "none", border: str = "CONSTANT",
-               input_scale: float | None = None) -> np.ndarray:
-    """NHWC float32 result of the cross-correlation, by the fastest exact path (or the one forced).
-
-    ``sum_channels`` (None: when it applies) filters the sum of the input channels once with
-    one channel's kernels. ``path`` is one of :data:`CONV_PATHS`. ``bias`` (float32, one per
-    filter, or None) and a ReLU ``activation`` are applied by the kernel as it stores each
-    row; any other activation runs on the result afterwards. ``border`` (a checked mode of
-    :func:`pad`) fills the padded copy's border after the image is copied in: every path reads
-    the same padded copy, so each border keeps its fast path.
-    """
-    if sum_channels is None:
-        sum_channels = sums_input_channels(w)
-    elif sum_channels and not (w.shape[2] == 1 or np.all(w == w[:, :, :1, :])):
-        raise ValueError("sum_channels needs the same kernels on every input channel")
-    if sum_channels:
-        w = np.ascontiguousarray(w[:, :, :1, :])
-    factors = _separable_factors(w) if path in ("auto", "separable") else None
-    if path == "separable" and factors is None:
-        raise ValueError("the separable path needs rank-1 kernels")
-    if path == "auto":
-        path = "separable" if factors is not None else "planar"
-
-    n_img, height, width, channels = x.shape
-    n_in = w.shape[2]
-    padded_h = height + gh.pad_before + gh.pad_after
-    padded_w = width + gw.pad_before + gw.pad_after
-    if path == "separable" and channels == 1 and x.flags.writeable and border == "CONSTANT":
-        # one channel: the separable kernel reads the image itself and pads with zeros as it
-        # goes (a read-only array would be another type for Numba: those go through the padded
-        # copy, as do other borders, whose cells are not zeros)
-        source, pads = x.reshape(n_img, height, width), (gh.pad_before, gw.pad_before)
-    else:
-        padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
-        if input_scale is not None:  # integer samples, several channels with the same kernels
-            values = np.arange(256, dtype=np.float32) / np.float32(input_scale)  # what a float image holds
-            _backend.kernel("pad_planar_channel_sum_scaled", padded.size)(_read_only(x), values, gh.pad_before,
-                                                                           gw.pad_before, padded)
-        else:
-            padder = "pad_planar_channel_sum" if sum_channels else "pad_planar"
-            _backend.kernel(padder, padded.size)(_read_only(x), gh.pad_before, gw.pad_before, padded)
-        fill_border(padded, gh.pad_before, gw.pad_before, height, width, border)
-        source, pads = padded.reshape(n_img, n_in * padded_h, padded_w), (0, 0)
-    out = np.empty((n_img, gh.out, gw.out, w.shape[3]), np.float32)
-    # the kernels always get the same argument types (one compiled signature): a float32 bias
-    # vector, unused when add_bias is False, and two bools
-    add_bias = bias is not None
-    finish = (np.zeros(w.shape[3], np.float32) if bias is None else bias, add_bias, activation == "relu")
-    if path == "separable":
-        _correlate_separable(source, pads, padded_h, padded_w, factors, strides, dilations, finish, out)
-    else:
-        _correlate_direct(padded, w, strides, dilations, finish, out)
-    if activation not in ("none", "relu"):
-        out = activate(out, activation)
-    return out
-
-
-def _correlate_direct(padded, w, strides, dilations, finish, out) -> None:
-    """The direct path: one tap list for all filters (the positions where any filter is nonzero),
-    so that filters share the loads of their source rows."""
-    n_img, n_in, padded_h, padded_w = padded.shape
-    fh, fw, _, n_out = w.shape
-    (sh, sw), (dh, dw) = strides, dilations
-    c, u, v = np.meshgrid(np.arange(n_in), np.arange(fh), np.arange(fw), indexing="ij")
-    positions = np.stack([(c * padded_h + u * dh).ravel(), (v * dw).ravel()], 1)
-    per_filter = w.transpose(3, 2, 0, 1).reshape(n_out, n_in * fh * fw)
-    used = np.flatnonzero(np.any(per_filter != 0, axis=0))
-    count = _padded_count(len(used))
-    taps = np.zeros((count, 2), np.int64)
-    taps[: len(used)] = positions[used]
-    weights = np.zeros((n_out, count), np.float32)
-    weights[:, : len(used)] = per_filter[:, used]
-    rows_view = padded.reshape(n_img, n_in * padded_h, padded_w)
-    _run_bands("correlate_planar", (rows_view, taps, weights, sh, sw, *finish, out), out.shape[1],
-               out.size * count)
-
-
-def _correlate_separable(source, pads, padded_h, padded_w, factors, strides, dilations, finish, out) -> None:
-    """The separable path: column taps down the rows of each channel of ``source`` (the padded
-    planar input viewed as (N, C*Hp, Wp) with ``pads`` (0, 0), or a one-channel image (N, H, W)
-    with its top and left padding), row taps along the scratch row they produce."""
-    cols, rows = factors
-    n_in = cols.shape[1]
-    (sh, sw), (dh, dw) = strides, dilations
-    col_taps, col_weights = _tap_lists(cols, dh, padded_h, vertical=True)
-    row_taps, row_weights = _tap_lists(rows, dw, padded_h, vertical=False)
-    # four output rows per column pass when their taps overlap (stride 1), else two
-    group_taps, group_weights = _row_group_taps(cols, 4 if sh == 1 else 2, sh, dh, padded_h)
-    args = (source, *pads, col_taps, col_weights, group_taps, group_weights, row_taps, row_weights, sh, sw,
-            padded_w, *finish, out)
-    n_img, out_h, out_w, n_out = out.shape
-    work = n_img * out_h * n_out * n_in * (col_taps.shape[2] * padded_w + row_taps.shape[2] * out_w)
-    _run_bands("correlate_separable", args, out_h, work)
-
-
-def _padded_count(taps: int) -> int:
-    """Tap lists are padded with zero-weight taps to a multiple of four (at least four)."""
-    return max(4, -(-taps // 4) * 4)
-
-
-def _row_group_taps(cols: np.ndarray, group: int, sh: int, dh: int,
-                    padded_h: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column taps for ``group`` output rows at once: row ``i + k`` reads rows ``k*sh + u*dh``
-    (relative to ``i*sh``). Returns (F, C, T, 2) positions of the union of the nonzero taps and
-    (F, C, group, T) weights, zero-weight padding at (0, 0).
-    """
-    n_out, n_in, _ = cols.shape
-    tables = {}
-    for f in range(n_out):
-        for c in range(n_in):
-            table: dict[int, list[float]] = {}
-            for u in np.flatnonzero(cols[f, c]):
-                for k in range(group):
-                    table.setdefault(int(k * sh + u * dh), [0.0] * group)[k] = cols[f, c, u]
-            tables[f, c] = sorted(table.items())
-    count = _padded_count(max(len(t) for t in tables.values()))
-    taps = np.zeros((n_out, n_in, count, 2), np.int64)
-    weights = np.zeros((n_out, n_in, group, count), np.float32)
-    for (f, c), table in tables.items():
-        for t, (offset, per_row) in enumerate(table):
-            taps[f, c, t, 0] = c * padded_h + offset
-            weights[f, c, :, t] = per_row
-    return taps, weights
-
-
-def _tap_lists(kernels: np.ndarray, spacing: int, padded_h: int, vertical: bool):
-    """The nonzero taps of each 1-D kernel ``kernels[f, c]`` as (F, C, T, 2) (row, column)
-    positions and (F, C, T) weights; zero-weight padding at (0, 0).
-
-    Vertical taps walk down the rows of channel ``c`` (row ``c*padded_h + index*spacing``),
-    horizontal ones along a row (column ``index*spacing``). Zero weights are left out: exact,
-    they add nothing.
-    """
-    n_out, n_in, _ = kernels.shape
-    count = _padded_count(max(np.count_nonzero(kernels[f, c]) for f in range(n_out) for c in range(n_in)))
-    taps = np.zeros((n_out, n_in, count, 2), np.int64)
-    weights = np.zeros((n_out, n_in, count), np.float32)
-    for f in range(n_out):
-        for c in range(n_in):
-            index = np.flatnonzero(kernels[f, c])
-            if vertical:
-                taps[f, c, : len(index), 0] = c * padded_h + index * spacing
-            else:
-                taps[f, c, : len(index), 1] = index * spacing
-            weights[f, c, : len(index)] = kernels[f, c, index]
-    return taps, weights
+    return correlate(x, w, (1, 1), (1, 1), gh, gw, path=path)
 
 
 def _pool(kernel: str, input, ksize, strides, padding) -> np.ndarray:
@@ -547,8 +342,8 @@ def _pool(kernel: str, input, ksize, strides, padding) -> np.ndarray:
     check_pool_padding("avg" if kernel == "avg_pool" else "max", padding, ksize)
     gh, gw = _geometry(x, ksize, strides, padding, (1, 1), "pool window")
     out = np.empty((x.shape[0], gh.out, gw.out, x.shape[3]), np.float32)
-    args = (_read_only(x), ksize[0], ksize[1], strides[0], strides[1], gh.pad_before, gw.pad_before, out)
-    _run_bands(kernel, args, gh.out, out.size * ksize[0] * ksize[1])
+    args = (read_only(x), *ksize, *strides, gh.pad_before, gw.pad_before, out)
+    run_bands(kernel, args, gh.out, out.size * ksize[0] * ksize[1])
     return _unbatch(out, added)
 
 
@@ -636,86 +431,15 @@ def bias_add(value: ArrayLike, bias: ArrayLike) -> np.ndarray:
 
 def relu(features: ArrayLike) -> np.ndarray:
     """``max(x, 0)`` (``tf.nn.relu``)."""
-    return np.maximum(np.asarray(features, dtype=np.float32), np.float32(0))
-
-
-def _sigmoid(x):
-    return (0.5 * (np.tanh(0.5 * x) + 1.0)).astype(np.float32)
-
-
-ACTIVATIONS = {
-    "none": lambda x: x,
-    "relu": relu,
-    "abs": np.abs,
-    "sigmoid": _sigmoid,
-    "tanh": np.tanh,
-}
-
-
-def _activation_name(name) -> str:
-    """The key of :data:`ACTIVATIONS` for ``name`` (case-insensitive; None is "none")."""
-    key = "none" if name is None else str(name).lower()
-    if key not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
-    return key
+    return activate(features, "relu")
 
 
 def activate(features: ArrayLike, name: str | None = "none") -> np.ndarray:
-    """Apply the activation called ``name`` (one of :data:`ACTIVATIONS`)."""
-    return np.asarray(ACTIVATIONS[_activation_name(name)](np.asarray(features, dtype=np.float32)),
-                      dtype=np.float32)
+    """Apply the activation called ``name`` (one of :data:`ACTIVATIONS`) to a float32 copy."""
+    out = np.array(features, dtype=np.float32)
+    apply_in_place(out, _activation_name(name))
+    return out
 
 
-def depthwise_conv2d(input: ArrayLike, filter: ArrayLike, strides: IntOrPair = 1, padding: str = "SAME",
-                     dilations: IntOrPair = 1) -> np.ndarray:
-    """Each input channel correlated with its own filters (``tf.nn.depthwise_conv2d``, keras
-    ``DepthwiseConv2D``).
-
-    Parameters
-    ----------
-    input : array_like, (N, H, W, C) or (H, W, C)
-    filter : array_like, (fh, fw, C, M)
-        ``M`` filters per input channel (keras' ``depth_multiplier``); output channel
-        ``c * M + m`` is input channel ``c`` correlated with ``filter[:, :, c, m]``.
-    strides, padding, dilations
-        As in :func:`conv2d`.
-
-    Returns
-    -------
-    numpy.ndarray, float32, (N, OH, OW, C*M) or (OH, OW, C*M)
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> x = np.stack([np.ones((3, 3)), np.arange(9.0).reshape(3, 3)], axis=-1)
-    >>> w = np.ones((2, 2, 2, 1), np.float32)
-    >>> depthwise_conv2d(x, w, padding="VALID")[:, :, 1]
-    array([[ 8., 12.],
-           [20., 24.]], dtype=float32)
-    """
-    x, added = _as_batch(input)
-    w = np.asarray(filter)
-    if w.dtype.kind not in "biuf":
-        raise TypeError(f"filter must hold numbers, got dtype {w.dtype}")
-    if w.ndim != 4 or 0 in w.shape:
-        raise ValueError(f"filter must be 4-D (fh, fw, in_channels, channel_multiplier), got shape {w.shape}")
-    if w.shape[2] != x.shape[3]:
-        raise ValueError(f"filter expects {w.shape[2]} input channels but the input has {x.shape[3]}")
-    if not np.isfinite(w).all():
-        raise ValueError("filter contains NaN or infinity; kernel values must be finite")
-    w = np.ascontiguousarray(w, np.float32)
-    (sh, sw), (dh, dw) = pair(strides, "strides"), pair(dilations, "dilations")
-    gh, gw = _geometry(x, w.shape[:2], (sh, sw), normalize_padding(padding), (dh, dw), "kernel")
-    n_img, _, _, channels = x.shape
-    multiplier = w.shape[3]
-    padded = np.pad(x, ((0, 0), (gh.pad_before, gh.pad_after), (gw.pad_before, gw.pad_after), (0, 0)))
-    # one vectorised multiply-add per tap over the whole batch: the channel axis stays innermost
-    out = np.zeros((n_img, gh.out, gw.out, channels, multiplier), np.float32)
-    product = np.empty_like(out)
-    for u in range(w.shape[0]):
-        for v in range(w.shape[1]):
-            window = padded[:, u * dh: u * dh + (gh.out - 1) * sh + 1: sh,
-                            v * dw: v * dw + (gw.out - 1) * sw + 1: sw, :, np.newaxis]
-            np.multiply(window, w[u, v], out=product)
-            out += product
-    return _unbatch(out.reshape(n_img, gh.out, gw.out, channels * multiplier), added)
+# name -> a function returning a new float32 array (the in-place table is activations.IN_PLACE)
+ACTIVATIONS = {name: functools.partial(activate, name=name) for name in IN_PLACE}

@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convfilter import _backend, ops
+from convfilter import threads as thread_pool
+from convfilter.conv_paths import correlate
 from convfilter.geometry import axis
 
 BOOK = ["apply", "--kernel", "vertical", "--kernel", "horizontal", "sample_images/china.jpg",
@@ -127,9 +129,57 @@ def test_every_forced_path_gives_the_same_bits(path, sum_channels):
     x = rng.standard_normal((2, 19, 23, 3)).astype(np.float32)
     w = bank(rng, "line", 5, 5, 3, 3)
     gh, gw = axis(19, 5, 1, "SAME", 1), axis(23, 5, 1, "SAME", 1)
-    jit, numpy_result = on_both(lambda: ops._correlate(x, w, (1, 1), (1, 1), gh, gw, path=path,
-                                                       sum_channels=sum_channels))
+    jit, numpy_result = on_both(lambda: correlate(x, w, (1, 1), (1, 1), gh, gw, path=path,
+                                                  sum_channels=sum_channels))
     assert_same_bits(jit, numpy_result)
+
+
+@pytest.mark.parametrize("shape,n_out,kernel,strides", [
+    ((1, 14, 12, 16), 24, (3, 3), (1, 1)), ((2, 9, 11, 32), 8, (3, 3), (2, 2)), ((1, 10, 10, 8), 40, (1, 1), (1, 1)),
+])
+def test_the_direct_loops_give_the_same_bits_where_auto_would_use_blas(shape, n_out, kernel, strides):
+    # many channels and filters: the automatic choice takes a matrix-product path (the same numpy
+    # code on both), so the direct loops are forced here
+    rng = np.random.default_rng(n_out)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = bank(rng, "dense", *kernel, shape[3], n_out)
+    bias = rng.standard_normal(n_out).astype(np.float32)
+    gh, gw = axis(shape[1], kernel[0], strides[0], "SAME", 1), axis(shape[2], kernel[1], strides[1], "SAME", 1)
+    assert_same_bits(*on_both(lambda: correlate(x, w, strides, (1, 1), gh, gw, path="planar", bias=bias,
+                                                activation="relu")))
+
+
+DEPTHWISE_CASES = [
+    # (input shape, kernel, multiplier, strides, dilations, padding)
+    ((1, 9, 11, 1), (3, 3), 1, (1, 1), (1, 1), "SAME"),
+    ((2, 13, 10, 8), (3, 3), 1, (2, 2), (1, 1), "SAME"),  # a network's strided depthwise layer
+    ((1, 12, 17, 3), (5, 2), 2, (2, 3), (1, 1), "VALID"),  # a channel multiplier
+    ((1, 15, 16, 4), (3, 3), 3, (1, 2), (2, 1), "SAME"),  # dilation
+    ((1, 1, 1, 3), (3, 3), 2, (1, 1), (1, 1), "SAME"),  # a 1x1 image
+    ((1, 160, 150, 6), (3, 3), 1, (1, 1), (1, 1), "SAME"),  # several row blocks
+]
+
+
+@pytest.mark.parametrize("shape,kernel,mult,strides,dilations,padding", DEPTHWISE_CASES)
+@pytest.mark.parametrize("finish", [(None, "none"), ("bias", "relu"), (None, "relu"), ("bias", "tanh")])
+def test_depthwise_gives_the_same_bits(shape, kernel, mult, strides, dilations, padding, finish):
+    rng = np.random.default_rng(sum(shape) + mult)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[..., 0] = np.where(x[..., 0] > 0, 0.0, -0.0)  # signed zeros: the sums start from +0.0 on both
+    w = rng.standard_normal((*kernel, shape[3], mult)).astype(np.float32)
+    w[rng.random(w.shape) < 0.2] = 0
+    bias = rng.standard_normal(shape[3] * mult).astype(np.float32) if finish[0] else None
+    assert_same_bits(*on_both(lambda: ops.depthwise_conv2d(x, w, strides, padding, dilations, bias=bias,
+                                                           activation=finish[1])))
+
+
+def test_depthwise_with_non_finite_inputs_and_explicit_padding_gives_the_same_bits():
+    x = np.random.default_rng(3).standard_normal((1, 12, 13, 3)).astype(np.float32)
+    x[0, 3, 4, 0], x[0, 7, 1, 1], x[0, 0, 12, 2] = np.nan, np.inf, -np.inf
+    w = np.random.default_rng(5).standard_normal((4, 3, 3, 2)).astype(np.float32)
+    w[1, 1] = 0  # a zero tap times infinity is NaN on both
+    for padding in ("SAME", ((2, 1), (0, 3))):
+        assert_same_bits(*on_both(lambda: ops.depthwise_conv2d(x, w, padding=padding)))
 
 
 @pytest.mark.parametrize("threads", [2, 3])
@@ -137,13 +187,15 @@ def test_thread_bands_give_the_same_bits(threads, monkeypatch):
     # bands start mid-image: the separable kernel's row groups restart at each band
     rng = np.random.default_rng(8)
     x = rng.standard_normal((1, 41, 37, 3)).astype(np.float32)
-    monkeypatch.setattr(ops, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
     ops.set_num_threads(threads)
     try:
         for w in (bank(rng, "line", 7, 7, 3, 2), bank(rng, "rank1", 9, 3, 3, 1), bank(rng, "dense", 3, 3, 3, 5)):
             assert_same_bits(*on_both(lambda: ops.conv2d(x, w, bias=0.25, activation="relu")))
         assert_same_bits(*on_both(lambda: ops.avg_pool2d(x, 3, 2, "SAME")))
         assert_same_bits(*on_both(lambda: ops.max_pool2d(x, 3, 1, "SAME")))
+        depthwise = bank(rng, "dense", 3, 3, 3, 2)
+        assert_same_bits(*on_both(lambda: ops.depthwise_conv2d(x, depthwise, 2)))
     finally:
         ops.set_num_threads(None)
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import naive
-from convfilter import ops, pad
+from convfilter import conv_paths, ops, pad
 from convfilter.geometry import axis
 
 PROPERTY = settings(max_examples=40, deadline=None)
@@ -23,7 +23,7 @@ RNG = np.random.default_rng(17)
 MODES = ["CONSTANT", "REFLECT", "SYMMETRIC", "EDGE"]
 NUMPY_MODE = {"CONSTANT": "constant", "REFLECT": "reflect", "SYMMETRIC": "symmetric", "EDGE": "edge"}
 SCIPY_MODE = {"CONSTANT": "constant", "REFLECT": "mirror", "SYMMETRIC": "reflect", "EDGE": "nearest"}
-PATHS = [("planar", False), ("planar", True), ("separable", False), ("separable", True)]
+PATHS = [("planar", False), ("planar", True), ("separable", False), ("separable", True), ("im2col", False)]
 
 
 def rand(*shape):
@@ -194,7 +194,7 @@ BORDER_CASES = [
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("path,uniform", PATHS, ids=["planar", "planar-sum", "separable", "separable-sum"])
+@pytest.mark.parametrize("path,uniform", PATHS, ids=["planar", "planar-sum", "separable", "separable-sum", "im2col"])
 @pytest.mark.parametrize("case", BORDER_CASES)
 def test_every_path_fills_the_border_as_np_pad(case, path, uniform, mode):
     h, w, c, fh, fw, n_out, strides, padding, dilations = case
@@ -211,7 +211,7 @@ def test_every_path_fills_the_border_as_np_pad(case, path, uniform, mode):
         return
     gh = axis(h, fh, strides[0], pads[0], dilations[0])
     gw = axis(w, fw, strides[1], pads[1], dilations[1])
-    result = ops._correlate(x, bank, strides, dilations, gh, gw, path=path, sum_channels=uniform or None,
+    result = conv_paths.correlate(x, bank, strides, dilations, gh, gw, path=path, sum_channels=uniform if path != "im2col" else None,
                             border=mode)
     assert_formula(result, x, bank, pads, mode, strides, dilations)
     # the public call (fastest path, fused bias) gives the same

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convfilter import ops
+from convfilter import conv_paths, ops
+from convfilter import threads as thread_pool
 from convfilter.geometry import axis
 
 import naive
@@ -24,13 +25,14 @@ PATHS = ["planar", "separable"]
 def run_path(x, w, strides, padding, dilations, path, sum_channels=None):
     gh = axis(x.shape[1], w.shape[0], strides[0], padding, dilations[0])
     gw = axis(x.shape[2], w.shape[1], strides[1], padding, dilations[1])
-    return ops._correlate(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(w, np.float32),
+    return conv_paths.correlate(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(w, np.float32),
                           strides, dilations, gh, gw, path=path, sum_channels=sum_channels)
 
 
-def assert_close_to_formula(result, x, w, strides, padding, dilations):
-    expected = naive.conv2d(x, w, strides, padding, dilations)
-    magnitude = naive.conv2d(np.abs(x), np.abs(w), strides, padding, dilations)
+def assert_close_to_formula(result, x, w, strides, padding, dilations, reference=naive.conv2d,
+                            magnitude=None):
+    expected = reference(x, w, strides, padding, dilations)
+    magnitude = (magnitude or reference)(np.abs(x), np.abs(w), strides, padding, dilations)
     assert result.shape == expected.shape and result.dtype == np.float32
     # float32 rounding of a sum of products: a few ulps of the sum of magnitudes
     tolerance = 8 * np.finfo(np.float32).eps * (magnitude + 1e-30)
@@ -130,7 +132,7 @@ def test_fused_bias_and_activation_on_every_path(path, sum_channels, n_out, acti
         w = np.repeat(w, 3, axis=2)
     bias = rng.standard_normal(n_out).astype(np.float32) if with_bias else None
     gh, gw = axis(11, 3, 1, "SAME", 2), axis(9, 5, 2, "SAME", 1)
-    result = ops._correlate(x, w, (1, 2), (2, 1), gh, gw, path=path, sum_channels=sum_channels, bias=bias,
+    result = conv_paths.correlate(x, w, (1, 2), (2, 1), gh, gw, path=path, sum_channels=sum_channels, bias=bias,
                             activation=activation)
     linear = run_path(x, w, (1, 2), "SAME", (2, 1), path, sum_channels=sum_channels)
     assert_close_to_formula(linear, x, w, (1, 2), "SAME", (2, 1))
@@ -166,11 +168,11 @@ def test_rank_one_detection_is_exact_not_approximate():
     rng = np.random.default_rng(3)
     col, row = rng.standard_normal(5), rng.standard_normal(7)
     kernel = np.outer(col, row).astype(np.float32)
-    assert ops._rank_one(kernel) is not None
+    assert conv_paths.rank_one(kernel) is not None
     nudged = kernel.copy()
     nudged[2, 3] += 1e-4 * np.abs(kernel).max()  # visibly not rank 1 in float32
-    assert ops._rank_one(nudged) is None
-    assert ops._rank_one(rng.standard_normal((3, 3)).astype(np.float32)) is None
+    assert conv_paths.rank_one(nudged) is None
+    assert conv_paths.rank_one(rng.standard_normal((3, 3)).astype(np.float32)) is None
 
 
 def test_book_bank_and_gaussian_take_the_separable_channel_sum_path(monkeypatch):
@@ -179,8 +181,8 @@ def test_book_bank_and_gaussian_take_the_separable_channel_sum_path(monkeypatch)
     bank = np.stack([np.asarray(vertical(), np.float32), np.asarray(horizontal(), np.float32)], -1)
     bank = np.repeat(bank[:, :, None, :], 3, axis=2)
     assert ops.sums_input_channels(bank)
-    assert ops._separable_factors(bank[:, :, :1]) is not None
-    assert ops._separable_factors(np.asarray(gaussian(9, 2.0), np.float32)[:, :, None, None]) is not None
+    assert conv_paths.separable_factors(bank[:, :, :1]) is not None
+    assert conv_paths.separable_factors(np.asarray(gaussian(9, 2.0), np.float32)[:, :, None, None]) is not None
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -189,7 +191,7 @@ def test_thread_bands_give_the_same_result(threads, monkeypatch):
     x = rng.standard_normal((1, 23, 17, 3)).astype(np.float32)
     w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
     separable = rank_one_bank(rng, 5, 3, 3, 2)
-    monkeypatch.setattr(ops, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
     ops.set_num_threads(threads)
     try:
         banded = ops.conv2d(x, w)
@@ -209,7 +211,7 @@ def test_a_forked_worker_can_use_threads_after_its_parent_did(monkeypatch):
     rng = np.random.default_rng(6)
     x = rng.standard_normal((1, 20, 20, 2)).astype(np.float32)
     w = rng.standard_normal((3, 3, 2, 3)).astype(np.float32)
-    monkeypatch.setattr(ops, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
     ops.set_num_threads(2)
     try:
         expected = ops.conv2d(x, w)  # starts the parent's thread pool
@@ -225,7 +227,7 @@ def test_set_num_threads_rejects_nonsense():
         ops.set_num_threads(0)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     size=st.tuples(st.integers(1, 12), st.integers(1, 12)),
     kernel=st.tuples(st.integers(1, 5), st.integers(1, 5)),
@@ -234,12 +236,12 @@ def test_set_num_threads_rejects_nonsense():
     strides=st.tuples(st.integers(1, 3), st.integers(1, 3)),
     dilations=st.tuples(st.integers(1, 2), st.integers(1, 2)),
     padding=st.sampled_from(["SAME", "VALID"]),
-    path=st.sampled_from(PATHS),
+    path=st.sampled_from([*PATHS, "im2col", "matmul"]),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_property_every_path_is_the_formula(size, kernel, channels, n_out, strides, dilations, padding,
                                             path, seed):
-    (height, width), (fh, fw) = size, kernel
+    (height, width), (fh, fw) = size, (kernel if path != "matmul" else (1, 1))
     if padding == "VALID" and ((fh - 1) * dilations[0] >= height or (fw - 1) * dilations[1] >= width):
         return  # no VALID output: conv2d refuses this, tested elsewhere
     rng = np.random.default_rng(seed)
@@ -284,6 +286,7 @@ def test_any_dtype_or_layout_reuses_the_one_compiled_signature():
     samples = (base * 40 + 128).clip(0, 255).astype(np.uint8)
     decoded = samples.copy()
     decoded.flags.writeable = False  # as Pillow's decoded images are
+    ops.warm_up()  # every kernel once (the cost model may send these small calls to other paths)
     ops.set_backend("numba")  # these tiny calls would run on the numpy kernels
     try:
         for scaled in (samples, decoded, samples.astype(np.uint16)):  # 16-bit samples take the float copy
@@ -293,9 +296,211 @@ def test_any_dtype_or_layout_reuses_the_one_compiled_signature():
             ops.conv2d(x, dense[:, :, : x.shape[3]], bias=np.float32(1), activation="relu")
             ops.conv2d(x, np.ones((3, 1, x.shape[3], 1)), bias=[0.5], activation="tanh")
             ops.conv2d(x, np.ones((3, 1, x.shape[3], 1)))  # separable (and channel sum for several channels)
+            ops.depthwise_conv2d(x, dense[:, :, : x.shape[3], :1], strides=2, dilations=np.int64(1))
+            ops.depthwise_conv2d(x, dense[:, :, : x.shape[3]], bias=np.float32(1), activation="relu")
             ops.max_pool2d(x, 2)
             ops.avg_pool2d(x, (3, 2), 2, "SAME")
     finally:
         ops.set_backend("auto")
     for name in _jit.KERNELS:
         assert len(getattr(_jit, name).signatures) == 1, name
+
+
+# --- the matrix-product paths (BLAS) ---------------------------------------------------------
+
+GEMM_CASES = [
+    # (batch, height, width, channels, kernel, filters, strides, padding, dilations)
+    (1, 9, 11, 1, 3, 2, (1, 1), "SAME", (1, 1)),
+    (3, 7, 5, 2, 1, 3, (1, 1), "VALID", (1, 1)),
+    (1, 13, 12, 16, 3, 16, (2, 2), "SAME", (1, 1)),
+    (3, 10, 9, 33, 5, 7, (1, 2), "SAME", (1, 1)),
+    (1, 15, 14, 64, 7, 5, (2, 1), "VALID", (1, 1)),
+    (1, 12, 13, 130, 3, 9, (1, 1), "SAME", (2, 2)),
+    (3, 11, 8, 130, 1, 130, (2, 2), "SAME", (1, 1)),
+    (1, 6, 7, 40, 4, 3, (2, 2), "SAME", (1, 3)),  # even kernel: the odd padding cell bottom/right
+    (1, 1, 1, 24, 3, 4, (1, 1), "SAME", (1, 1)),  # every tap but the centre is padding
+    (3, 2, 3, 17, 7, 6, (2, 2), "SAME", (1, 1)),  # a kernel larger than the image
+]
+
+
+def gemm_paths(kernel):
+    return ["im2col", "matmul"] if kernel == 1 else ["im2col"]
+
+
+@pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: "x".join(map(str, c[:6])) + f"-s{c[6]}-{c[7]}-d{c[8]}")
+def test_matrix_product_paths_match_the_formula(case):
+    n_img, height, width, channels, k, n_out, strides, padding, dilations = case
+    rng = np.random.default_rng(sum(case[:6]) * 7 + strides[0])
+    x = rng.standard_normal((n_img, height, width, channels)).astype(np.float32)
+    w = rng.standard_normal((k, k, channels, n_out)).astype(np.float32)
+    for path in gemm_paths(k):
+        result = run_path(x, w, strides, padding, dilations, path, sum_channels=False)
+        assert_close_to_formula(result, x, w, strides, padding, dilations)
+
+
+@pytest.mark.parametrize("tile_floats", [1, 40, 300, 1 << 16])  # one pixel, part of a row, rows, all
+@pytest.mark.parametrize("threads", [1, 3])
+def test_im2col_tiles_and_bands_cover_every_output(tile_floats, threads, monkeypatch):
+    """Tiles of whole rows, of part of a row and of one pixel, on bands that start and stop
+    inside images of a batch: every output is written once, with its own windows."""
+    rng = np.random.default_rng(tile_floats + threads)
+    x = rng.standard_normal((3, 9, 10, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 5, 4)).astype(np.float32)
+    one = rng.standard_normal((1, 1, 5, 6)).astype(np.float32)
+    monkeypatch.setattr(conv_paths, "TILE_FLOATS", tile_floats)
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
+    ops.set_num_threads(threads)
+    try:
+        for strides in ((1, 1), (2, 3)):
+            result = run_path(x, w, strides, "SAME", (1, 1), "im2col")
+            assert_close_to_formula(result, x, w, strides, "SAME", (1, 1))
+            result = run_path(x, one, strides, "VALID", (1, 1), "matmul")
+            assert_close_to_formula(result, x, one, strides, "VALID", (1, 1))
+    finally:
+        ops.set_num_threads(None)
+
+
+@pytest.mark.parametrize("path,kernel", [("im2col", 3), ("matmul", 1)])
+@pytest.mark.parametrize("activation", ["none", "relu", "sigmoid"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_matrix_product_paths_apply_bias_and_activation_per_tile(path, kernel, activation, with_bias,
+                                                               monkeypatch):
+    """The bias and the activation are applied tile by tile: exactly the unfused result."""
+    rng = np.random.default_rng(kernel * 11 + len(activation) + with_bias)
+    x = rng.standard_normal((2, 11, 9, 20)).astype(np.float32)
+    w = rng.standard_normal((kernel, kernel, 20, 6)).astype(np.float32)
+    bias = rng.standard_normal(6).astype(np.float32) if with_bias else None
+    monkeypatch.setattr(conv_paths, "TILE_FLOATS", 500)
+    gh, gw = axis(11, kernel, 2, "SAME", 1), axis(9, kernel, 1, "SAME", 1)
+    result = conv_paths.correlate(x, w, (2, 1), (1, 1), gh, gw, path=path, bias=bias, activation=activation)
+    linear = run_path(x, w, (2, 1), "SAME", (1, 1), path)
+    assert_close_to_formula(linear, x, w, (2, 1), "SAME", (1, 1))
+    np.testing.assert_array_equal(result, ops.activate(linear if bias is None else linear + bias, activation))
+
+
+def test_path_names_are_checked():
+    x = np.ones((1, 4, 4, 2), np.float32)
+    w = np.ones((3, 3, 2, 1), np.float32)
+    with pytest.raises(ValueError, match="unknown conv path 'bogus'; choose 'auto' or one of planar, separable"):
+        run_path(x, w, (1, 1), "SAME", (1, 1), "bogus")
+    with pytest.raises(ValueError, match="matmul path needs a 1x1 kernel"):
+        run_path(x, w, (1, 1), "SAME", (1, 1), "matmul")
+    with pytest.raises(ValueError, match="sum_channels applies to the planar and separable paths"):
+        run_path(x, w, (1, 1), "SAME", (1, 1), "im2col", sum_channels=True)
+    assert set(ops.CONV_PATHS) == {"planar", "separable", "matmul", "im2col"}
+
+
+@pytest.mark.parametrize("x_shape,w_shape,expected", [
+    ((1, 56, 56, 128), (1, 1, 128, 256), "matmul"),  # the 1x1 layers of every ResNet/MobileNet block
+    ((1, 112, 112, 64), (3, 3, 64, 64), "im2col"),
+    ((8, 28, 28, 256), (3, 3, 256, 256), "im2col"),
+    ((1, 427, 640, 3), (7, 7, 3, 2), "planar"),  # few channels, few filters: the direct loops
+    ((1, 2048, 2048, 1), (31, 31, 1, 1), "separable"),  # a large Gaussian
+])
+def test_the_cost_model_picks_the_expected_path(x_shape, w_shape, expected):
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    if expected == "separable":
+        w = np.outer(np.hanning(33)[1:-1], np.hanning(33)[1:-1]).astype(np.float32)[:, :, None, None]
+    out_shape = (x_shape[0], x_shape[1], x_shape[2], w_shape[3])
+    chosen = conv_paths.choose_path(x_shape, w, (1, 1), (1, 1), out_shape, conv_paths.separable_factors(w))
+    assert chosen == expected
+
+
+def test_blas_is_single_threaded_inside_the_bands_and_restored_after(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("numpy has no BLAS library that threadpoolctl can see")
+    seen = []
+    band = conv_paths._gemm_band
+
+    def recording_band(*args):
+        seen.append(blas_threads())
+        band(*args)
+
+    monkeypatch.setattr(conv_paths, "_gemm_band", recording_band)
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
+    x = np.ones((2, 8, 8, 16), np.float32)
+    ops.set_num_threads(2)
+    try:
+        run_path(x, np.ones((1, 1, 16, 8)), (1, 1), "SAME", (1, 1), "matmul")
+        run_path(x, np.ones((3, 3, 16, 8)), (1, 1), "SAME", (1, 1), "im2col")
+    finally:
+        ops.set_num_threads(None)
+    assert seen and all(counts == [1] * len(counts) for counts in seen)
+    assert blas_threads() == before
+
+
+def test_single_threaded_blas_nests_and_restores():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("numpy has no BLAS library that threadpoolctl can see")
+    with threadpool_limits(2, user_api="blas"):
+        with thread_pool.single_threaded_blas():
+            with thread_pool.single_threaded_blas():
+                assert set(blas_threads()) == {1}
+            assert set(blas_threads()) == {1}
+        assert set(blas_threads()) == {2}
+
+
+# --- depthwise -------------------------------------------------------------------------------
+
+
+def naive_depthwise(x, w, strides, padding, dilations):
+    """Each channel through the plain-loop conv2d with its own kernels, channel-major outputs."""
+    parts = [naive.conv2d(x[..., c : c + 1], w[:, :, c : c + 1, :], strides, padding, dilations)
+             for c in range(x.shape[3])]
+    return np.concatenate(parts, axis=3)
+
+
+DEPTHWISE_CASES = [
+    # (batch, height, width, channels, fh, fw, multiplier, strides, padding, dilations)
+    (1, 9, 11, 1, 3, 3, 1, (1, 1), "SAME", (1, 1)),
+    (3, 8, 7, 3, 3, 3, 2, (2, 2), "SAME", (1, 1)),
+    (1, 12, 13, 32, 3, 3, 1, (2, 1), "VALID", (1, 1)),
+    (3, 10, 9, 130, 5, 5, 1, (1, 1), "SAME", (2, 1)),
+    (1, 7, 6, 4, 4, 2, 3, (1, 2), "SAME", (1, 1)),  # even kernel
+    (1, 1, 1, 5, 3, 3, 2, (1, 1), "SAME", (1, 1)),  # a 1x1 image
+    (1, 6, 5, 8, 1, 1, 1, (2, 2), "VALID", (1, 1)),
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=lambda c: "x".join(map(str, c[:7])) + f"-s{c[7]}-{c[8]}")
+@pytest.mark.parametrize("finish", ["plain", "bias+relu", "tanh"])
+def test_depthwise_conv2d_matches_the_formula(case, finish):
+    n_img, height, width, channels, fh, fw, mult, strides, padding, dilations = case
+    rng = np.random.default_rng(sum(case[:7]) + len(finish))
+    x = rng.standard_normal((n_img, height, width, channels)).astype(np.float32)
+    w = rng.standard_normal((fh, fw, channels, mult)).astype(np.float32)
+    linear = ops.depthwise_conv2d(x, w, strides, padding, dilations)
+    assert_close_to_formula(linear, x, w, strides, padding, dilations,
+                            reference=naive_depthwise, magnitude=naive_depthwise)
+    bias = rng.standard_normal(channels * mult).astype(np.float32)
+    if finish == "bias+relu":
+        got = ops.depthwise_conv2d(x, w, strides, padding, dilations, bias=bias, activation="relu")
+        np.testing.assert_array_equal(got, ops.relu(linear + bias))
+    elif finish == "tanh":
+        got = ops.depthwise_conv2d(x[0], w, strides, padding, dilations, activation="tanh")  # (H, W, C) in
+        np.testing.assert_array_equal(got, ops.activate(linear[0], "tanh"))
+
+
+def test_depthwise_conv2d_checks_its_arguments():
+    x = np.ones((1, 5, 5, 3), np.float32)
+    with pytest.raises(ValueError, match=r"filter expects 2 input channels but the input has 3; "
+                                         r"use filter of shape \(3, 3, 3, 1\)"):
+        ops.depthwise_conv2d(x, np.ones((3, 3, 2, 1)))
+    with pytest.raises(ValueError, match="filter must be 4-D"):
+        ops.depthwise_conv2d(x, np.ones((3, 3)))
+    with pytest.raises(ValueError, match=r"one value per channel \(6\)"):
+        ops.depthwise_conv2d(x, np.ones((3, 3, 3, 2)), bias=[1.0, 2.0])
+    with pytest.raises(ValueError, match="larger than the 5x5 input"):
+        ops.depthwise_conv2d(x, np.ones((7, 7, 3, 1)), padding="VALID")

@@ -1,0 +1,135 @@
+"""A sweep of conv2d shapes against TensorFlow: where does convfilter fall behind, and by how much?
+
+Every combination of image size (7x7 to 1024x1024), input/output channels (1 to
+512), kernel size (1, 3, 5, 7) and stride (1, 2), SAME padding, batch 1, random
+weights (so no zero taps and no rank-1 kernels: the general case). Cases above
+``--max-gflop`` are left out to keep the run to minutes. Each case times
+convfilter and ``tf.nn.conv2d`` in alternating rounds with a pause between them
+and reports the median ratio TensorFlow / convfilter (above 1: convfilter is
+faster), the path convfilter chose, and at the end the worst cases and the
+share of cases below 0.8 and 1.0.
+
+    python benchmarks/sweep_tensorflow.py [--sample 200] [--seed 0] [--csv sweep.csv]
+
+On a shared machine the ratios of small cases move by 20-50% between runs:
+rerun the worst cases with ``--only`` (e.g. ``--only 56x56x128``) before drawing
+conclusions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from convfilter import conv_paths, ops
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_networks import median_of_calls as timed  # noqa: E402
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SIZES = [7, 14, 28, 56, 112, 224, 512, 1024]
+CHANNELS = [(1, 1), (1, 32), (3, 16), (3, 64), (16, 16), (32, 32), (64, 64), (128, 128), (256, 256),
+            (512, 512), (64, 256), (256, 64), (512, 16), (16, 512)]
+KERNELS = [1, 3, 5, 7]
+STRIDES = [1, 2]
+
+
+def cases(max_gflop: float):
+    for size, (n_in, n_out), k, stride in itertools.product(SIZES, CHANNELS, KERNELS, STRIDES):
+        out = -(-size // stride)
+        gflop = 2 * out * out * n_out * k * k * n_in / 1e9
+        if gflop <= max_gflop:
+            yield size, n_in, n_out, k, stride, gflop
+
+
+def calls_for(seconds: float) -> int:
+    """Enough calls for a median to mean something, about 50 ms per library per round."""
+    return int(min(15, max(3, 0.05 / max(seconds, 1e-6))))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pause", type=float, default=0.05, help="seconds between libraries")
+    parser.add_argument("--max-gflop", type=float, default=4.0, help="skip larger cases (default 4 GFLOP)")
+    parser.add_argument("--sample", type=int, default=0, help="time only this many random cases (0: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", default="", help="cases whose label contains this text")
+    parser.add_argument("--csv", help="also write every case to this CSV file")
+    args = parser.parse_args(argv)
+    try:
+        import tensorflow as tf
+    except ImportError:
+        print("TensorFlow is not importable; install tensorflow-cpu to run the sweep")
+        return 0
+
+    rng = np.random.default_rng(args.seed)
+    todo = list(cases(args.max_gflop))
+    if args.sample and args.sample < len(todo):
+        todo = [todo[i] for i in sorted(rng.choice(len(todo), args.sample, replace=False))]
+    print(f"# {len(todo)} cases, {args.rounds} alternating rounds each, {ops.get_num_threads()} threads, "
+          f"load average {os.getloadavg()[0]:.1f}; ratio = TensorFlow / convfilter")
+    print("| case | GFLOP | path | convfilter ms | TensorFlow ms | ratio |")
+    print("| --- | ---: | --- | ---: | ---: | ---: |")
+    results = []
+    for size, n_in, n_out, k, stride, gflop in todo:
+        label = f"{size}x{size}x{n_in} * {k}x{k}x{n_in}x{n_out} s{stride}"
+        if args.only and args.only not in label:
+            continue
+        x = rng.standard_normal((1, size, size, n_in)).astype(np.float32)
+        w = (rng.standard_normal((k, k, n_in, n_out)) / np.sqrt(k * k * n_in)).astype(np.float32)
+        tx, tw = tf.constant(x), tf.constant(w)
+
+        def ours():
+            return ops.conv2d(x, w, stride, "SAME")
+
+        def theirs():
+            return tf.nn.conv2d(tx, tw, stride, "SAME").numpy()
+
+        reference = theirs()
+        got = ours()
+        error = float(np.max(np.abs(got - reference)) / (np.max(np.abs(reference)) or 1.0))
+        path = conv_paths.choose_path(x.shape, w, (stride, stride), (1, 1), got.shape,
+                                      conv_paths.separable_factors(w))
+        calls = calls_for(timed(ours, 1))
+        mine, peer = [], []
+        for _ in range(args.rounds):
+            time.sleep(args.pause)
+            mine.append(timed(ours, calls))
+            time.sleep(args.pause)
+            peer.append(timed(theirs, calls))
+        ratio = statistics.median(p / m for p, m in zip(peer, mine))
+        row = dict(case=label, gflop=gflop, path=path, convfilter_ms=statistics.median(mine) * 1e3,
+                   tensorflow_ms=statistics.median(peer) * 1e3, ratio=ratio, relative_error=error)
+        results.append(row)
+        print(f"| {label} | {gflop:.3f} | {path} | {row['convfilter_ms']:.3f} | {row['tensorflow_ms']:.3f} | "
+              f"{ratio:.2f} |", flush=True)
+    if not results:
+        return 0
+    if args.csv:
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(results[0]))
+            writer.writeheader()
+            writer.writerows(results)
+    ratios = np.array([r["ratio"] for r in results])
+    print(f"# {len(results)} cases: geometric mean ratio {np.exp(np.mean(np.log(ratios))):.2f}, "
+          f"{np.mean(ratios < 0.8):.0%} below 0.8, {np.mean(ratios < 1.0):.0%} below 1.0; "
+          f"largest relative difference from TensorFlow {max(r['relative_error'] for r in results):.1e}; "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
+    print("# worst cases:")
+    for r in sorted(results, key=lambda r: r["ratio"])[:10]:
+        print(f"#   {r['ratio']:.2f}  {r['case']} ({r['path']}, {r['convfilter_ms']:.3f} ms vs "
+              f"{r['tensorflow_ms']:.3f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Activation functions by keras's names, each applied in place to a float32 array.
+
+In place, so that a convolution applies its activation to each finished
+tile or to its result without a second full-size array.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _relu(x: np.ndarray) -> None:
+    np.maximum(x, np.float32(0), out=x)  # NaN and -0.0 pass, as with np.maximum
+
+
+def _abs(x: np.ndarray) -> None:
+    np.abs(x, out=x)
+
+
+def _sigmoid(x: np.ndarray) -> None:
+    # 0.5 * (tanh(0.5 * x) + 1): stable for large |x|, the same float32 steps as written out
+    x *= np.float32(0.5)
+    np.tanh(x, out=x)
+    x += np.float32(1)
+    x *= np.float32(0.5)
+
+
+def _tanh(x: np.ndarray) -> None:
+    np.tanh(x, out=x)
+
+
+# The one table of activations: name -> a function that changes its float32 argument in place
+# (None: no change).
+IN_PLACE = {
+    "none": None,
+    "relu": _relu,
+    "abs": _abs,
+    "sigmoid": _sigmoid,
+    "tanh": _tanh,
+}
+
+
+def activation_name(name) -> str:
+    """The key of :data:`IN_PLACE` for ``name`` (case-insensitive; None is "none")."""
+    key = "none" if name is None else str(name).lower()
+    if key not in IN_PLACE:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(IN_PLACE)}")
+    return key
+
+
+def apply_in_place(x: np.ndarray, name: str) -> None:
+    """Apply the activation ``name`` (a key of :data:`IN_PLACE`) to the float32 array ``x``."""
+    function = IN_PLACE[name]
+    if function is not None:
+        function(x)

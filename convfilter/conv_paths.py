@@ -1,0 +1,440 @@
+"""How a convolution is computed: the exact paths, what each needs, and the choice among them.
+
+Every path computes the same formula (see :mod:`convfilter.ops`) to float32
+rounding; they differ in the order of the sums and in speed:
+
+* ``planar``: the direct loops of the kernels (:mod:`convfilter._jit`, or their numpy
+  twins in :mod:`convfilter._numpy_kernels`, chosen by :mod:`convfilter._backend`) over the nonzero taps of a
+  planar (N, C, Hp, Wp) copy; zero taps are skipped, so sparse banks (line
+  kernels) cost only their nonzero weights. Fastest for few channels.
+* ``separable``: rank-1 kernels as a column pass then a row pass (``kh + kw``
+  instead of ``kh * kw`` operations per output).
+* ``matmul``: a 1x1 kernel is one matrix product of the pixels (every ``stride``-th
+  one) with the (C, F) filters, computed by numpy's BLAS.
+* ``im2col``: the windows of a few output rows are copied into a tile that
+  stays in cache, (pixels, fh*fw*C), and multiplied with the (fh*fw*C, F)
+  filters by BLAS: the path for many channels.
+
+Before any of them, a bank with the same kernels on every input channel can
+filter the sum of the channels once (``sum_channels``).
+
+:func:`choose_path` estimates each path's time from counts of multiply-adds,
+copies and calls, with rates measured on the machine the package was tuned on
+(:data:`COST`); only the ranking of the paths matters.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from . import _backend
+from .activations import apply_in_place
+from .borders import fill_border, pad
+from .geometry import AxisGeometry
+from .threads import run_bands
+
+# The one list of paths: ``correlate(path=...)`` accepts these names and "auto".
+CONV_PATHS = {
+    "planar": "direct loops over the nonzero taps (few channels; zero taps skipped)",
+    "separable": "column pass then row pass, for rank-1 kernels",
+    "matmul": "1x1 kernels: one matrix product of the pixels with the filters (BLAS)",
+    "im2col": "windows copied into cache-sized tiles, then a matrix product with the filters (BLAS)",
+}
+
+
+def check_path(path: str) -> str:
+    """``path`` if it is "auto" or one of :data:`CONV_PATHS`, else ValueError."""
+    if path != "auto" and path not in CONV_PATHS:
+        raise ValueError(f"unknown conv path {path!r}; choose 'auto' or one of {', '.join(CONV_PATHS)}")
+    return path
+
+
+# --- what the paths need ---------------------------------------------------------------------
+
+
+def rank_one(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(col, row)`` with ``outer(col, row) == kernel`` to float32 precision, or None.
+
+    The largest entry's row and column define the factors. The check runs in
+    float64 and is relative to each entry (zeros must stay exactly zero), so
+    every effective weight is within a few float32 ulps of the given one and
+    the separable result stays within the rounding of the direct formula.
+    """
+    k = kernel.astype(np.float64)
+    p, q = np.unravel_index(np.argmax(np.abs(k)), k.shape)
+    peak = k[p, q]
+    if peak == 0.0:
+        return np.zeros(k.shape[0], np.float32), np.zeros(k.shape[1], np.float32)
+    col, row = k[:, q] / peak, k[p, :]
+    if np.any(np.abs(np.outer(col, row) - k) > 4 * np.finfo(np.float32).eps * np.abs(k)):
+        return None
+    return col.astype(np.float32), row.astype(np.float32)
+
+
+def separable_factors(w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Column and row factors (F, C, kh) and (F, C, kw) when every w[:, :, c, f] is rank 1."""
+    fh, fw, n_in, n_out = w.shape
+    if fh == 1 or fw == 1:  # one column or one row is rank 1 as it is, with the other factor 1
+        ones = np.ones((n_out, n_in, 1), np.float32)
+        if fw == 1:
+            return np.ascontiguousarray(w[:, 0].transpose(2, 1, 0)), ones
+        return ones, np.ascontiguousarray(w[0].transpose(2, 1, 0))
+    cols = np.empty((n_out, n_in, fh), np.float32)
+    rows = np.empty((n_out, n_in, fw), np.float32)
+    for f in range(n_out):
+        for c in range(n_in):
+            factors = rank_one(w[:, :, c, f])
+            if factors is None:
+                return None
+            cols[f, c], rows[f, c] = factors
+    return cols, rows
+
+
+def sums_input_channels(w: np.ndarray) -> bool:
+    """True when every input channel of the (fh, fw, in, out) bank ``w`` has the same kernels, so
+    the sum of the channels is filtered once (and 8-bit ``input_scale`` samples are read as they are)."""
+    if w.shape[2] < 2 or not np.array_equal(w[:, :, 1], w[:, :, 0]):  # a trained bank stops here
+        return False
+    return bool(np.all(w == w[:, :, :1, :]))
+
+
+def padded_count(taps: int) -> int:
+    """Tap lists are padded with zero-weight taps to a multiple of four (at least four)."""
+    return max(4, -(-taps // 4) * 4)
+
+
+def direct_taps(w: np.ndarray, padded_h: int, dilations) -> tuple[np.ndarray, np.ndarray]:
+    """The direct path's one tap list for all filters: (T, 2) positions ``(c*Hp + u*dh, v*dw)``
+    where any filter is nonzero, and the (F, T) weights there; zero-weight padding at (0, 0)."""
+    fh, fw, n_in, n_out = w.shape
+    dh, dw = dilations
+    c, u, v = np.meshgrid(np.arange(n_in), np.arange(fh), np.arange(fw), indexing="ij")
+    positions = np.stack([(c * padded_h + u * dh).ravel(), (v * dw).ravel()], 1)
+    per_filter = w.transpose(3, 2, 0, 1).reshape(n_out, n_in * fh * fw)
+    used = np.flatnonzero(np.any(per_filter != 0, axis=0))
+    count = padded_count(len(used))
+    taps = np.zeros((count, 2), np.int64)
+    taps[: len(used)] = positions[used]
+    weights = np.zeros((n_out, count), np.float32)
+    weights[:, : len(used)] = per_filter[:, used]
+    return taps, weights
+
+
+def row_group_taps(cols: np.ndarray, group: int, sh: int, dh: int,
+                   padded_h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column taps for ``group`` output rows at once: row ``i + k`` reads rows ``k*sh + u*dh``
+    (relative to ``i*sh``). Returns (F, C, T, 2) positions of the union of the nonzero taps and
+    (F, C, group, T) weights, zero-weight padding at (0, 0).
+    """
+    n_out, n_in, _ = cols.shape
+    tables = {}
+    for f in range(n_out):
+        for c in range(n_in):
+            table: dict[int, list[float]] = {}
+            for u in np.flatnonzero(cols[f, c]):
+                for k in range(group):
+                    table.setdefault(int(k * sh + u * dh), [0.0] * group)[k] = cols[f, c, u]
+            tables[f, c] = sorted(table.items())
+    count = padded_count(max(len(t) for t in tables.values()))
+    taps = np.zeros((n_out, n_in, count, 2), np.int64)
+    weights = np.zeros((n_out, n_in, group, count), np.float32)
+    for (f, c), table in tables.items():
+        for t, (offset, per_row) in enumerate(table):
+            taps[f, c, t, 0] = c * padded_h + offset
+            weights[f, c, :, t] = per_row
+    return taps, weights
+
+
+def tap_lists(kernels: np.ndarray, spacing: int, padded_h: int, vertical: bool):
+    """The nonzero taps of each 1-D kernel ``kernels[f, c]`` as (F, C, T, 2) (row, column)
+    positions and (F, C, T) weights; zero-weight padding at (0, 0).
+
+    Vertical taps walk down the rows of channel ``c`` (row ``c*padded_h + index*spacing``),
+    horizontal ones along a row (column ``index*spacing``). Zero weights are left out: exact,
+    they add nothing.
+    """
+    n_out, n_in, _ = kernels.shape
+    count = padded_count(max(np.count_nonzero(kernels[f, c]) for f in range(n_out) for c in range(n_in)))
+    taps = np.zeros((n_out, n_in, count, 2), np.int64)
+    weights = np.zeros((n_out, n_in, count), np.float32)
+    for f in range(n_out):
+        for c in range(n_in):
+            index = np.flatnonzero(kernels[f, c])
+            if vertical:
+                taps[f, c, : len(index), 0] = c * padded_h + index * spacing
+            else:
+                taps[f, c, : len(index), 1] = index * spacing
+            weights[f, c, : len(index)] = kernels[f, c, index]
+    return taps, weights
+
+
+# --- choosing --------------------------------------------------------------------------------
+
+# The constants of :func:`estimated_seconds`, fitted to single-thread timings of every path
+# over channels 1-128, filters 1-256, kernels 1-7, strides 1-2 and 48x48 to 512x512 images
+# on a 2-vCPU Zen4 (AVX-512) with numpy's OpenBLAS; ``benchmarks/sweep_tensorflow.py`` checks
+# the choice against TensorFlow. They only need to rank the paths: with them the chosen path
+# was within 1.25x of the fastest in all but a few tiny cases, and never worse than 1.5x where
+# a call takes over 0.2 ms.
+COST = {
+    "call": {"planar": 60e-6, "separable": 40e-6, "matmul": 12e-6, "im2col": 12e-6},
+    "direct_rate": 20.8e9,  # multiply-adds per second of the direct loops
+    "direct_row": 0.94e-9,  # per output row, filter and tap of the direct loops
+    "separable_rate": 16e9,  # multiply-adds per second of the separable passes
+    "separable_row": 300e-9,  # per output row, filter and input channel of the separable path
+    "direct_stride_penalty": 4.0,  # the direct loops read strided columns (stride > 1) slower
+    "separable_stride_penalty": 2.5,  # ... and so does the separable row pass
+    "planar_copy_rate": 1.5e9,  # floats per second into the padded planar copy
+    "gemm_rate": 40.8e9,  # BLAS multiply-adds per second with many filters and a deep sum
+    "gemm_half_filters": 4.0,  # BLAS runs at half speed with this many filters
+    "gemm_half_depth": 1.5,  # ... or with this many products per output
+    "gemm_store_rate": 5e9,  # output floats per second that BLAS writes
+    "tile_copy_rate": 4e9,  # floats per second copied into im2col tiles
+    "tile_run": 7.5e-9,  # per contiguous run of a window copied into a tile
+}
+
+
+def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations, taps: int = 0,
+                      separable_taps: tuple[float, float] = (0.0, 0.0)) -> float:
+    """A single-thread time estimate for ``path`` on these shapes (see :data:`COST`).
+
+    ``taps`` is the direct path's (padded) tap count; ``separable_taps`` the mean nonzero
+    column and row taps per kernel of the separable path.
+    """
+    n_img, height, width, n_in = x_shape
+    fh, fw, _, n_out = w_shape
+    out_h, out_w = out_shape[1], out_shape[2]
+    outputs = n_img * out_h * out_w
+    strided = strides[1] > 1
+    planar_copy = n_img * height * width * n_in / COST["planar_copy_rate"]
+    if path == "planar":
+        penalty = COST["direct_stride_penalty"] if strided else 1.0
+        return (COST["call"][path] + outputs * n_out * taps * penalty / COST["direct_rate"]
+                + n_img * out_h * n_out * taps * COST["direct_row"] + planar_copy)
+    if path == "separable":
+        col_taps, row_taps = separable_taps
+        rows = n_img * out_h * n_out * n_in
+        ops = rows * (col_taps * (width + fw) + row_taps * out_w)
+        penalty = COST["separable_stride_penalty"] if strided else 1.0
+        return (COST["call"][path] + (rows * COST["separable_row"] + ops / COST["separable_rate"]) * penalty
+                + planar_copy)
+    depth = fh * fw * n_in
+    efficiency = n_out / (n_out + COST["gemm_half_filters"]) * depth / (depth + COST["gemm_half_depth"])
+    seconds = (COST["call"][path] + outputs * n_out * depth / (COST["gemm_rate"] * efficiency)
+               + outputs * n_out / COST["gemm_store_rate"])
+    if path == "im2col" or strides != (1, 1):
+        runs = fh if dilations[1] == 1 else fh * fw  # a window row is one run of fw*C floats
+        seconds += outputs * (depth / COST["tile_copy_rate"] + runs * COST["tile_run"])
+    return seconds
+
+
+def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
+    """The path with the smallest :func:`estimated_seconds` for this call.
+
+    1x1 kernels choose between the direct loops and ``matmul``, larger ones between the direct
+    loops and ``im2col``; rank-1 kernels (``factors`` not None) may take ``separable``. A single
+    input channel and a 1x1 kernel is a scaling, not a product: BLAS is slow at it.
+    """
+    fh, fw, n_in, n_out = w.shape
+    used = int(np.count_nonzero(np.any(w != 0, axis=3)))
+    costs = {"planar": estimated_seconds("planar", x_shape, w.shape, out_shape, strides, dilations,
+                                         taps=padded_count(used))}
+    if factors is not None:
+        cols, rows = factors
+        mean_taps = (np.count_nonzero(cols) / cols[..., 0].size, np.count_nonzero(rows) / rows[..., 0].size)
+        costs["separable"] = estimated_seconds("separable", x_shape, w.shape, out_shape, strides, dilations,
+                                               separable_taps=mean_taps)
+    if fh * fw * n_in > 1:
+        gemm = "matmul" if fh == fw == 1 else "im2col"
+        costs[gemm] = estimated_seconds(gemm, x_shape, w.shape, out_shape, strides, dilations)
+    return min(costs, key=costs.get)
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path: str = "auto",
+              sum_channels: bool | None = None, bias: np.ndarray | None = None,
+              activation: str = "none", border: str = "CONSTANT",
+              input_scale: float | None = None) -> np.ndarray:
+    """NHWC float32 result of the cross-correlation, by the fastest exact path (or the one forced).
+
+    ``x`` is C-contiguous float32 NHWC and ``w`` C-contiguous float32 (fh, fw, C, F).
+    ``sum_channels`` (None: when it applies) filters the sum of the input channels once with
+    one channel's kernels (planar and separable paths). ``path`` is "auto" or one of
+    :data:`CONV_PATHS`. ``bias`` (float32, one per filter, or None) and a ReLU are applied as
+    each row or tile is stored; any other ``activation`` (a key of
+    :data:`convfilter.activations.IN_PLACE`) in place on each finished tile or on the result.
+    ``border`` (a checked mode of :func:`~convfilter.borders.pad`) fills the padding cells of
+    the padded copy that every path reads, so each border keeps every path. With
+    ``input_scale``, ``x`` holds 8-bit samples and the bank sums its input channels: the
+    channel-sum copy reads each sample's float value ``sample / input_scale``.
+    """
+    check_path(path)
+    if path in ("matmul", "im2col") and sum_channels:
+        raise ValueError(f"sum_channels applies to the planar and separable paths, not {path}")
+    if path == "matmul" and w.shape[:2] != (1, 1):
+        raise ValueError(f"the matmul path needs a 1x1 kernel, got {w.shape[0]}x{w.shape[1]}")
+    if sum_channels is None:
+        sum_channels = path not in ("matmul", "im2col") and sums_input_channels(w)
+    elif sum_channels and not (w.shape[2] == 1 or np.all(w == w[:, :, :1, :])):
+        raise ValueError("sum_channels needs the same kernels on every input channel")
+    if sum_channels:
+        w = np.ascontiguousarray(w[:, :, :1, :])
+    factors = separable_factors(w) if path in ("auto", "separable") else None
+    if path == "separable" and factors is None:
+        raise ValueError("the separable path needs rank-1 kernels")
+    out = np.empty((x.shape[0], gh.out, gw.out, w.shape[3]), np.float32)
+    if path == "auto":
+        path = choose_path((x.shape[0], x.shape[1], x.shape[2], w.shape[2]), w, strides, dilations, out.shape,
+                           factors)
+        if sum_channels and path not in ("planar", "separable"):
+            path = "separable" if factors is not None else "planar"
+    if path in ("matmul", "im2col"):
+        correlate_gemm(x, w, strides, dilations, gh, gw, bias, activation, out, border)
+        return out
+    relu = activation == "relu"
+    _correlate_jit(x, w, strides, dilations, gh, gw, path, sum_channels, factors, bias, relu, out, border,
+                   input_scale)
+    if not relu:
+        apply_in_place(out, activation)
+    return out
+
+
+def _correlate_jit(x, w, strides, dilations, gh, gw, path, sum_channels, factors, bias, relu, out, border,
+                   input_scale) -> None:
+    """The planar and separable paths, through the kernels of :mod:`convfilter._backend`."""
+    n_img, height, width, channels = x.shape
+    n_in = w.shape[2]
+    padded_h = height + gh.pad_before + gh.pad_after
+    padded_w = width + gw.pad_before + gw.pad_after
+    if path == "separable" and channels == 1 and x.flags.writeable and border == "CONSTANT":
+        # one channel: the separable kernel reads the image itself and pads with zeros as it
+        # goes (a read-only array would be another type for Numba: those go through the padded
+        # copy, as do other borders, whose cells are not zeros)
+        source, pads = x.reshape(n_img, height, width), (gh.pad_before, gw.pad_before)
+    else:
+        padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
+        if input_scale is not None:  # integer samples, several channels with the same kernels
+            values = np.arange(256, dtype=np.float32) / np.float32(input_scale)  # what a float image holds
+            _backend.kernel("pad_planar_channel_sum_scaled", padded.size)(read_only(x), values, gh.pad_before,
+                                                                           gw.pad_before, padded)
+        else:
+            padder = "pad_planar_channel_sum" if sum_channels else "pad_planar"
+            _backend.kernel(padder, padded.size)(read_only(x), gh.pad_before, gw.pad_before, padded)
+        fill_border(padded, gh.pad_before, gw.pad_before, height, width, border)
+        source, pads = padded.reshape(n_img, n_in * padded_h, padded_w), (0, 0)
+    finish = finish_of(bias, w.shape[3], relu)
+    if path == "separable":
+        _correlate_separable(source, pads, padded_h, padded_w, factors, strides, dilations, finish, out)
+    else:
+        _correlate_direct(source, w, padded_h, strides, dilations, finish, out)
+
+
+def read_only(x: np.ndarray) -> np.ndarray:
+    """A read-only view of ``x``: Numba compiles writable and read-only arrays apart, so kernels
+    that only read an input always get this kind (decoded images are read-only, computed ones
+    are not) and keep one compiled signature."""
+    view = x.view()
+    view.flags.writeable = False
+    return view
+
+
+def finish_of(bias: np.ndarray | None, channels: int, relu: bool) -> tuple[np.ndarray, bool, bool]:
+    """The kernels' last arguments ``(bias, add_bias, relu)``: always a float32 bias vector (zeros,
+    unused, without a bias) and two bools, so that every call has the one compiled signature."""
+    return np.zeros(channels, np.float32) if bias is None else bias, bias is not None, bool(relu)
+
+
+def _correlate_direct(rows_view, w, padded_h, strides, dilations, finish, out) -> None:
+    """The direct path: one tap list for all filters (the positions where any filter is nonzero),
+    so that filters share the loads of their source rows."""
+    taps, weights = direct_taps(w, padded_h, dilations)
+    run_bands("correlate_planar", (rows_view, taps, weights, *strides, *finish, out), out.shape[1],
+              out.size * taps.shape[0])
+
+
+def _correlate_separable(source, pads, padded_h, padded_w, factors, strides, dilations, finish, out) -> None:
+    """The separable path: column taps down the rows of each channel of ``source`` (the padded
+    planar input viewed as (N, C*Hp, Wp) with ``pads`` (0, 0), or a one-channel image (N, H, W)
+    with its top and left padding), row taps along the scratch row they produce."""
+    cols, rows = factors
+    n_in = cols.shape[1]
+    (sh, sw), (dh, dw) = strides, dilations
+    col_taps, col_weights = tap_lists(cols, dh, padded_h, vertical=True)
+    row_taps, row_weights = tap_lists(rows, dw, padded_h, vertical=False)
+    # four output rows per column pass when their taps overlap (stride 1), else two
+    group_taps, group_weights = row_group_taps(cols, 4 if sh == 1 else 2, sh, dh, padded_h)
+    args = (source, *pads, col_taps, col_weights, group_taps, group_weights, row_taps, row_weights, sh, sw,
+            padded_w, *finish, out)
+    n_img, out_h, out_w, n_out = out.shape
+    work = n_img * out_h * n_out * n_in * (col_taps.shape[2] * padded_w + row_taps.shape[2] * out_w)
+    run_bands("correlate_separable", args, out_h, work)
+
+
+# --- the matrix-product paths ----------------------------------------------------------------
+
+# Floats in one im2col tile: 64 Ki floats (256 KiB) stay in a core's L2 cache while BLAS
+# reads them, next to its own packed blocks (measured: 256 KiB tiles as fast as 1 MiB ones,
+# the whole image as one tile 20-40% slower).
+TILE_FLOATS = 1 << 16
+# ... but at least this many output pixels: BLAS packs the whole (fh*fw*C, F) filter matrix on
+# every call, which a few pixels cannot repay (measured: 7x7x512x512 filters on a 7x7 image
+# took 10x longer in tiles of 2 pixels than in one tile).
+MIN_TILE_PIXELS = 512
+
+
+def correlate_gemm(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, bias, activation,
+                   out, border: str = "CONSTANT") -> None:
+    """The matmul and im2col paths: ``out[pixels] = windows(pixels) @ w.reshape(fh*fw*C, F)``.
+
+    A 1x1 kernel with stride 1 multiplies the image rows in place; otherwise the windows of a
+    tile of output pixels are copied into a (pixels, fh*fw*C) buffer, in the (u, v, c) order of
+    ``w``'s rows. Bias, ReLU and any other in-place ``activation`` are applied to each tile
+    of the output while it is in cache. The windows read a padded NHWC copy (zeros, or the
+    cells of ``border``) when the geometry pads.
+    """
+    n_img, height, width, channels = x.shape
+    fh, fw, _, n_out = w.shape
+    pads = ((0, 0), (gh.pad_before, gh.pad_after), (gw.pad_before, gw.pad_after), (0, 0))
+    source = pad(x, pads, border) if any(pads[1] + pads[2]) else x
+    matrix = w.reshape(fh * fw * channels, n_out)
+    in_place = fh == fw == 1 and strides == (1, 1)
+    out_h = out.shape[1]
+    args = (source, matrix, (fh, fw), strides, dilations, in_place, bias, activation, out)
+    # bands run over the rows of all images, so that a batch of small images uses every thread
+    run_bands(_gemm_band, args, n_img * out_h, out.size * matrix.shape[0], blas=True)
+
+
+def _gemm_band(source, matrix, window, strides, dilations, in_place, bias, activation, out, start, stop) -> None:
+    """Output rows ``start .. stop`` (counted over all images) of :func:`correlate_gemm`."""
+    _, out_h, out_w, n_out = out.shape
+    depth = matrix.shape[0]
+    (fh, fw), (sh, sw), (dh, dw) = window, strides, dilations
+    s_n, s_h, s_w, s_c = source.strides
+    channels = source.shape[3]
+    # a tile is whole output rows when they fit, else part of one row
+    pixels = max(TILE_FLOATS // depth, MIN_TILE_PIXELS, 1)
+    tile_rows = min(max(1, pixels // out_w), out_h, stop - start)
+    tile_cols = min(out_w, pixels)
+    buffer = None if in_place else np.empty(tile_rows * tile_cols * depth, np.float32)
+    row = start
+    while row < stop:
+        n, i = divmod(row, out_h)
+        rows = min(tile_rows, stop - row, out_h - i)
+        for j in range(0, out_w, tile_cols):
+            cols = min(tile_cols, out_w - j)
+            target = out[n, i : i + rows, j : j + cols].reshape(rows * cols, n_out)
+            if in_place:
+                pixels = source[n, i : i + rows, j : j + cols].reshape(rows * cols, channels)
+            else:
+                pixels = buffer[: rows * cols * depth].reshape(rows * cols, depth)
+                windows = as_strided(source[n, i * sh :, j * sw :], shape=(rows, cols, fh, fw, channels),
+                                     strides=(sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c), writeable=False)
+                pixels.reshape(rows, cols, fh, fw, channels)[...] = windows
+            np.matmul(pixels, matrix, out=target)
+            if bias is not None:
+                target += bias
+            apply_in_place(target, activation)
+        row += rows

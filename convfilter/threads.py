@@ -1,0 +1,161 @@
+"""The threads a convolution or pool runs on: one count, one pool, and the BLAS library kept in step.
+
+The kernels (Numba's, or their numpy twins) release the GIL and work on bands
+of output rows, so plain threads run them in parallel; so do the matrix-product paths, whose numpy
+copies and BLAS calls release it too. Work below :data:`MIN_PARALLEL_WORK`
+multiply-adds (or cells) stays on the calling thread: starting threads costs
+more than it saves there.
+
+BLAS (numpy's OpenBLAS, MKL, ...) brings a thread pool of its own. While a
+call runs its bands here, BLAS is held to one thread, so that the count set
+by :func:`set_num_threads` (or ``CONVFILTER_NUM_THREADS``) is the number of
+busy threads for both: batch workers that call ``set_num_threads(1)`` stay
+single-threaded in BLAS too, and two bands never start two BLAS pools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+from .system import usable_cpus
+
+__all__ = ["set_num_threads", "get_num_threads", "run_bands", "single_threaded_blas", "MIN_PARALLEL_WORK"]
+
+MIN_PARALLEL_WORK = 20_000_000
+_threads: int | None = None
+_executor = None  # a ThreadPoolExecutor, started on first use
+_executor_size = 0
+
+
+def _forget_executor() -> None:
+    """In a forked child the parent's worker threads do not exist: start a fresh pool when needed."""
+    global _executor, _executor_size
+    _executor, _executor_size = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_executor)
+
+
+def _default_threads() -> int:
+    env = os.environ.get("CONVFILTER_NUM_THREADS") or os.environ.get("NUMBA_NUM_THREADS")
+    if env and env.strip().isdigit() and int(env) >= 1:
+        return int(env)
+    return usable_cpus()
+
+
+def set_num_threads(count: int | None) -> None:
+    """Use at most ``count`` threads per call (None: every available CPU).
+
+    Batch workers that already run one process per CPU call
+    ``set_num_threads(1)`` so they never oversubscribe. The environment
+    variables ``CONVFILTER_NUM_THREADS`` or ``NUMBA_NUM_THREADS`` set the
+    default. The count covers the BLAS calls of the matrix-product paths as
+    well: BLAS runs on one thread inside each band.
+    """
+    global _threads
+    if count is not None and (not isinstance(count, int) or count < 1):
+        raise ValueError(f"thread count must be a whole number >= 1 or None, got {count!r}")
+    _threads = count
+
+
+def get_num_threads() -> int:
+    """The number of threads a large call uses."""
+    return _threads if _threads is not None else _default_threads()
+
+
+# --- BLAS ------------------------------------------------------------------------------------
+# threadpoolctl finds the BLAS libraries numpy loaded (OpenBLAS, MKL, BLIS) and sets their thread
+# counts through each library's own call. Looking the libraries up costs milliseconds, so it is
+# done once; setting the count is one C call.
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved: list[tuple[object, int]] | None = None
+_blas_libraries: list | None = None
+
+
+def _blas_controllers() -> list:
+    global _blas_libraries
+    if _blas_libraries is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # without it BLAS keeps its own threads: slower with several bands, not wrong
+            _blas_libraries = []
+        else:
+            _blas_libraries = [lib for lib in ThreadpoolController().lib_controllers
+                               if lib.user_api == "blas"]
+    return _blas_libraries
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Hold every BLAS library at one thread inside the block (and restore the count after it).
+
+    Re-entrant and shared between threads: the first caller in saves the
+    counts, the last one out restores them.
+    """
+    global _blas_users, _blas_saved
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = []
+            for lib in _blas_controllers():
+                count = lib.get_num_threads()
+                if count != 1:
+                    lib.set_num_threads(1)
+                    _blas_saved.append((lib, count))
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for lib, count in _blas_saved:
+                    lib.set_num_threads(count)
+                _blas_saved = None
+
+
+def _forget_blas_users() -> None:
+    """A forked child has none of its parent's other threads inside a block: start counting afresh."""
+    global _blas_users, _blas_saved, _blas_lock
+    _blas_lock = threading.Lock()
+    if _blas_users:
+        for lib, count in _blas_saved or ():
+            lib.set_num_threads(count)
+    _blas_users, _blas_saved = 0, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_blas_users)
+
+
+# --- bands -----------------------------------------------------------------------------------
+
+
+def run_bands(kernel, args, rows: int, work: float, blas: bool = False) -> None:
+    """Run ``kernel(*args, row_start, row_stop)`` over ``rows`` output rows, split across threads
+    when there is enough ``work``. A kernel given by name is Numba's or its numpy twin, chosen
+    for this ``work`` by :func:`convfilter._backend.kernel`. With ``blas`` the kernel calls
+    BLAS, which is then held to one thread per band (see :func:`single_threaded_blas`)."""
+    global _executor, _executor_size
+    if isinstance(kernel, str):
+        from . import _backend
+
+        kernel = _backend.kernel(kernel, work)
+    threads = min(get_num_threads(), rows)
+    with single_threaded_blas() if blas else contextlib.nullcontext():
+        if threads <= 1 or work < MIN_PARALLEL_WORK:
+            kernel(*args, 0, rows)
+            return
+        if _executor is None or _executor_size < threads:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="convfilter")
+            _executor_size = threads
+        edges = [rows * t // threads for t in range(threads + 1)]
+        futures = [_executor.submit(kernel, *args, lo, hi) for lo, hi in zip(edges, edges[1:]) if hi > lo]
+        for future in futures:
+            future.result()
