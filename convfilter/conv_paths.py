@@ -282,7 +282,9 @@ def correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path
         raise ValueError("sum_channels needs the same kernels on every input channel")
     if sum_channels:
         w = np.ascontiguousarray(w[:, :, :1, :])
-    factors = separable_factors(w) if path in ("auto", "separable") else None
+    # a 1-row or 1-column kernel gains nothing from two passes: no need to look for factors
+    worth_factoring = path == "separable" or (path == "auto" and w.shape[0] > 1 and w.shape[1] > 1)
+    factors = separable_factors(w) if worth_factoring else None
     if path == "separable" and factors is None:
         raise ValueError("the separable path needs rank-1 kernels")
     out = np.empty((x.shape[0], gh.out, gw.out, w.shape[3]), np.float32)
