@@ -383,7 +383,7 @@ def _correlate_separable(source, pads, padded_h, padded_w, factors, strides, dil
 TILE_FLOATS = 1 << 16
 # ... but at least this many output pixels: BLAS packs the whole (fh*fw*C, F) filter matrix on
 # every call, which a few pixels cannot repay (measured: 7x7x512x512 filters on a 7x7 image
-# took 10x longer in tiles of 2 pixels than in one tile).
+# took 7x longer in tiles of 2 pixels than in one tile).
 MIN_TILE_PIXELS = 512
 
 
@@ -414,12 +414,12 @@ def _gemm_band(source, matrix, window, strides, dilations, in_place, bias, activ
     _, out_h, out_w, n_out = out.shape
     depth = matrix.shape[0]
     (fh, fw), (sh, sw), (dh, dw) = window, strides, dilations
-    s_n, s_h, s_w, s_c = source.strides
+    _, s_h, s_w, s_c = source.strides
     channels = source.shape[3]
     # a tile is whole output rows when they fit, else part of one row
-    pixels = max(TILE_FLOATS // depth, MIN_TILE_PIXELS, 1)
-    tile_rows = min(max(1, pixels // out_w), out_h, stop - start)
-    tile_cols = min(out_w, pixels)
+    tile_pixels = max(TILE_FLOATS // depth, MIN_TILE_PIXELS)
+    tile_rows = min(max(1, tile_pixels // out_w), out_h, stop - start)
+    tile_cols = min(out_w, tile_pixels)
     buffer = None if in_place else np.empty(tile_rows * tile_cols * depth, np.float32)
     row = start
     while row < stop:
