@@ -104,12 +104,16 @@ def per_kernel(work: str, repeats: int) -> None:
 
     photo = np.asarray(Image.open(ROOT / "sample_images" / "china.jpg"), np.float32)[None] / 255
     line_bank = np.repeat(np.stack([grid("vertical"), grid("horizontal")], -1)[:, :, None], 3, 2)
+    depthwise = np.random.default_rng(1).standard_normal((3, 3, 64, 1)).astype(np.float32)
+    feature_map = np.random.default_rng(2).standard_normal((1, 112, 112, 64)).astype(np.float32)
     workloads = {
         "book bank (channel sum + separable)": lambda: ops.conv2d(photo, line_bank),
         "sobel-x + laplacian (direct)": lambda: ops.conv2d(
             photo, np.repeat(np.stack([grid("sobel-x"), grid("laplacian")], -1)[:, :, None], 3, 2)),
         "3x3x3x32 + ReLU (direct)": lambda: ops.conv2d(
             photo, np.random.default_rng(0).standard_normal((3, 3, 3, 32)).astype(np.float32), activation="relu"),
+        "depthwise 3x3 (one kernel per channel)": lambda: ops.depthwise_conv2d(photo, depthwise[:, :, :3]),
+        "depthwise 3x3 on a network's 112x112x64 map": lambda: ops.depthwise_conv2d(feature_map, depthwise),
         "max pool 2x2": lambda: ops.max_pool2d(photo, 2),
         "avg pool 3x3 s2 SAME": lambda: ops.avg_pool2d(photo, 3, 2, "SAME"),
     }

@@ -46,7 +46,7 @@ COSTS = {
     "pad_planar_channel_sum_scaled": (3.0, 1.0, 0.9),
     "correlate_planar": (1.0, 0.1, 5.5),
     "correlate_separable": (1.5, 0.1, 7.0),
-    "correlate_depthwise": (1.5, 0.25, 3.0),
+    "correlate_depthwise": (3.0, 0.8, 0.85),
     "max_pool": (8.0, 1.3, 0.35),
     "avg_pool": (2.0, 1.7, 0.4),
 }
