@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 
 from .system import usable_cpus
@@ -67,19 +68,22 @@ def get_num_threads() -> int:
 
 
 # --- BLAS ------------------------------------------------------------------------------------
-# threadpoolctl finds the BLAS libraries numpy loaded (OpenBLAS, MKL, BLIS) and sets their thread
-# counts through each library's own call. Looking the libraries up costs milliseconds, so it is
-# done once; setting the count is one C call.
+# threadpoolctl finds the BLAS libraries the process loaded (OpenBLAS, MKL, BLIS; numpy's, and
+# e.g. SciPy's own copy) and sets their thread counts through each library's own call. Looking the
+# libraries up costs milliseconds, so it is done again only after modules were imported since
+# the last look (one of them may have loaded another BLAS); setting the count is one C call.
 
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_saved: list[tuple[object, int]] | None = None
 _blas_libraries: list | None = None
+_blas_modules = 0  # len(sys.modules) when the libraries were looked up
 
 
 def _blas_controllers() -> list:
-    global _blas_libraries
-    if _blas_libraries is None:
+    global _blas_libraries, _blas_modules
+    if _blas_libraries is None or _blas_modules != len(sys.modules):
+        _blas_modules = len(sys.modules)
         try:
             from threadpoolctl import ThreadpoolController
         except ImportError:  # without it BLAS keeps its own threads: slower with several bands, not wrong
@@ -87,6 +91,7 @@ def _blas_controllers() -> list:
         else:
             _blas_libraries = [lib for lib in ThreadpoolController().lib_controllers
                                if lib.user_api == "blas"]
+            _blas_modules = len(sys.modules)  # threadpoolctl's own imports count as seen
     return _blas_libraries
 
 
