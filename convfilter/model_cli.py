@@ -103,7 +103,7 @@ def _size(text: str, channels) -> tuple[int, int, int]:
 @input_options
 @io_options
 def apply(model_path, layer_names, scale, resize, inputs, output, fmt, normalize, colormap, montage, with_input,
-          columns, png_compression, max_pixels, batch):
+          columns, png_compression, max_pixels, accept_truncated, batch):
     """Write the feature maps of a model's layers for each input.
 
     One file per input and layer, {stem}_{layer}.{ext} (see --name, where {kernel} is the
@@ -129,7 +129,7 @@ def apply(model_path, layer_names, scale, resize, inputs, output, fmt, normalize
         raise click.BadParameter(str(exc), param_hint="--layers") from None
     recipe = ModelRun(os.path.abspath(model_path), tuple(layers), scale, resize)
     _run(recipe, inputs, output, fmt, normalize, _view(colormap, montage, with_input, columns, png_compression),
-         max_pixels, batch)
+         max_pixels, batch, accept_truncated)
 
 
 @model.command(context_settings=CONTEXT)

@@ -206,3 +206,17 @@ def test_apply_batch_with_a_bad_image_and_resume(tmp_path):
     again = run("model", "apply", MODELS / "digits.keras", folder, "-o", tmp_path / "maps", "--skip-existing",
                 "--layers", "pool2")
     assert "skipped" in again.output
+
+
+def test_apply_takes_the_input_options_of_apply_such_as_accept_truncated(tmp_path):
+    digit = write_digits(tmp_path, 1)[1]
+    whole = digit.read_bytes()
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(whole[: len(whole) - 30])  # the end of the pixel data and IEND are gone
+    refused = run("model", "apply", MODELS / "digits.keras", truncated, "-o", tmp_path / "refused", "--layers", "pool2")
+    assert refused.exit_code == 1 and "cut.png" in refused.output
+    accepted = run("model", "apply", MODELS / "digits.keras", truncated, "-o", tmp_path / "maps", "--layers", "pool2",
+                   "--accept-truncated")
+    assert accepted.exit_code == 0, accepted.output
+    assert "Warning: " in accepted.output and "truncated" in accepted.output
+    assert (tmp_path / "maps" / "cut_pool2.png").exists()
