@@ -304,6 +304,14 @@ def correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path
     return out
 
 
+# The padded planar copy of a large image is made a piece of rows at a time, just before the
+# kernel reads it, instead of whole: a piece of about this many bytes per thread stays in cache,
+# and the copy of a 24-megapixel photo (96 MB of float32) is never held at once.
+PIECE_BYTES = 2 << 20
+# ... for images whose whole copy is larger than this (smaller ones are copied whole, in one call)
+WHOLE_COPY_BYTES = 16 << 20
+
+
 def _correlate_jit(x, w, strides, dilations, gh, gw, path, sum_channels, factors, bias, relu, out, border,
                    input_scale) -> None:
     """The planar and separable paths, through the kernels of :mod:`convfilter._backend`."""
@@ -311,27 +319,73 @@ def _correlate_jit(x, w, strides, dilations, gh, gw, path, sum_channels, factors
     n_in = w.shape[2]
     padded_h = height + gh.pad_before + gh.pad_after
     padded_w = width + gw.pad_before + gw.pad_after
+    finish = finish_of(bias, w.shape[3], relu)
     if path == "separable" and channels == 1 and x.flags.writeable and border == "CONSTANT":
         # one channel: the separable kernel reads the image itself and pads with zeros as it
         # goes (a read-only array would be another type for Numba: those go through the padded
         # copy, as do other borders, whose cells are not zeros)
-        source, pads = x.reshape(n_img, height, width), (gh.pad_before, gw.pad_before)
-    else:
+        source = x.reshape(n_img, height, width)
+        name, arguments, work = _separable_call(factors, padded_h, padded_w, strides, dilations, finish, out)
+        run_bands(name, arguments(source, (gh.pad_before, gw.pad_before), out), out.shape[1], work)
+        return
+    padder, extra = "pad_planar", ()
+    if input_scale is not None:  # integer samples, several channels with the same kernels
+        values = np.arange(256, dtype=np.float32) / np.float32(input_scale)  # what a float image holds
+        padder, extra = "pad_planar_channel_sum_scaled", (values,)
+    elif sum_channels:
+        padder = "pad_planar_channel_sum"
+    piece_rows = _piece_rows(n_in, padded_h, padded_w, out.shape[1], strides[0], w.shape[0], dilations[0])
+    if border != "CONSTANT" or piece_rows is None:
         padded = np.empty((n_img, n_in, padded_h, padded_w), np.float32)
-        if input_scale is not None:  # integer samples, several channels with the same kernels
-            values = np.arange(256, dtype=np.float32) / np.float32(input_scale)  # what a float image holds
-            _backend.kernel("pad_planar_channel_sum_scaled", padded.size)(read_only(x), values, gh.pad_before,
-                                                                           gw.pad_before, padded)
-        else:
-            padder = "pad_planar_channel_sum" if sum_channels else "pad_planar"
-            _backend.kernel(padder, padded.size)(read_only(x), gh.pad_before, gw.pad_before, padded)
+        _backend.kernel(padder, padded.size)(read_only(x), *extra, gh.pad_before, gw.pad_before, padded)
         fill_border(padded, gh.pad_before, gw.pad_before, height, width, border)
-        source, pads = padded.reshape(n_img, n_in * padded_h, padded_w), (0, 0)
-    finish = finish_of(bias, w.shape[3], relu)
-    if path == "separable":
-        _correlate_separable(source, pads, padded_h, padded_w, factors, strides, dilations, finish, out)
-    else:
-        _correlate_direct(source, w, padded_h, strides, dilations, finish, out)
+        source = padded.reshape(n_img, n_in * padded_h, padded_w)
+        name, arguments, work = _kernel_call(path, w, factors, padded_h, padded_w, strides, dilations, finish, out)
+        run_bands(name, arguments(source, (0, 0), out), out.shape[1], work)
+        return
+    piece_h = (piece_rows - 1) * strides[0] + (w.shape[0] - 1) * dilations[0] + 1  # the rows they read
+    name, arguments, work = _kernel_call(path, w, factors, piece_h, padded_w, strides, dilations, finish, out)
+    # both kernels are chosen for the whole image's work, as if it were done in one call; the
+    # convolution first, as it does the most work: once it brings in Numba, the copy's kernel
+    # costs Numba only its load
+    kernel = _backend.kernel(name, work)
+    fill = _backend.kernel(padder, n_img * n_in * padded_h * padded_w)
+    run_bands(_pieces_of_band, (x, fill, extra, gh, gw, kernel, arguments, piece_rows, piece_h, strides[0], n_in,
+                                out), out.shape[1], work)
+
+
+def _piece_rows(n_in: int, padded_h: int, padded_w: int, out_h: int, sh: int, fh: int, dh: int) -> int | None:
+    """Output rows per piece of the padded copy, a multiple of four (so the separable kernel's
+    groups of rows start where they would in one call over the band); None: copy it whole."""
+    if n_in * padded_h * padded_w * 4 <= WHOLE_COPY_BYTES:
+        return None
+    halo = (fh - 1) * dh + 1 - sh  # rows a piece reads beyond its own output rows' strides
+    row_bytes = n_in * padded_w * 4
+    rows = max(PIECE_BYTES // row_bytes - halo, 2 * halo, 4) // sh
+    rows = -(-rows // 4) * 4
+    if rows >= out_h // 2:  # pieces as large as the band: nothing to gain
+        return None
+    return rows
+
+
+def _pieces_of_band(x, fill, extra, gh, gw, kernel, arguments, piece_rows, piece_h, sh, n_in, out, start, stop):
+    """Output rows ``start .. stop`` of every image, a piece of ``piece_rows`` rows at a time: the
+    rows of the padded copy that a piece reads are made (by ``fill``) into a buffer of this
+    band, then ``kernel`` runs over them. Each image row lands in the buffer with the values the
+    whole copy would hold, so the result is the same bits as one call over the whole copy."""
+    height = x.shape[1]
+    buffer = np.empty((1, n_in, piece_h, gw.pad_before + x.shape[2] + gw.pad_after), np.float32)
+    source = buffer.reshape(1, n_in * piece_h, buffer.shape[3])
+    for n in range(x.shape[0]):
+        for lo in range(start, stop, piece_rows):
+            hi = min(lo + piece_rows, stop)
+            first = lo * sh - gh.pad_before  # the image row at the top of the piece (negative: padding)
+            rows = x[n : n + 1, max(first, 0) : max(min(first + piece_h, height), 0)]
+            if rows.shape[1]:
+                fill(read_only(rows), *extra, max(-first, 0), gw.pad_before, buffer)
+            else:  # a piece wholly inside the padding
+                buffer[...] = 0.0
+            kernel(*arguments(source, (0, 0), out[n : n + 1, lo:hi]), 0, hi - lo)
 
 
 def read_only(x: np.ndarray) -> np.ndarray:
@@ -349,17 +403,28 @@ def finish_of(bias: np.ndarray | None, channels: int, relu: bool) -> tuple[np.nd
     return np.zeros(channels, np.float32) if bias is None else bias, bias is not None, bool(relu)
 
 
-def _correlate_direct(rows_view, w, padded_h, strides, dilations, finish, out) -> None:
+def _kernel_call(path, w, factors, padded_h, padded_w, strides, dilations, finish, out):
+    """``(kernel name, arguments(source, pads, out), work)`` of the planar or separable path over a
+    padded planar source ``padded_h`` rows high per channel."""
+    if path == "separable":
+        return _separable_call(factors, padded_h, padded_w, strides, dilations, finish, out)
+    return _direct_call(w, padded_h, strides, dilations, finish, out)
+
+
+def _direct_call(w, padded_h, strides, dilations, finish, out):
     """The direct path: one tap list for all filters (the positions where any filter is nonzero),
     so that filters share the loads of their source rows."""
     taps, weights = direct_taps(w, padded_h, dilations)
-    run_bands("correlate_planar", (rows_view, taps, weights, *strides, *finish, out), out.shape[1],
-              out.size * taps.shape[0])
+
+    def arguments(rows_view, pads, target):
+        return (rows_view, taps, weights, *strides, *finish, target)
+
+    return "correlate_planar", arguments, out.size * taps.shape[0]
 
 
-def _correlate_separable(source, pads, padded_h, padded_w, factors, strides, dilations, finish, out) -> None:
-    """The separable path: column taps down the rows of each channel of ``source`` (the padded
-    planar input viewed as (N, C*Hp, Wp) with ``pads`` (0, 0), or a one-channel image (N, H, W)
+def _separable_call(factors, padded_h, padded_w, strides, dilations, finish, out):
+    """The separable path: column taps down the rows of each channel of the source (the padded
+    planar input viewed as (N, C*Hp, Wp) with pads (0, 0), or a one-channel image (N, H, W)
     with its top and left padding), row taps along the scratch row they produce."""
     cols, rows = factors
     n_in = cols.shape[1]
@@ -368,11 +433,14 @@ def _correlate_separable(source, pads, padded_h, padded_w, factors, strides, dil
     row_taps, row_weights = tap_lists(rows, dw, padded_h, vertical=False)
     # four output rows per column pass when their taps overlap (stride 1), else two
     group_taps, group_weights = row_group_taps(cols, 4 if sh == 1 else 2, sh, dh, padded_h)
-    args = (source, *pads, col_taps, col_weights, group_taps, group_weights, row_taps, row_weights, sh, sw,
-            padded_w, *finish, out)
+
+    def arguments(source, pads, target):
+        return (source, *pads, col_taps, col_weights, group_taps, group_weights, row_taps, row_weights, sh, sw,
+                padded_w, *finish, target)
+
     n_img, out_h, out_w, n_out = out.shape
     work = n_img * out_h * n_out * n_in * (col_taps.shape[2] * padded_w + row_taps.shape[2] * out_w)
-    run_bands("correlate_separable", args, out_h, work)
+    return "correlate_separable", arguments, work
 
 
 # --- the matrix-product paths ----------------------------------------------------------------
