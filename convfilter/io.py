@@ -246,7 +246,8 @@ def _decode_image(handle, check_size, whole: bool) -> tuple[np.ndarray, float]:
             check_size(image.height, image.width, channels_of_mode(image.mode))
         try:
             image.load()
-            image = ImageOps.exif_transpose(image)
+            # in place: without it Pillow returns a copy of the whole image even when it is upright
+            ImageOps.exif_transpose(image, in_place=True)
             return image_samples(image)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise InputError(_bomb_message(exc)) from None
@@ -339,7 +340,7 @@ def image_samples(image: Image.Image) -> tuple[np.ndarray, float]:
     that maps them into [0, 1]; colour modes are converted as the module docstring says."""
     mode = image.mode
     if mode in _SCALE:
-        return np.asarray(image)[:, :, None], _SCALE[mode]
+        return _asarray(image)[:, :, None], _SCALE[mode]
     if mode == "1":
         image = image.convert("L")
     elif mode == "LA" or mode == "La":
@@ -348,8 +349,32 @@ def image_samples(image: Image.Image) -> tuple[np.ndarray, float]:
         image = image.convert("RGBA").convert("RGB")
     elif mode not in ("L", "RGB"):
         image = image.convert("RGB")  # RGBA, RGBa, CMYK, YCbCr, LAB, HSV...
-    samples = np.asarray(image)
+    samples = _asarray(image)
     return (samples[:, :, None] if samples.ndim == 2 else samples), 255.0
+
+
+# Images larger than this are read out of Pillow a band of rows of about this size at a time
+BAND_BYTES = 4 << 20
+
+
+def _asarray(image: Image.Image) -> np.ndarray:
+    """``np.asarray(image)``, without its transient copies for a large image.
+
+    numpy reads a Pillow image through ``tobytes()``, which joins pieces of the whole image into
+    one bytes object: two copies besides the image itself (about 3x an RGB photo's pixels). Read
+    a band of rows at a time instead, into the one array returned.
+    """
+    width, height = image.size
+    first = np.asarray(image.crop((0, 0, width, min(height, 1))))
+    band = max(1, BAND_BYTES // max(first.nbytes, 1))
+    if band >= height:
+        return np.asarray(image)
+    samples = np.empty((height, *first.shape[1:]), first.dtype)
+    for top in range(0, height, band):
+        bottom = min(top + band, height)
+        samples[top:bottom] = np.asarray(image.crop((0, top, width, bottom)))
+    samples.flags.writeable = False  # as numpy's view of Pillow's bytes is
+    return samples
 
 
 # --- writing -------------------------------------------------------------------------------

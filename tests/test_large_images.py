@@ -140,3 +140,88 @@ def test_png_compression_changes_the_size_never_the_pixels(tmp_path):
     bad = run_cli("apply", "-k", "vertical", CHINA, "--png-compression", "10", cwd=tmp_path)
     assert bad.returncode == 2
     assert "Invalid value for '--png-compression': 10 is not in the range 0<=x<=9." in bad.stderr
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("path, sum_channels, samples", [("separable", True, "uint8"), ("planar", True, "uint8"),
+                                                         ("separable", False, "float"), ("planar", False, "float"),
+                                                         ("separable", True, "float")])
+def test_a_large_image_padded_piece_by_piece_gives_the_bits_of_the_whole_copy(monkeypatch, backend, path,
+                                                                               sum_channels, samples):
+    """The padded copy of a large image is made a few rows at a time: both paths, any stride,
+    dilation, padding and band split give the same bits as one copy of the whole image."""
+    from test_backends import assert_same_bits
+
+    from convfilter import conv_paths
+    from convfilter import threads as thread_pool
+    from convfilter.conv_paths import correlate
+    from convfilter.geometry import axis
+
+    rng = np.random.default_rng(len(path) + sum_channels)
+    x = rng.integers(0, 256, (2, 45, 38, 3), dtype=np.uint8)
+    x.flags.writeable = False  # as decoded images are
+    if samples == "float":
+        x = x.astype(np.float32) / np.float32(255)
+    # rank 1 and the same on every channel, with weights whose sums round differently in another order
+    per_filter = np.einsum("i,j,f->ijf", rng.standard_normal(5), rng.standard_normal(3), rng.standard_normal(3))
+    w = np.ascontiguousarray(np.repeat(per_filter[:, :, None, :], 3, axis=2), np.float32)
+    pieces = []
+    real_pieces = conv_paths._pieces_of_band
+    monkeypatch.setattr(conv_paths, "_pieces_of_band", lambda *args: pieces.append(args[-2:]) or real_pieces(*args))
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)  # bands on threads even for a small image
+    ops.set_backend(backend)
+    try:
+        for threads in (1, 3):
+            ops.set_num_threads(threads)
+            for strides, dilations, padding in [(1, 1, "SAME"), (2, 1, "SAME"), (1, 2, "VALID"), (3, 2, ((7, 2), (1, 4)))]:
+                gh = axis(45, 5, strides, padding if isinstance(padding, str) else padding[0], dilations)
+                gw = axis(38, 3, strides, padding if isinstance(padding, str) else padding[1], dilations)
+
+                def run():
+                    return correlate(x, w, (strides, strides), (dilations, dilations), gh, gw, path=path,
+                                     sum_channels=sum_channels, bias=np.full(3, 0.5, np.float32),
+                                     input_scale=255 if samples == "uint8" else None)
+
+                monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 1 << 40)
+                whole = run()
+                monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 0)
+                monkeypatch.setattr(conv_paths, "PIECE_BYTES", 1)  # the fewest rows a piece may hold
+                count = len(pieces)
+                assert_same_bits(run(), whole)
+                assert len(pieces) > count
+    finally:
+        ops.set_backend("auto")
+        ops.set_num_threads(None)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "I;16", "I", "F", "RGBA", "CMYK", "P", "1", "LA"])
+def test_a_large_image_read_out_of_pillow_by_bands_gives_its_samples(monkeypatch, mode):
+    rng = np.random.default_rng(5)
+    image = Image.fromarray(rng.integers(0, 256, (37, 23, 3), dtype=np.uint8)).convert(mode)
+    expected = io.image_samples(image)
+    monkeypatch.setattr(io, "BAND_BYTES", 50)  # a few rows per band
+    got = io.image_samples(image)
+    assert got[1] == expected[1]
+    assert got[0].dtype == expected[0].dtype and not got[0].flags.writeable
+    np.testing.assert_array_equal(got[0], expected[0])
+
+
+def test_an_upright_photo_is_not_copied_to_apply_its_orientation(tmp_path, monkeypatch):
+    """Pillow's ``exif_transpose`` copies the whole image when there is nothing to turn; a rotated
+    photo is still turned."""
+    from PIL import ImageOps
+
+    pixels = np.random.default_rng(8).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees clockwise: shown turned back
+    Image.fromarray(pixels).save(tmp_path / "turned.png", exif=exif)
+    Image.fromarray(pixels).save(tmp_path / "upright.png")
+    copies = []
+    real_copy = Image.Image.copy
+    monkeypatch.setattr(Image.Image, "copy", lambda self: copies.append(self.size) or real_copy(self))
+    np.testing.assert_array_equal(io.load(str(tmp_path / "upright.png")).pixels, pixels)
+    assert copies == []
+    with Image.open(tmp_path / "turned.png") as image:
+        expected = np.asarray(ImageOps.exif_transpose(image))
+    assert expected.shape == (9, 6, 3)
+    np.testing.assert_array_equal(io.load(str(tmp_path / "turned.png")).pixels, expected)
