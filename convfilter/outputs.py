@@ -379,11 +379,16 @@ def process(source: str, recipe: Recipe, plan: OutputPlan, stdout=None, *, subfo
         label = plan.labels(recipe)[0]
         outputs = [(label, shape, io.png_bytes(picture, metadata, view.png_compression, threads))]
     else:
-        # each map is encoded once and then dropped, so PNG scaling may reuse its memory
-        outputs = [(m.label, m.data.shape, io.encode(m.data, plan.fmt, plan.normalization, metadata,
-                                                     view.colormap, view.png_compression, threads,
-                                                     overwrite=True))
-                   for m in maps]
+        # each map is encoded once and then dropped, so PNG scaling may reuse its memory, and the
+        # decoded image and each map are let go before the next is encoded (a large photo's maps
+        # are hundreds of MB each, their files a few)
+        loaded.pixels = None
+        outputs = []
+        while maps:
+            m = maps.pop(0)
+            outputs.append((m.label, m.data.shape, io.encode(m.data, plan.fmt, plan.normalization, metadata,
+                                                             view.colormap, view.png_compression, threads,
+                                                             overwrite=True)))
     written = []
     for label, shape, payload in outputs:
         path = plan.path_for(stem or loaded.stem, label, subfolder, index, io.name_of(source))
