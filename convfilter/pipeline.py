@@ -157,27 +157,49 @@ def pool(data: np.ndarray, pooling: Pooling) -> np.ndarray:
     return function(data, keepdims=True)
 
 
-# Measured peak memory (see docs/failures.md) stays below this many float32 copies of the input
-# plus the output channels; it covers the decoded pixels, the float image, the padded copy,
-# the planar and NHWC results and the normalised copy for encoding.
-COPIES_PER_CHANNEL = 2.5
+# Bytes per pixel that bound the peak memory of one image (measured with /usr/bin/time on 24 MP
+# photos, see docs/performance.md): what reading it holds besides its samples (Pillow's own
+# image while its rows are read out, or the PNG being encoded), and per input channel (its
+# samples, at most 4 bytes each), per output channel (the map's float32 plane, and its copy
+# when one kernel size makes several maps) and per input channel again where the image is made
+# float32 first (--channels gray or each, one channel, a 4-D bank, pooling alone).
+READING_BYTES = 4
+SAMPLE_BYTES = 4
+MAP_BYTES = 8
+FLOAT_BYTES = 8
 
 
 def memory_bound(recipe: Recipe, height: int, width: int, channels: int) -> int:
     """Bytes one (height, width, channels) image needs at most through ``recipe`` (an estimate).
 
-    ``4 * H * W * 2.5 * (C + M)``, where M counts the output channels of all maps
-    before pooling (one per map, or C per map with ``--channels each``), plus the
-    padding of the zero-padded copy beyond the image itself (large with SAME padding
-    and a large dilation: a 7x7 kernel with dilation 1000 pads 3000 cells a side).
+    ``H * W * (4 + 4*C + 8*M + 8*C if the image is made float32 first)``, where M counts the
+    output channels of all maps before pooling (one per map, or C per map with ``--channels
+    each``; C for pooling alone); plus, with a ``--border`` other than zero, the padded float32
+    copy of the image (one channel when the kernels sum them, else C), and the padding of that
+    copy beyond the image itself (large with SAME padding and a large dilation: a 7x7 kernel
+    with dilation 1000 pads 3000 cells a side). 8-bit images whose channels are summed by 2-D
+    kernels (the default) are filtered as they are decoded, without a float32 copy; a zero
+    border pads a large image a few rows at a time.
     """
     frame, _ = padding_frame(recipe, height, width, channels)
     conv = recipe.convolution
+    per_pixel = READING_BYTES + SAMPLE_BYTES * channels
     if conv is None:
-        return int(4 * height * width * COPIES_PER_CHANNEL * 2 * channels)
+        return height * width * (per_pixel + (MAP_BYTES + FLOAT_BYTES) * channels)
     per_map = channels if conv.channels == "each" else 1
     outputs = per_map * sum(k.map_count for k in conv.kernels)
-    return int(4 * height * width * COPIES_PER_CHANNEL * (channels + outputs)) + frame
+    per_pixel += MAP_BYTES * outputs
+    if not summed_as_decoded(conv, channels):
+        per_pixel += FLOAT_BYTES * channels
+    if conv.border != "CONSTANT":  # the whole padded copy (a zero border is padded in pieces)
+        per_pixel += 4 * (1 if conv.channels == "gray" or summed_as_decoded(conv, channels) else channels)
+    return height * width * per_pixel + frame
+
+
+def summed_as_decoded(conv: Convolution, channels: int) -> bool:
+    """Whether the kernels sum the channels of a multi-channel image, which (for 8-bit samples)
+    are then filtered without a float32 copy of the image (see :func:`convolve`)."""
+    return conv.channels == "sum" and channels > 1 and all(np.ndim(k.weights) == 2 for k in conv.kernels)
 
 
 def padding_frame(recipe: Recipe, height: int, width: int, channels: int) -> tuple[int, object]:
