@@ -192,7 +192,7 @@ def memory_bound(recipe: Recipe, height: int, width: int, channels: int) -> int:
     if not summed_as_decoded(conv, channels):
         per_pixel += FLOAT_BYTES * channels
     if conv.border != "CONSTANT":  # the whole padded copy (a zero border is padded in pieces)
-        per_pixel += 4 * (1 if conv.channels == "gray" or summed_as_decoded(conv, channels) else channels)
+        per_pixel += 4 * padded_channels(conv, channels)
     return height * width * per_pixel + frame
 
 
@@ -202,13 +202,19 @@ def summed_as_decoded(conv: Convolution, channels: int) -> bool:
     return conv.channels == "sum" and channels > 1 and all(np.ndim(k.weights) == 2 for k in conv.kernels)
 
 
+def padded_channels(conv: Convolution, channels: int) -> int:
+    """Channels of the padded float32 copy the kernels read: one where they sum the channels (or
+    ``--channels gray`` makes one), else all of them."""
+    return 1 if conv.channels == "gray" or summed_as_decoded(conv, channels) else channels
+
+
 def padding_frame(recipe: Recipe, height: int, width: int, channels: int) -> tuple[int, object]:
     """Bytes of the zero frame that padding adds around the image (beyond the image itself), and
     the kernel whose window needs the largest frame (None without a convolution)."""
     conv = recipe.convolution
     if conv is None:
         return 0, None
-    padded_channels = 1 if conv.channels == "gray" else channels
+    planes = padded_channels(conv, channels)
     largest, widest = 0, None
     for kernel in conv.kernels:
         try:
@@ -218,7 +224,7 @@ def padding_frame(recipe: Recipe, height: int, width: int, channels: int) -> tup
         padded = (height + rows.pad_before + rows.pad_after) * (width + cols.pad_before + cols.pad_after)
         if padded - height * width > largest:
             largest, widest = padded - height * width, kernel
-    return 4 * padded_channels * largest, widest
+    return 4 * planes * largest, widest
 
 
 def run(image: np.ndarray, recipe: Recipe, scale: float = 1.0) -> list[FeatureMap]:

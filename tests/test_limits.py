@@ -235,7 +235,10 @@ def test_memory_bound_includes_the_padding_of_a_large_dilation():
     recipe = Recipe(Convolution(kernels=(resolve("vertical"),), dilation=(1000, 1000)))
     # SAME pads (7 - 1) * 1000 = 6000 cells per axis around a 10x20 image
     padded = (10 + 6000) * (20 + 6000) - 10 * 20
-    assert pipeline.memory_bound(recipe, 10, 20, 3) == 10 * 20 * (4 + 12 + 8) + 4 * 3 * padded
+    assert pipeline.memory_bound(recipe, 10, 20, 3) == 10 * 20 * (4 + 12 + 8) + 4 * padded  # one summed channel
+    # filtered one by one, the three channels are each padded
+    each = Recipe(Convolution(kernels=(resolve("vertical"),), dilation=(1000, 1000), channels="each"))
+    assert pipeline.memory_bound(each, 10, 20, 3) == 10 * 20 * (4 + 12 + 24 + 24) + 4 * 3 * padded
 
 
 def test_a_kernel_file_with_a_huge_declared_shape_is_refused_without_allocating(tmp_path):

@@ -278,8 +278,8 @@ def test_memory_error_names_the_dilation(cwd, monkeypatch):
     result = invoke("apply", "-k", "vertical", "-d", "100000", "a.png")
     assert result.exit_code == 1
     assert result.stderr == (
-        "Error: a.png: not enough memory: a 16x12 image with 3 channel(s) needs about 4320.2 GB through these options, "
-        "8.0 GB are available; 4320.2 GB of it is the padding around the image for the 7x7 kernel "
+        "Error: a.png: not enough memory: a 16x12 image with 3 channel(s) needs about 1440.1 GB through these options, "
+        "8.0 GB are available; 1440.1 GB of it is the padding around the image for the 7x7 kernel "
         "'vertical' spread to 600001x600001 pixels by --dilation 100000; a smaller --dilation needs less\n")
 
 
