@@ -1,8 +1,9 @@
 """The ``convfilter`` command line: parse options, then io -> pipeline -> io.
 
-Only click and the pure-Python modules are imported at the top, so that
-``--help``, ``kernels`` and ``shape`` start fast; numpy, Pillow and Numba are
-imported inside the commands that compute.
+Only click is imported at the top, so that ``--help``, ``kernels`` and
+``shape`` start fast: the options of the commands that take a recipe are made
+when such a command runs or shows its help (:class:`DeferredOptions`), and
+numpy, Pillow and Numba are imported inside the commands that compute.
 
 Exit codes: 0 success, 1 some input failed (or the cluster running the batch
 went away), 2 bad usage (or a --scheduler that cannot be used), 130 interrupted
@@ -17,23 +18,14 @@ import re
 import signal
 import sys
 
+from typing import TYPE_CHECKING
+
 import click
 
 from . import __version__
-from .colormap import COLORMAPS
-from .formats import FORMATS, format_help, written_extensions
-from .recipe import (
-    ACTIVATIONS,
-    BORDERS,
-    CHANNEL_MODES,
-    DEFAULT_MAX_PIXELS,
-    NORMALIZATIONS,
-    POOL_TYPES,
-    Convolution,
-    Pooling,
-    Recipe,
-    View,
-)
+
+if TYPE_CHECKING:
+    from .recipe import Pooling, Recipe, View
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 130, 143
@@ -136,8 +128,44 @@ PADDING = PaddingType()
 CHOICE = dict(case_sensitive=False)
 
 
+class DeferredOptions(click.Command):
+    """A command whose options are made when it is parsed, completed or shows its help.
+
+    Their choices, defaults and help come from the recipe and format tables;
+    importing those modules at start-up would slow ``convfilter --help`` and
+    ``kernels``, which do not need them. ``options`` decorates the callback as
+    click's option decorators do; its options follow those given directly.
+    """
+
+    def __init__(self, *args, options, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._decorate = options
+
+    def _make_options(self) -> None:
+        if self._decorate is not None:
+            decorate, self._decorate = self._decorate, None
+            self.callback = decorate(self.callback)
+            self.params = [*self.params, *reversed(getattr(self.callback, "__click_params__", []))]
+
+    def get_params(self, ctx):
+        self._make_options()
+        return super().get_params(ctx)
+
+    def make_context(self, *args, **kwargs):
+        self._make_options()
+        return super().make_context(*args, **kwargs)
+
+    def to_info_dict(self, ctx):
+        self._make_options()
+        return super().to_info_dict(ctx)
+
+
 def io_options(command):
     """The input/output options that ``apply`` and ``pool`` share."""
+    from .colormap import COLORMAPS
+    from .formats import FORMATS, format_help, written_extensions
+    from .recipe import DEFAULT_MAX_PIXELS, NORMALIZATIONS
+
     options = [
         click.argument("inputs", nargs=-1, metavar="INPUT..."),
         click.option("-o", "--output", metavar="PATH",
@@ -179,6 +207,8 @@ def io_options(command):
 
 def _refuse_unused(pool_type: str, *names: str) -> None:
     """A usage error for window options given on the command line to a pooling that has no window."""
+    from .recipe import POOL_TYPES
+
     ctx = click.get_current_context()
     given = [f"--{name.replace('_', '-')}" for name in names
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
@@ -196,6 +226,8 @@ def layer_options(kernels_required: bool, with_activation: bool):
     the options ``apply`` takes. Without kernels (``shape`` only) the recipe
     has no convolution.
     """
+    from .recipe import ACTIVATIONS, BORDERS, CHANNEL_MODES, POOL_TYPES, Convolution, Recipe
+
     options = [
         click.option("-k", "--kernel", "kernels", type=KernelType(), multiple=True, required=kernels_required,
                      help="Built-in name (see 'convfilter kernels'), NAME:SIZE[:SIGMA], a matrix "
@@ -263,6 +295,8 @@ def layer_options(kernels_required: bool, with_activation: bool):
 
 
 def _pooling(pool_type, size, stride, padding, option: str) -> Pooling:
+    from .recipe import Pooling
+
     try:
         return Pooling(pool_type, size, stride, padding)
     except ValueError as exc:  # explicit padding TensorFlow's pools refuse
@@ -270,6 +304,8 @@ def _pooling(pool_type, size, stride, padding, option: str) -> Pooling:
 
 
 def _view(colormap, montage, with_input, columns, png_compression) -> View:
+    from .recipe import View
+
     try:
         return View(colormap.lower(), montage, with_input, columns, png_compression)
     except ValueError as exc:
@@ -334,9 +370,8 @@ def cli():
     """
 
 
-@cli.command(context_settings=CONTEXT)
-@layer_options(kernels_required=True, with_activation=True)
-@io_options
+@cli.command(context_settings=CONTEXT, cls=DeferredOptions,
+             options=lambda command: layer_options(kernels_required=True, with_activation=True)(io_options(command)))
 def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns, png_compression, max_pixels,
           accept_truncated, recipe, batch):
     """Convolve images with kernels and write one feature map per kernel.
@@ -365,14 +400,26 @@ def apply(inputs, output, fmt, normalize, colormap, montage, with_input, columns
          _view(colormap, montage, with_input, columns, png_compression), max_pixels, batch, accept_truncated)
 
 
-@cli.command(context_settings=CONTEXT)
-@io_options
-@click.option("-t", "--type", "pool_type", type=click.Choice([t for t in POOL_TYPES if t != "none"], **CHOICE),
-              default="max", show_default=True, help="Pooling operation.")
-@click.option("--size", type=PAIR, default="2", show_default=True, help="Window N or PH,PW.")
-@click.option("--stride", type=PAIR, default=None, help="Stride. Default: the window size.")
-@click.option("--padding", type=PADDING, default="valid", show_default=True,
-              help="same, valid, or explicit N or T,B,L,R (max pooling only; padding cells never win).")
+def pool_options(command):
+    """The window options of ``pool``."""
+    from .recipe import POOL_TYPES
+
+    options = [
+        click.option("-t", "--type", "pool_type",
+                     type=click.Choice([t for t in POOL_TYPES if t != "none"], **CHOICE),
+                     default="max", show_default=True, help="Pooling operation."),
+        click.option("--size", type=PAIR, default="2", show_default=True, help="Window N or PH,PW."),
+        click.option("--stride", type=PAIR, default=None, help="Stride. Default: the window size."),
+        click.option("--padding", type=PADDING, default="valid", show_default=True,
+                     help="same, valid, or explicit N or T,B,L,R (max pooling only; padding cells never win)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@cli.command(context_settings=CONTEXT, cls=DeferredOptions,
+             options=lambda command: io_options(pool_options(command)))
 def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns, png_compression, max_pixels,
          accept_truncated, pool_type, size, stride, padding, batch):
     """Pool images (or .npy maps) without convolving.
@@ -390,6 +437,8 @@ def pool(inputs, output, fmt, normalize, colormap, montage, with_input, columns,
       convfilter pool --type global-avg photo.png
       convfilter pool --type max --size 4 photo.png --montage --with-input
     """
+    from .recipe import Recipe
+
     _refuse_unused(pool_type.lower(), "size", "stride", "padding")
     pooling = _pooling(pool_type.lower(), size, stride, padding, "--padding")
     _run(Recipe(None, pooling), inputs, output, fmt, normalize, _view(colormap, montage, with_input, columns, png_compression),
@@ -435,10 +484,10 @@ def kernels(name):
     click.echo(format_grid(grid))
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, cls=DeferredOptions,
+             options=lambda command: layer_options(kernels_required=False, with_activation=False)(command))
 @click.argument("image", required=False)
 @click.option("--size", "size_text", metavar="HxW[xC]", help="Image size instead of an image file.")
-@layer_options(kernels_required=False, with_activation=False)
 def shape(image, size_text, recipe):
     """Print the size of each stage, with the arithmetic, without computing anything.
 

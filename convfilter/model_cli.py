@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from .cli import CONTEXT, _run, _view, cli, io_options
+from .cli import CONTEXT, DeferredOptions, _run, _view, cli, io_options
 
 DEFAULT_SCALE = 255.0  # model.inputs.DEFAULT_SCALE, repeated here to keep numpy out of --help
 
@@ -96,12 +96,11 @@ def _size(text: str, channels) -> tuple[int, int, int]:
     return int(match.group(1)), int(match.group(2)), c
 
 
-@model.command(context_settings=CONTEXT)
+@model.command(context_settings=CONTEXT, cls=DeferredOptions,
+               options=lambda command: input_options(io_options(command)))
 @click.argument("model_path", metavar="MODEL")
 @click.option("--layers", "layer_names", metavar="NAME,NAME|all",
               help="Layers to write. Default: every convolution and pooling layer.")
-@input_options
-@io_options
 def apply(model_path, layer_names, scale, resize, inputs, output, fmt, normalize, colormap, montage, with_input,
           columns, png_compression, max_pixels, accept_truncated, batch):
     """Write the feature maps of a model's layers for each input.

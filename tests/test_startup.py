@@ -20,7 +20,9 @@ def run_python(code: str, env=None, cwd=None) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("argv", [["--help"], ["kernels"], ["kernels", "gaussian:5"],
                                   ["shape", "--size", "427x640x3", "-k", "vertical", "--pool", "max"],
                                   ["warmup", "--help"], ["model", "--help"], ["model", "apply", "--help"],
-                                  ["model", "predict", "--help"], ["model", "summary", "--help"]])
+                                  ["model", "predict", "--help"], ["model", "summary", "--help"],
+                                  ["apply", "--help"], ["pool", "--help"], ["server", "--help"],
+                                  ["server", "status", "--help"]])
 def test_light_commands_import_neither_numpy_nor_numba(argv):
     code = (
         "import sys\n"
@@ -32,6 +34,24 @@ def test_light_commands_import_neither_numpy_nor_numba(argv):
     done = run_python(code)
     assert done.returncode == 0, done.stderr
     assert "HEAVY []" in done.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["kernels"], ["model", "--help"], ["server", "--help"]])
+def test_help_and_listings_leave_the_recipe_and_format_tables_unimported(argv):
+    """The options of apply, pool, shape and model apply are made when those commands are used:
+    building them imports the recipe and format tables, which the listings do not need."""
+    code = (
+        "import sys\n"
+        "from convfilter.cli import cli\n"
+        f"cli.main(args={argv!r}, standalone_mode=False)\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('convfilter.'))\n"
+        "print('LOADED', loaded, file=sys.stderr)\n"
+    )
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    loaded = eval(done.stderr.rpartition("LOADED ")[2])
+    assert not {"convfilter.recipe", "convfilter.formats", "convfilter.geometry"} & set(loaded), loaded
+    assert "Usage:" in done.stdout or argv == ["kernels"]
 
 
 def test_warmup_reports_every_kernel_and_the_time():
