@@ -7,8 +7,6 @@ import numpy or Numba::
     from convfilter import conv2d, max_pool2d
 """
 
-from typing import TYPE_CHECKING
-
 __version__ = "0.1.0"
 
 _OPS = {
@@ -26,6 +24,7 @@ _OPS = {
 __all__ = sorted(_OPS | {"output_size", "pad", "load_model", "__version__"})
 
 
+TYPE_CHECKING = False  # (not typing's: importing typing costs every command milliseconds)
 if TYPE_CHECKING:  # what the lazy attributes below are, for type checkers and editors
     from .borders import pad  # noqa: F401
     from .geometry import output_size  # noqa: F401

@@ -3,10 +3,15 @@
 Importing numpy, Pillow and Numba and loading the compiled kernels takes
 about half a second, more than the work on one image. A per-user server
 (:mod:`convfilter.server`) keeps all of that loaded and forks one child per
-command. This module imports the standard library only: it connects to the
-server of this exact installation, passes the command line, the working
-folder, the environment, the umask and the stdin/stdout/stderr descriptors
-themselves, forwards signals to the child and exits with its exit code.
+command. This module imports the standard library only, and of it only what
+Python has loaded anyway plus ``_socket`` (no ``socket``, ``signal``, ``json``
+or ``re``: each would add milliseconds to every command): it connects to
+the server of this exact installation, passes the command line, the
+working folder, the environment, the umask and the stdin/stdout/stderr
+descriptors themselves, forwards signals to the child and exits with its
+exit code. Messages are :mod:`marshal` data, which both ends have built in;
+the server takes them only from its own user (``SO_PEERCRED``), who could
+run any code anyway.
 
 When no server can be used the command runs in this process, as it always
 did, and a server is started in the background for the next command. Light
@@ -16,13 +21,10 @@ commands (``--help``, ``--version``, ``kernels``, ``shape``, ``server``,
 
 from __future__ import annotations
 
-import json
+import _signal
+import marshal
 import os
-import signal
-import socket
-import struct
 import sys
-import zlib
 
 from . import __version__
 
@@ -56,8 +58,12 @@ class UnsafeFolder(Exception):
 
 def supported() -> bool:
     """Fork, Unix sockets, descriptor passing and peer credentials (Linux)."""
-    return (hasattr(os, "fork") and hasattr(socket, "AF_UNIX") and hasattr(socket, "send_fds")
-            and hasattr(socket, "SO_PEERCRED"))
+    try:
+        import _socket
+    except ImportError:
+        return False
+    return (hasattr(os, "fork") and hasattr(_socket, "AF_UNIX") and hasattr(_socket, "SCM_RIGHTS")
+            and hasattr(_socket, "SO_PEERCRED") and hasattr(_socket.socket, "sendmsg"))
 
 
 def disabled(environ=os.environ) -> bool:
@@ -102,18 +108,22 @@ def source_stamp() -> int:
 
 def context() -> dict:
     """What a child of the server cannot take over from the client: if it differs, run here."""
-    import resource
-
-    limits = {name: list(resource.getrlimit(getattr(resource, name))) for name in LIMITS
-              if hasattr(resource, name)}
     root = os.stat("/")
     return {
-        "limits": limits,
+        "limits": _read("/proc/self/limits") or _limits(),
         "cgroup": _read("/proc/self/cgroup"),
         "mount_namespace": _readlink("/proc/self/ns/mnt"),
         "root": [root.st_dev, root.st_ino],
         "user": [os.getuid(), os.geteuid(), os.getgid(), os.getegid(), sorted(os.getgroups())],
     }
+
+
+def _limits() -> dict:
+    """The resource limits, where ``/proc`` cannot tell them."""
+    import resource
+
+    return {name: list(resource.getrlimit(getattr(resource, name))) for name in LIMITS
+            if hasattr(resource, name)}
 
 
 def _read(path: str) -> str | None:
@@ -147,8 +157,15 @@ def folder_path(environ=os.environ) -> str:
 
 def socket_name(ident: dict) -> str:
     """One socket per installation and start-up: ``convfilter-VERSION-CHECKSUM.sock``."""
-    text = json.dumps(ident, sort_keys=True).encode("utf-8", "surrogateescape")
-    return f"convfilter-{__version__}-{zlib.crc32(text):08x}.sock"
+    return f"convfilter-{__version__}-{checksum(repr(sorted(ident.items())).encode()):08x}.sock"
+
+
+def checksum(data: bytes) -> int:
+    """32-bit FNV-1a of ``data`` (``zlib.crc32`` would load a library for a few hundred bytes)."""
+    value = 0x811C9DC5
+    for byte in data:
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value
 
 
 def open_folder(path: str, create: bool) -> int | None:
@@ -184,21 +201,27 @@ def through(folder_fd: int, name: str) -> str:
     return f"/proc/self/fd/{folder_fd}/{name}"
 
 
-# --- messages: a length, then JSON, descriptors attached to the first bytes ------------------
+# --- messages: a length, then marshal data, descriptors attached to the first bytes ----------
 
 
-def send_message(sock: socket.socket, message: dict, fds: list[int] = ()) -> None:
-    data = json.dumps(message).encode("ascii")  # ensure_ascii keeps odd (surrogate) characters
-    frame = struct.pack("!I", len(data)) + data
-    sent = socket.send_fds(sock, [frame], list(fds)) if fds else 0
+def send_message(sock, message: dict, fds: list[int] = ()) -> None:
+    """Send ``message`` (plain data: dicts, lists, strings, numbers) and pass ``fds`` with it."""
+    import _socket
+
+    data = marshal.dumps(message)  # strings with lone surrogates (odd file names) go through as they are
+    frame = len(data).to_bytes(4, "big") + data
+    sent = 0
+    if fds:
+        rights = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)  # C ints
+        sent = sock.sendmsg([frame], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
     if sent < len(frame):  # (never an empty send: the reader may have taken it all and gone)
         sock.sendall(frame[sent:])
 
 
 class Channel:
-    """Reads length-prefixed JSON messages (and descriptors sent with them) from a stream socket."""
+    """Reads length-prefixed messages (and descriptors sent with them) from a stream socket."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock):
         self.sock = sock
         self.buffer = b""
 
@@ -207,11 +230,13 @@ class Channel:
         fds: list[int] = []
         while True:
             if len(self.buffer) >= 4:
-                (size,) = struct.unpack("!I", self.buffer[:4])
+                size = int.from_bytes(self.buffer[:4], "big")
                 if len(self.buffer) >= 4 + size:
                     data, self.buffer = self.buffer[4:4 + size], self.buffer[4 + size:]
-                    return json.loads(data), fds
+                    return marshal.loads(data), fds
             if max_fds and not fds:
+                import socket  # (the server's side: it has everything loaded)
+
                 chunk, received, _, _ = socket.recv_fds(self.sock, 1 << 16, max_fds)
                 fds = list(received)
             else:
@@ -223,7 +248,7 @@ class Channel:
             self.buffer += chunk
 
 
-def connect(ident: dict, environ=os.environ) -> socket.socket | None:
+def connect(ident: dict, environ=os.environ):
     """A connection to this installation's server, or None if there is none (or it is not safe)."""
     try:
         folder = open_folder(folder_path(environ), create=False)
@@ -231,7 +256,9 @@ def connect(ident: dict, environ=os.environ) -> socket.socket | None:
         return None
     if folder is None:
         return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(REPLY_TIMEOUT)
         sock.connect(through(folder, socket_name(ident)))
@@ -240,7 +267,7 @@ def connect(ident: dict, environ=os.environ) -> socket.socket | None:
         return None
     finally:
         os.close(folder)
-    return sock
+    return sock  # a bare ``_socket.socket``: ``socket.socket`` would import enum, selectors...
 
 
 # --- the client --------------------------------------------------------------------------------
@@ -260,9 +287,9 @@ class Forwarder:
         self.received: list[int] = []
         self.previous = {}
         for name in FORWARDED_SIGNALS:
-            signum = getattr(signal, name, None)
+            signum = getattr(_signal, name, None)
             if signum is not None:
-                self.previous[signum] = signal.signal(signum, self._handle)
+                self.previous[signum] = _signal.signal(signum, self._handle)
 
     def _handle(self, signum, frame):
         self.received.append(signum)
@@ -273,7 +300,7 @@ class Forwarder:
 
     def _send(self, signum):
         try:
-            if signum == signal.SIGTERM:
+            if signum == _signal.SIGTERM:
                 os.kill(self.child, signum)
             else:
                 os.killpg(self.child, signum)
@@ -288,7 +315,7 @@ class Forwarder:
 
     def restore(self) -> None:
         for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
+            _signal.signal(signum, handler)
 
 
 def run_through_server(argv: list[str], environ=os.environ) -> int | None:
@@ -322,21 +349,20 @@ def run_through_server(argv: list[str], environ=os.environ) -> int | None:
         reply, _ = channel.receive()
         if not reply or "pid" not in reply:
             return None  # refused, or the server went away before taking the command
+        # The child waits for this go-ahead without a time limit (it sees our end if we give up
+        # first), so from here on the command runs there, never twice.
+        sock.settimeout(None)
         send_message(sock, {"go": True})
-        sock.settimeout(None)  # once it has the go-ahead, the child either starts or ends
-        started, _ = channel.receive()
-        if not started or not started.get("started"):
-            return None  # the child gave up waiting for us: nothing ran
-        forwarder.start(reply["pid"])  # from here on the command runs there, never twice
+        forwarder.start(reply["pid"])
         try:
             end, _ = channel.receive()
         except OSError:
             end = None
         if end is not None and "exit" in end:
             return end["exit"]
-        if signal.SIGHUP in forwarder.received:  # the child died of the hang-up: so does this process
+        if _signal.SIGHUP in forwarder.received:  # the child died of the hang-up: so does this process
             forwarder.restore()
-            os.kill(os.getpid(), signal.SIGHUP)
+            os.kill(os.getpid(), _signal.SIGHUP)
         os.write(2, b"Error: the convfilter server stopped before the command finished; run it again "
                     b"(CONVFILTER_SERVER=off runs it without the server)\n")
         return EXIT_LOST
