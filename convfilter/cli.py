@@ -585,7 +585,7 @@ def server_start():
 
 @server.command("stop", context_settings=CONTEXT)
 def server_stop():
-    """Stop the server; commands it is running are not interrupted.
+    """Stop the server; commands it is running are not interrupted (one still warming up just ends).
 
     \b
     Examples:
@@ -599,7 +599,7 @@ def server_stop():
 
 @server.command("status", context_settings=CONTEXT)
 def server_status():
-    """Show the server's pid, version, socket, uptime and requests served (exit 1 if none runs).
+    """Show the server's pid, version, socket, uptime and requests served (exit 1 if none is ready).
 
     'cpu' is the CPU time of the server and of the commands it has finished.
 
@@ -612,7 +612,11 @@ def server_status():
 
     info = daemon.status()
     if info is None:
-        click.echo(f"no convfilter server running (its socket would be in {folder_path()})")
+        warming = daemon.warming_up()
+        if warming is None:
+            click.echo(f"no convfilter server running (its socket would be in {folder_path()})")
+        else:
+            click.echo(f"convfilter server warming up (loading or compiling the kernels): pid {warming}")
         raise click.exceptions.Exit(EXIT_FAILED)
     uptime = int(info["uptime"])
     for label, value in (("pid", info["pid"]), ("version", info["version"]), ("socket", info["socket"]),

@@ -33,7 +33,8 @@ import time
 from . import client
 from .client import Channel, send_message
 
-CHILD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD}
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+CHILD_SIGNALS = STOP_SIGNALS | {signal.SIGCHLD}
 REQUEST_TIMEOUT = 5.0  # a client that does not send its whole request within this is dropped
 STOP_TIMEOUT = 10.0
 START_TIMEOUT = 600.0  # an empty kernel cache compiles everything first
@@ -99,8 +100,13 @@ def main() -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return  # another server of this installation is starting or running
+    os.ftruncate(lock, 0)
+    os.write(lock, f"{os.getpid()}\n".encode())  # for `server stop` and `status` while warming up
     idle = idle_seconds()
+    for signum in STOP_SIGNALS:  # stopped while warming up: end now (there is no socket yet)
+        signal.signal(signum, _stop_warming)
     warm()
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the accept loop takes them
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     address = client.through(folder, name)
     try:
@@ -111,6 +117,10 @@ def main() -> None:
     os.chmod(address, 0o600)
     listener.listen(128)
     Server(listener, folder, lock, os.path.join(path, name), idle, identity, source).serve()
+
+
+def _stop_warming(signum, frame):
+    raise SystemExit(0)
 
 
 class Server:
@@ -139,8 +149,9 @@ class Server:
     def serve(self) -> None:
         signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select through the pipe
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self._stop)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # (a stop sent since warm-up ends now)
         try:
             while not self.stopping:
                 self._reap()
@@ -511,12 +522,52 @@ def start(environ=os.environ) -> tuple[dict, bool]:
     raise RuntimeError(f"the server did not start (exit status {process.poll()})")
 
 
-def stop(environ=os.environ) -> int | None:
-    """Ask the server to exit and wait until its process is gone; its pid, or None if none ran."""
-    reply = _ask("stop", environ)
-    if not reply:
+def warming_up(environ=os.environ) -> int | None:
+    """The pid of this installation's server while it warms up (it has no socket yet), or None.
+
+    The server writes its pid into its lock file once it holds the lock; the
+    pid counts only while the lock is held and that process is the server
+    started for this socket name.
+    """
+    path = client.folder_path(environ)
+    try:
+        folder = client.open_folder(path, create=False)
+    except client.UnsafeFolder:
         return None
-    pid = reply["pid"]
+    if folder is None:
+        return None
+    os.close(folder)
+    name = client.socket_name(client.identity(environ))
+    deadline = time.monotonic() + 1.0  # (a server that has just taken the lock writes its pid next)
+    while client.server_starting_or_running(path, name):
+        try:
+            with open(client.lock_path(path, name)) as handle:
+                pid = int(handle.read() or 0)
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if pid and name.encode() in handle.read().split(b"\0"):
+                    return pid
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+    return None
+
+
+def stop(environ=os.environ) -> int | None:
+    """Ask the server to exit (one still warming up is terminated) and wait until its process is
+    gone; its pid, or None if none ran."""
+    reply = _ask("stop", environ)
+    if reply:
+        pid = reply["pid"]
+    else:
+        pid = warming_up(environ)
+        if pid is None:
+            return None
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return pid
     deadline = time.monotonic() + STOP_TIMEOUT
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -344,6 +344,39 @@ def test_server_stop_lets_running_commands_finish_and_leaves_nothing(own_runtime
     assert convfilter("server", "status", env=own_runtime).returncode == 1
 
 
+def test_server_stop_and_status_see_a_server_still_warming_up(own_runtime, tmp_path):
+    """A server that has not yet made its socket (compiling the kernels on an empty cache) is
+    shown by status and ended by stop, leaving no process and no socket."""
+    named = subprocess.run([sys.executable, "-c", "from convfilter import client; "
+                            "print(client.socket_name(client.identity()))"],
+                           env=own_runtime, capture_output=True, text=True, check=True)
+    name = named.stdout.strip()
+    slow = "import time; from convfilter import server; server.warm = lambda: time.sleep(600); server.main()"
+    process = subprocess.Popen([sys.executable, "-c", slow, name], env=own_runtime, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        folder = Path(own_runtime["XDG_RUNTIME_DIR"]) / "convfilter"
+
+        def shown():
+            done = convfilter("server", "status", env=own_runtime, text=True)
+            return done.returncode == 1 and "warming up" in done.stdout and done
+
+        wait_for(shown, timeout=60, what="status to show the server warming up")
+        assert shown().stdout == ("convfilter server warming up (loading or compiling the kernels): "
+                                  f"pid {process.pid}\n")
+        stopped = convfilter("server", "stop", env=own_runtime, text=True)
+        assert stopped.stdout == f"stopped convfilter server (pid {process.pid})\n", stopped.stderr
+        assert process.wait(timeout=30) == 0
+        assert not [p for p in folder.iterdir() if p.name.endswith(".sock")]
+        done = convfilter("server", "status", env=own_runtime, text=True)
+        assert done.returncode == 1 and done.stdout.startswith("no convfilter server running")
+        assert convfilter("server", "stop", env=own_runtime, text=True).stdout == "no convfilter server running\n"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_idle_server_exits_by_itself(own_runtime, tmp_path):
     env = {**own_runtime, "CONVFILTER_SERVER_IDLE": "1"}
     info = start_server(env)
