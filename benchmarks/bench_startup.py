@@ -4,6 +4,7 @@ installed): one image, a shell loop over 20 images (one process each), and the t
 ``apply ... -f npy -o - | pool --type max -`` against ImageMagick's single stage.
 
     pip install -e '.[bench]' && python benchmarks/bench_startup.py
+    python benchmarks/bench_startup.py --convfilter /some/venv/bin/convfilter   # another install
 
 Each figure is the median wall time of several runs after one untimed run
 (which also fills the kernel cache); the commands compared take turns. Budget for the light commands: 1.5x the
@@ -11,7 +12,9 @@ bare click import. Targets with the server: one image at most 0.5x ImageMagick's
 least 2x its throughput, the pipeline no slower than its single stage.
 
 The server runs in a temporary runtime folder of this benchmark (never the user's) and is stopped
-at the end.
+at the end. The commands run with Python's bytecode cache on (``PYTHONDONTWRITEBYTECODE`` is
+dropped), as an installed package has it: without it every run would compile convfilter's modules
+from source, and the figures would measure that.
 """
 
 from __future__ import annotations
@@ -34,10 +37,21 @@ CHINA = ROOT / "sample_images" / "china.jpg"
 BUDGET = 1.5
 
 
-def convfilter_command() -> list[str]:
-    """The installed console script next to this Python, else ``python -m convfilter``."""
+def convfilter_command(script: str | None = None) -> list[str]:
+    """``script``, else the installed console script next to this Python, else ``python -m convfilter``."""
+    if script:
+        return [script]
     script = Path(sys.executable).with_name("convfilter")
     return [str(script)] if script.exists() else [sys.executable, "-m", "convfilter"]
+
+
+def interpreter_of(cf: list[str]) -> str:
+    """The Python that runs ``cf`` (a console script's ``#!`` line), for the bare click import."""
+    if len(cf) > 1:
+        return cf[0]
+    with open(cf[0], "rb") as handle:
+        line = handle.readline()
+    return line[2:].split()[0].decode() if line.startswith(b"#!") else sys.executable
 
 
 def run_once(argv: list[str] | str, cwd: str, env=None) -> tuple[float, float]:
@@ -80,15 +94,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per command (default 9)")
     parser.add_argument("--loop", type=int, default=20, help="images in the shell loop (default 20)")
+    parser.add_argument("--convfilter", metavar="PATH",
+                        help="the convfilter command to time (default: the one installed next to this Python)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # still stop the server (finally)
-    cf = convfilter_command()
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # (the commands below inherit it)
+    cf = convfilter_command(args.convfilter)
     work = tempfile.mkdtemp(prefix="convfilter-startup-")
     try:
         light = [["--help"], ["kernels"], ["shape", "--size", "427x640x3", "-k", "vertical", "--pool", "max"]]
-        baseline, *seconds = median_runs([[sys.executable, "-c", "import click"]] + [cf + e for e in light],
+        baseline, *seconds = median_runs([[interpreter_of(cf), "-c", "import click"]] + [cf + e for e in light],
                                          args.repeats, work)
-        print(f"# {os.cpu_count()} CPUs; medians of {args.repeats} interleaved runs after one untimed run")
+        print(f"# {' '.join(cf)}")
+        print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start; medians of "
+              f"{args.repeats} interleaved runs after one untimed run")
         print("| command | median ms | / import click |")
         print("| --- | ---: | ---: |")
         print(f'| python -c "import click" | {baseline * 1e3:.0f} | 1.00 |')
@@ -155,6 +174,7 @@ def compare_with_imagemagick(cf: list[str], work: str, repeats: int, loop: int) 
             print(f"| {label} | " + " | ".join(cells) + " |")
         if magick is None:
             print("# ImageMagick not installed: skipped (apt-get install imagemagick)")
+        print(f"# load average {os.getloadavg()[0]:.2f} at the end")
     finally:
         subprocess.run(cf + ["server", "stop"], env=served, stdout=subprocess.DEVNULL)
         shutil.rmtree(runtime, ignore_errors=True)
