@@ -441,12 +441,25 @@ def run_in_process(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The console script and ``python -m convfilter``."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """The console script and ``python -m convfilter`` (``argv`` None: this process's arguments).
+
+    When the server ran the command of this process, the process ends at
+    once with its exit code: it has nothing left to write or clean up, and
+    the interpreter's shutdown would add a few milliseconds to every command.
+    """
+    own = argv is None
+    argv = sys.argv[1:] if own else list(argv)
     use_server = supported() and not disabled() and not is_light(argv)
     if use_server:
         code = run_through_server(argv)
         if code is not None:
+            if own:
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except (OSError, ValueError):
+                        pass
+                os._exit(code)
             sys.exit(code)
     try:
         run_in_process(argv)
