@@ -116,6 +116,24 @@ def test_the_client_decides_with_the_standard_library_only(server_env, tmp_path)
     assert alone.stdout.splitlines() == ["IN-PROCESS []", "HEAVY []"], alone.stderr
 
 
+def test_through_the_server_the_client_loads_only_its_own_modules_and_the_socket_library(server_env, tmp_path):
+    """Every module the client imports costs each command its import time: beyond what the
+    interpreter has loaded when it starts, it needs only its package and ``_socket``."""
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "from convfilter import client\n"
+        "try:\n"
+        "    client.main(['apply', '-k', 'vertical', %r, '-o', 'out.png'])\n"
+        "finally:\n"
+        "    print('ADDED', sorted(set(sys.modules) - before))\n" % str(CHINA)
+    )
+    through = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=server_env, capture_output=True,
+                             text=True, timeout=120)
+    assert through.returncode == 0, through.stderr
+    assert through.stdout == "ADDED ['_socket', 'convfilter', 'convfilter.client']\n", through.stderr
+
+
 def test_sixteen_concurrent_clients_equal_sixteen_in_process_runs(server_env, tmp_path):
     names = noise_images(tmp_path / "in", 16)
     outputs = {}
