@@ -160,6 +160,15 @@ class DeferredOptions(click.Command):
         return super().to_info_dict(ctx)
 
 
+def make_all_options(group: click.Group | None = None) -> None:
+    """Make the options of every command now: the server does, once, before it forks children."""
+    for command in (group or cli).commands.values():
+        if isinstance(command, DeferredOptions):
+            command._make_options()
+        elif isinstance(command, click.Group):
+            make_all_options(command)
+
+
 def io_options(command):
     """The input/output options that ``apply`` and ``pool`` share."""
     from .colormap import COLORMAPS

@@ -75,6 +75,9 @@ def warm() -> None:
         if module.name.rpartition(".")[2] not in ("__main__", "server", "dask_executor"):  # (Dask: on use)
             importlib.import_module(module.name)
     Image.init()  # every Pillow format plugin
+    from .cli import make_all_options
+
+    make_all_options()  # (else each child would make the options of its command again)
     import difflib  # noqa: F401  (click's parser imports it on every short option, e.g. -k)
     from .ops import warm_up
 
