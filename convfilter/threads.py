@@ -140,27 +140,62 @@ if hasattr(os, "register_at_fork"):
 # --- bands -----------------------------------------------------------------------------------
 
 
+# Bands per call: a band holds about MIN_PARALLEL_WORK / BANDS_PER_MINIMUM units of work, and a
+# call has at most MAX_BANDS of them. More bands than threads, handed out as threads come free,
+# keep every thread busy when another process takes part of a CPU (two equal halves on two
+# CPUs wait for the slower one: measured 0.7x TensorFlow's speed on a shared machine); the
+# bands depend on the work only, not on the thread count, so the result's bits do not either.
+BANDS_PER_MINIMUM = 4
+MAX_BANDS = 32
+
+
+def band_edges(rows: int, work: float) -> list[int]:
+    """The first row of each band and the end: the same for every thread count."""
+    per_band = MIN_PARALLEL_WORK / BANDS_PER_MINIMUM
+    count = rows if per_band <= 0 else -(-int(work) // max(1, int(per_band)))
+    count = max(1, min(rows, MAX_BANDS, count))
+    return [rows * t // count for t in range(count + 1)]
+
+
 def run_bands(kernel, args, rows: int, work: float, blas: bool = False) -> None:
-    """Run ``kernel(*args, row_start, row_stop)`` over ``rows`` output rows, split across threads
-    when there is enough ``work``. A kernel given by name is Numba's or its numpy twin, chosen
-    for this ``work`` by :func:`convfilter._backend.kernel`. With ``blas`` the kernel calls
-    BLAS, which is then held to one thread per band (see :func:`single_threaded_blas`)."""
+    """Run ``kernel(*args, row_start, row_stop)`` over the bands of ``rows`` output rows (see
+    :func:`band_edges`), on several threads when there is enough ``work``. A kernel given by
+    name is Numba's or its numpy twin, chosen for this ``work`` by
+    :func:`convfilter._backend.kernel`. With ``blas`` the kernel calls BLAS, which is then held
+    to one thread per band (see :func:`single_threaded_blas`)."""
     global _executor, _executor_size
     if isinstance(kernel, str):
         from . import _backend
 
         kernel = _backend.kernel(kernel, work)
-    threads = min(get_num_threads(), rows)
+    edges = band_edges(rows, work)
+    bands = list(zip(edges, edges[1:]))
+    threads = min(get_num_threads(), len(bands))
     with single_threaded_blas() if blas else contextlib.nullcontext():
         if threads <= 1 or work < MIN_PARALLEL_WORK:
-            kernel(*args, 0, rows)
+            for lo, hi in bands:
+                kernel(*args, lo, hi)
             return
-        if _executor is None or _executor_size < threads:
+        helpers = threads - 1  # the calling thread takes bands too
+        if _executor is None or _executor_size < helpers:
             from concurrent.futures import ThreadPoolExecutor
 
-            _executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="convfilter")
-            _executor_size = threads
-        edges = [rows * t // threads for t in range(threads + 1)]
-        futures = [_executor.submit(kernel, *args, lo, hi) for lo, hi in zip(edges, edges[1:]) if hi > lo]
-        for future in futures:
-            future.result()
+            _executor = ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="convfilter")
+            _executor_size = helpers
+        pending = iter(bands)
+        lock = threading.Lock()
+
+        def take_bands() -> None:
+            while True:
+                with lock:
+                    band = next(pending, None)
+                if band is None:
+                    return
+                kernel(*args, *band)
+
+        futures = [_executor.submit(take_bands) for _ in range(helpers)]
+        try:
+            take_bands()
+        finally:
+            for future in futures:
+                future.result()

@@ -23,7 +23,8 @@ RNG = np.random.default_rng(17)
 MODES = ["CONSTANT", "REFLECT", "SYMMETRIC", "EDGE"]
 NUMPY_MODE = {"CONSTANT": "constant", "REFLECT": "reflect", "SYMMETRIC": "symmetric", "EDGE": "edge"}
 SCIPY_MODE = {"CONSTANT": "constant", "REFLECT": "mirror", "SYMMETRIC": "reflect", "EDGE": "nearest"}
-PATHS = [("planar", False), ("planar", True), ("separable", False), ("separable", True), ("im2col", False)]
+PATHS = [("planar", False), ("planar", True), ("separable", False), ("separable", True), ("im2col", False),
+         ("shifted", False)]
 
 
 def rand(*shape):
@@ -194,10 +195,12 @@ BORDER_CASES = [
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("path,uniform", PATHS, ids=["planar", "planar-sum", "separable", "separable-sum", "im2col"])
+@pytest.mark.parametrize("path,uniform", PATHS,
+                         ids=["planar", "planar-sum", "separable", "separable-sum", "im2col", "shifted"])
 @pytest.mark.parametrize("case", BORDER_CASES)
 def test_every_path_fills_the_border_as_np_pad(case, path, uniform, mode):
     h, w, c, fh, fw, n_out, strides, padding, dilations = case
+    strides = (1, 1) if path == "shifted" else strides  # the shifted path runs stride 1 only
     x = rand(2, h, w, c)
     n_in = 1 if uniform else c
     bank = rank_one(fh, fw, n_in, n_out) if path == "separable" else rand(fh, fw, n_in, n_out)
@@ -211,7 +214,7 @@ def test_every_path_fills_the_border_as_np_pad(case, path, uniform, mode):
         return
     gh = axis(h, fh, strides[0], pads[0], dilations[0])
     gw = axis(w, fw, strides[1], pads[1], dilations[1])
-    result = conv_paths.correlate(x, bank, strides, dilations, gh, gw, path=path, sum_channels=uniform if path != "im2col" else None,
+    result = conv_paths.correlate(x, bank, strides, dilations, gh, gw, path=path, sum_channels=uniform if path in ("planar", "separable") else None,
                             border=mode)
     assert_formula(result, x, bank, pads, mode, strides, dilations)
     # the public call (fastest path, fused bias) gives the same

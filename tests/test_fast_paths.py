@@ -236,12 +236,13 @@ def test_set_num_threads_rejects_nonsense():
     strides=st.tuples(st.integers(1, 3), st.integers(1, 3)),
     dilations=st.tuples(st.integers(1, 2), st.integers(1, 2)),
     padding=st.sampled_from(["SAME", "VALID"]),
-    path=st.sampled_from([*PATHS, "im2col", "matmul"]),
+    path=st.sampled_from([*PATHS, "im2col", "matmul", "shifted"]),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_property_every_path_is_the_formula(size, kernel, channels, n_out, strides, dilations, padding,
                                             path, seed):
     (height, width), (fh, fw) = size, (kernel if path != "matmul" else (1, 1))
+    strides = (1, 1) if path == "shifted" else strides
     if padding == "VALID" and ((fh - 1) * dilations[0] >= height or (fw - 1) * dilations[1] >= width):
         return  # no VALID output: conv2d refuses this, tested elsewhere
     rng = np.random.default_rng(seed)
@@ -323,8 +324,8 @@ GEMM_CASES = [
 ]
 
 
-def gemm_paths(kernel):
-    return ["im2col", "matmul"] if kernel == 1 else ["im2col"]
+def gemm_paths(kernel, strides):
+    return ["im2col", *(["matmul"] if kernel == 1 else []), *(["shifted"] if strides == (1, 1) else [])]
 
 
 @pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: "x".join(map(str, c[:6])) + f"-s{c[6]}-{c[7]}-d{c[8]}")
@@ -333,7 +334,7 @@ def test_matrix_product_paths_match_the_formula(case):
     rng = np.random.default_rng(sum(case[:6]) * 7 + strides[0])
     x = rng.standard_normal((n_img, height, width, channels)).astype(np.float32)
     w = rng.standard_normal((k, k, channels, n_out)).astype(np.float32)
-    for path in gemm_paths(k):
+    for path in gemm_paths(k, strides):
         result = run_path(x, w, strides, padding, dilations, path, sum_channels=False)
         assert_close_to_formula(result, x, w, strides, padding, dilations)
 
@@ -342,12 +343,14 @@ def test_matrix_product_paths_match_the_formula(case):
 @pytest.mark.parametrize("threads", [1, 3])
 def test_im2col_tiles_and_bands_cover_every_output(tile_floats, threads, monkeypatch):
     """Tiles of whole rows, of part of a row and of one pixel, on bands that start and stop
-    inside images of a batch: every output is written once, with its own windows."""
+    inside images of a batch: every output is written once, with its own windows (the
+    shifted path's tiles are whole rows: one row or several)."""
     rng = np.random.default_rng(tile_floats + threads)
     x = rng.standard_normal((3, 9, 10, 5)).astype(np.float32)
     w = rng.standard_normal((3, 2, 5, 4)).astype(np.float32)
     one = rng.standard_normal((1, 1, 5, 6)).astype(np.float32)
     monkeypatch.setattr(conv_paths, "TILE_FLOATS", tile_floats)
+    monkeypatch.setattr(conv_paths, "SHIFT_TILE_FLOATS", tile_floats)
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
     ops.set_num_threads(threads)
     try:
@@ -356,11 +359,14 @@ def test_im2col_tiles_and_bands_cover_every_output(tile_floats, threads, monkeyp
             assert_close_to_formula(result, x, w, strides, "SAME", (1, 1))
             result = run_path(x, one, strides, "VALID", (1, 1), "matmul")
             assert_close_to_formula(result, x, one, strides, "VALID", (1, 1))
+        for padding, dilations in (("SAME", (1, 1)), ("VALID", (2, 3)), ("SAME", (2, 1))):
+            result = run_path(x, w, (1, 1), padding, dilations, "shifted")
+            assert_close_to_formula(result, x, w, (1, 1), padding, dilations)
     finally:
         ops.set_num_threads(None)
 
 
-@pytest.mark.parametrize("path,kernel", [("im2col", 3), ("matmul", 1)])
+@pytest.mark.parametrize("path,kernel", [("im2col", 3), ("matmul", 1), ("shifted", 3)])
 @pytest.mark.parametrize("activation", ["none", "relu", "sigmoid"])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_matrix_product_paths_apply_bias_and_activation_per_tile(path, kernel, activation, with_bias,
@@ -371,10 +377,12 @@ def test_matrix_product_paths_apply_bias_and_activation_per_tile(path, kernel, a
     w = rng.standard_normal((kernel, kernel, 20, 6)).astype(np.float32)
     bias = rng.standard_normal(6).astype(np.float32) if with_bias else None
     monkeypatch.setattr(conv_paths, "TILE_FLOATS", 500)
-    gh, gw = axis(11, kernel, 2, "SAME", 1), axis(9, kernel, 1, "SAME", 1)
-    result = conv_paths.correlate(x, w, (2, 1), (1, 1), gh, gw, path=path, bias=bias, activation=activation)
-    linear = run_path(x, w, (2, 1), "SAME", (1, 1), path)
-    assert_close_to_formula(linear, x, w, (2, 1), "SAME", (1, 1))
+    monkeypatch.setattr(conv_paths, "SHIFT_TILE_FLOATS", 100)
+    strides = (1, 1) if path == "shifted" else (2, 1)
+    gh, gw = axis(11, kernel, strides[0], "SAME", 1), axis(9, kernel, 1, "SAME", 1)
+    result = conv_paths.correlate(x, w, strides, (1, 1), gh, gw, path=path, bias=bias, activation=activation)
+    linear = run_path(x, w, strides, "SAME", (1, 1), path)
+    assert_close_to_formula(linear, x, w, strides, "SAME", (1, 1))
     np.testing.assert_array_equal(result, ops.activate(linear if bias is None else linear + bias, activation))
 
 
@@ -387,7 +395,9 @@ def test_path_names_are_checked():
         run_path(x, w, (1, 1), "SAME", (1, 1), "matmul")
     with pytest.raises(ValueError, match="sum_channels applies to the planar and separable paths"):
         run_path(x, w, (1, 1), "SAME", (1, 1), "im2col", sum_channels=True)
-    assert set(ops.CONV_PATHS) == {"planar", "separable", "matmul", "im2col"}
+    with pytest.raises(ValueError, match=r"shifted path needs strides 1, got \(2, 1\)"):
+        run_path(x, w, (2, 1), "SAME", (1, 1), "shifted")
+    assert set(ops.CONV_PATHS) == {"planar", "separable", "matmul", "im2col", "shifted"}
 
 
 @pytest.mark.parametrize("x_shape,w_shape,expected", [
@@ -396,6 +406,7 @@ def test_path_names_are_checked():
     ((8, 28, 28, 256), (3, 3, 256, 256), "im2col"),
     ((1, 427, 640, 3), (7, 7, 3, 2), "planar"),  # few channels, few filters: the direct loops
     ((1, 2048, 2048, 1), (31, 31, 1, 1), "separable"),  # a large Gaussian
+    ((1, 224, 224, 16), (3, 3, 16, 16), "shifted"),  # few channels on a large image, stride 1
 ])
 def test_the_cost_model_picks_the_expected_path(x_shape, w_shape, expected):
     rng = np.random.default_rng(4)
@@ -417,19 +428,22 @@ def test_blas_is_single_threaded_inside_the_bands_and_restored_after(monkeypatch
     if not before:
         pytest.skip("numpy has no BLAS library that threadpoolctl can see")
     seen = []
-    band = conv_paths._gemm_band
 
-    def recording_band(*args):
-        seen.append(blas_threads())
-        band(*args)
+    def recording(band):
+        def recording_band(*args):
+            seen.append(blas_threads())
+            band(*args)
+        return recording_band
 
-    monkeypatch.setattr(conv_paths, "_gemm_band", recording_band)
+    for name in ("_gemm_band", "_shifted_band"):
+        monkeypatch.setattr(conv_paths, name, recording(getattr(conv_paths, name)))
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
     x = np.ones((2, 8, 8, 16), np.float32)
     ops.set_num_threads(2)
     try:
         run_path(x, np.ones((1, 1, 16, 8)), (1, 1), "SAME", (1, 1), "matmul")
         run_path(x, np.ones((3, 3, 16, 8)), (1, 1), "SAME", (1, 1), "im2col")
+        run_path(x, np.ones((3, 3, 16, 8)), (1, 1), "SAME", (1, 1), "shifted")
     finally:
         ops.set_num_threads(None)
     assert seen and all(counts == [1] * len(counts) for counts in seen)
