@@ -25,6 +25,7 @@ Nothing here imports numpy or Numba at import time.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -82,6 +83,19 @@ def expect_repeats(count: int) -> None:
     process (e.g. once per image of a batch), so that Numba's one-off costs are shared."""
     global _repeats
     _repeats = max(1, int(count))
+
+
+@contextlib.contextmanager
+def repeats_at_least(count: int):
+    """Inside the block, :func:`expect_repeats` counts at least ``count`` repeats (e.g. one call of
+    each kernel per layer of a network); the count set before is restored after it."""
+    global _repeats
+    previous = _repeats
+    _repeats = max(previous, int(count))
+    try:
+        yield
+    finally:
+        _repeats = previous
 
 
 def set_compile_notice(callback) -> None:

@@ -13,6 +13,10 @@ def _relu(x: np.ndarray) -> None:
     np.maximum(x, np.float32(0), out=x)  # NaN and -0.0 pass, as with np.maximum
 
 
+def _relu6(x: np.ndarray) -> None:
+    np.clip(x, np.float32(0), np.float32(6), out=x)  # min(max(x, 0), 6) in one pass, as tf.nn.relu6
+
+
 def _abs(x: np.ndarray) -> None:
     np.abs(x, out=x)
 
@@ -34,6 +38,7 @@ def _tanh(x: np.ndarray) -> None:
 IN_PLACE = {
     "none": None,
     "relu": _relu,
+    "relu6": _relu6,
     "abs": _abs,
     "sigmoid": _sigmoid,
     "tanh": _tanh,

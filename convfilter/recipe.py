@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # kernels.py is not needed to describe a recipe (keeps --help
 
 # the names of convfilter.ops.ACTIVATIONS (where each one's function is), for the CLI without numpy;
 # tests/test_tables.py holds the two equal
-ACTIVATIONS = ("none", "relu", "abs", "sigmoid", "tanh")
+ACTIVATIONS = ("none", "relu", "relu6", "abs", "sigmoid", "tanh")
 CHANNEL_MODES = ("sum", "each", "gray")
 NORMALIZATIONS = ("minmax", "clip", "abs", "signed")
 # --border NAME: the mode of convfilter.pad that fills the convolution's padding cells

@@ -117,7 +117,7 @@ FUSED_PATHS = [("planar", False), ("separable", False), ("planar", True), ("sepa
 
 @pytest.mark.parametrize("path,sum_channels", FUSED_PATHS, ids=lambda p: str(p))
 @pytest.mark.parametrize("n_out", [1, 2, 3, 6])  # every store: a plain row, strided writes, per-pixel
-@pytest.mark.parametrize("activation", ["none", "relu", "tanh"])
+@pytest.mark.parametrize("activation", ["none", "relu", "relu6", "tanh"])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_fused_bias_and_activation_on_every_path(path, sum_channels, n_out, activation, with_bias):
     """Bias (one per filter) and ReLU are applied by the kernels as rows are stored; other activations
@@ -367,7 +367,7 @@ def test_im2col_tiles_and_bands_cover_every_output(tile_floats, threads, monkeyp
 
 
 @pytest.mark.parametrize("path,kernel", [("im2col", 3), ("matmul", 1), ("shifted", 3)])
-@pytest.mark.parametrize("activation", ["none", "relu", "sigmoid"])
+@pytest.mark.parametrize("activation", ["none", "relu", "relu6", "sigmoid"])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_matrix_product_paths_apply_bias_and_activation_per_tile(path, kernel, activation, with_bias,
                                                                monkeypatch):

@@ -221,6 +221,8 @@ def test_bias_and_activations():
     np.testing.assert_array_equal(ops.bias_add(x, [1, -1]), [[[-1.0, -0.5]]])
     np.testing.assert_array_equal(ops.relu(x), [[[0.0, 0.5]]])
     np.testing.assert_array_equal(ops.activate(x, "abs"), [[[2.0, 0.5]]])
+    np.testing.assert_array_equal(ops.activate(np.float32([[[-2.0, 0.5, 6.0, 7.5]]]), "relu6"),
+                                  [[[0.0, 0.5, 6.0, 6.0]]])
     np.testing.assert_allclose(ops.activate(x, "sigmoid"), 1 / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6)
     np.testing.assert_allclose(ops.activate(x, "TANH"), np.tanh(x.astype(np.float64)), rtol=1e-6)
     np.testing.assert_array_equal(ops.activate(x, "none"), x)

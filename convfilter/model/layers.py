@@ -268,19 +268,16 @@ class Conv2D(_Windowed):
         return _conv(inputs[0], kernel, self.strides, self.padding, self.dilation, bias, self.activation)
 
 
+# Keras activations that ops applies as it stores each row or tile of a convolution's output.
+FUSED_ACTIVATIONS = ("relu", "relu6")
+
+
 def _conv(x, kernel, strides, padding, dilation, bias, activation) -> np.ndarray:
-    """Conv2D with bias and activation. A 1x1 kernel is a matrix product over the channels."""
-    if kernel.shape[:2] == (1, 1):
-        # a 1x1 window is never padded (SAME and VALID agree) and dilation does not matter
-        out = _matmul_last(np.ascontiguousarray(x[:, ::strides[0], ::strides[1], :]), kernel[0, 0])
-        if bias is not None:
-            out += bias
-    else:
-        fused = "relu" if activation == "relu" else None
-        out = ops.conv2d(x, kernel, strides, padding, dilation, bias=bias, activation=fused)
-        if fused:
-            return out
-    return activate(out, activation)
+    """Conv2D with bias and activation, by ops.conv2d (its cost model picks the path: a 1x1
+    kernel is a matrix product over the channels)."""
+    fused = activation if activation in FUSED_ACTIVATIONS else None
+    out = ops.conv2d(x, kernel, strides, padding, dilation, bias=bias, activation=fused)
+    return out if fused else activate(out, activation)
 
 
 class DepthwiseConv2D(_Windowed):
@@ -306,11 +303,15 @@ class DepthwiseConv2D(_Windowed):
         return f"x{self.multiplier} per channel {super().describe()}, {self.activation}"
 
     def __call__(self, inputs):
-        out = ops.depthwise_conv2d(inputs[0], self.weights["depthwise_kernel"], self.strides, self.padding,
-                                   self.dilation)
-        if self.use_bias:
-            out += self.weights["bias"]
-        return activate(out, self.activation)
+        return _depthwise(inputs[0], self.weights["depthwise_kernel"], self.strides, self.padding, self.dilation,
+                          self.weights.get("bias") if self.use_bias else None, self.activation)
+
+
+def _depthwise(x, kernel, strides, padding, dilation, bias, activation) -> np.ndarray:
+    """DepthwiseConv2D with bias and activation, fused into ops.depthwise_conv2d where it can."""
+    fused = activation if activation in FUSED_ACTIVATIONS else None
+    out = ops.depthwise_conv2d(x, kernel, strides, padding, dilation, bias=bias, activation=fused)
+    return out if fused else activate(out, activation)
 
 
 class SeparableConv2D(DepthwiseConv2D):
