@@ -204,6 +204,28 @@ def test_thread_bands_give_the_same_result(threads, monkeypatch):
     np.testing.assert_allclose(pooled, naive.pool2d(x, (3, 3), (2, 2), "SAME", np.mean), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("path", ["planar", "separable", "im2col", "matmul", "shifted"])
+def test_the_thread_count_does_not_change_the_bits(path, monkeypatch):
+    """Bands depend on the work only (see threads.band_edges), so a result is the same to the
+    last bit on one thread or several, whichever thread takes which band."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 30, 23, 6)).astype(np.float32)
+    kernel = (1, 1) if path == "matmul" else (3, 3)
+    w = rank_one_bank(rng, *kernel, 6, 5) if path == "separable" else \
+        rng.standard_normal((*kernel, 6, 5)).astype(np.float32)
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 4000)  # several bands, on threads
+    results = []
+    for threads in (1, 2, 3):
+        ops.set_num_threads(threads)
+        try:
+            results.append(run_path(x, w, (1, 1), "SAME", (1, 1), path))
+        finally:
+            ops.set_num_threads(None)
+    assert len(thread_pool.band_edges(2 * 30, x.size * 5 * 9)) > 3
+    for result in results[1:]:
+        np.testing.assert_array_equal(result, results[0])
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_worker_can_use_threads_after_its_parent_did(monkeypatch):
     import multiprocessing
