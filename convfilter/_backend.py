@@ -12,8 +12,12 @@ or after an upgrade). For each call the cheaper one by a rough cost model:
 where ``work`` is the call's count of multiply-adds (or cells), multiplied by
 :func:`expect_repeats` when a caller knows that the same work will follow
 (a batch of images), and the start-up costs drop to zero once paid in this
-process. So one photo through a short-lived process never waits for Numba,
-and a large job or a batch uses it (compiling only the kernel it needs).
+process. A caller that says nothing but calls again is taken at its word too:
+the work a kernel has already done on numpy in this process counts as that
+much more to come, so a loop of calls moves to Numba once numpy has cost
+about as much as Numba's start-up (never more than twice the best choice).
+So one photo through a short-lived process never waits for Numba, and a
+large job, a batch or a loop uses it (compiling only the kernel it needs).
 
 Whether Numba's cache holds a kernel is read from its index file without
 importing Numba: the file exists in the cache folder and records the hash of
@@ -62,6 +66,7 @@ _notice_lock = threading.Lock()
 _cached: dict[str, bool] = {}  # kernel name -> in Numba's cache
 _hash: bytes | None = None  # of _jit.py
 _numba_failed = False  # importing Numba failed in this process: numpy from now on
+_numpy_work: dict[str, float] = {}  # kernel name -> work done on its numpy twin in this process
 
 
 def set_backend(name: str) -> None:
@@ -132,8 +137,12 @@ def _use_numba(name: str, work: float) -> bool:
     numpy_ns, numba_ns, compile_s = COSTS[name]
     start = (0.0 if "numba" in sys.modules else IMPORT_NUMBA) + (0.0 if _any_loaded() else FIRST_LOAD)
     start += LOAD if is_cached(name) else compile_s
-    total = work * _repeats * 1e-9
-    return start + total * numba_ns < total * numpy_ns
+    done = _numpy_work.get(name, 0.0)
+    total = max(work * _repeats, work + done) * 1e-9
+    if start + total * numba_ns < total * numpy_ns:
+        return True
+    _numpy_work[name] = done + work
+    return False
 
 
 def _jit():

@@ -264,6 +264,7 @@ def test_property_both_kernels_give_the_same_bits(size, kernel, channels, n_out,
 def test_small_work_runs_on_numpy_and_large_work_on_cached_numba(monkeypatch):
     monkeypatch.setattr(_backend, "loaded", lambda name: False)
     monkeypatch.setattr(_backend, "_repeats", 1)
+    monkeypatch.setattr(_backend, "_numpy_work", {})
     monkeypatch.setattr(_backend, "is_cached", lambda name: True)
     one_photo = 2 * 427 * 2 * (8 * 646 + 4 * 640)  # the book's two line kernels on one photo
     assert not _backend._use_numba("correlate_separable", one_photo)
@@ -275,6 +276,23 @@ def test_small_work_runs_on_numpy_and_large_work_on_cached_numba(monkeypatch):
         _backend.expect_repeats(1)
     monkeypatch.setattr(_backend, "is_cached", lambda name: False)
     assert not _backend._use_numba("correlate_separable", 20 * one_photo)  # a compile costs seconds
+
+
+def test_a_loop_of_calls_moves_to_numba_once_numpy_has_cost_its_start_up(monkeypatch):
+    monkeypatch.setattr(_backend, "loaded", lambda name: False)
+    monkeypatch.setattr(_backend, "_repeats", 1)
+    monkeypatch.setattr(_backend, "_numpy_work", {})
+    monkeypatch.setattr(_backend, "is_cached", lambda name: True)
+    layer = 224 * 224 * 32 * 25  # a 5x5 bank of 32 filters on a 224x224 gray image: 40 ms on numpy
+    choices = [_backend._use_numba("correlate_planar", layer) for _ in range(20)]
+    assert not choices[0] and choices[-1]
+    first = choices.index(True)
+    assert all(choices[first:])
+    # by then numpy had spent about Numba's start-up (import, load): never much more
+    numpy_ns, numba_ns, _ = _backend.COSTS["correlate_planar"]
+    spent = first * layer * numpy_ns * 1e-9
+    start_up = (0 if "numba" in sys.modules else _backend.IMPORT_NUMBA) + _backend.FIRST_LOAD + _backend.LOAD
+    assert 0.5 * start_up < spent < 1.5 * start_up
 
 
 def test_a_kernel_loaded_in_this_process_is_used_at_any_size(monkeypatch):
