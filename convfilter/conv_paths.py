@@ -502,8 +502,10 @@ def correlate_gemm(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry,
     in_place = fh == fw == 1 and strides == (1, 1)
     out_h = out.shape[1]
     args = (source, matrix, (fh, fw), strides, dilations, in_place, bias, activation, out)
-    # bands run over the rows of all images, so that a batch of small images uses every thread
-    run_bands(_gemm_band, args, n_img * out_h, out.size * matrix.shape[0], blas=True)
+    # bands run over the rows of all images, so that a batch of small images uses every thread;
+    # a band is at least one tile's worth of pixels (BLAS packs all the filters on every call)
+    run_bands(_gemm_band, args, n_img * out_h, out.size * matrix.shape[0], blas=True,
+              min_rows=-(-MIN_TILE_PIXELS // out.shape[2]))
 
 
 def _gemm_band(source, matrix, window, strides, dilations, in_place, bias, activation, out, start, stop) -> None:
@@ -566,7 +568,8 @@ def correlate_shifted(x, w, dilations, gh: AxisGeometry, gw: AxisGeometry, bias,
     taps = w.reshape(fh * fw, channels, n_out)
     offsets = [u * dilations[0] * padded_w + v * dilations[1] for u in range(fh) for v in range(fw)]
     args = (pixels, taps, offsets, padded_h, padded_w, bias, activation, out)
-    run_bands(_shifted_band, args, n_img * gh.out, out.size * fh * fw * channels, blas=True)
+    run_bands(_shifted_band, args, n_img * gh.out, out.size * fh * fw * channels, blas=True,
+              min_rows=-(-MIN_TILE_PIXELS // out.shape[2]))
 
 
 def _shifted_band(pixels, taps, offsets, padded_h, padded_w, bias, activation, out, start, stop) -> None:

@@ -149,18 +149,19 @@ BANDS_PER_MINIMUM = 4
 MAX_BANDS = 32
 
 
-def band_edges(rows: int, work: float) -> list[int]:
-    """The first row of each band and the end: the same for every thread count."""
+def band_edges(rows: int, work: float, min_rows: int = 1) -> list[int]:
+    """The first row of each band and the end: the same for every thread count. Bands have at
+    least ``min_rows`` rows where that still leaves two bands."""
     per_band = MIN_PARALLEL_WORK / BANDS_PER_MINIMUM
     count = rows if per_band <= 0 else -(-int(work) // max(1, int(per_band)))
-    count = max(1, min(rows, MAX_BANDS, count))
+    count = max(1, min(rows, MAX_BANDS, count, max(2, rows // max(1, min_rows))))
     return [rows * t // count for t in range(count + 1)]
 
 
-def run_bands(kernel, args, rows: int, work: float, blas: bool = False) -> None:
+def run_bands(kernel, args, rows: int, work: float, blas: bool = False, min_rows: int = 1) -> None:
     """Run ``kernel(*args, row_start, row_stop)`` over the bands of ``rows`` output rows (see
-    :func:`band_edges`), on several threads when there is enough ``work``. A kernel given by
-    name is Numba's or its numpy twin, chosen for this ``work`` by
+    :func:`band_edges`, with ``min_rows``), on several threads when there is enough ``work``. A
+    kernel given by name is Numba's or its numpy twin, chosen for this ``work`` by
     :func:`convfilter._backend.kernel`. With ``blas`` the kernel calls BLAS, which is then held
     to one thread per band (see :func:`single_threaded_blas`)."""
     global _executor, _executor_size
@@ -168,7 +169,7 @@ def run_bands(kernel, args, rows: int, work: float, blas: bool = False) -> None:
         from . import _backend
 
         kernel = _backend.kernel(kernel, work)
-    edges = band_edges(rows, work)
+    edges = band_edges(rows, work, min_rows)
     bands = list(zip(edges, edges[1:]))
     threads = min(get_num_threads(), len(bands))
     with single_threaded_blas() if blas else contextlib.nullcontext():
