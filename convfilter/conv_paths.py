@@ -30,6 +30,8 @@ copies and calls, with rates measured on the machine the package was tuned on
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -484,6 +486,36 @@ TILE_FLOATS = 1 << 16
 MIN_TILE_PIXELS = 512
 
 
+# The zero-padded NHWC copy the matrix-product paths read is written into a buffer each calling
+# thread keeps (up to this many floats): a fresh 50 MB array costs more in page faults than
+# the copy itself (measured: 10 ms against 4 ms for a batch of eight 224x224x32 maps).
+SCRATCH_FLOATS = 1 << 24
+_scratch = threading.local()
+
+
+def padded_copy(x, gh: AxisGeometry, gw: AxisGeometry, border: str) -> np.ndarray:
+    """``x`` padded for the geometries (``x`` itself when nothing is padded); the zeros of a
+    CONSTANT border go into this thread's reused buffer, valid until its next call."""
+    (top, bottom), (left, right) = (gh.pad_before, gh.pad_after), (gw.pad_before, gw.pad_after)
+    if not any((top, bottom, left, right)):
+        return x
+    n_img, height, width, channels = x.shape
+    shape = (n_img, height + top + bottom, width + left + right, channels)
+    size = int(np.prod(shape))
+    if border != "CONSTANT" or size > SCRATCH_FLOATS:
+        return pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), border)
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.size < size:
+        buffer = _scratch.buffer = np.empty(size, np.float32)
+    padded = buffer[:size].reshape(shape)
+    padded[:, :top] = 0.0
+    padded[:, top + height :] = 0.0
+    padded[:, top : top + height, :left] = 0.0
+    padded[:, top : top + height, left + width :] = 0.0
+    padded[:, top : top + height, left : left + width] = x
+    return padded
+
+
 def correlate_gemm(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, bias, activation,
                    out, border: str = "CONSTANT") -> None:
     """The matmul and im2col paths: ``out[pixels] = windows(pixels) @ w.reshape(fh*fw*C, F)``.
@@ -496,8 +528,7 @@ def correlate_gemm(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry,
     """
     n_img, height, width, channels = x.shape
     fh, fw, _, n_out = w.shape
-    pads = ((0, 0), (gh.pad_before, gh.pad_after), (gw.pad_before, gw.pad_after), (0, 0))
-    source = pad(x, pads, border) if any(pads[1] + pads[2]) else x
+    source = padded_copy(x, gh, gw, border)
     matrix = w.reshape(fh * fw * channels, n_out)
     in_place = fh == fw == 1 and strides == (1, 1)
     out_h = out.shape[1]
@@ -561,8 +592,7 @@ def correlate_shifted(x, w, dilations, gh: AxisGeometry, gw: AxisGeometry, bias,
     """
     n_img = x.shape[0]
     fh, fw, channels, n_out = w.shape
-    pads = ((0, 0), (gh.pad_before, gh.pad_after), (gw.pad_before, gw.pad_after), (0, 0))
-    source = pad(x, pads, border) if any(pads[1] + pads[2]) else x
+    source = padded_copy(x, gh, gw, border)
     padded_h, padded_w = source.shape[1], source.shape[2]
     pixels = source.reshape(n_img * padded_h * padded_w, channels)
     taps = w.reshape(fh * fw, channels, n_out)
