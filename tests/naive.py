@@ -74,3 +74,15 @@ def depthwise_conv2d(x, w, strides=(1, 1), padding="SAME", dilations=(1, 1)):
     maps = [conv2d(x[..., c:c + 1], w[:, :, c:c + 1, m:m + 1], strides, padding, dilations)
             for c in range(channels) for m in range(multiplier)]
     return np.concatenate(maps, axis=-1)
+
+
+def max_over_blocks(values, block: int):
+    """Each output replaced by the largest value of its ``block`` x ``block`` block (blocks start
+    at even rows and columns of the NHWC ``values``): the magnitude Winograd's rounding scales
+    with, since a block's outputs share one transformed input patch."""
+    if block == 1:
+        return values
+    n, h, w, f = values.shape
+    padded = np.pad(values, ((0, 0), (0, -h % block), (0, -w % block), (0, 0)))
+    peaks = padded.reshape(n, padded.shape[1] // block, block, padded.shape[2] // block, block, f).max(axis=(2, 4))
+    return np.repeat(np.repeat(peaks, block, 1), block, 2)[:, :h, :w]

@@ -24,7 +24,7 @@ MODES = ["CONSTANT", "REFLECT", "SYMMETRIC", "EDGE"]
 NUMPY_MODE = {"CONSTANT": "constant", "REFLECT": "reflect", "SYMMETRIC": "symmetric", "EDGE": "edge"}
 SCIPY_MODE = {"CONSTANT": "constant", "REFLECT": "mirror", "SYMMETRIC": "reflect", "EDGE": "nearest"}
 PATHS = [("planar", False), ("planar", True), ("separable", False), ("separable", True), ("im2col", False),
-         ("shifted", False)]
+         ("shifted", False), ("winograd", False)]
 
 
 def rand(*shape):
@@ -42,12 +42,14 @@ def reference(x, w, pads, mode, strides=(1, 1), dilations=(1, 1)):
     return naive.conv2d(padded, w, strides, "VALID", dilations)
 
 
-def assert_formula(result, x, w, pads, mode, strides=(1, 1), dilations=(1, 1)):
-    """Within float32 rounding of the float64 formula (the fast paths reorder sums)."""
+def assert_formula(result, x, w, pads, mode, strides=(1, 1), dilations=(1, 1), ulps=8, block=1):
+    """Within float32 rounding of the float64 formula (the fast paths reorder sums; for Winograd's
+    tolerance see TOLERANCES in test_fast_paths)."""
     expected = reference(x, w, pads, mode, strides, dilations)
     magnitude = reference(np.abs(x), np.abs(w), pads, mode, strides, dilations)
     assert result.shape == expected.shape and result.dtype == np.float32
-    excess = np.abs(result - expected) - 8 * np.finfo(np.float32).eps * (magnitude + 1e-30)
+    magnitude = naive.max_over_blocks(magnitude, block)
+    excess = np.abs(result - expected) - ulps * np.finfo(np.float32).eps * (magnitude + 1e-30)
     assert np.all(excess <= 0), f"worst excess {excess.max():.3g}"
 
 
@@ -196,11 +198,15 @@ BORDER_CASES = [
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("path,uniform", PATHS,
-                         ids=["planar", "planar-sum", "separable", "separable-sum", "im2col", "shifted"])
+                         ids=["planar", "planar-sum", "separable", "separable-sum", "im2col", "shifted", "winograd"])
 @pytest.mark.parametrize("case", BORDER_CASES)
 def test_every_path_fills_the_border_as_np_pad(case, path, uniform, mode):
     h, w, c, fh, fw, n_out, strides, padding, dilations = case
-    strides = (1, 1) if path == "shifted" else strides  # the shifted path runs stride 1 only
+    strides = (1, 1) if path in ("shifted", "winograd") else strides  # these paths run stride 1 only
+    if path == "winograd":
+        if (fh, fw) != (3, 3):
+            pytest.skip("the winograd path runs 3x3 kernels only")
+        dilations = (1, 1)
     x = rand(2, h, w, c)
     n_in = 1 if uniform else c
     bank = rank_one(fh, fw, n_in, n_out) if path == "separable" else rand(fh, fw, n_in, n_out)
@@ -216,7 +222,8 @@ def test_every_path_fills_the_border_as_np_pad(case, path, uniform, mode):
     gw = axis(w, fw, strides[1], pads[1], dilations[1])
     result = conv_paths.correlate(x, bank, strides, dilations, gh, gw, path=path, sum_channels=uniform if path in ("planar", "separable") else None,
                             border=mode)
-    assert_formula(result, x, bank, pads, mode, strides, dilations)
+    assert_formula(result, x, bank, pads, mode, strides, dilations,
+                   **(dict(ulps=16, block=2) if path == "winograd" else {}))
     # the public call (fastest path, fused bias) gives the same
     np.testing.assert_allclose(ops.conv2d(x, bank, strides, padding, dilations, border=mode), result,
                                rtol=1e-5, atol=1e-5)

@@ -30,14 +30,20 @@ def run_path(x, w, strides, padding, dilations, path, sum_channels=None):
 
 
 def assert_close_to_formula(result, x, w, strides, padding, dilations, reference=naive.conv2d,
-                            magnitude=None):
+                            magnitude=None, ulps=8, block=1):
     expected = reference(x, w, strides, padding, dilations)
     magnitude = (magnitude or reference)(np.abs(x), np.abs(w), strides, padding, dilations)
     assert result.shape == expected.shape and result.dtype == np.float32
     # float32 rounding of a sum of products: a few ulps of the sum of magnitudes
-    tolerance = 8 * np.finfo(np.float32).eps * (magnitude + 1e-30)
+    tolerance = ulps * np.finfo(np.float32).eps * (naive.max_over_blocks(magnitude, block) + 1e-30)
     excess = np.abs(result - expected) - tolerance
     assert np.all(excess <= 0), f"worst excess {excess.max():.3g}"
+
+
+# Winograd's transforms add and halve a 4x4 input patch and the weights before multiplying: its
+# rounding scales with the largest sum of |x| * |w| in each 2x2 output block (measured: up to
+# 7 ulps of it; of an output's own sum, which may cover mostly padding, up to 580)
+TOLERANCES = {"winograd": dict(ulps=16, block=2)}
 
 
 def rank_one_bank(rng, fh, fw, n_in, n_out):
@@ -204,7 +210,7 @@ def test_thread_bands_give_the_same_result(threads, monkeypatch):
     np.testing.assert_allclose(pooled, naive.pool2d(x, (3, 3), (2, 2), "SAME", np.mean), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("path", ["planar", "separable", "im2col", "matmul", "shifted"])
+@pytest.mark.parametrize("path", ["planar", "separable", "im2col", "matmul", "shifted", "winograd"])
 def test_the_thread_count_does_not_change_the_bits(path, monkeypatch):
     """Bands depend on the work only (see threads.band_edges), so a result is the same to the
     last bit on one thread or several, whichever thread takes which band."""
@@ -258,13 +264,14 @@ def test_set_num_threads_rejects_nonsense():
     strides=st.tuples(st.integers(1, 3), st.integers(1, 3)),
     dilations=st.tuples(st.integers(1, 2), st.integers(1, 2)),
     padding=st.sampled_from(["SAME", "VALID"]),
-    path=st.sampled_from([*PATHS, "im2col", "matmul", "shifted"]),
+    path=st.sampled_from([*PATHS, "im2col", "matmul", "shifted", "winograd"]),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_property_every_path_is_the_formula(size, kernel, channels, n_out, strides, dilations, padding,
                                             path, seed):
-    (height, width), (fh, fw) = size, (kernel if path != "matmul" else (1, 1))
-    strides = (1, 1) if path == "shifted" else strides
+    (height, width), (fh, fw) = size, {"matmul": (1, 1), "winograd": (3, 3)}.get(path, kernel)
+    strides = (1, 1) if path in ("shifted", "winograd") else strides
+    dilations = (1, 1) if path == "winograd" else dilations
     if padding == "VALID" and ((fh - 1) * dilations[0] >= height or (fw - 1) * dilations[1] >= width):
         return  # no VALID output: conv2d refuses this, tested elsewhere
     rng = np.random.default_rng(seed)
@@ -272,7 +279,7 @@ def test_property_every_path_is_the_formula(size, kernel, channels, n_out, strid
     w = rank_one_bank(rng, fh, fw, channels, n_out) if path == "separable" else \
         rng.standard_normal((fh, fw, channels, n_out)).astype(np.float32)
     result = run_path(x, w, strides, padding, dilations, path)
-    assert_close_to_formula(result, x, w, strides, padding, dilations)
+    assert_close_to_formula(result, x, w, strides, padding, dilations, **TOLERANCES.get(path, {}))
 
 
 POOL_CASES = [
@@ -342,12 +349,15 @@ GEMM_CASES = [
     (3, 11, 8, 130, 1, 130, (2, 2), "SAME", (1, 1)),
     (1, 6, 7, 40, 4, 3, (2, 2), "SAME", (1, 3)),  # even kernel: the odd padding cell bottom/right
     (1, 1, 1, 24, 3, 4, (1, 1), "SAME", (1, 1)),  # every tap but the centre is padding
+    (2, 7, 9, 20, 3, 11, (1, 1), "SAME", (1, 1)),  # odd sizes: Winograd's last 2x2 blocks half outside
+    (1, 8, 5, 9, 3, 6, (1, 1), "VALID", (1, 1)),
     (3, 2, 3, 17, 7, 6, (2, 2), "SAME", (1, 1)),  # a kernel larger than the image
 ]
 
 
-def gemm_paths(kernel, strides):
-    return ["im2col", *(["matmul"] if kernel == 1 else []), *(["shifted"] if strides == (1, 1) else [])]
+def gemm_paths(kernel, strides, dilations):
+    paths = ["im2col", *(["matmul"] if kernel == 1 else []), *(["shifted"] if strides == (1, 1) else [])]
+    return paths + (["winograd"] if conv_paths.winograd_fits((kernel, kernel), strides, dilations) else [])
 
 
 @pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: "x".join(map(str, c[:6])) + f"-s{c[6]}-{c[7]}-d{c[8]}")
@@ -356,9 +366,9 @@ def test_matrix_product_paths_match_the_formula(case):
     rng = np.random.default_rng(sum(case[:6]) * 7 + strides[0])
     x = rng.standard_normal((n_img, height, width, channels)).astype(np.float32)
     w = rng.standard_normal((k, k, channels, n_out)).astype(np.float32)
-    for path in gemm_paths(k, strides):
+    for path in gemm_paths(k, strides, dilations):
         result = run_path(x, w, strides, padding, dilations, path, sum_channels=False)
-        assert_close_to_formula(result, x, w, strides, padding, dilations)
+        assert_close_to_formula(result, x, w, strides, padding, dilations, **TOLERANCES.get(path, {}))
 
 
 @pytest.mark.parametrize("tile_floats", [1, 40, 300, 1 << 16])  # one pixel, part of a row, rows, all
@@ -373,6 +383,7 @@ def test_im2col_tiles_and_bands_cover_every_output(tile_floats, threads, monkeyp
     one = rng.standard_normal((1, 1, 5, 6)).astype(np.float32)
     monkeypatch.setattr(conv_paths, "TILE_FLOATS", tile_floats)
     monkeypatch.setattr(conv_paths, "SHIFT_TILE_FLOATS", tile_floats)
+    monkeypatch.setattr(conv_paths, "WINOGRAD_BLOCKS", tile_floats // 8)
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
     ops.set_num_threads(threads)
     try:
@@ -384,11 +395,15 @@ def test_im2col_tiles_and_bands_cover_every_output(tile_floats, threads, monkeyp
         for padding, dilations in (("SAME", (1, 1)), ("VALID", (2, 3)), ("SAME", (2, 1))):
             result = run_path(x, w, (1, 1), padding, dilations, "shifted")
             assert_close_to_formula(result, x, w, (1, 1), padding, dilations)
+        square = rng.standard_normal((3, 3, 5, 4)).astype(np.float32)
+        for padding in ("SAME", "VALID"):
+            result = run_path(x, square, (1, 1), padding, (1, 1), "winograd")
+            assert_close_to_formula(result, x, square, (1, 1), padding, (1, 1), **TOLERANCES["winograd"])
     finally:
         ops.set_num_threads(None)
 
 
-@pytest.mark.parametrize("path,kernel", [("im2col", 3), ("matmul", 1), ("shifted", 3)])
+@pytest.mark.parametrize("path,kernel", [("im2col", 3), ("matmul", 1), ("shifted", 3), ("winograd", 3)])
 @pytest.mark.parametrize("activation", ["none", "relu", "relu6", "sigmoid"])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_matrix_product_paths_apply_bias_and_activation_per_tile(path, kernel, activation, with_bias,
@@ -400,11 +415,11 @@ def test_matrix_product_paths_apply_bias_and_activation_per_tile(path, kernel, a
     bias = rng.standard_normal(6).astype(np.float32) if with_bias else None
     monkeypatch.setattr(conv_paths, "TILE_FLOATS", 500)
     monkeypatch.setattr(conv_paths, "SHIFT_TILE_FLOATS", 100)
-    strides = (1, 1) if path == "shifted" else (2, 1)
+    strides = (1, 1) if path in ("shifted", "winograd") else (2, 1)
     gh, gw = axis(11, kernel, strides[0], "SAME", 1), axis(9, kernel, 1, "SAME", 1)
     result = conv_paths.correlate(x, w, strides, (1, 1), gh, gw, path=path, bias=bias, activation=activation)
     linear = run_path(x, w, strides, "SAME", (1, 1), path)
-    assert_close_to_formula(linear, x, w, strides, "SAME", (1, 1))
+    assert_close_to_formula(linear, x, w, strides, "SAME", (1, 1), **TOLERANCES.get(path, {}))
     np.testing.assert_array_equal(result, ops.activate(linear if bias is None else linear + bias, activation))
 
 
@@ -419,13 +434,18 @@ def test_path_names_are_checked():
         run_path(x, w, (1, 1), "SAME", (1, 1), "im2col", sum_channels=True)
     with pytest.raises(ValueError, match=r"shifted path needs strides 1, got \(2, 1\)"):
         run_path(x, w, (2, 1), "SAME", (1, 1), "shifted")
-    assert set(ops.CONV_PATHS) == {"planar", "separable", "matmul", "im2col", "shifted"}
+    with pytest.raises(ValueError, match=r"winograd path needs a 3x3 kernel, strides 1 and dilations 1, got a 3x3 "
+                                         r"kernel, strides \(1, 1\), dilations \(2, 1\)"):
+        run_path(x, w, (1, 1), "SAME", (2, 1), "winograd")
+    assert set(ops.CONV_PATHS) == {"planar", "separable", "matmul", "im2col", "shifted", "winograd"}
 
 
 @pytest.mark.parametrize("x_shape,w_shape,expected", [
     ((1, 56, 56, 128), (1, 1, 128, 256), "matmul"),  # the 1x1 layers of every ResNet/MobileNet block
-    ((1, 112, 112, 64), (3, 3, 64, 64), "im2col"),
-    ((8, 28, 28, 256), (3, 3, 256, 256), "im2col"),
+    ((1, 112, 112, 64), (3, 3, 64, 64), "winograd"),
+    ((8, 28, 28, 256), (3, 3, 256, 256), "winograd"),
+    ((1, 14, 14, 512), (3, 3, 512, 512), "im2col"),  # few blocks: transforming the filters does not pay
+    ((1, 56, 56, 64), (5, 5, 64, 64), "im2col"),
     ((1, 427, 640, 3), (7, 7, 3, 2), "planar"),  # few channels, few filters: the direct loops
     ((1, 2048, 2048, 1), (31, 31, 1, 1), "separable"),  # a large Gaussian
     ((1, 224, 224, 16), (3, 3, 16, 16), "shifted"),  # few channels on a large image, stride 1
@@ -457,7 +477,7 @@ def test_blas_is_single_threaded_inside_the_bands_and_restored_after(monkeypatch
             band(*args)
         return recording_band
 
-    for name in ("_gemm_band", "_shifted_band"):
+    for name in ("_gemm_band", "_shifted_band", "_winograd_band"):
         monkeypatch.setattr(conv_paths, name, recording(getattr(conv_paths, name)))
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
     x = np.ones((2, 8, 8, 16), np.float32)
@@ -466,6 +486,7 @@ def test_blas_is_single_threaded_inside_the_bands_and_restored_after(monkeypatch
         run_path(x, np.ones((1, 1, 16, 8)), (1, 1), "SAME", (1, 1), "matmul")
         run_path(x, np.ones((3, 3, 16, 8)), (1, 1), "SAME", (1, 1), "im2col")
         run_path(x, np.ones((3, 3, 16, 8)), (1, 1), "SAME", (1, 1), "shifted")
+        run_path(x, np.ones((3, 3, 16, 8)), (1, 1), "SAME", (1, 1), "winograd")
     finally:
         ops.set_num_threads(None)
     assert seen and all(counts == [1] * len(counts) for counts in seen)
