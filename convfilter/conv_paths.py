@@ -212,8 +212,8 @@ COST = {
     "shift_sum_rate": 6e9,  # output floats per second each tap of the shifted path adds to its sum
     "shift_call": 5e-6,  # per BLAS call of the shifted path (one per tap and tile)
     "winograd_transform_rate": 1.15e9,  # block floats (16 per channel, in and out) per second transformed
-    "winograd_filter_pair": 90e-9,  # per (input channel, filter) pair: transforming the filters
-    "winograd_filter_read_rate": 1e9,  # transformed filter floats per second BLAS packs, per chunk
+    "winograd_filter_pair": 60e-9,  # per (input channel, filter) pair: transforming the filters
+    "winograd_filter_read_rate": 2e9,  # transformed filter floats per second BLAS packs, per chunk
 }
 
 
