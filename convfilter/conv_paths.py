@@ -290,7 +290,9 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
         costs[gemm] = estimated_seconds(gemm, x_shape, w.shape, out_shape, strides, dilations)
         if gemm == "im2col" and tuple(strides) == (1, 1):
             costs["shifted"] = estimated_seconds("shifted", x_shape, w.shape, out_shape, strides, dilations)
-        if winograd_fits(w.shape, strides, dilations):
+        # Winograd only for the many-channel layers it is for: its transforms round even an
+        # identity or a box kernel, which the other paths return exactly
+        if winograd_fits(w.shape, strides, dilations) and min(n_in, n_out) >= WINOGRAD_MIN_CHANNELS:
             costs["winograd"] = estimated_seconds("winograd", x_shape, w.shape, out_shape, strides, dilations)
     return min(costs, key=costs.get)
 
@@ -670,6 +672,8 @@ def _shifted_band(pixels, taps, offsets, padded_h, padded_w, bias, activation, o
 # TensorFlow, within 1e-6 of the output's magnitude.
 # Blocks per chunk: its transformed input and products stay in a core's L2 cache.
 WINOGRAD_BLOCKS = 256
+# The cost model considers the winograd path from this many input channels and filters.
+WINOGRAD_MIN_CHANNELS = 16
 
 
 def winograd_fits(w_shape, strides, dilations) -> bool:
