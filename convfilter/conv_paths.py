@@ -653,14 +653,18 @@ def _shifted_band(pixels, taps, offsets, padded_h, padded_w, bias, activation, o
             else:
                 np.matmul(window, taps[k], out=product[:m])
                 total[:m] += product[:m]
-        target = out[n, i : i + rows]
-        kept = total[:size].reshape(rows, padded_w, n_out)[:, :out_w]
-        if bias is not None:
-            np.add(kept, bias, out=target)
-        else:
-            target[...] = kept
-        apply_in_place(target, activation)
+        store(total[:size].reshape(rows, padded_w, n_out)[:, :out_w], out[n, i : i + rows], bias, activation)
         row += rows
+
+
+def store(kept: np.ndarray, target: np.ndarray, bias, activation: str) -> None:
+    """``target = activation(kept + bias)``: one pass for the copy and the bias, then the
+    activation in place while the tile is in cache."""
+    if bias is not None:
+        np.add(kept, bias, out=target)
+    else:
+        target[...] = kept
+    apply_in_place(target, activation)
 
 
 # --- Winograd F(2x2, 3x3) --------------------------------------------------------------------
@@ -754,11 +758,5 @@ def _winograd_band(source, filters, bias, activation, out, start, stop) -> None:
         # (a, b, block row, block column, F) -> output rows 2*bi + 2*r + a, columns 2*j + b
         tiles = y.reshape(2, 2, rows, blocks_w, n_out).transpose(2, 0, 3, 1, 4).reshape(2 * rows, 2 * blocks_w, n_out)
         kept_rows = min(2 * rows, out_h - 2 * bi)
-        target = out[n, 2 * bi : 2 * bi + kept_rows]
-        kept = tiles[:kept_rows, :out_w]
-        if bias is not None:
-            np.add(kept, bias, out=target)
-        else:
-            target[...] = kept
-        apply_in_place(target, activation)
+        store(tiles[:kept_rows, :out_w], out[n, 2 * bi : 2 * bi + kept_rows], bias, activation)
         row += rows
