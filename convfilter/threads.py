@@ -177,12 +177,12 @@ def run_bands(kernel, args, rows: int, work: float, blas: bool = False, min_rows
             for lo, hi in bands:
                 kernel(*args, lo, hi)
             return
-        helpers = threads - 1  # the calling thread takes bands too
-        if _executor is None or _executor_size < helpers:
+        extra_threads = threads - 1  # the calling thread takes bands too
+        if _executor is None or _executor_size < extra_threads:
             from concurrent.futures import ThreadPoolExecutor
 
-            _executor = ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="convfilter")
-            _executor_size = helpers
+            _executor = ThreadPoolExecutor(max_workers=extra_threads, thread_name_prefix="convfilter")
+            _executor_size = extra_threads
         pending = iter(bands)
         lock = threading.Lock()
 
@@ -194,7 +194,7 @@ def run_bands(kernel, args, rows: int, work: float, blas: bool = False, min_rows
                     return
                 kernel(*args, *band)
 
-        futures = [_executor.submit(take_bands) for _ in range(helpers)]
+        futures = [_executor.submit(take_bands) for _ in range(extra_threads)]
         try:
             take_bands()
         finally:
