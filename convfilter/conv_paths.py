@@ -33,6 +33,7 @@ copies and calls, with rates measured on the machine the package was tuned on
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
@@ -570,6 +571,20 @@ def correlate_gemm(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry,
               min_rows=-(-MIN_TILE_PIXELS // out.shape[2]))
 
 
+def quiet_arithmetic(band):
+    """Run a BLAS band as the compiled kernels run: inf and NaN in, inf and NaN out, no warning.
+
+    numpy warns ("invalid value encountered in matmul") where ``inf * 0`` meets
+    in a product; the other paths give the same values silently.
+    """
+    @functools.wraps(band)
+    def quiet(*args):
+        with np.errstate(invalid="ignore", over="ignore"):
+            band(*args)
+    return quiet
+
+
+@quiet_arithmetic
 def _gemm_band(source, matrix, window, strides, dilations, in_place, bias, activation, out, start, stop) -> None:
     """Output rows ``start .. stop`` (counted over all images) of :func:`correlate_gemm`."""
     _, out_h, out_w, n_out = out.shape
@@ -633,6 +648,7 @@ def correlate_shifted(x, w, dilations, gh: AxisGeometry, gw: AxisGeometry, bias,
               min_rows=-(-MIN_TILE_PIXELS // out.shape[2]))
 
 
+@quiet_arithmetic
 def _shifted_band(pixels, taps, offsets, padded_h, padded_w, bias, activation, out, start, stop) -> None:
     """Output rows ``start .. stop`` (counted over all images) of :func:`correlate_shifted`."""
     _, out_h, out_w, n_out = out.shape
@@ -708,6 +724,7 @@ def correlate_winograd(x, w, gh: AxisGeometry, gw: AxisGeometry, bias, activatio
               min_rows=-(-MIN_TILE_PIXELS // (4 * blocks_w)))
 
 
+@quiet_arithmetic
 def _winograd_band(source, filters, bias, activation, out, start, stop) -> None:
     """Block rows ``start .. stop`` (counted over all images) of :func:`correlate_winograd`."""
     _, out_h, out_w, n_out = out.shape

@@ -30,7 +30,11 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_images"
-RUNTIME = tempfile.mkdtemp(prefix="convfilter-test-run-")
+# Processes the tests start that import this file again (Dask or spawned workers unpickling a
+# test's function) share the session's folder instead of leaving one of their own behind.
+RUNTIME = os.environ.get("CONVFILTER_TEST_RUNTIME") or tempfile.mkdtemp(prefix="convfilter-test-run-")
+OWNS_RUNTIME = "CONVFILTER_TEST_RUNTIME" not in os.environ
+os.environ["CONVFILTER_TEST_RUNTIME"] = RUNTIME
 THROUGH_SERVERS = os.environ.get("CONVFILTER_TEST_SERVER") == "1"
 os.environ["XDG_RUNTIME_DIR"] = RUNTIME
 if THROUGH_SERVERS:
@@ -154,7 +158,12 @@ def running(pid: int) -> bool:
 def no_server_outlives_the_session():
     yield
     stop_servers()
-    shutil.rmtree(RUNTIME, ignore_errors=True)
+
+
+def pytest_unconfigure(config):
+    """The folder goes at the very end, also when no test ran (a mistyped test id)."""
+    if OWNS_RUNTIME:
+        shutil.rmtree(RUNTIME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
