@@ -26,14 +26,27 @@ BOOK = ["apply", "--kernel", "vertical", "--kernel", "horizontal", "sample_image
         "sample_images/flower.jpg"]
 
 
-def user_env(folder: str, **extra) -> dict:
-    """An environment whose home, cache and runtime folders are under ``folder``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "CONVFILTER_BACKEND")}
+def user_env(folder: str, server: bool = False, **extra) -> dict:
+    """An environment whose home, cache and runtime folders are under ``folder``.
+
+    Commands run in their own process (``CONVFILTER_SERVER=off``) unless ``server``: then the
+    first one starts a server in the background, as a user's first run does.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_CACHE_DIR", "CONVFILTER_BACKEND", "CONVFILTER_SERVER")}
+    if not server:
+        env["CONVFILTER_SERVER"] = "off"
     for name in ("home", "cache", "runtime"):
         os.makedirs(os.path.join(folder, name), exist_ok=True)
     env.update(HOME=os.path.join(folder, "home"), XDG_CACHE_HOME=os.path.join(folder, "cache"),
                XDG_RUNTIME_DIR=os.path.join(folder, "runtime"), **extra)
     return env
+
+
+def stop_server(env: dict) -> None:
+    """Stop the server a run with ``env`` started (it would compile on, slowing the next runs)."""
+    subprocess.run([sys.executable, "-m", "convfilter", "server", "stop"], cwd=ROOT, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def timed_run(argv: list[str], env: dict, output: str) -> float:
@@ -55,12 +68,13 @@ def whole_process(work: str, repeats: int) -> None:
             "warm cache, one photo (-k vertical china.jpg)": [],
             "warm cache, one photo, Numba forced": []}
     for round_ in range(repeats):
-        cold = user_env(os.path.join(work, f"cold{round_}"))
-        times = [timed_run(BOOK, cold, os.path.join(work, f"out-cold{round_}")),
-                 timed_run(BOOK, warm, os.path.join(work, "out-warm")),
-                 timed_run(BOOK, numba, os.path.join(work, "out-numba")),
-                 timed_run(single, warm, os.path.join(work, "one.png")),
-                 timed_run(single, numba, os.path.join(work, "one-numba.png"))]
+        cold = user_env(os.path.join(work, f"cold{round_}"), server=True)
+        times = [timed_run(BOOK, cold, os.path.join(work, f"out-cold{round_}"))]
+        stop_server(cold)  # its warm-up would compete with the runs below
+        times += [timed_run(BOOK, warm, os.path.join(work, "out-warm")),
+                  timed_run(BOOK, numba, os.path.join(work, "out-numba")),
+                  timed_run(single, warm, os.path.join(work, "one.png")),
+                  timed_run(single, numba, os.path.join(work, "one-numba.png"))]
         for samples, took in zip(rows.values(), times):
             samples.append(took)
     same = all(Path(work, "out-cold0", name).read_bytes() == Path(work, "out-numba", name).read_bytes()
