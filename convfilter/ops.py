@@ -248,7 +248,11 @@ def _filters(filters, channels: int, name: str, last_axis: str, mismatch=None) -
             f"{name} {expect} {w.shape[2]} input channels but the input has {channels}; "
             f"use {name} of shape ({w.shape[0]}, {w.shape[1]}, {channels}, {w.shape[3]})"
         )
-    if not np.isfinite(w).all():
+    # a float32 sum is finite when every weight is (one pass, no temporary: a deep bank is tens of
+    # megabytes); only when it overflows or is NaN are the weights checked one by one
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = w.sum(dtype=np.float32)
+    if not np.isfinite(total) and not np.isfinite(w).all():
         raise ValueError(f"{name} {contain} NaN or infinity; kernel values must be finite")
     return np.ascontiguousarray(w, np.float32)
 

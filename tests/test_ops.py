@@ -413,6 +413,15 @@ def test_non_finite_filters(bad):
     raises(ValueError, ["NaN or infinity", "finite"], ops.conv2d, np.ones((5, 5, 1)), w)
 
 
+def test_large_finite_filters_whose_sum_overflows_are_accepted():
+    # the finite check sums the weights first; a sum that overflows float32 is checked weight by weight
+    w = np.full((1, 1, 1, 4), 3e38, np.float32)
+    assert ops.conv2d(np.zeros((2, 2, 1)), w).shape == (2, 2, 4)
+    w = np.full((3, 3, 8, 2), 1e38, np.float32)
+    w[2, 1, 5, 1] = np.nan  # one NaN in a bank whose sum overflows
+    raises(ValueError, ["NaN or infinity", "finite"], ops.conv2d, np.ones((5, 5, 8)), w)
+
+
 def test_non_numeric_dtypes():
     w = np.ones((1, 1, 1, 1))
     raises(TypeError, ["input must hold numbers", "<U"], ops.conv2d, np.full((2, 2, 1), "a"), w)
