@@ -43,7 +43,7 @@ from . import _backend
 from .activations import apply_in_place
 from .borders import fill_border, pad
 from .geometry import AxisGeometry
-from .threads import run_bands
+from .threads import band_edges, run_bands
 
 # The one list of paths: ``correlate(path=...)`` accepts these names and "auto".
 CONV_PATHS = {
@@ -114,6 +114,16 @@ def sums_input_channels(w: np.ndarray) -> bool:
     if w.shape[2] < 2 or not np.array_equal(w[:, :, 1], w[:, :, 0]):  # a trained bank stops here
         return False
     return bool(np.all(w == w[:, :, :1, :]))
+
+
+def window_taps_used(w: np.ndarray) -> int:
+    """How many (u, v, c) taps of the (fh, fw, C, F) bank ``w`` are nonzero in some filter. A
+    trained bank is dense: when the first filter alone uses every tap, the rest is not read
+    (a 7x7x512x512 bank is 51 MB, and reading it costs as much as a small layer's product)."""
+    fh, fw, n_in, _ = w.shape
+    if np.all(w[..., 0]):
+        return fh * fw * n_in
+    return int(np.count_nonzero(np.any(w != 0, axis=3)))
 
 
 def padded_count(taps: int) -> int:
@@ -201,6 +211,7 @@ COST = {
     "direct_row": 0.94e-9,  # per output row, filter and tap of the direct loops
     "separable_rate": 16e9,  # multiply-adds per second of the separable passes
     "separable_row": 300e-9,  # per output row, filter and input channel of the separable path
+    "direct_spill": 0.9e-9,  # per output float and doubling of the row scratch beyond DIRECT_SCRATCH
     "direct_stride_penalty": 4.0,  # the direct loops read strided columns (stride > 1) slower
     "separable_stride_penalty": 2.5,  # ... and so does the separable row pass
     "planar_copy_rate": 1.5e9,  # floats per second into the padded planar copy
@@ -216,6 +227,12 @@ COST = {
     "winograd_filter_pair": 10e-9,  # per (input channel, filter) pair: transforming the filters
     "winograd_filter_read_rate": 2e9,  # transformed filter floats per second BLAS packs, per chunk
 }
+
+# The direct loops sum each output row of every filter in a (F, W_out) scratch block before
+# storing it: beyond this many floats it leaves the L1 cache, and each doubling cost about
+# ``direct_spill`` per output float (measured with Numba: 3.8 ns per output float for
+# 1024x1024x3 * 1x1x3x64, a 64 Ki-float block, against 0.4 ns for 112x112x3 * 3x3x3x16).
+DIRECT_SCRATCH = 4096
 
 
 def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations, taps: int = 0,
@@ -233,8 +250,9 @@ def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations
     planar_copy = n_img * height * width * n_in / COST["planar_copy_rate"]
     if path == "planar":
         penalty = COST["direct_stride_penalty"] if strided else 1.0
+        spill = outputs * n_out * COST["direct_spill"] * max(0.0, np.log2(n_out * out_w / DIRECT_SCRATCH))
         return (COST["call"][path] + outputs * n_out * taps * penalty / COST["direct_rate"]
-                + n_img * out_h * n_out * taps * COST["direct_row"] + planar_copy)
+                + n_img * out_h * n_out * taps * COST["direct_row"] + planar_copy + spill)
     if path == "separable":
         col_taps, row_taps = separable_taps
         rows = n_img * out_h * n_out * n_in
@@ -248,6 +266,10 @@ def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations
         taps = fh * fw
         efficiency = n_out / (n_out + COST["gemm_half_filters"]) * n_in / (n_in + COST["gemm_half_depth"])
         tiles = n_img * out_h / min(out_h, max(1, SHIFT_TILE_FLOATS // (padded_w * n_out)))
+        # each band of rows is at least one tile of its own (measured: 112x112x16 * 7x7x16x16 runs
+        # in 32 bands of 3-4 rows, 49 products each, and takes twice as long as im2col)
+        tiles = max(tiles, len(band_edges(n_img * out_h, outputs * n_out * taps * n_in,
+                                          -(-MIN_TILE_PIXELS // out_w))) - 1)
         padded_copy = n_img * (out_h + (fh - 1) * dilations[0]) * padded_w * n_in / COST["tile_copy_rate"]
         return (COST["call"][path] + rows * n_out * taps * n_in / (COST["gemm_rate"] * efficiency)
                 + rows * n_out * taps / COST["shift_sum_rate"] + outputs * n_out / COST["gemm_store_rate"]
@@ -278,7 +300,7 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
     input channel and a 1x1 kernel is a scaling, not a product: BLAS is slow at it.
     """
     fh, fw, n_in, n_out = w.shape
-    used = int(np.count_nonzero(np.any(w != 0, axis=3)))
+    used = window_taps_used(w)
     costs = {"planar": estimated_seconds("planar", x_shape, w.shape, out_shape, strides, dilations,
                                          taps=padded_count(used))}
     if factors is not None:
@@ -565,10 +587,32 @@ def correlate_gemm(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry,
     in_place = fh == fw == 1 and strides == (1, 1)
     out_h = out.shape[1]
     args = (source, matrix, (fh, fw), strides, dilations, in_place, bias, activation, out)
+    work = out.size * matrix.shape[0]
+    if n_img * out_h * out.shape[2] < 2 * MIN_TILE_PIXELS and n_out >= 2 * FILTER_BAND:
+        # too few pixels for two bands of a tile each: the bands split the filters instead, so
+        # that each thread reads its own part of the filter matrix (a 7x7x512x512 bank is 51 MB)
+        run_bands(_gemm_filter_band, args, -(-n_out // FILTER_BAND), work, blas=True, min_rows=FILTER_BANDS_MIN)
+        return
     # bands run over the rows of all images, so that a batch of small images uses every thread;
     # a band is at least one tile's worth of pixels (BLAS packs all the filters on every call)
-    run_bands(_gemm_band, args, n_img * out_h, out.size * matrix.shape[0], blas=True,
-              min_rows=-(-MIN_TILE_PIXELS // out.shape[2]))
+    run_bands(_gemm_band, args, n_img * out_h, work, blas=True, min_rows=-(-MIN_TILE_PIXELS // out.shape[2]))
+
+
+# Filters per unit of a band of filters (see correlate_gemm): a multiple of BLAS's register blocks;
+# a band has at least FILTER_BANDS_MIN units (each band copies the windows of every pixel again,
+# and BLAS is slower on narrow products: measured on 7x7x512 * 7x7x512x512, bands of 32 filters
+# took twice as long as bands of 128).
+FILTER_BAND = 32
+FILTER_BANDS_MIN = 4
+
+
+def _gemm_filter_band(source, matrix, window, strides, dilations, in_place, bias, activation, out, start, stop):
+    """Filters ``start*FILTER_BAND .. stop*FILTER_BAND`` of :func:`correlate_gemm`, every pixel:
+    each output is the same product of its window with its filter's column as in a band of rows."""
+    lo, hi = start * FILTER_BAND, min(stop * FILTER_BAND, out.shape[3])
+    part = None if bias is None else bias[lo:hi]
+    _gemm_band(source, matrix[:, lo:hi], window, strides, dilations, in_place, part, activation,
+               out[..., lo:hi], 0, out.shape[0] * out.shape[1])
 
 
 def quiet_arithmetic(band):

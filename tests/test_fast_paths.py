@@ -352,6 +352,8 @@ GEMM_CASES = [
     (2, 7, 9, 20, 3, 11, (1, 1), "SAME", (1, 1)),  # odd sizes: Winograd's last 2x2 blocks half outside
     (1, 8, 5, 9, 3, 6, (1, 1), "VALID", (1, 1)),
     (3, 2, 3, 17, 7, 6, (2, 2), "SAME", (1, 1)),  # a kernel larger than the image
+    (1, 5, 4, 12, 3, 70, (1, 1), "SAME", (1, 1)),  # few pixels, many filters: bands of filters
+    (2, 3, 3, 6, 5, 97, (2, 1), "SAME", (1, 1)),  # ... the last band part of FILTER_BAND
 ]
 
 
@@ -403,6 +405,41 @@ def test_im2col_tiles_and_bands_cover_every_output(tile_floats, threads, monkeyp
         ops.set_num_threads(None)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_filter_bands_write_each_filter_once_with_its_bias(threads, with_bias, monkeypatch):
+    """A layer of few pixels and many filters runs in bands of filters: each band writes only
+    its own filters (bias and activation included), the same bits on any thread count."""
+    rng = np.random.default_rng(threads + 2 * with_bias)
+    x = rng.standard_normal((2, 4, 3, 9)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 9, 77)).astype(np.float32)
+    bias = rng.standard_normal(77).astype(np.float32) if with_bias else None
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
+    gh, gw = axis(4, 3, 1, "SAME", 1), axis(3, 3, 1, "SAME", 1)
+    ops.set_num_threads(threads)
+    try:
+        result = conv_paths.correlate(x, w, (1, 1), (1, 1), gh, gw, path="im2col", bias=bias, activation="relu6")
+        linear = run_path(x, w, (1, 1), "SAME", (1, 1), "im2col")
+    finally:
+        ops.set_num_threads(None)
+    assert_close_to_formula(linear, x, w, (1, 1), "SAME", (1, 1))
+    np.testing.assert_array_equal(result, ops.activate(linear if bias is None else linear + bias, "relu6"))
+    monkeypatch.setattr(conv_paths, "FILTER_BAND", 1 << 10)  # one band of every filter
+    np.testing.assert_array_equal(run_path(x, w, (1, 1), "SAME", (1, 1), "im2col"), linear)
+
+
+def test_window_taps_used_counts_taps_any_filter_uses():
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((3, 2, 4, 6)).astype(np.float32)
+    assert conv_paths.window_taps_used(w) == 24
+    w[0, 1, 2, 0] = 0.0  # the first filter misses a tap another one uses
+    assert conv_paths.window_taps_used(w) == 24
+    w[1, 0, 3, :] = 0.0
+    w[2, 1, 0, :] = 0.0
+    assert conv_paths.window_taps_used(w) == 22
+    assert conv_paths.window_taps_used(np.zeros((2, 2, 3, 1), np.float32)) == 0
+
+
 @pytest.mark.parametrize("path,kernel", [("im2col", 3), ("matmul", 1), ("shifted", 3), ("winograd", 3)])
 @pytest.mark.parametrize("activation", ["none", "relu", "relu6", "sigmoid"])
 @pytest.mark.parametrize("with_bias", [False, True])
@@ -449,6 +486,9 @@ def test_path_names_are_checked():
     ((1, 427, 640, 3), (7, 7, 3, 2), "planar"),  # few channels, few filters: the direct loops
     ((1, 2048, 2048, 1), (31, 31, 1, 1), "separable"),  # a large Gaussian
     ((1, 224, 224, 16), (3, 3, 16, 16), "shifted"),  # few channels on a large image, stride 1
+    # 64 filters' output rows overflow the direct loops' row scratch: BLAS writes 268 MB faster
+    ((1, 1024, 1024, 3), (1, 1, 3, 64), "matmul"),
+    ((1, 112, 112, 3), (3, 3, 3, 16), "planar"),  # a first layer stays on the direct loops
 ])
 def test_the_cost_model_picks_the_expected_path(x_shape, w_shape, expected):
     rng = np.random.default_rng(4)
