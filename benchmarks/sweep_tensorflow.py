@@ -9,6 +9,13 @@ and reports the median ratio TensorFlow / convfilter (above 1: convfilter is
 faster), the path convfilter chose, and at the end the worst cases and the
 share of cases below 0.8 and 1.0.
 
+The ratios are steady-state, as in a process that makes many calls: the run
+first loads every Numba kernel (``ops.warm_up()``), as a server or a long loop
+would have (a loop of calls moves to Numba once numpy has cost about Numba's
+start-up; a small case reaches that after about 70 calls, more than one case
+times here). ``--cold`` skips that: then small calls run on the numpy kernels
+until Numba pays, as in a short-lived process.
+
     python benchmarks/sweep_tensorflow.py [--sample 200] [--seed 0] [--csv sweep.csv]
 
 On a shared machine the ratios of small cases move by 20-50% between runs:
@@ -64,6 +71,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="", help="cases whose label contains this text")
     parser.add_argument("--csv", help="also write every case to this CSV file")
+    parser.add_argument("--cold", action="store_true",
+                        help="do not load Numba's kernels first (small calls run on numpy's until Numba pays)")
     args = parser.parse_args(argv)
     try:
         import tensorflow as tf
@@ -71,12 +80,15 @@ def main(argv=None) -> int:
         print("TensorFlow is not importable; install tensorflow-cpu to run the sweep")
         return 0
 
+    if not args.cold:
+        ops.warm_up()
     rng = np.random.default_rng(args.seed)
     todo = list(cases(args.max_gflop))
     if args.sample and args.sample < len(todo):
         todo = [todo[i] for i in sorted(rng.choice(len(todo), args.sample, replace=False))]
     print(f"# {len(todo)} cases, {args.rounds} alternating rounds each, {ops.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.1f}; ratio = TensorFlow / convfilter")
+          f"{'cold' if args.cold else 'Numba kernels loaded first'}, load average {os.getloadavg()[0]:.1f}; "
+          "ratio = TensorFlow / convfilter")
     print("| case | GFLOP | path | convfilter ms | TensorFlow ms | ratio |")
     print("| --- | ---: | --- | ---: | ---: | ---: |")
     results = []
