@@ -587,32 +587,10 @@ def correlate_gemm(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry,
     in_place = fh == fw == 1 and strides == (1, 1)
     out_h = out.shape[1]
     args = (source, matrix, (fh, fw), strides, dilations, in_place, bias, activation, out)
-    work = out.size * matrix.shape[0]
-    if n_img * out_h * out.shape[2] < 2 * MIN_TILE_PIXELS and n_out >= 2 * FILTER_BAND:
-        # too few pixels for two bands of a tile each: the bands split the filters instead, so
-        # that each thread reads its own part of the filter matrix (a 7x7x512x512 bank is 51 MB)
-        run_bands(_gemm_filter_band, args, -(-n_out // FILTER_BAND), work, blas=True, min_rows=FILTER_BANDS_MIN)
-        return
     # bands run over the rows of all images, so that a batch of small images uses every thread;
     # a band is at least one tile's worth of pixels (BLAS packs all the filters on every call)
-    run_bands(_gemm_band, args, n_img * out_h, work, blas=True, min_rows=-(-MIN_TILE_PIXELS // out.shape[2]))
-
-
-# Filters per unit of a band of filters (see correlate_gemm): a multiple of BLAS's register blocks;
-# a band has at least FILTER_BANDS_MIN units (each band copies the windows of every pixel again,
-# and BLAS is slower on narrow products: measured on 7x7x512 * 7x7x512x512, bands of 32 filters
-# took twice as long as bands of 128).
-FILTER_BAND = 32
-FILTER_BANDS_MIN = 4
-
-
-def _gemm_filter_band(source, matrix, window, strides, dilations, in_place, bias, activation, out, start, stop):
-    """Filters ``start*FILTER_BAND .. stop*FILTER_BAND`` of :func:`correlate_gemm`, every pixel:
-    each output is the same product of its window with its filter's column as in a band of rows."""
-    lo, hi = start * FILTER_BAND, min(stop * FILTER_BAND, out.shape[3])
-    part = None if bias is None else bias[lo:hi]
-    _gemm_band(source, matrix[:, lo:hi], window, strides, dilations, in_place, part, activation,
-               out[..., lo:hi], 0, out.shape[0] * out.shape[1])
+    run_bands(_gemm_band, args, n_img * out_h, out.size * matrix.shape[0], blas=True,
+              min_rows=-(-MIN_TILE_PIXELS // out.shape[2]))
 
 
 def quiet_arithmetic(band):
