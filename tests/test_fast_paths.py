@@ -473,6 +473,9 @@ def test_path_names_are_checked():
     # 64 filters' output rows overflow the direct loops' row scratch: BLAS writes 268 MB faster
     ((1, 1024, 1024, 3), (1, 1, 3, 64), "matmul"),
     ((1, 112, 112, 3), (3, 3, 3, 16), "planar"),  # a first layer stays on the direct loops
+    ((1, 1024, 1024, 3), (3, 3, 3, 16), "planar"),  # ... on a large image too
+    # 32 bands of 3-4 rows, 49 small products each: the shifted path loses
+    ((1, 112, 112, 16), (7, 7, 16, 16), "im2col"),
 ])
 def test_the_cost_model_picks_the_expected_path(x_shape, w_shape, expected):
     rng = np.random.default_rng(4)
