@@ -316,8 +316,10 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
         if gemm == "im2col" and tuple(strides) == (1, 1):
             costs["shifted"] = estimated_seconds("shifted", x_shape, w.shape, out_shape, strides, dilations)
         # Winograd only for the many-channel layers it is for: its transforms round even an
-        # identity or a box kernel, which the other paths return exactly
-        if winograd_fits(w.shape, strides, dilations) and min(n_in, n_out) >= WINOGRAD_MIN_CHANNELS:
+        # identity or a box kernel, which the other paths return exactly, and mix every weight
+        # into each output, which a map of a few pixels (mostly padding) would show
+        if (winograd_fits(w.shape, strides, dilations) and min(n_in, n_out) >= WINOGRAD_MIN_CHANNELS
+                and min(out_shape[1:3]) >= WINOGRAD_MIN_SIZE):
             costs["winograd"] = estimated_seconds("winograd", x_shape, w.shape, out_shape, strides, dilations)
     return min(costs, key=costs.get)
 
@@ -718,6 +720,8 @@ def store(kept: np.ndarray, target: np.ndarray, bias, activation: str) -> None:
 WINOGRAD_BLOCKS = 256
 # The cost model considers the winograd path from this many input channels and filters.
 WINOGRAD_MIN_CHANNELS = 16
+# ... and on output maps of at least this many rows and columns.
+WINOGRAD_MIN_SIZE = 8
 
 
 def winograd_fits(w_shape, strides, dilations) -> bool:
