@@ -233,8 +233,10 @@ COST = {
 # about ``direct_spill`` per output float (measured with Numba on two threads: 1.7-3.8 ns per
 # output float for 1024x1024x3 * 1x1x3x64, a 64 Ki-float block, against 0.4 ns for
 # 112x112x3 * 3x3x3x16; the constant ranks the direct loops against BLAS as measured on
-# 1024x1024 maps of 1 and 3 channels with 8-64 filters and 1x1 to 5x5 kernels).
-DIRECT_SCRATCH = 4096
+# 1024x1024 maps of 1 and 3 channels with 8-64 filters and 1x1 to 5x5 kernels). The threshold
+# is the 32 KB L1 cache: at 4 Ki floats the first layer of a VGG stack (224x224x3 * 3x3x3x32,
+# a 7 Ki-float block) left the direct loops for im2col, 2.6 -> 3.5 ms.
+DIRECT_SCRATCH = 8192
 
 
 def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations, taps: int = 0,
