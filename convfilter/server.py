@@ -38,6 +38,10 @@ CHILD_SIGNALS = STOP_SIGNALS | {signal.SIGCHLD}
 REQUEST_TIMEOUT = 5.0  # a client that does not send its whole request within this is dropped
 STOP_TIMEOUT = 10.0
 START_TIMEOUT = 600.0  # an empty kernel cache compiles everything first
+# An idle server looks this often whether its package's files are still those it started with:
+# after an upgrade to another version (whose clients look for a server under another name) or
+# an uninstall, it ends then rather than at its idle exit.
+CHECK_SECONDS = 30.0
 
 
 def idle_seconds(environ=os.environ) -> float:
@@ -163,9 +167,11 @@ class Server:
                 if self.spare is None and not self.children:
                     # (not while a command runs: forking this big process would take CPU from it)
                     self._fork_spare()
-                timeout = max(0.0, self.idle - (time.monotonic() - self.last_request))
+                timeout = min(CHECK_SECONDS, max(0.0, self.idle - (time.monotonic() - self.last_request)))
                 ready, _, _ = select.select([self.listener, self.wake_read], [], [],
                                             None if self.children else timeout)
+                if not ready and installation_changed(self.source):
+                    break
                 if self.wake_read in ready:
                     while _drain(self.wake_read):
                         pass
@@ -294,6 +300,15 @@ class Server:
         self.listener.close()
         for fd in (self.folder, self.lock, self.wake_read, self.wake_write):
             os.close(fd)
+
+
+def installation_changed(source: int) -> bool:
+    """Whether the package's files differ from those of ``source`` (:func:`client.source_stamp`),
+    or are gone."""
+    try:
+        return client.source_stamp() != source
+    except OSError:  # the package folder was removed (uninstalled)
+        return True
 
 
 def _drain(fd: int) -> bool:

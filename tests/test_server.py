@@ -466,3 +466,55 @@ def test_an_edited_package_stops_the_old_server_and_never_runs_old_code(own_runt
     assert not (tmp_path / "out.png").exists()  # nothing ran in the server
     wait_for(lambda: not running(int(info["pid"])), timeout=60, what="the outdated server to stop")
     assert not Path(info["socket"]).exists()
+
+
+SERVE_FROM = """
+import os, socket, sys
+from convfilter import client, server
+
+package, folder_path = sys.argv[1:3]
+client.PACKAGE_DIR = package  # the installation this server watches
+server.CHECK_SECONDS = 0.2
+folder = os.open(folder_path, os.O_RDONLY | os.O_DIRECTORY)
+lock = os.open(os.path.join(folder_path, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+path = os.path.join(folder_path, "server.sock")
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(path)
+listener.listen()
+print("serving", flush=True)
+server.Server(listener, folder, lock, path, 120.0, client.identity(), client.source_stamp()).serve()
+print("ended", flush=True)
+"""
+
+
+@pytest.mark.parametrize("change", ["none", "upgraded", "uninstalled"])
+def test_an_idle_server_ends_when_its_installation_changes(tmp_path, change):
+    """After an upgrade to another version (whose clients never look for this server) or an
+    uninstall, an idle server ends at its next check instead of at its idle exit."""
+    package = tmp_path / "site" / "convfilter"
+    package.mkdir(parents=True)
+    (package / "ops.py").write_text("# the installed version\n")
+    old = time.time() - 100
+    os.utime(package / "ops.py", (old, old))
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    process = subprocess.Popen([sys.executable, "-c", SERVE_FROM, str(package), str(runtime)], env=CHECKOUT_ENV,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "serving\n"
+        time.sleep(1)  # five checks find the files as they were
+        assert process.poll() is None
+        if change == "upgraded":
+            (package / "ops.py").write_text("# the next version\n")
+        elif change == "uninstalled":
+            shutil.rmtree(package)
+        if change == "none":
+            time.sleep(1)
+            assert process.poll() is None
+        else:
+            assert process.wait(timeout=30) == 0
+            assert process.stdout.read() == "ended\n"
+            assert not (runtime / "server.sock").exists()
+    finally:
+        process.kill()
+        process.wait()
