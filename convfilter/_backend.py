@@ -54,6 +54,9 @@ COSTS = {
     "correlate_depthwise": (3.0, 0.8, 0.85),
     "max_pool": (8.0, 1.3, 0.35),
     "avg_pool": (2.0, 1.7, 0.4),
+    # per transformed float (16 per 4x4 block and channel); compile times measured under load
+    "winograd_input": (1.0, 0.35, 1.2),
+    "winograd_output": (0.5, 0.25, 2.5),
 }
 # A compile that takes longer than this says so (see set_compile_notice).
 NOTICE_AFTER = 1.0

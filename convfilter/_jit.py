@@ -34,7 +34,8 @@ from numba import njit  # noqa: E402
 
 # The public kernels, for ``ops.warm_up`` (helpers inlined into them are not listed).
 KERNELS = ("pad_planar", "pad_planar_channel_sum", "pad_planar_channel_sum_scaled", "correlate_planar",
-           "correlate_separable", "correlate_depthwise", "max_pool", "avg_pool")
+           "correlate_separable", "correlate_depthwise", "max_pool", "avg_pool", "winograd_input",
+           "winograd_output")
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
@@ -445,3 +446,83 @@ def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
 def avg_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
     """Mean over each window, dividing by the number of cells inside the image."""
     _pool_windows(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop, True)
+
+
+@njit(cache=CACHE, nogil=True)
+def winograd_input(source, n, block_row, rows, blocks_w, v):
+    """Winograd F(2x2, 3x3)'s input transform ``B^T d B`` of the 4x4 blocks of image ``n`` of the
+    padded NHWC ``source`` whose outputs start at block rows ``block_row .. +rows`` and every block
+    column, into ``v`` (16, rows * blocks_w, C): first along the block's rows, then its columns."""
+    channels = source.shape[3]
+    t = np.empty((4, 4, channels), np.float32)  # B^T d of one block
+    for r in range(rows):
+        top = 2 * (block_row + r)
+        for j in range(blocks_w):
+            k = r * blocks_w + j
+            left = 2 * j
+            for b in range(4):
+                d0, d1 = source[n, top, left + b], source[n, top + 1, left + b]
+                d2, d3 = source[n, top + 2, left + b], source[n, top + 3, left + b]
+                for c in range(channels):
+                    t[0, b, c] = d0[c] - d2[c]
+                    t[1, b, c] = d1[c] + d2[c]
+                    t[2, b, c] = d2[c] - d1[c]
+                    t[3, b, c] = d1[c] - d3[c]
+            for a in range(4):
+                t0, t1, t2, t3 = t[a, 0], t[a, 1], t[a, 2], t[a, 3]
+                v0, v1, v2, v3 = v[4 * a, k], v[4 * a + 1, k], v[4 * a + 2, k], v[4 * a + 3, k]
+                for c in range(channels):
+                    v0[c] = t0[c] - t2[c]
+                    v1[c] = t1[c] + t2[c]
+                    v2[c] = t2[c] - t1[c]
+                    v3[c] = t1[c] - t3[c]
+
+
+@njit(cache=CACHE, nogil=True)
+def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
+    """Winograd F(2x2, 3x3)'s output transform ``A^T m A`` of the (16, rows * blocks_w, F)
+    products ``m`` (rows of the block first, then columns), plus ``bias`` when ``add_bias``, into
+    the output rows of block rows ``block_row .. +rows`` of the (H, W, F) image ``target`` (the
+    cells of a block beyond its bottom or right edge are dropped)."""
+    out_h, out_w, n_out = target.shape
+    y = np.empty((4, n_out), np.float32)  # one block's 2x2 outputs, for the blocks cut by an edge
+    for r in range(rows):
+        top = 2 * (block_row + r)
+        for j in range(blocks_w):
+            k = r * blocks_w + j
+            left = 2 * j
+            whole = top + 1 < out_h and left + 1 < out_w
+            if whole:
+                y00, y01 = target[top, left], target[top, left + 1]
+                y10, y11 = target[top + 1, left], target[top + 1, left + 1]
+            else:
+                y00, y01, y10, y11 = y[0], y[1], y[2], y[3]
+            m0, m1, m2, m3, m4, m5, m6, m7 = m[0, k], m[1, k], m[2, k], m[3, k], m[4, k], m[5, k], m[6, k], m[7, k]
+            m8, m9, m10, m11, m12, m13, m14, m15 = (m[8, k], m[9, k], m[10, k], m[11, k], m[12, k], m[13, k],
+                                                    m[14, k], m[15, k])
+            for f in range(n_out):
+                h00 = m0[f] + m4[f] + m8[f]
+                h01 = m1[f] + m5[f] + m9[f]
+                h02 = m2[f] + m6[f] + m10[f]
+                h03 = m3[f] + m7[f] + m11[f]
+                h10 = m4[f] - m8[f] - m12[f]
+                h11 = m5[f] - m9[f] - m13[f]
+                h12 = m6[f] - m10[f] - m14[f]
+                h13 = m7[f] - m11[f] - m15[f]
+                if add_bias:
+                    b = bias[f]
+                    y00[f] = h00 + h01 + h02 + b
+                    y01[f] = h01 - h02 - h03 + b
+                    y10[f] = h10 + h11 + h12 + b
+                    y11[f] = h11 - h12 - h13 + b
+                else:
+                    y00[f] = h00 + h01 + h02
+                    y01[f] = h01 - h02 - h03
+                    y10[f] = h10 + h11 + h12
+                    y11[f] = h11 - h12 - h13
+            if not whole:
+                target[top, left] = y00
+                if left + 1 < out_w:
+                    target[top, left + 1] = y01
+                if top + 1 < out_h:
+                    target[top + 1, left] = y10

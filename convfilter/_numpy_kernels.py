@@ -283,3 +283,50 @@ def avg_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
 def _inside_counts(index, stride, pad_before, size, limit):
     start = index * stride - pad_before
     return np.minimum(start + size, limit) - np.maximum(start, 0)
+
+
+@_quiet
+def winograd_input(source, n, block_row, rows, blocks_w, v):
+    """``winograd_input`` of ``_jit``: the same sums and differences, each over all blocks at once."""
+    _, s_h, s_w, s_c = source.strides
+    channels = source.shape[3]
+    shape5 = (4, 4, rows, blocks_w, channels)
+    d = np.lib.stride_tricks.as_strided(source[n, 2 * block_row :], shape=shape5,
+                                        strides=(s_h, s_w, 2 * s_h, 2 * s_w, s_c), writeable=False)
+    t = np.empty(shape5, np.float32)
+    np.subtract(d[0], d[2], out=t[0])
+    np.add(d[1], d[2], out=t[1])
+    np.subtract(d[2], d[1], out=t[2])
+    np.subtract(d[1], d[3], out=t[3])
+    v = v.reshape(shape5)
+    np.subtract(t[:, 0], t[:, 2], out=v[:, 0])
+    np.add(t[:, 1], t[:, 2], out=v[:, 1])
+    np.subtract(t[:, 2], t[:, 1], out=v[:, 2])
+    np.subtract(t[:, 1], t[:, 3], out=v[:, 3])
+
+
+@_quiet
+def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
+    """``winograd_output`` of ``_jit``: the same sums and differences, each over all blocks at once."""
+    out_h, out_w, n_out = target.shape
+    count = rows * blocks_w
+    m = m.reshape(4, 4, count, n_out)
+    h = np.empty((2, 4, count, n_out), np.float32)
+    np.add(m[0], m[1], out=h[0])
+    h[0] += m[2]
+    np.subtract(m[1], m[2], out=h[1])
+    h[1] -= m[3]
+    y = np.empty((2, 2, count, n_out), np.float32)
+    np.add(h[:, 0], h[:, 1], out=y[:, 0])
+    y[:, 0] += h[:, 2]
+    np.subtract(h[:, 1], h[:, 2], out=y[:, 1])
+    y[:, 1] -= h[:, 3]
+    # (a, b, block row, block column, F) -> output rows 2 * (block_row + r) + a, columns 2 * j + b
+    tiles = y.reshape(2, 2, rows, blocks_w, n_out).transpose(2, 0, 3, 1, 4).reshape(2 * rows, 2 * blocks_w, n_out)
+    top = 2 * block_row
+    kept_rows = min(2 * rows, out_h - top)
+    kept = tiles[:kept_rows, :out_w]
+    if add_bias:
+        np.add(kept, bias, out=target[top : top + kept_rows])
+    else:
+        target[top : top + kept_rows] = kept

@@ -223,7 +223,9 @@ COST = {
     "tile_run": 7.5e-9,  # per contiguous run of a window copied into a tile
     "shift_sum_rate": 6e9,  # output floats per second each tap of the shifted path adds to its sum
     "shift_call": 5e-6,  # per BLAS call of the shifted path (one per tap and tile)
-    "winograd_transform_rate": 1.15e9,  # block floats (16 per channel, in and out) per second transformed
+    # block floats (16 per channel, in and out) per second transformed: the fit of the numpy passes
+    # (1.15e9) times the 2.5x that Numba's transform kernels measured over them
+    "winograd_transform_rate": 2.9e9,
     "winograd_filter_pair": 10e-9,  # per (input channel, filter) pair: transforming the filters
     "winograd_filter_read_rate": 2e9,  # transformed filter floats per second BLAS packs, per chunk
 }
@@ -745,62 +747,41 @@ def winograd_filters(w: np.ndarray) -> np.ndarray:
 def correlate_winograd(x, w, gh: AxisGeometry, gw: AxisGeometry, bias, activation, out,
                        border: str = "CONSTANT") -> None:
     """The winograd path: a 3x3 kernel, stride 1 and no dilation, in 2x2 output blocks."""
-    n_img, channels = x.shape[0], x.shape[3]
+    n_img, channels, n_out = x.shape[0], x.shape[3], out.shape[3]
     out_h, out_w = out.shape[1], out.shape[2]
     blocks_h, blocks_w = -(-out_h // 2), -(-out_w // 2)
     source = padded_copy(x, gh, gw, border, extra=(2 * blocks_h - out_h, 2 * blocks_w - out_w))
-    args = (source, winograd_filters(w), bias, activation, out)
+    blocks = n_img * blocks_h * blocks_w
+    transform_in = _backend.kernel("winograd_input", blocks * 16 * channels)
+    transform_out = _backend.kernel("winograd_output", blocks * 16 * n_out)
+    bias_vector, add_bias, _ = finish_of(bias, n_out, False)
+    args = (source, winograd_filters(w), bias_vector, add_bias, activation, out, transform_in, transform_out)
     run_bands(_winograd_band, args, n_img * blocks_h, out.size * 9 * channels, blas=True,
               min_rows=-(-MIN_TILE_PIXELS // (4 * blocks_w)))
 
 
 @quiet_arithmetic
-def _winograd_band(source, filters, bias, activation, out, start, stop) -> None:
-    """Block rows ``start .. stop`` (counted over all images) of :func:`correlate_winograd`."""
+def _winograd_band(source, filters, bias, add_bias, activation, out, transform_in, transform_out,
+                   start, stop) -> None:
+    """Block rows ``start .. stop`` (counted over all images) of :func:`correlate_winograd`: per
+    chunk of blocks, the input transform, 16 matrix products (BLAS), the output transform with the
+    bias, then the activation while the rows are in cache."""
     _, out_h, out_w, n_out = out.shape
     channels = source.shape[3]
     blocks_h, blocks_w = -(-out_h // 2), -(-out_w // 2)
-    _, s_h, s_w, s_c = source.strides
     per_chunk = min(max(1, WINOGRAD_BLOCKS // blocks_w), stop - start)
     most = per_chunk * blocks_w
     # flat buffers: each chunk's arrays are contiguous views of their first floats
-    first_pass, inputs = np.empty(16 * most * channels, np.float32), np.empty(16 * most * channels, np.float32)
-    products, half = np.empty(16 * most * n_out, np.float32), np.empty(8 * most * n_out, np.float32)
-    blocks = np.empty(4 * most * n_out, np.float32)
+    inputs, products = np.empty(16 * most * channels, np.float32), np.empty(16 * most * n_out, np.float32)
     row = start
     while row < stop:
         n, bi = divmod(row, blocks_h)
         rows = min(per_chunk, stop - row, blocks_h - bi)
         count = rows * blocks_w
-        shape5 = (4, 4, rows, blocks_w, channels)
-        d = as_strided(source[n, 2 * bi :], shape=shape5, strides=(s_h, s_w, 2 * s_h, 2 * s_w, s_c),
-                       writeable=False)
-        t = first_pass[: 16 * count * channels].reshape(shape5)
-        v = inputs[: 16 * count * channels].reshape(shape5)
-        # B^T d: along the block's rows, then (. B) along its columns
-        np.subtract(d[0], d[2], out=t[0])
-        np.add(d[1], d[2], out=t[1])
-        np.subtract(d[2], d[1], out=t[2])
-        np.subtract(d[1], d[3], out=t[3])
-        np.subtract(t[:, 0], t[:, 2], out=v[:, 0])
-        np.add(t[:, 1], t[:, 2], out=v[:, 1])
-        np.subtract(t[:, 2], t[:, 1], out=v[:, 2])
-        np.subtract(t[:, 1], t[:, 3], out=v[:, 3])
-        m = products[: 16 * count * n_out].reshape(4, 4, count, n_out)
-        np.matmul(v.reshape(16, count, channels), filters, out=m.reshape(16, count, n_out))
-        # A^T m A: rows, then columns
-        h = half[: 8 * count * n_out].reshape(2, 4, count, n_out)
-        np.add(m[0], m[1], out=h[0])
-        h[0] += m[2]
-        np.subtract(m[1], m[2], out=h[1])
-        h[1] -= m[3]
-        y = blocks[: 4 * count * n_out].reshape(2, 2, count, n_out)
-        np.add(h[:, 0], h[:, 1], out=y[:, 0])
-        y[:, 0] += h[:, 2]
-        np.subtract(h[:, 1], h[:, 2], out=y[:, 1])
-        y[:, 1] -= h[:, 3]
-        # (a, b, block row, block column, F) -> output rows 2*bi + 2*r + a, columns 2*j + b
-        tiles = y.reshape(2, 2, rows, blocks_w, n_out).transpose(2, 0, 3, 1, 4).reshape(2 * rows, 2 * blocks_w, n_out)
-        kept_rows = min(2 * rows, out_h - 2 * bi)
-        store(tiles[:kept_rows, :out_w], out[n, 2 * bi : 2 * bi + kept_rows], bias, activation)
+        v = inputs[: 16 * count * channels].reshape(16, count, channels)
+        transform_in(source, n, bi, rows, blocks_w, v)
+        m = products[: 16 * count * n_out].reshape(16, count, n_out)
+        np.matmul(v, filters, out=m)
+        transform_out(m, bias, add_bias, out[n], bi, rows, blocks_w)
+        apply_in_place(out[n, 2 * bi : min(2 * (bi + rows), out_h)], activation)
         row += rows

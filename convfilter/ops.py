@@ -317,6 +317,7 @@ def warm_up() -> dict[str, str]:
     try:
         _correlate_same(x, dense, path="planar")
         _correlate_same(x, np.ones((2, 2, 2, 1), np.float32), path="separable")  # channel sum as well
+        _correlate_same(x, np.ones((3, 3, 2, 1), np.float32), path="winograd")
         conv2d(np.ones((1, 3, 3, 3), np.uint8), np.ones((2, 2, 3, 1), np.float32), input_scale=255)  # 8-bit RGB
         depthwise_conv2d(x, dense.reshape(2, 2, 2, 1))
         max_pool2d(x, 2)

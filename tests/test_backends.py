@@ -134,6 +134,25 @@ def test_every_forced_path_gives_the_same_bits(path, sum_channels):
     assert_same_bits(jit, numpy_result)
 
 
+@pytest.mark.parametrize("shape,n_out", [((2, 19, 23, 16), 24), ((1, 9, 8, 20), 17), ((1, 40, 6, 3), 1)])
+@pytest.mark.parametrize("finish", [(None, "none"), ("bias", "relu"), ("bias", "relu6"), (None, "tanh")])
+def test_winograd_transforms_give_the_same_bits(shape, n_out, finish, monkeypatch):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[0, 3, 4, 0], x[-1, 5, 1, -1], x[0, -1, -1, 0] = np.inf, np.nan, -np.inf  # crop odd edges too
+    w = rng.standard_normal((3, 3, shape[3], n_out)).astype(np.float32)
+    bias = rng.standard_normal(n_out).astype(np.float32) if finish[0] else None
+    gh, gw = axis(shape[1], 3, 1, "SAME", 1), axis(shape[2], 3, 1, "SAME", 1)
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)  # several bands, on two threads
+    thread_pool.set_num_threads(2)
+    try:
+        jit, numpy_result = on_both(lambda: correlate(x, w, (1, 1), (1, 1), gh, gw, path="winograd", bias=bias,
+                                                      activation=finish[1]))
+    finally:
+        thread_pool.set_num_threads(None)
+    assert_same_bits(jit, numpy_result)
+
+
 @pytest.mark.parametrize("shape,n_out,kernel,strides", [
     ((1, 14, 12, 16), 24, (3, 3), (1, 1)), ((2, 9, 11, 32), 8, (3, 3), (2, 2)), ((1, 10, 10, 8), 40, (1, 1), (1, 1)),
 ])
