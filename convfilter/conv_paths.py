@@ -241,6 +241,13 @@ COST = {
 DIRECT_SCRATCH = 8192
 
 
+def blas_seconds(multiply_adds, n_out: int, depth: int) -> float:
+    """BLAS's time for ``multiply_adds`` in products with ``n_out`` columns and sums ``depth`` long
+    (it runs below its rate for few filters or short sums)."""
+    efficiency = n_out / (n_out + COST["gemm_half_filters"]) * depth / (depth + COST["gemm_half_depth"])
+    return multiply_adds / (COST["gemm_rate"] * efficiency)
+
+
 def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations, taps: int = 0,
                       separable_taps: tuple[float, float] = (0.0, 0.0)) -> float:
     """A single-thread time estimate for ``path`` on these shapes (see :data:`COST`).
@@ -270,27 +277,24 @@ def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations
         padded_w = out_w + (fw - 1) * dilations[1]
         rows = n_img * out_h * padded_w  # products in padded-width coordinates
         taps = fh * fw
-        efficiency = n_out / (n_out + COST["gemm_half_filters"]) * n_in / (n_in + COST["gemm_half_depth"])
         tiles = n_img * out_h / min(out_h, max(1, SHIFT_TILE_FLOATS // (padded_w * n_out)))
         # each band of rows is at least one tile of its own (measured: 112x112x16 * 7x7x16x16 runs
         # in 32 bands of 3-4 rows, 49 products each, and takes twice as long as im2col)
         tiles = max(tiles, len(band_edges(n_img * out_h, outputs * n_out * taps * n_in,
                                           -(-MIN_TILE_PIXELS // out_w))) - 1)
         padded_copy = n_img * (out_h + (fh - 1) * dilations[0]) * padded_w * n_in / COST["tile_copy_rate"]
-        return (COST["call"][path] + rows * n_out * taps * n_in / (COST["gemm_rate"] * efficiency)
+        return (COST["call"][path] + blas_seconds(rows * n_out * taps * n_in, n_out, n_in)
                 + rows * n_out * taps / COST["shift_sum_rate"] + outputs * n_out / COST["gemm_store_rate"]
                 + tiles * taps * COST["shift_call"] + padded_copy)
     if path == "winograd":
         blocks = n_img * -(-out_h // 2) * -(-out_w // 2)
-        efficiency = n_out / (n_out + COST["gemm_half_filters"]) * n_in / (n_in + COST["gemm_half_depth"])
         chunks = n_img * -(-out_h // 2) / min(-(-out_h // 2), max(1, WINOGRAD_BLOCKS // -(-out_w // 2)))
-        return (COST["call"][path] + blocks * 16 * n_in * n_out / (COST["gemm_rate"] * efficiency)
+        return (COST["call"][path] + blas_seconds(blocks * 16 * n_in * n_out, n_out, n_in)
                 + blocks * 16 * (n_in + n_out) / COST["winograd_transform_rate"]
                 + n_in * n_out * COST["winograd_filter_pair"]
                 + chunks * 16 * n_in * n_out / COST["winograd_filter_read_rate"])
     depth = fh * fw * n_in
-    efficiency = n_out / (n_out + COST["gemm_half_filters"]) * depth / (depth + COST["gemm_half_depth"])
-    seconds = (COST["call"][path] + outputs * n_out * depth / (COST["gemm_rate"] * efficiency)
+    seconds = (COST["call"][path] + blas_seconds(outputs * n_out * depth, n_out, depth)
                + outputs * n_out / COST["gemm_store_rate"])
     if path == "im2col" or strides != (1, 1):
         runs = fh if dilations[1] == 1 else fh * fw  # a window row is one run of fw*C floats
