@@ -129,6 +129,21 @@ def kernel(name: str, work: float):
     return getattr(_numpy_kernels, name)
 
 
+def compiled(name: str):
+    """Numba's kernel ``name`` whatever the choice above: for a kernel with no numpy twin."""
+    return _numba_kernel(name)
+
+
+def compiled_possible() -> bool:
+    """False when this process runs numpy's kernels only (chosen, or Numba failed to load)."""
+    return get_backend() != "numpy" and not _numba_failed
+
+
+def numba_imported() -> bool:
+    """True once this process has imported Numba (its start-up is paid)."""
+    return "numba" in sys.modules
+
+
 def _use_numba(name: str, work: float) -> bool:
     backend = get_backend()
     if backend != "auto":

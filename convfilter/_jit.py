@@ -18,7 +18,8 @@ mostly zeros), which is exact.
 Arithmetic is strict IEEE float32 (no ``fastmath``: no fused multiply-add, no
 reassociation), so the results are the same bits on every CPU, and the numpy
 twins in :mod:`convfilter._numpy_kernels` (same signatures, same operations in
-the same order) give them too. A change to the order of operations here must
+the same order) give them too. The one exception is ``correlate_blocked``, which
+sums as BLAS does (see its section) and has no twin. A change to the order of operations here must
 be made there as well; the tests compare the two exactly.
 """
 
@@ -35,7 +36,7 @@ from numba import njit  # noqa: E402
 # The public kernels, for ``ops.warm_up`` (helpers inlined into them are not listed).
 KERNELS = ("pad_planar", "pad_planar_channel_sum", "pad_planar_channel_sum_scaled", "correlate_planar",
            "correlate_separable", "correlate_depthwise", "max_pool", "avg_pool", "winograd_input",
-           "winograd_output")
+           "winograd_output", "correlate_blocked")
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
@@ -526,3 +527,112 @@ def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
                     target[top, left + 1] = y01
                 if top + 1 < out_h:
                     target[top + 1, left] = y10
+
+
+# --- the blocked path: compiled dot products, 4 pixels x 4 filters at a time -------------------
+# The one exception to strict arithmetic above: each dot product is summed in SIMD lanes
+# (``reassoc``) with fused multiply-adds (``contract``), as BLAS sums its products, so that
+# its loop vectorises. Its bits depend on the CPU (not on the thread count), it has no numpy
+# twin, and the cost model offers it only where Numba runs (see ``conv_paths``). No other
+# fast-math flag: inf and NaN propagate as in the other paths.
+SUMMED_IN_LANES = {"reassoc", "contract"}
+
+
+@njit(cache=CACHE, nogil=True, fastmath=SUMMED_IN_LANES)
+def _dot_block(src, start, step, wt, f0, offset, run, sums):
+    """``sums[4p + q] += dot(src[start + p*step :][:run], wt[f0 + q, offset:][:run])`` for p, q
+    in 0..3: four windows of one source row against four filters, 16 sums in registers."""
+    a0, a1 = src[start : start + run], src[start + step : start + step + run]
+    a2, a3 = src[start + 2 * step : start + 2 * step + run], src[start + 3 * step : start + 3 * step + run]
+    b0, b1 = wt[f0, offset : offset + run], wt[f0 + 1, offset : offset + run]
+    b2, b3 = wt[f0 + 2, offset : offset + run], wt[f0 + 3, offset : offset + run]
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.float32(0.0)
+    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = np.float32(0.0)
+    for t in range(run):
+        x0, x1, x2, x3 = a0[t], a1[t], a2[t], a3[t]
+        y0, y1, y2, y3 = b0[t], b1[t], b2[t], b3[t]
+        s00 += x0 * y0
+        s01 += x0 * y1
+        s02 += x0 * y2
+        s03 += x0 * y3
+        s10 += x1 * y0
+        s11 += x1 * y1
+        s12 += x1 * y2
+        s13 += x1 * y3
+        s20 += x2 * y0
+        s21 += x2 * y1
+        s22 += x2 * y2
+        s23 += x2 * y3
+        s30 += x3 * y0
+        s31 += x3 * y1
+        s32 += x3 * y2
+        s33 += x3 * y3
+    found = (s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33)
+    for k in range(16):
+        sums[k] += found[k]
+
+
+@njit(cache=CACHE, nogil=True)
+def _store_block(sums, target, j0, f0, bias, add_bias, relu):
+    """``target[j0 + p, f0 + q] = finished(sums[4p + q])`` (strict arithmetic: the bias and the
+    ReLU as every other path applies them)."""
+    for p in range(4):
+        for q in range(4):
+            target[j0 + p, f0 + q] = _finished(sums[4 * p + q], bias[f0 + q], add_bias, relu)
+
+
+# Floats of the interleaved strips the blocked kernel keeps at a time (256 KiB: a core's L2).
+STRIP_FLOATS = 1 << 16
+
+
+@njit(cache=CACHE, nogil=True)
+def correlate_blocked(xp, wt, fh, fw, sh, sw, dh, interleaved, bias, add_bias, relu, out, row_start, row_stop):
+    """Output rows ``row_start .. row_stop`` (over all images) of the padded NHWC ``xp`` correlated
+    with the filters ``wt`` (F, fh*fw*C), window columns adjacent (dilation 1 across).
+
+    A window row of a pixel is one contiguous run of ``fw*C`` floats of its source row: the
+    filters are laid out ``[f][u][v][c]`` and each of the ``fh`` window rows is one dot product
+    (deep sums). With ``interleaved`` (short window rows) the ``fh`` source rows of each output
+    row are first copied into a strip ``[column][u][c]``, where a whole window is one run of
+    ``fh*fw*C`` floats, and the filters are laid out ``[f][v][u][c]``. Blocks of 4 pixels and
+    4 filters; the last block of a row (or of the filters) overlaps the one before, so the
+    output needs at least 4 columns and 4 filters. A block of filters stays in cache while the
+    pixels of a chunk of rows (all the band's rows, or as many strips as fit in L2) go by.
+    """
+    n_img, out_h, out_w, n_out = out.shape
+    padded_h, padded_w, channels = xp.shape[1], xp.shape[2], xp.shape[3]
+    rows = xp.reshape(n_img, padded_h, padded_w * channels)
+    column = fh * channels  # one column of a window in a strip
+    if interleaved:
+        segments, run, step = 1, fh * fw * channels, sw * column
+        chunk = max(1, STRIP_FLOATS // (padded_w * column))
+    else:
+        segments, run, step = fh, fw * channels, sw * channels
+        chunk = row_stop - row_start
+    strips = np.empty((min(chunk, row_stop - row_start) if interleaved else 0, padded_w * column), np.float32)
+    sums = np.empty(16, np.float32)
+    for first in range(row_start, row_stop, chunk):
+        last = min(first + chunk, row_stop)
+        if interleaved:
+            for task in range(first, last):
+                n = task // out_h
+                i = task - n * out_h
+                strip = strips[task - first]
+                for u in range(fh):
+                    src = rows[n, i * sh + u * dh]
+                    for col in range(padded_w):
+                        base = col * column + u * channels
+                        for c in range(channels):
+                            strip[base + c] = src[col * channels + c]
+        for f_block in range(0, n_out, 4):
+            f0 = min(f_block, n_out - 4)
+            for task in range(first, last):
+                n = task // out_h
+                i = task - n * out_h
+                for j_block in range(0, out_w, 4):
+                    j0 = min(j_block, out_w - 4)
+                    sums[:] = 0.0
+                    for segment in range(segments):
+                        src = strips[task - first] if interleaved else rows[n, i * sh + segment * dh]
+                        _dot_block(src, j0 * step, step, wt, f0, segment * run, run, sums)
+                    _store_block(sums, out[n, i], j0, f0, bias, add_bias, relu)

@@ -22,6 +22,13 @@ rounding; they differ in the order of the sums and in speed:
 * ``winograd``: 3x3 kernels, stride 1, no dilation: Winograd's F(2x2, 3x3), each
   2x2 block of outputs from 16 products per channel instead of 36, as 16 BLAS
   products of the transformed input blocks with the transformed filters.
+* ``blocked``: compiled dot products of the windows with the filters, 4 pixels by
+  4 filters at a time, on the padded NHWC image itself (a window row is a
+  contiguous run of its source row) or, for short window rows, on a strip of each
+  output row's source rows interleaved so that a whole window is one run. No
+  copies of the windows and no BLAS packing: the path for 5x5 and 7x7 kernels, few
+  filters and small maps with deep sums. It runs on Numba only (see
+  :func:`blocked_ready`).
 
 Before any of them, a bank with the same kernels on every input channel can
 filter the sum of the channels once (``sum_channels``).
@@ -53,11 +60,14 @@ CONV_PATHS = {
     "im2col": "windows copied into cache-sized tiles, then a matrix product with the filters (BLAS)",
     "shifted": "stride 1: one matrix product per tap with a shifted window of the padded image (BLAS)",
     "winograd": "3x3, stride 1: Winograd F(2x2, 3x3), 16 matrix products of transformed blocks (BLAS)",
+    "blocked": "compiled dot products of windows and filters, 4 pixels x 4 filters at a time (Numba only)",
 }
 
 
 # The paths that multiply with BLAS (no channel sum, no zero taps skipped).
 GEMM_PATHS = ("matmul", "im2col", "shifted", "winograd")
+# ... and every path that reads each input channel (no channel sum).
+DENSE_PATHS = (*GEMM_PATHS, "blocked")
 
 
 def check_path(path: str) -> str:
@@ -228,6 +238,15 @@ COST = {
     "winograd_transform_rate": 2.9e9,
     "winograd_filter_pair": 10e-9,  # per (input channel, filter) pair: transforming the filters
     "winograd_filter_read_rate": 2e9,  # transformed filter floats per second BLAS packs, per chunk
+    # the blocked path: a least-squares fit of 70 random shapes on one thread (to within 0.45-1.5x,
+    # 80% of them within 0.8-1.2x), with the two filter rates measured and held
+    "blocked_call": 24e-6,
+    "blocked_rate": 48e9,  # multiply-adds per second of its dot products
+    "blocked_dot": 49e-9,  # per dot product of 4x4 windows and filters (the sums across lanes)
+    "blocked_strip_rate": 7e9,  # floats per second copied into the interleaved strips
+    "blocked_padded_rate": 12.5e9,  # floats per second of the padded copy
+    "blocked_layout_rate": 2e9,  # filter floats per second laid out in run order, once per call
+    "blocked_filter_rate": 6e9,  # filter floats per second read again by each band or chunk of strips
 }
 
 # The direct loops sum each output row of every filter in a (F, W_out) scratch block before
@@ -286,6 +305,8 @@ def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations
         return (COST["call"][path] + blas_seconds(rows * n_out * taps * n_in, n_out, n_in)
                 + rows * n_out * taps / COST["shift_sum_rate"] + outputs * n_out / COST["gemm_store_rate"]
                 + tiles * taps * COST["shift_call"] + padded_copy)
+    if path == "blocked":
+        return blocked_seconds(x_shape, w_shape, out_shape, strides, dilations)
     if path == "winograd":
         blocks = n_img * -(-out_h // 2) * -(-out_w // 2)
         chunks = n_img * -(-out_h // 2) / min(-(-out_h // 2), max(1, WINOGRAD_BLOCKS // -(-out_w // 2)))
@@ -306,7 +327,9 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
     """The path with the smallest :func:`estimated_seconds` for this call.
 
     1x1 kernels choose between the direct loops and ``matmul``, larger ones between the direct
-    loops, ``im2col``, (stride 1) ``shifted`` and (3x3, stride 1, no dilation) ``winograd``; rank-1 kernels (``factors`` not None) may take ``separable``. A single
+    loops, ``im2col``, (stride 1) ``shifted`` and (3x3, stride 1, no dilation) ``winograd``; rank-1 kernels (``factors`` not None) may take ``separable``; kernels
+    larger than 1x1 with at least 8 input channels and at most 64 filters, in a process that
+    runs Numba, may take ``blocked``. A single
     input channel and a 1x1 kernel is a scaling, not a product: BLAS is slow at it.
     """
     fh, fw, n_in, n_out = w.shape
@@ -329,6 +352,9 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
         if (winograd_fits(w.shape, strides, dilations) and min(n_in, n_out) >= WINOGRAD_MIN_CHANNELS
                 and min(out_shape[1:3]) >= WINOGRAD_MIN_SIZE):
             costs["winograd"] = estimated_seconds("winograd", x_shape, w.shape, out_shape, strides, dilations)
+        if (fh * fw > 1 and BLOCKED_MIN_CHANNELS <= n_in and n_out <= BLOCKED_MAX_FILTERS
+                and blocked_fits(w.shape, out_shape[1:3], dilations) and blocked_ready()):
+            costs["blocked"] = estimated_seconds("blocked", x_shape, w.shape, out_shape, strides, dilations)
     return min(costs, key=costs.get)
 
 
@@ -353,7 +379,7 @@ def correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path
     channel-sum copy reads each sample's float value ``sample / input_scale``.
     """
     check_path(path)
-    if path in GEMM_PATHS and sum_channels:
+    if path in DENSE_PATHS and sum_channels:
         raise ValueError(f"sum_channels applies to the planar and separable paths, not {path}")
     if path == "matmul" and w.shape[:2] != (1, 1):
         raise ValueError(f"the matmul path needs a 1x1 kernel, got {w.shape[0]}x{w.shape[1]}")
@@ -362,8 +388,10 @@ def correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path
     if path == "winograd" and not winograd_fits(w.shape, strides, dilations):
         raise ValueError(f"the winograd path needs a 3x3 kernel, strides 1 and dilations 1, got a "
                          f"{w.shape[0]}x{w.shape[1]} kernel, strides {tuple(strides)}, dilations {tuple(dilations)}")
+    if path == "blocked":
+        check_blocked(w.shape, (gh.out, gw.out), dilations)
     if sum_channels is None:
-        sum_channels = path not in GEMM_PATHS and sums_input_channels(w)
+        sum_channels = path not in DENSE_PATHS and sums_input_channels(w)
     elif sum_channels and not (w.shape[2] == 1 or np.all(w == w[:, :, :1, :])):
         raise ValueError("sum_channels needs the same kernels on every input channel")
     if sum_channels:
@@ -379,6 +407,9 @@ def correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path
                            factors)
         if sum_channels and path not in ("planar", "separable"):
             path = "separable" if factors is not None else "planar"
+    if path == "blocked":
+        correlate_blocked(x, w, strides, dilations, gh, gw, bias, activation, out, border)
+        return out
     if path == "shifted":
         correlate_shifted(x, w, dilations, gh, gw, bias, activation, out, border)
         return out
@@ -789,3 +820,110 @@ def _winograd_band(source, filters, bias, add_bias, activation, out, transform_i
         transform_out(m, bias, add_bias, out[n], bi, rows, blocks_w)
         apply_in_place(out[n, 2 * bi : min(2 * (bi + rows), out_h)], activation)
         row += rows
+
+
+# --- blocked: compiled dot products ----------------------------------------------------------
+# Window rows shorter than this many floats are interleaved into a strip first (one run per
+# window instead of fh): each dot product ends in a sum across SIMD lanes, which a short run
+# cannot repay (measured on one core: 112x112x16 * 5x5x16x16 3.9 ms on the image's rows, 2.2 ms
+# interleaved; 14x14x256 * 5x5x256x64 1.9 ms on the rows, 2.0 ms interleaved).
+BLOCKED_INTERLEAVE_RUN = 512
+# Floats of the strips the kernel keeps at a time (its STRIP_FLOATS).
+STRIP_FLOATS = 1 << 16
+# A band of the blocked path has at least this many output pixels: each band reads all the
+# filters again, which costs about as much as computing 8 pixels (a pass at 6e9 floats/s
+# against 48e9 multiply-adds/s per pixel of every filter).
+BLOCKED_BAND_PIXELS = 128
+
+
+def blocked_min_rows(out_w: int) -> int:
+    return -(-BLOCKED_BAND_PIXELS // out_w)
+# The cost model considers the blocked path from this many input channels: never for images
+# (1-4 channels), whose results stay the same bits in every process (see blocked_ready) ...
+BLOCKED_MIN_CHANNELS = 8
+# ... and up to this many filters. With more, BLAS's products gain more from a second thread
+# (1.9-2x against 1.5-1.65x: every band reads all the filters again), and on one thread the
+# two are level (measured: 28x28x256 * 5x5x256x256 28.5 ms blocked, 28.6 ms im2col on one
+# thread, 18.7 and 15.3 ms on two; 56x56x512 * 3x3x512x512 stride 2, 29.9 and 19.8 ms on two).
+BLOCKED_MAX_FILTERS = 64
+
+
+def blocked_fits(w_shape, out_hw, dilations) -> bool:
+    """True when the blocked path can run: 4x4 blocks need at least 4 output columns and 4
+    filters, and a window row is one run only without dilation across."""
+    return out_hw[1] >= 4 and w_shape[3] >= 4 and dilations[1] == 1
+
+
+def check_blocked(w_shape, out_hw, dilations) -> None:
+    if not blocked_fits(w_shape, out_hw, dilations):
+        raise ValueError(f"the blocked path needs at least 4 output columns, 4 filters and dilation 1 across, "
+                         f"got {out_hw[1]} columns, {w_shape[3]} filters, dilations {tuple(dilations)}")
+    if not _backend.compiled_possible():
+        raise ValueError("the blocked path runs on Numba's compiled kernels only, and this process uses numpy's")
+
+
+def blocked_ready() -> bool:
+    """Whether :func:`choose_path` may choose the blocked path: it has no numpy twin, so only in
+    a process that already runs Numba's kernels (a server, a batch, a network, a loop of calls)
+    or was told to. A short-lived process does not import Numba for it; it takes the BLAS paths,
+    whose results agree with it to float32 rounding."""
+    return _backend.compiled_possible() and (_backend.get_backend() == "numba" or _backend.numba_imported())
+
+
+def blocked_interleaves(fw: int, n_in: int) -> bool:
+    return fw * n_in < BLOCKED_INTERLEAVE_RUN
+
+
+def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
+    """The blocked path's single-thread time estimate (see :data:`COST`)."""
+    n_img, height, width, n_in = x_shape
+    fh, fw, _, n_out = w_shape
+    out_h, out_w = out_shape[1], out_shape[2]
+    padded_h = (out_h - 1) * strides[0] + (fh - 1) * dilations[0] + 1
+    padded_w = (out_w - 1) * strides[1] + fw
+    depth = fh * fw * n_in
+    blocks = n_img * out_h * -(-out_w // 4) * -(-n_out // 4)
+    interleaved = blocked_interleaves(fw, n_in)
+    rows = n_img * out_h
+    passes = len(band_edges(rows, rows * out_w * n_out * depth, blocked_min_rows(out_w))) - 1  # filters per band ...
+    strip_floats = rows * padded_w * fh * n_in if interleaved else 0
+    if interleaved:  # ... and per chunk of strips
+        passes += rows / max(1, STRIP_FLOATS // (padded_w * fh * n_in))
+    return (COST["blocked_call"] + blocks * 16 * depth / COST["blocked_rate"]
+            + blocks * (1 if interleaved else fh) * COST["blocked_dot"]
+            + strip_floats / COST["blocked_strip_rate"]
+            + n_img * padded_h * padded_w * n_in / COST["blocked_padded_rate"]
+            + n_out * depth / COST["blocked_layout_rate"] + passes * n_out * depth / COST["blocked_filter_rate"])
+
+
+# Rows of the (fh*fw*C, F) filter matrix transposed at a time: a piece stays in cache (the whole
+# bank at once, a strided copy, took 1-5 ns per float; pieces of 64 rows 0.4-0.7).
+TRANSPOSE_ROWS = 64
+
+
+def blocked_filters(w: np.ndarray, interleaved: bool) -> np.ndarray:
+    """The (F, fh*fw*C) filters in the order of a window's run: ``[f][u][v][c]``, or ``[f][v][u][c]``
+    for the interleaved strip."""
+    fh, fw, n_in, n_out = w.shape
+    if interleaved and fh > 1 and fw > 1:
+        w = w.transpose(1, 0, 2, 3)  # (v, u, c, f): one copy of the bank, then the pieces below
+    matrix = np.ascontiguousarray(w).reshape(fh * fw * n_in, n_out)
+    out = np.empty((n_out, matrix.shape[0]), np.float32)
+    for first in range(0, matrix.shape[0], TRANSPOSE_ROWS):
+        out[:, first : first + TRANSPOSE_ROWS] = matrix[first : first + TRANSPOSE_ROWS].T
+    return out
+
+
+def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, bias, activation, out,
+                      border: str = "CONSTANT") -> None:
+    """The blocked path (see :func:`convfilter._jit.correlate_blocked`), in bands of output rows."""
+    fh, fw, n_in, n_out = w.shape
+    interleaved = blocked_interleaves(fw, n_in)
+    source = read_only(np.ascontiguousarray(padded_copy(x, gh, gw, border)))
+    relu = activation == "relu"
+    args = (source, blocked_filters(w, interleaved), fh, fw, *strides, dilations[0], interleaved,
+            *finish_of(bias, n_out, relu), out)
+    run_bands(_backend.compiled("correlate_blocked"), args, out.shape[0] * out.shape[1],
+              out.size * fh * fw * n_in, min_rows=blocked_min_rows(out.shape[2]))
+    if not relu:
+        apply_in_place(out, activation)

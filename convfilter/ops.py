@@ -318,6 +318,7 @@ def warm_up() -> dict[str, str]:
         _correlate_same(x, dense, path="planar")
         _correlate_same(x, np.ones((2, 2, 2, 1), np.float32), path="separable")  # channel sum as well
         _correlate_same(x, np.ones((3, 3, 2, 1), np.float32), path="winograd")
+        _correlate_same(np.ones((1, 4, 4, 2), np.float32), np.ones((3, 3, 2, 4), np.float32), path="blocked")
         conv2d(np.ones((1, 3, 3, 3), np.uint8), np.ones((2, 2, 3, 1), np.float32), input_scale=255)  # 8-bit RGB
         depthwise_conv2d(x, dense.reshape(2, 2, 2, 1))
         max_pool2d(x, 2)

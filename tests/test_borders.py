@@ -24,7 +24,7 @@ MODES = ["CONSTANT", "REFLECT", "SYMMETRIC", "EDGE"]
 NUMPY_MODE = {"CONSTANT": "constant", "REFLECT": "reflect", "SYMMETRIC": "symmetric", "EDGE": "edge"}
 SCIPY_MODE = {"CONSTANT": "constant", "REFLECT": "mirror", "SYMMETRIC": "reflect", "EDGE": "nearest"}
 PATHS = [("planar", False), ("planar", True), ("separable", False), ("separable", True), ("im2col", False),
-         ("shifted", False), ("winograd", False)]
+         ("shifted", False), ("winograd", False), ("blocked", False)]
 
 
 def rand(*shape):
@@ -198,7 +198,8 @@ BORDER_CASES = [
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("path,uniform", PATHS,
-                         ids=["planar", "planar-sum", "separable", "separable-sum", "im2col", "shifted", "winograd"])
+                         ids=["planar", "planar-sum", "separable", "separable-sum", "im2col", "shifted", "winograd",
+                              "blocked"])
 @pytest.mark.parametrize("case", BORDER_CASES)
 def test_every_path_fills_the_border_as_np_pad(case, path, uniform, mode):
     h, w, c, fh, fw, n_out, strides, padding, dilations = case
@@ -207,6 +208,8 @@ def test_every_path_fills_the_border_as_np_pad(case, path, uniform, mode):
         if (fh, fw) != (3, 3):
             pytest.skip("the winograd path runs 3x3 kernels only")
         dilations = (1, 1)
+    if path == "blocked":  # blocks of 4 filters and 4 columns, window columns adjacent
+        n_out, dilations = max(n_out, 4), (dilations[0], 1)
     x = rand(2, h, w, c)
     n_in = 1 if uniform else c
     bank = rank_one(fh, fw, n_in, n_out) if path == "separable" else rand(fh, fw, n_in, n_out)
@@ -220,6 +223,8 @@ def test_every_path_fills_the_border_as_np_pad(case, path, uniform, mode):
         return
     gh = axis(h, fh, strides[0], pads[0], dilations[0])
     gw = axis(w, fw, strides[1], pads[1], dilations[1])
+    if path == "blocked" and gw.out < 4:
+        pytest.skip("the blocked path needs 4 output columns")
     result = conv_paths.correlate(x, bank, strides, dilations, gh, gw, path=path, sum_channels=uniform if path in ("planar", "separable") else None,
                             border=mode)
     assert_formula(result, x, bank, pads, mode, strides, dilations,
