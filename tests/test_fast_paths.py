@@ -6,6 +6,7 @@ sum |x| * |w| over each window, which the naive float64 reference gives.
 """
 
 import os
+import time
 import zlib
 
 import numpy as np
@@ -257,6 +258,68 @@ def test_a_forked_worker_can_use_threads_after_its_parent_did(monkeypatch):
     finally:
         ops.set_num_threads(None)
     np.testing.assert_array_equal(result, expected)
+
+
+def band_thread_cpus(count, monkeypatch):
+    """{thread name: its CPU set} of the band threads after a call on ``count`` threads."""
+    import threading
+
+    seen, lock = {}, threading.Lock()
+
+    def record(rows, start, stop):  # a band kernel that notes where it runs
+        with lock:
+            seen[threading.current_thread().name] = os.sched_getaffinity(0)
+
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
+    ops.set_num_threads(count)
+    try:
+        for _ in range(20):  # every thread takes a band at least once
+            thread_pool.run_bands(record, (None,), 64, 1e6)
+    finally:
+        ops.set_num_threads(None)
+    return seen
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
+def test_band_threads_are_pinned_one_per_cpu_and_the_caller_only_waits(monkeypatch):
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    seen = band_thread_cpus(2, monkeypatch)
+    assert all(name.startswith("convfilter") for name in seen)  # never the calling thread
+    pinned = sorted(min(mask) for mask in seen.values())
+    assert all(len(mask) == 1 for mask in seen.values()) and len(set(pinned)) == len(pinned)
+    assert set(pinned) <= set(cpus)
+    assert os.sched_getaffinity(0) == set(cpus)  # the caller's own CPUs are untouched
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
+def test_more_threads_than_cpus_are_not_pinned(monkeypatch):
+    cpus = os.sched_getaffinity(0)
+    seen = band_thread_cpus(len(cpus) + 1, monkeypatch)
+    assert seen and all(mask == cpus for mask in seen.values())
+
+
+def test_a_failed_band_stops_the_others_and_raises(monkeypatch):
+    import threading
+
+    done, lock = [], threading.Lock()
+
+    def failing(start, stop):
+        if start == 0:
+            raise ValueError("band 0 failed")
+        time.sleep(0.002)  # 31 bands would take 60 ms: the failure is seen long before
+        with lock:
+            done.append(start)
+
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
+    ops.set_num_threads(2)
+    try:
+        with pytest.raises(ValueError, match="band 0 failed"):
+            thread_pool.run_bands(failing, (), 32, 1e9)
+    finally:
+        ops.set_num_threads(None)
+    assert len(done) < 31  # the other thread stopped taking bands
 
 
 def test_set_num_threads_rejects_nonsense():
