@@ -586,9 +586,13 @@ STRIP_FLOATS = 1 << 16
 
 
 @njit(cache=CACHE, nogil=True)
-def correlate_blocked(xp, wt, fh, fw, sh, sw, dh, interleaved, bias, add_bias, relu, out, row_start, row_stop):
-    """Output rows ``row_start .. row_stop`` (over all images) of the padded NHWC ``xp`` correlated
-    with the filters ``wt`` (F, fh*fw*C), window columns adjacent (dilation 1 across).
+def correlate_blocked(xp, pad_top, pad_left, padded_w, wt, fh, fw, sh, sw, dh, interleaved, bias, add_bias, relu,
+                      out, row_start, row_stop):
+    """Output rows ``row_start .. row_stop`` (over all images) of the NHWC ``xp`` correlated with
+    the filters ``wt`` (F, fh*fw*C), window columns adjacent (dilation 1 across). ``xp`` is padded
+    (pads 0, ``padded_w`` its width), or with ``interleaved`` it may be the image itself, whose
+    zero padding (``pad_top``, ``pad_left``, ``padded_w`` columns in all) the strips take as they
+    are filled: no padded copy of a large image.
 
     A window row of a pixel is one contiguous run of ``fw*C`` floats of its source row: the
     filters are laid out ``[f][u][v][c]`` and each of the ``fh`` window rows is one dot product
@@ -600,8 +604,8 @@ def correlate_blocked(xp, wt, fh, fw, sh, sw, dh, interleaved, bias, add_bias, r
     pixels of a chunk of rows (all the band's rows, or as many strips as fit in L2) go by.
     """
     n_img, out_h, out_w, n_out = out.shape
-    padded_h, padded_w, channels = xp.shape[1], xp.shape[2], xp.shape[3]
-    rows = xp.reshape(n_img, padded_h, padded_w * channels)
+    height, width, channels = xp.shape[1], xp.shape[2], xp.shape[3]
+    rows = xp.reshape(n_img, height, width * channels)
     column = fh * channels  # one column of a window in a strip
     if interleaved:
         segments, run, step = 1, fh * fw * channels, sw * column
@@ -619,11 +623,17 @@ def correlate_blocked(xp, wt, fh, fw, sh, sw, dh, interleaved, bias, add_bias, r
                 i = task - n * out_h
                 strip = strips[task - first]
                 for u in range(fh):
-                    src = rows[n, i * sh + u * dh]
+                    r = i * sh + u * dh - pad_top
                     for col in range(padded_w):
                         base = col * column + u * channels
-                        for c in range(channels):
-                            strip[base + c] = src[col * channels + c]
+                        x_col = col - pad_left
+                        if 0 <= r < height and 0 <= x_col < width:
+                            src = rows[n, r]
+                            for c in range(channels):
+                                strip[base + c] = src[x_col * channels + c]
+                        else:
+                            for c in range(channels):
+                                strip[base + c] = 0.0
         for f_block in range(0, n_out, 4):
             f0 = min(f_block, n_out - 4)
             for task in range(first, last):

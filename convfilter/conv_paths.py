@@ -244,7 +244,9 @@ COST = {
     "blocked_rate": 48e9,  # multiply-adds per second of its dot products
     "blocked_dot": 49e-9,  # per dot product of 4x4 windows and filters (the sums across lanes)
     "blocked_strip_rate": 7e9,  # floats per second copied into the interleaved strips
-    "blocked_padded_rate": 12.5e9,  # floats per second of the padded copy
+    # floats per second of the padded copy (not fitted: the fit's images were small enough to stay
+    # in cache, 12.5e9; a 64 MB image is copied at 1.3e9), which the interleaved strips do without
+    "blocked_padded_rate": 4e9,
     "blocked_layout_rate": 2e9,  # filter floats per second laid out in run order, once per call
     "blocked_filter_rate": 6e9,  # filter floats per second read again by each band or chunk of strips
 }
@@ -892,7 +894,7 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     return (COST["blocked_call"] + blocks * 16 * depth / COST["blocked_rate"]
             + blocks * (1 if interleaved else fh) * COST["blocked_dot"]
             + strip_floats / COST["blocked_strip_rate"]
-            + n_img * padded_h * padded_w * n_in / COST["blocked_padded_rate"]
+            + (0 if interleaved else n_img * padded_h * padded_w * n_in / COST["blocked_padded_rate"])
             + n_out * depth / COST["blocked_layout_rate"] + passes * n_out * depth / COST["blocked_filter_rate"])
 
 
@@ -919,9 +921,13 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
     """The blocked path (see :func:`convfilter._jit.correlate_blocked`), in bands of output rows."""
     fh, fw, n_in, n_out = w.shape
     interleaved = blocked_interleaves(fw, n_in)
-    source = read_only(np.ascontiguousarray(padded_copy(x, gh, gw, border)))
+    padded_w = gw.pad_before + x.shape[2] + gw.pad_after
+    if interleaved and border == "CONSTANT":  # the strips take the zero padding as they are filled
+        source, pads = read_only(np.ascontiguousarray(x)), (gh.pad_before, gw.pad_before)
+    else:
+        source, pads = read_only(np.ascontiguousarray(padded_copy(x, gh, gw, border))), (0, 0)
     relu = activation == "relu"
-    args = (source, blocked_filters(w, interleaved), fh, fw, *strides, dilations[0], interleaved,
+    args = (source, *pads, padded_w, blocked_filters(w, interleaved), fh, fw, *strides, dilations[0], interleaved,
             *finish_of(bias, n_out, relu), out)
     run_bands(_backend.compiled("correlate_blocked"), args, out.shape[0] * out.shape[1],
               out.size * fh * fw * n_in, min_rows=blocked_min_rows(out.shape[2]))
