@@ -837,9 +837,6 @@ STRIP_FLOATS = 1 << 16
 # against 48e9 multiply-adds/s per pixel of every filter).
 BLOCKED_BAND_PIXELS = 128
 
-
-def blocked_min_rows(out_w: int) -> int:
-    return -(-BLOCKED_BAND_PIXELS // out_w)
 # The cost model considers the blocked path from this many input channels: never for images
 # (1-4 channels), whose results stay the same bits in every process (see blocked_ready) ...
 BLOCKED_MIN_CHANNELS = 8
@@ -848,6 +845,11 @@ BLOCKED_MIN_CHANNELS = 8
 # two are level (measured: 28x28x256 * 5x5x256x256 28.5 ms blocked, 28.6 ms im2col on one
 # thread, 18.7 and 15.3 ms on two; 56x56x512 * 3x3x512x512 stride 2, 29.9 and 19.8 ms on two).
 BLOCKED_MAX_FILTERS = 64
+
+
+def blocked_min_rows(out_w: int) -> int:
+    """The least output rows of a band of the blocked path (see BLOCKED_BAND_PIXELS)."""
+    return -(-BLOCKED_BAND_PIXELS // out_w)
 
 
 def blocked_fits(w_shape, out_hw, dilations) -> bool:
