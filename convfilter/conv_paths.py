@@ -41,6 +41,7 @@ copies and calls, with rates measured on the machine the package was tuned on
 from __future__ import annotations
 
 import functools
+import math
 import threading
 
 import numpy as np
@@ -99,6 +100,14 @@ def rank_one(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return col.astype(np.float32), row.astype(np.float32)
 
 
+def clearly_not_rank_one(kernel: np.ndarray) -> bool:
+    """True when the top-left 2x2 minor of ``kernel`` is far from zero, which no kernel that
+    :func:`rank_one` accepts can have (its minors vanish to a few ulps): a trained or random
+    bank is turned down in a microsecond instead of :func:`rank_one`'s dozen numpy calls."""
+    a, b, c, d = float(kernel[0, 0]), float(kernel[0, 1]), float(kernel[1, 0]), float(kernel[1, 1])
+    return abs(a * d - b * c) > 1e-4 * (abs(a * d) + abs(b * c))
+
+
 def separable_factors(w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Column and row factors (F, C, kh) and (F, C, kw) when every w[:, :, c, f] is rank 1."""
     fh, fw, n_in, n_out = w.shape
@@ -107,6 +116,8 @@ def separable_factors(w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         if fw == 1:
             return np.ascontiguousarray(w[:, 0].transpose(2, 1, 0)), ones
         return ones, np.ascontiguousarray(w[0].transpose(2, 1, 0))
+    if clearly_not_rank_one(w[:, :, 0, 0]):
+        return None
     cols = np.empty((n_out, n_in, fh), np.float32)
     rows = np.empty((n_out, n_in, fw), np.float32)
     for f in range(n_out):
@@ -600,7 +611,7 @@ def padded_copy(x, gh: AxisGeometry, gw: AxisGeometry, border: str, extra: tuple
         return np.pad(bordered, ((0, 0), (0, extra[0]), (0, extra[1]), (0, 0)))
     bottom, right = bottom + extra[0], right + extra[1]
     shape = (n_img, height + top + bottom, width + left + right, channels)
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     if border != "CONSTANT" or size > SCRATCH_FLOATS:
         return pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), border)
     buffer = getattr(_scratch, "buffer", None)

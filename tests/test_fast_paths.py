@@ -722,3 +722,17 @@ def test_the_blocked_path_carries_inf_and_nan_as_the_formula_does(channels, kern
     np.testing.assert_array_equal(np.isneginf(result), np.isneginf(expected))
     finite = np.isfinite(expected)
     np.testing.assert_allclose(result[finite], expected[finite], rtol=1e-4, atol=1e-4)
+
+
+def test_the_quick_rank_test_never_turns_down_a_rank_one_kernel():
+    """The minor test that turns down dense kernels at once must pass every kernel rank_one accepts,
+    at every scale and sign, including float32 outer products that round."""
+    rng = np.random.default_rng(8)
+    for _ in range(2000):
+        col = rng.standard_normal(rng.integers(2, 8)) * 10.0 ** rng.integers(-20, 20)
+        row = rng.standard_normal(rng.integers(2, 8))
+        kernel = np.outer(col, row).astype(np.float32)
+        if conv_paths.rank_one(kernel) is not None:
+            assert not conv_paths.clearly_not_rank_one(kernel)
+    dense = rng.standard_normal((3, 3)).astype(np.float32)
+    assert conv_paths.clearly_not_rank_one(dense) and conv_paths.rank_one(dense) is None
