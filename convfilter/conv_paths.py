@@ -863,6 +863,9 @@ def blocked_min_rows(out_w: int) -> int:
     return -(-BLOCKED_BAND_PIXELS // out_w)
 
 
+BLOCKED_KERNEL = "correlate_blocked"
+
+
 def blocked_fits(w_shape, out_hw, dilations) -> bool:
     """True when the blocked path can run: 4x4 blocks need at least 4 output columns and 4
     filters, and a window row is one run only without dilation across."""
@@ -880,9 +883,15 @@ def check_blocked(w_shape, out_hw, dilations) -> None:
 def blocked_ready() -> bool:
     """Whether :func:`choose_path` may choose the blocked path: it has no numpy twin, so only in
     a process that already runs Numba's kernels (a server, a batch, a network, a loop of calls)
-    or was told to. A short-lived process does not import Numba for it; it takes the BLAS paths,
-    whose results agree with it to float32 rounding."""
-    return _backend.compiled_possible() and (_backend.get_backend() == "numba" or _backend.numba_imported())
+    and has it compiled or in Numba's cache (compiling it takes about 1.7 s: after an upgrade,
+    ``convfilter warmup`` or a server compiles it once), or that was told to use Numba. A
+    short-lived process does not import Numba for it; it takes the BLAS paths, whose results
+    agree with it to float32 rounding."""
+    if not _backend.compiled_possible():
+        return False
+    if _backend.get_backend() == "numba":
+        return True
+    return _backend.numba_imported() and (_backend.loaded(BLOCKED_KERNEL) or _backend.is_cached(BLOCKED_KERNEL))
 
 
 def blocked_interleaves(fw: int, n_in: int) -> bool:
@@ -942,7 +951,7 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
     relu = activation == "relu"
     args = (source, *pads, padded_w, blocked_filters(w, interleaved), fh, fw, *strides, dilations[0], interleaved,
             *finish_of(bias, n_out, relu), out)
-    run_bands(_backend.compiled("correlate_blocked"), args, out.shape[0] * out.shape[1],
+    run_bands(_backend.compiled(BLOCKED_KERNEL), args, out.shape[0] * out.shape[1],
               out.size * fh * fw * n_in, min_rows=blocked_min_rows(out.shape[2]))
     if not relu:
         apply_in_place(out, activation)

@@ -567,18 +567,23 @@ def test_the_cost_model_picks_the_expected_path(x_shape, w_shape, expected, monk
         w = np.outer(np.hanning(33)[1:-1], np.hanning(33)[1:-1]).astype(np.float32)[:, :, None, None]
     out_shape = (x_shape[0], x_shape[1], x_shape[2], w_shape[3])
     monkeypatch.setattr(_backend, "numba_imported", lambda: True)  # as in a server or a loop of calls
+    monkeypatch.setattr(_backend, "is_cached", lambda name: True)
     chosen = conv_paths.choose_path(x_shape, w, (1, 1), (1, 1), out_shape, conv_paths.separable_factors(w))
     assert chosen == expected
 
 
-@pytest.mark.parametrize("numba_imported,backend,expected", [
-    (True, "auto", "blocked"), (False, "auto", "im2col"), (False, "numba", "blocked"), (True, "numpy", "im2col"),
+@pytest.mark.parametrize("numba_imported,cached,backend,expected", [
+    (True, True, "auto", "blocked"), (False, True, "auto", "im2col"), (True, False, "auto", "im2col"),
+    (False, False, "numba", "blocked"), (True, True, "numpy", "im2col"),
 ])
-def test_the_blocked_path_is_chosen_only_where_numba_runs(numba_imported, backend, expected, monkeypatch):
-    """It has no numpy twin: a process that has not paid Numba's start-up, or runs numpy's
-    kernels, takes the BLAS paths; forcing it there is an error, not a silent import."""
+def test_the_blocked_path_is_chosen_only_where_numba_runs(numba_imported, cached, backend, expected, monkeypatch):
+    """It has no numpy twin: a process that has not paid Numba's start-up, or would compile the
+    kernel first, or runs numpy's kernels, takes the BLAS paths; forcing it on numpy's kernels
+    is an error, not a silent import."""
     w = np.random.default_rng(4).standard_normal((5, 5, 64, 64)).astype(np.float32)
     monkeypatch.setattr(_backend, "numba_imported", lambda: numba_imported)
+    monkeypatch.setattr(_backend, "loaded", lambda name: False)
+    monkeypatch.setattr(_backend, "is_cached", lambda name: cached)
     ops.set_backend(backend)
     try:
         assert conv_paths.choose_path((1, 56, 56, 64), w, (1, 1), (1, 1), (1, 56, 56, 64), None) == expected
@@ -592,6 +597,7 @@ def test_the_blocked_path_is_chosen_only_where_numba_runs(numba_imported, backen
 def test_images_never_take_the_blocked_path(monkeypatch):
     """Images have 1-4 channels: their results are the same bits in every process, server or not."""
     monkeypatch.setattr(_backend, "numba_imported", lambda: True)
+    monkeypatch.setattr(_backend, "is_cached", lambda name: True)
     rng = np.random.default_rng(2)
     for channels in (1, 3, 4):
         for kernel, filters in ((3, 32), (5, 64), (7, 16)):
