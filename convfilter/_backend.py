@@ -50,6 +50,7 @@ COSTS = {
     "pad_planar_channel_sum": (2.0, 0.8, 0.85),
     "pad_planar_channel_sum_scaled": (6.5, 1.0, 0.9),  # numpy: a gather per sample, measured on 24 MP
     "correlate_planar": (1.0, 0.1, 5.5),
+    "scale_channel": (1.5, 0.25, 0.6),  # per output float
     "correlate_separable": (1.5, 0.1, 7.0),
     "correlate_depthwise": (3.0, 0.8, 0.85),
     "max_pool": (8.0, 1.3, 0.35),

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
 # The public kernels, for ``ops.warm_up`` (helpers inlined into them are not listed).
-KERNELS = ("pad_planar", "pad_planar_channel_sum", "pad_planar_channel_sum_scaled", "correlate_planar",
+KERNELS = ("pad_planar", "pad_planar_channel_sum", "pad_planar_channel_sum_scaled", "scale_channel", "correlate_planar",
            "correlate_separable", "correlate_depthwise", "max_pool", "avg_pool", "winograd_input",
            "winograd_output", "correlate_blocked")
 
@@ -232,6 +232,23 @@ def _store_transposed(rows, dst, bias, add_bias, relu):
         for j in range(width):
             for f in range(n_out):
                 dst[j, f] = _finished(rows[f, j], bias[f], add_bias, relu)
+
+
+@njit(cache=CACHE, nogil=True)
+def scale_channel(x, w, sh, sw, bias, add_bias, relu, out, row_start, row_stop):
+    """A 1x1 kernel on one input channel is a scaling: ``out[n, i, j, f] = 0 + x[n, i*sh, j*sw, 0]
+    * w[f]`` (then the bias and the ReLU, see :func:`_finished`) for output rows ``row_start ..
+    row_stop`` of every image, written straight into the NHWC rows. ``0 +`` as the direct loops
+    start their sums, so the bits are theirs for finite inputs."""
+    n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
+    zero = np.float32(0.0)
+    for n in range(n_img):
+        for i in range(row_start, row_stop):
+            src, dst = x[n, i * sh], out[n, i]
+            for j in range(out_w):
+                value, pixel = src[j * sw, 0], dst[j]
+                for f in range(n_out):
+                    pixel[f] = _finished(zero + value * w[f], bias[f], add_bias, relu)
 
 
 @njit(cache=CACHE, nogil=True)

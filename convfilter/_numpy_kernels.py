@@ -109,6 +109,17 @@ def _finish(rows, bias, add_bias, relu):
 
 
 @_quiet
+def scale_channel(x, w, sh, sw, bias, add_bias, relu, out, row_start, row_stop):
+    """A 1x1 kernel on one input channel (see ``_jit.scale_channel``)."""
+    out_w = out.shape[2]
+    for n in range(out.shape[0]):
+        for lo, hi in _blocks(row_start, row_stop, out_w * out.shape[3]):
+            values = x[n, lo * sh : (hi - 1) * sh + 1 : sh, : (out_w - 1) * sw + 1 : sw]  # (rows, W_out, 1)
+            rows = np.add(ZERO, values * w)
+            out[n, lo:hi] = _finish(rows.transpose(2, 0, 1), bias, add_bias, relu).transpose(1, 2, 0)
+
+
+@_quiet
 def correlate_planar(xp, taps, weights, sh, sw, bias, add_bias, relu, out, row_start, row_stop):
     """Direct cross-correlation of a padded planar input (see ``_jit.correlate_planar``)."""
     n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]

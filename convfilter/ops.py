@@ -316,6 +316,7 @@ def warm_up() -> dict[str, str]:
     set_backend("numba")
     try:
         _correlate_same(x, dense, path="planar")
+        conv2d(x[..., :1], np.ones((1, 1, 1, 2), np.float32))  # a 1x1 kernel on one channel: a scaling
         _correlate_same(x, np.ones((2, 2, 2, 1), np.float32), path="separable")  # channel sum as well
         _correlate_same(x, np.ones((3, 3, 2, 1), np.float32), path="winograd")
         _correlate_same(np.ones((1, 4, 4, 2), np.float32), np.ones((3, 3, 2, 4), np.float32), path="blocked")

@@ -75,6 +75,8 @@ CONV_CASES = [
     ((1, 14, 9, 4), "uniform", (4, 3), 3, (1, 1), (1, 2), "SAME"),  # channel sum + direct
     ((1, 300, 250, 3), "line", (9, 9), 2, (1, 1), (1, 1), "SAME"),  # several row blocks
     ((1, 240, 300, 3), "dense", (3, 3), 4, (1, 1), (1, 1), "SAME"),
+    ((2, 9, 11, 1), "dense", (1, 1), 6, (1, 1), (1, 1), "SAME"),  # a scaling (1x1 kernel, one channel)
+    ((1, 41, 30, 1), "dense", (1, 1), 32, (2, 3), (1, 1), "VALID"),
 ]
 
 

@@ -742,3 +742,27 @@ def test_the_quick_rank_test_never_turns_down_a_rank_one_kernel():
             assert not conv_paths.clearly_not_rank_one(kernel)
     dense = rng.standard_normal((3, 3)).astype(np.float32)
     assert conv_paths.clearly_not_rank_one(dense) and conv_paths.rank_one(dense) is None
+
+
+def test_a_1x1_kernel_on_one_channel_is_a_scaling_with_tensorflows_infinities():
+    """No padded copy and no zero-weight taps: ``0 + x * w`` per filter, the bits of the direct
+    loops for finite inputs (-0.0 comes out +0.0, as their sums start from +0), and inf * w is
+    an infinity (NaN for a zero weight), as TensorFlow gives."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((2, 9, 11, 1)).astype(np.float32)
+    x[0, 2, 2, 0], x[0, 4, 6, 0], x[1, 3, 3, 0], x[1, 5, 5, 0] = np.inf, -np.inf, np.nan, -0.0
+    w = rng.standard_normal((1, 1, 1, 5)).astype(np.float32)
+    w[0, 0, 0, 1] = 0.0
+    bias = rng.standard_normal(5).astype(np.float32)
+    for strides in ((1, 1), (2, 3)):
+        with np.errstate(invalid="ignore"):
+            expected = np.float32(0.0) + x[:, :: strides[0], :: strides[1], :] * w[0, 0]
+        for backend in ("numba", "numpy"):
+            ops.set_backend(backend)
+            try:
+                np.testing.assert_array_equal(ops.conv2d(x, w, strides, "VALID"), expected)
+                np.testing.assert_array_equal(ops.conv2d(x, w, strides, "SAME", bias=bias, activation="relu"),
+                                              ops.activate(expected + bias, "relu"))
+            finally:
+                ops.set_backend("auto")
+        assert np.isinf(expected).any() and np.isnan(expected).any()  # the cases above are in the output
