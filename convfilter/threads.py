@@ -204,13 +204,14 @@ def run_bands(kernel, args, rows: int, work: float, blas: bool = False, min_rows
         kernel = _backend.kernel(kernel, work)
     edges = band_edges(rows, work, min_rows)
     bands = list(zip(edges, edges[1:]))
-    threads = min(get_num_threads(), len(bands))
+    count = get_num_threads()
+    threads = min(count, len(bands))
     with single_threaded_blas() if blas else contextlib.nullcontext():
         if threads <= 1 or work < MIN_PARALLEL_WORK:
             for lo, hi in bands:
                 kernel(*args, lo, hi)
             return
-        pool = _pool(get_num_threads())
+        pool = _pool(count)
         pending = iter(bands)
         lock = threading.Lock()
 
