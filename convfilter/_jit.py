@@ -19,8 +19,8 @@ Arithmetic is strict IEEE float32 (no ``fastmath``: no fused multiply-add, no
 reassociation), so the results are the same bits on every CPU, and the numpy
 twins in :mod:`convfilter._numpy_kernels` (same signatures, same operations in
 the same order) give them too. The one exception is ``correlate_blocked``, which
-sums as BLAS does (see its section) and has no twin. A change to the order of operations here must
-be made there as well; the tests compare the two exactly.
+sums as BLAS does (see its section) and has no twin. A change to the order of
+operations here must be made there as well; the tests compare the two exactly.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
 # The public kernels, for ``ops.warm_up`` (helpers inlined into them are not listed).
-KERNELS = ("pad_planar", "pad_planar_channel_sum", "pad_planar_channel_sum_scaled", "scale_channel", "correlate_planar",
-           "correlate_separable", "correlate_depthwise", "max_pool", "avg_pool", "winograd_input",
+KERNELS = ("pad_planar", "pad_planar_channel_sum", "pad_planar_channel_sum_scaled", "scale_channel",
+           "correlate_planar", "correlate_separable", "correlate_depthwise", "max_pool", "avg_pool", "winograd_input",
            "winograd_output", "correlate_blocked")
 
 
@@ -598,18 +598,15 @@ def _store_block(sums, target, j0, f0, bias, add_bias, relu):
             target[j0 + p, f0 + q] = _finished(sums[4 * p + q], bias[f0 + q], add_bias, relu)
 
 
-# Floats of the interleaved strips the blocked kernel keeps at a time (256 KiB: a core's L2).
-STRIP_FLOATS = 1 << 16
-
-
 @njit(cache=CACHE, nogil=True)
-def correlate_blocked(xp, pad_top, pad_left, padded_w, wt, fh, fw, sh, sw, dh, interleaved, bias, add_bias, relu,
+def correlate_blocked(xp, pad_top, pad_left, padded_w, wt, fh, fw, sh, sw, dh, strip_rows, bias, add_bias, relu,
                       out, row_start, row_stop):
     """Output rows ``row_start .. row_stop`` (over all images) of the NHWC ``xp`` correlated with
     the filters ``wt`` (F, fh*fw*C), window columns adjacent (dilation 1 across). ``xp`` is padded
     (pads 0, ``padded_w`` its width), or with ``interleaved`` it may be the image itself, whose
     zero padding (``pad_top``, ``pad_left``, ``padded_w`` columns in all) the strips take as they
-    are filled: no padded copy of a large image.
+    are filled: no padded copy of a large image. ``interleaved`` is ``strip_rows > 0``: that many
+    strips are kept at a time.
 
     A window row of a pixel is one contiguous run of ``fw*C`` floats of its source row: the
     filters are laid out ``[f][u][v][c]`` and each of the ``fh`` window rows is one dot product
@@ -624,9 +621,9 @@ def correlate_blocked(xp, pad_top, pad_left, padded_w, wt, fh, fw, sh, sw, dh, i
     height, width, channels = xp.shape[1], xp.shape[2], xp.shape[3]
     rows = xp.reshape(n_img, height, width * channels)
     column = fh * channels  # one column of a window in a strip
+    interleaved = strip_rows > 0
     if interleaved:
-        segments, run, step = 1, fh * fw * channels, sw * column
-        chunk = max(1, STRIP_FLOATS // (padded_w * column))
+        segments, run, step, chunk = 1, fh * fw * channels, sw * column, strip_rows
     else:
         segments, run, step = fh, fw * channels, sw * channels
         chunk = row_stop - row_start

@@ -313,7 +313,7 @@ def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations
         # each band of rows is at least one tile of its own (measured: 112x112x16 * 7x7x16x16 runs
         # in 32 bands of 3-4 rows, 49 products each, and takes twice as long as im2col)
         tiles = max(tiles, len(band_edges(n_img * out_h, outputs * n_out * taps * n_in,
-                                          -(-MIN_TILE_PIXELS // out_w))) - 1)
+                                          rows_holding(MIN_TILE_PIXELS, out_w))) - 1)
         padded_copy = n_img * (out_h + (fh - 1) * dilations[0]) * padded_w * n_in / COST["tile_copy_rate"]
         return (COST["call"][path] + blas_seconds(rows * n_out * taps * n_in, n_out, n_in)
                 + rows * n_out * taps / COST["shift_sum_rate"] + outputs * n_out / COST["gemm_store_rate"]
@@ -340,10 +340,11 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
     """The path with the smallest :func:`estimated_seconds` for this call.
 
     1x1 kernels choose between the direct loops and ``matmul``, larger ones between the direct
-    loops, ``im2col``, (stride 1) ``shifted`` and (3x3, stride 1, no dilation) ``winograd``; rank-1 kernels (``factors`` not None) may take ``separable``; kernels
-    larger than 1x1 with at least 8 input channels and at most 64 filters, in a process that
-    runs Numba, may take ``blocked``. A single
-    input channel and a 1x1 kernel is a scaling, not a product: BLAS is slow at it.
+    loops, ``im2col``, (stride 1) ``shifted`` and (3x3, stride 1, no dilation) ``winograd``;
+    rank-1 kernels (``factors`` not None) may take ``separable``; kernels larger than 1x1 with
+    at least 8 input channels and at most 64 filters, in a process that runs Numba, may take
+    ``blocked``. A single input channel and a 1x1 kernel is a scaling, not a product: BLAS is
+    slow at it.
     """
     fh, fw, n_in, n_out = w.shape
     used = window_taps_used(w)
@@ -596,6 +597,12 @@ TILE_FLOATS = 1 << 16
 MIN_TILE_PIXELS = 512
 
 
+def rows_holding(pixels: int, row_pixels: int) -> int:
+    """The fewest rows of ``row_pixels`` pixels that hold ``pixels``: the least rows of a band
+    that must cover a tile (or, on the blocked path, enough pixels to repay reading the filters)."""
+    return -(-pixels // row_pixels)
+
+
 # The zero-padded NHWC copy the matrix-product paths read is written into a buffer each calling
 # thread keeps (up to this many floats): a fresh 50 MB array costs more in page faults than
 # the copy itself (measured: 10 ms against 4 ms for a batch of eight 224x224x32 maps).
@@ -651,7 +658,7 @@ def correlate_gemm(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry,
     # bands run over the rows of all images, so that a batch of small images uses every thread;
     # a band is at least one tile's worth of pixels (BLAS packs all the filters on every call)
     run_bands(_gemm_band, args, n_img * out_h, out.size * matrix.shape[0], blas=True,
-              min_rows=-(-MIN_TILE_PIXELS // out.shape[2]))
+              min_rows=rows_holding(MIN_TILE_PIXELS, out.shape[2]))
 
 
 def quiet_arithmetic(band):
@@ -728,7 +735,7 @@ def correlate_shifted(x, w, dilations, gh: AxisGeometry, gw: AxisGeometry, bias,
     offsets = [u * dilations[0] * padded_w + v * dilations[1] for u in range(fh) for v in range(fw)]
     args = (pixels, taps, offsets, padded_h, padded_w, bias, activation, out)
     run_bands(_shifted_band, args, n_img * gh.out, out.size * fh * fw * channels, blas=True,
-              min_rows=-(-MIN_TILE_PIXELS // out.shape[2]))
+              min_rows=rows_holding(MIN_TILE_PIXELS, out.shape[2]))
 
 
 @quiet_arithmetic
@@ -810,7 +817,7 @@ def correlate_winograd(x, w, gh: AxisGeometry, gw: AxisGeometry, bias, activatio
     bias_vector, add_bias, _ = finish_of(bias, n_out, False)
     args = (source, winograd_filters(w), bias_vector, add_bias, activation, out, transform_in, transform_out)
     run_bands(_winograd_band, args, n_img * blocks_h, out.size * 9 * channels, blas=True,
-              min_rows=-(-MIN_TILE_PIXELS // (4 * blocks_w)))
+              min_rows=rows_holding(MIN_TILE_PIXELS, 4 * blocks_w))
 
 
 @quiet_arithmetic
@@ -846,7 +853,7 @@ def _winograd_band(source, filters, bias, add_bias, activation, out, transform_i
 # cannot repay (measured on one core: 112x112x16 * 5x5x16x16 3.9 ms on the image's rows, 2.2 ms
 # interleaved; 14x14x256 * 5x5x256x64 1.9 ms on the rows, 2.0 ms interleaved).
 BLOCKED_INTERLEAVE_RUN = 512
-# Floats of the strips the kernel keeps at a time (its STRIP_FLOATS).
+# Floats of the interleaved strips the blocked kernel keeps at a time (256 KiB: a core's L2).
 STRIP_FLOATS = 1 << 16
 # A band of the blocked path has at least this many output pixels: each band reads all the
 # filters again, which costs about as much as computing 8 pixels (a pass at 6e9 floats/s
@@ -861,11 +868,6 @@ BLOCKED_MIN_CHANNELS = 8
 # two are level (measured: 28x28x256 * 5x5x256x256 28.5 ms blocked, 28.6 ms im2col on one
 # thread, 18.7 and 15.3 ms on two; 56x56x512 * 3x3x512x512 stride 2, 29.9 and 19.8 ms on two).
 BLOCKED_MAX_FILTERS = 64
-
-
-def blocked_min_rows(out_w: int) -> int:
-    """The least output rows of a band of the blocked path (see BLOCKED_BAND_PIXELS)."""
-    return -(-BLOCKED_BAND_PIXELS // out_w)
 
 
 BLOCKED_KERNEL = "correlate_blocked"
@@ -899,25 +901,30 @@ def blocked_ready() -> bool:
     return _backend.numba_imported() and (_backend.loaded(BLOCKED_KERNEL) or _backend.is_cached(BLOCKED_KERNEL))
 
 
-def blocked_interleaves(fw: int, n_in: int) -> bool:
-    return fw * n_in < BLOCKED_INTERLEAVE_RUN
+def blocked_strip_rows(fh: int, fw: int, n_in: int, padded_w: int) -> int:
+    """How many interleaved strips (one per output row) the blocked kernel keeps at a time, or 0
+    when its window rows are long enough to be read from the image's rows as they are."""
+    if fw * n_in >= BLOCKED_INTERLEAVE_RUN:
+        return 0
+    return max(1, STRIP_FLOATS // (padded_w * fh * n_in))
 
 
 def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     """The blocked path's single-thread time estimate (see :data:`COST`)."""
-    n_img, height, width, n_in = x_shape
+    n_img, n_in = x_shape[0], x_shape[3]
     fh, fw, _, n_out = w_shape
     out_h, out_w = out_shape[1], out_shape[2]
     padded_h = (out_h - 1) * strides[0] + (fh - 1) * dilations[0] + 1
     padded_w = (out_w - 1) * strides[1] + fw
     depth = fh * fw * n_in
     blocks = n_img * out_h * -(-out_w // 4) * -(-n_out // 4)
-    interleaved = blocked_interleaves(fw, n_in)
+    strip_rows = blocked_strip_rows(fh, fw, n_in, padded_w)
+    interleaved = strip_rows > 0
     rows = n_img * out_h
-    passes = len(band_edges(rows, rows * out_w * n_out * depth, blocked_min_rows(out_w))) - 1  # filters per band ...
+    passes = len(band_edges(rows, rows * out_w * n_out * depth, rows_holding(BLOCKED_BAND_PIXELS, out_w))) - 1
     strip_floats = rows * padded_w * fh * n_in if interleaved else 0
-    if interleaved:  # ... and per chunk of strips
-        passes += rows / max(1, STRIP_FLOATS // (padded_w * fh * n_in))
+    if interleaved:  # the filters are read again per band, and per chunk of strips
+        passes += rows / strip_rows
     return (COST["blocked_call"] + blocks * 16 * depth / COST["blocked_rate"]
             + blocks * (1 if interleaved else fh) * COST["blocked_dot"]
             + strip_floats / COST["blocked_strip_rate"]
@@ -947,16 +954,17 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
                       border: str = "CONSTANT") -> None:
     """The blocked path (see :func:`convfilter._jit.correlate_blocked`), in bands of output rows."""
     fh, fw, n_in, n_out = w.shape
-    interleaved = blocked_interleaves(fw, n_in)
     padded_w = gw.pad_before + x.shape[2] + gw.pad_after
+    strip_rows = blocked_strip_rows(fh, fw, n_in, padded_w)
+    interleaved = strip_rows > 0
     if interleaved and border == "CONSTANT":  # the strips take the zero padding as they are filled
         source, pads = read_only(np.ascontiguousarray(x)), (gh.pad_before, gw.pad_before)
     else:
         source, pads = read_only(np.ascontiguousarray(padded_copy(x, gh, gw, border))), (0, 0)
     relu = activation == "relu"
-    args = (source, *pads, padded_w, blocked_filters(w, interleaved), fh, fw, *strides, dilations[0], interleaved,
+    args = (source, *pads, padded_w, blocked_filters(w, interleaved), fh, fw, *strides, dilations[0], strip_rows,
             *finish_of(bias, n_out, relu), out)
     run_bands(_backend.compiled(BLOCKED_KERNEL), args, out.shape[0] * out.shape[1],
-              out.size * fh * fw * n_in, min_rows=blocked_min_rows(out.shape[2]))
+              out.size * fh * fw * n_in, min_rows=rows_holding(BLOCKED_BAND_PIXELS, out.shape[2]))
     if not relu:
         apply_in_place(out, activation)
