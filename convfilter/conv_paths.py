@@ -457,8 +457,8 @@ def _correlate_jit(x, w, strides, dilations, gh, gw, path, sum_channels, factors
     padded_h = height + gh.pad_before + gh.pad_after
     padded_w = width + gw.pad_before + gw.pad_after
     finish = finish_of(bias, w.shape[3], relu)
-    if w.shape[:3] == (1, 1, 1) and channels == 1 and input_scale is None and padded_h == height \
-            and padded_w == width:  # a scaling: no padded copy, no tap list padded with zero weights
+    if path == "planar" and w.shape[:3] == (1, 1, 1) and channels == 1 and input_scale is None \
+            and padded_h == height and padded_w == width:  # a scaling: no padded copy, no tap list
         args = (read_only(x), w.reshape(-1), *strides, *finish, out)
         run_bands("scale_channel", args, out.shape[1], out.size)
         return
