@@ -51,6 +51,7 @@ from . import _backend
 from .activations import apply_in_place
 from .borders import fill_border, pad
 from .geometry import AxisGeometry
+from . import threads as thread_pool
 from .threads import band_edges, run_bands
 
 # The one list of paths: ``correlate(path=...)`` accepts these names and "auto".
@@ -348,27 +349,49 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
     """
     fh, fw, n_in, n_out = w.shape
     used = window_taps_used(w)
-    costs = {"planar": estimated_seconds("planar", x_shape, w.shape, out_shape, strides, dilations,
-                                         taps=padded_count(used))}
+    mean_taps = None
     if factors is not None:
         cols, rows = factors
         mean_taps = (np.count_nonzero(cols) / cols[..., 0].size, np.count_nonzero(rows) / rows[..., 0].size)
-        costs["separable"] = estimated_seconds("separable", x_shape, w.shape, out_shape, strides, dilations,
+    offer_blocked = (fh * fw > 1 and BLOCKED_MIN_CHANNELS <= n_in and n_out <= BLOCKED_MAX_FILTERS
+                     and blocked_fits(w.shape, out_shape[1:3], dilations) and blocked_ready())
+    key = (tuple(x_shape), w.shape, tuple(strides), tuple(dilations), tuple(out_shape), used, mean_taps,
+           offer_blocked)
+    path = _choices.get(key)
+    if path is None:
+        if len(_choices) >= MAX_CHOICES:
+            _choices.clear()
+        path = _choices[key] = _cheapest_path(x_shape, w.shape, strides, dilations, out_shape, used, mean_taps,
+                                              offer_blocked)
+    return path
+
+
+# The paths chosen so far, by everything the choice depends on: a loop of calls (a network, a
+# batch, a sweep) pays the estimates once per shape (18 us, a tenth of a small call).
+_choices: dict[tuple, str] = {}
+MAX_CHOICES = 4096
+
+
+def _cheapest_path(x_shape, w_shape, strides, dilations, out_shape, used: int, mean_taps, offer_blocked: bool) -> str:
+    fh, fw, n_in, n_out = w_shape
+    costs = {"planar": estimated_seconds("planar", x_shape, w_shape, out_shape, strides, dilations,
+                                         taps=padded_count(used))}
+    if mean_taps is not None:
+        costs["separable"] = estimated_seconds("separable", x_shape, w_shape, out_shape, strides, dilations,
                                                separable_taps=mean_taps)
     if fh * fw * n_in > 1:
         gemm = "matmul" if fh == fw == 1 else "im2col"
-        costs[gemm] = estimated_seconds(gemm, x_shape, w.shape, out_shape, strides, dilations)
+        costs[gemm] = estimated_seconds(gemm, x_shape, w_shape, out_shape, strides, dilations)
         if gemm == "im2col" and tuple(strides) == (1, 1):
-            costs["shifted"] = estimated_seconds("shifted", x_shape, w.shape, out_shape, strides, dilations)
+            costs["shifted"] = estimated_seconds("shifted", x_shape, w_shape, out_shape, strides, dilations)
         # Winograd only for the many-channel layers it is for: its transforms round even an
         # identity or a box kernel, which the other paths return exactly, and mix every weight
         # into each output, which a map of a few pixels (mostly padding) would show
-        if (winograd_fits(w.shape, strides, dilations) and min(n_in, n_out) >= WINOGRAD_MIN_CHANNELS
+        if (winograd_fits(w_shape, strides, dilations) and min(n_in, n_out) >= WINOGRAD_MIN_CHANNELS
                 and min(out_shape[1:3]) >= WINOGRAD_MIN_SIZE):
-            costs["winograd"] = estimated_seconds("winograd", x_shape, w.shape, out_shape, strides, dilations)
-        if (fh * fw > 1 and BLOCKED_MIN_CHANNELS <= n_in and n_out <= BLOCKED_MAX_FILTERS
-                and blocked_fits(w.shape, out_shape[1:3], dilations) and blocked_ready()):
-            costs["blocked"] = estimated_seconds("blocked", x_shape, w.shape, out_shape, strides, dilations)
+            costs["winograd"] = estimated_seconds("winograd", x_shape, w_shape, out_shape, strides, dilations)
+        if offer_blocked:
+            costs["blocked"] = estimated_seconds("blocked", x_shape, w_shape, out_shape, strides, dilations)
     return min(costs, key=costs.get)
 
 
@@ -654,6 +677,9 @@ def correlate_gemm(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry,
     matrix = w.reshape(fh * fw * channels, n_out)
     in_place = fh == fw == 1 and strides == (1, 1)
     out_h = out.shape[1]
+    if n_img * out_h * out.shape[2] <= SMALL_MAP_PIXELS:
+        correlate_small_map(source, w, strides, dilations, bias, activation, out)
+        return
     args = (source, matrix, (fh, fw), strides, dilations, in_place, bias, activation, out)
     # bands run over the rows of all images, so that a batch of small images uses every thread;
     # a band is at least one tile's worth of pixels (BLAS packs all the filters on every call)
@@ -706,6 +732,55 @@ def _gemm_band(source, matrix, window, strides, dilations, in_place, bias, activ
                 target += bias
             apply_in_place(target, activation)
         row += rows
+
+
+# A map of at most this many output pixels (a batch's, together) is one tile. Bands of its rows
+# would each pack the whole filter matrix for a few pixels (measured: 7x7x128 * 7x7x128x128 with
+# stride 2 took 0.53 ms in two bands of two rows, 0.35 ms in one product). Its product is one
+# band; when the call is large enough for threads, the sum is split instead, into DEPTH_PARTS
+# products of equal depth run as bands and added in their order, so the bits do not depend on
+# the threads (7x7x512 * 3x3x512x512: 3.0 -> 2.2 ms).
+SMALL_MAP_PIXELS = MIN_TILE_PIXELS
+DEPTH_PARTS = 2
+MIN_PART_DEPTH = 64  # ... each at least this deep
+
+
+def correlate_small_map(source, w, strides, dilations, bias, activation, out) -> None:
+    """:func:`correlate_gemm` for a map of one tile: its windows copied once (for a 1x1 kernel
+    with stride 1, the pixels as they are), multiplied with the filters in one product, or
+    in :data:`DEPTH_PARTS` products of parts of the sum when the call is worth threads."""
+    fh, fw, channels, n_out = w.shape
+    n_img, out_h, out_w, _ = out.shape
+    (sh, sw), (dh, dw) = strides, dilations
+    depth = fh * fw * channels
+    if fh == fw == 1 and strides == (1, 1):
+        windows = source.reshape(-1, channels)
+    else:
+        s_n, s_h, s_w, s_c = source.strides
+        windows = np.empty((n_img * out_h * out_w, depth), np.float32)
+        windows.reshape(n_img, out_h, out_w, fh, fw, channels)[...] = as_strided(
+            source, shape=(n_img, out_h, out_w, fh, fw, channels),
+            strides=(s_n, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c), writeable=False)
+    work = out.size * depth
+    parts = DEPTH_PARTS if work >= thread_pool.MIN_PARALLEL_WORK and depth >= MIN_PART_DEPTH * DEPTH_PARTS else 1
+    edges = [depth * p // parts for p in range(parts + 1)]
+    partial = np.empty((parts - 1, windows.shape[0], n_out), np.float32)
+    target = out.reshape(-1, n_out)
+    run_bands(_depth_part, (windows, w.reshape(depth, n_out), edges, target, partial), parts, work, blas=True)
+    for product in partial:
+        target += product
+    if bias is not None:
+        target += bias
+    apply_in_place(target, activation)
+
+
+@quiet_arithmetic
+def _depth_part(windows, matrix, edges, target, partial, start, stop) -> None:
+    """Parts ``start .. stop`` of :func:`correlate_small_map`'s sum: columns ``edges[p] ..
+    edges[p + 1]`` of the windows times those rows of the filters, the first into ``target``."""
+    for part in range(start, stop):
+        lo, hi = edges[part], edges[part + 1]
+        np.matmul(windows[:, lo:hi], matrix[lo:hi], out=target if part == 0 else partial[part - 1])
 
 
 # Output floats in one tile of the shifted path (its sum and one tap's product, 512 KiB each,

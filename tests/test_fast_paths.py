@@ -441,7 +441,15 @@ def gemm_paths(kernel, strides, dilations, n_out=4, out_w=4):
 
 
 @pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: "x".join(map(str, c[:6])) + f"-s{c[6]}-{c[7]}-d{c[8]}")
-def test_matrix_product_paths_match_the_formula(case):
+@pytest.mark.parametrize("small_map", ["tiles", "one product", "parts of the sum"])
+def test_matrix_product_paths_match_the_formula(case, small_map, monkeypatch):
+    """Each map as tiles and bands of rows, and as the one product of a small map, whole or in
+    parts of its sum (every case here is small enough for either)."""
+    monkeypatch.setattr(conv_paths, "SMALL_MAP_PIXELS", 0 if small_map == "tiles" else 1 << 30)
+    if small_map == "parts of the sum":
+        monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
+        monkeypatch.setattr(conv_paths, "DEPTH_PARTS", 3)
+        monkeypatch.setattr(conv_paths, "MIN_PART_DEPTH", 1)
     n_img, height, width, channels, k, n_out, strides, padding, dilations = case
     rng = np.random.default_rng(sum(case[:6]) * 7 + strides[0])
     x = rng.standard_normal((n_img, height, width, channels)).astype(np.float32)
@@ -463,6 +471,7 @@ def test_im2col_tiles_and_bands_cover_every_output(tile_floats, threads, monkeyp
     w = rng.standard_normal((3, 2, 5, 4)).astype(np.float32)
     one = rng.standard_normal((1, 1, 5, 6)).astype(np.float32)
     monkeypatch.setattr(conv_paths, "TILE_FLOATS", tile_floats)
+    monkeypatch.setattr(conv_paths, "SMALL_MAP_PIXELS", 0)
     monkeypatch.setattr(conv_paths, "SHIFT_TILE_FLOATS", tile_floats)
     monkeypatch.setattr(conv_paths, "WINOGRAD_BLOCKS", tile_floats // 8)
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
@@ -497,16 +506,24 @@ def test_window_taps_used_counts_taps_any_filter_uses():
 
 
 @pytest.mark.parametrize("path,kernel", [("im2col", 3), ("matmul", 1), ("shifted", 3), ("winograd", 3),
-                                         ("blocked", 3), ("blocked", 1)])
+                                         ("blocked", 3), ("blocked", 1), ("small map", 3), ("small map", 1)])
 @pytest.mark.parametrize("activation", ["none", "relu", "relu6", "sigmoid"])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_matrix_product_paths_apply_bias_and_activation_per_tile(path, kernel, activation, with_bias,
                                                                monkeypatch):
-    """The bias and the activation are applied tile by tile: exactly the unfused result."""
+    """The bias and the activation are applied tile by tile (or, on a small map, once on the
+    sum of its parts): exactly the unfused result."""
     rng = np.random.default_rng(kernel * 11 + len(activation) + with_bias)
     x = rng.standard_normal((2, 11, 9, 20)).astype(np.float32)
     w = rng.standard_normal((kernel, kernel, 20, 6)).astype(np.float32)
     bias = rng.standard_normal(6).astype(np.float32) if with_bias else None
+    if path == "small map":  # in three parts of the sum
+        path = "im2col" if kernel > 1 else "matmul"
+        monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
+        monkeypatch.setattr(conv_paths, "DEPTH_PARTS", 3)
+        monkeypatch.setattr(conv_paths, "MIN_PART_DEPTH", 1)
+    else:
+        monkeypatch.setattr(conv_paths, "SMALL_MAP_PIXELS", 0)
     monkeypatch.setattr(conv_paths, "TILE_FLOATS", 500)
     monkeypatch.setattr(conv_paths, "SHIFT_TILE_FLOATS", 100)
     strides = (1, 1) if path in ("shifted", "winograd") else (2, 1)
@@ -766,3 +783,50 @@ def test_a_1x1_kernel_on_one_channel_is_a_scaling_with_tensorflows_infinities():
             finally:
                 ops.set_backend("auto")
         assert np.isinf(expected).any() and np.isnan(expected).any()  # the cases above are in the output
+
+
+@pytest.mark.parametrize("kernel,channels", [(3, 48), (1, 200)])
+def test_a_small_maps_sum_in_parts_does_not_depend_on_the_thread_count(kernel, channels, monkeypatch):
+    """A map of one tile is one product, or with threads several products of parts of its sum
+    (kernel rows, or for 1x1 kernels groups of channels), added in their order whatever thread
+    ran them."""
+    rng = np.random.default_rng(kernel + channels)
+    x = rng.standard_normal((2, 7, 6, channels)).astype(np.float32)
+    w = rng.standard_normal((kernel, kernel, channels, 40)).astype(np.float32)
+    bias = rng.standard_normal(40).astype(np.float32)
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setattr(conv_paths, "DEPTH_PARTS", 3)
+    parts = []
+    band = conv_paths._depth_part
+    monkeypatch.setattr(conv_paths, "_depth_part", lambda *args: (parts.append(args[-2:]), band(*args)))
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            ops.set_num_threads(threads)
+            results.append(ops.conv2d(x, w, 2, "SAME", bias=bias, activation="relu"))
+    finally:
+        ops.set_num_threads(None)
+    assert sorted(set(parts)) == [(0, 1), (1, 2), (2, 3)]  # three parts, each a band of its own
+    for result in results[1:]:
+        np.testing.assert_array_equal(result, results[0])
+    linear = ops.conv2d(x, w, 2, "SAME")
+    assert_close_to_formula(linear, x, w, (2, 2), "SAME", (1, 1))
+    np.testing.assert_array_equal(results[0], np.maximum(linear + bias, 0))
+
+
+def test_the_chosen_path_is_remembered_per_shape_and_taps():
+    """choose_path keeps its choice for the shapes, the taps the bank uses and what it may offer:
+    the same bank with zeros in place of eight of its nine taps is chosen for afresh."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((3, 3, 16, 16)).astype(np.float32)
+    shapes = ((1, 224, 224, 16), (1, 1), (1, 1), (1, 224, 224, 16))
+    x_shape, strides, dilations, out_shape = shapes
+
+    def fresh():
+        return conv_paths._cheapest_path(x_shape, w.shape, strides, dilations, out_shape,
+                                         conv_paths.window_taps_used(w), None, False)
+
+    dense = conv_paths.choose_path(x_shape, w, strides, dilations, out_shape, None)
+    assert dense == conv_paths.choose_path(x_shape, w, strides, dilations, out_shape, None) == fresh() == "winograd"
+    w[[0, 0, 0, 1, 1, 2, 2, 2], [0, 1, 2, 0, 2, 0, 1, 2]] = 0.0  # only the centre tap is left
+    assert conv_paths.choose_path(x_shape, w, strides, dilations, out_shape, None) == fresh() == "planar"

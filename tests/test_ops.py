@@ -422,6 +422,18 @@ def test_large_finite_filters_whose_sum_overflows_are_accepted():
     raises(ValueError, ["NaN or infinity", "finite"], ops.conv2d, np.ones((5, 5, 8)), w)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_weights_in_a_deep_bank_are_found(bad):
+    # a bank of over 64 Ki floats is summed as a product with ones: one bad weight still shows
+    w = np.ones((3, 3, 64, 128), np.float32)
+    w[2, 0, 63, 127] = bad
+    raises(ValueError, ["NaN or infinity", "finite"], ops.conv2d, np.ones((5, 5, 64)), w)
+    w = np.full((3, 3, 64, 128), 1e36, np.float32)  # finite, but the sum overflows: checked one by one
+    assert ops.conv2d(np.zeros((5, 5, 64)), w).shape == (5, 5, 128)
+    w[0, 1, 2, 3] = -np.inf
+    raises(ValueError, ["NaN or infinity", "finite"], ops.conv2d, np.ones((5, 5, 64)), w)
+
+
 def test_non_numeric_dtypes():
     w = np.ones((1, 1, 1, 1))
     raises(TypeError, ["input must hold numbers", "<U"], ops.conv2d, np.full((2, 2, 1), "a"), w)
