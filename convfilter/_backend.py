@@ -47,6 +47,7 @@ IMPORT_NUMBA, FIRST_LOAD, LOAD = 0.22, 0.13, 0.01
 # times are the quiet-machine figures (a loaded machine takes several times longer).
 COSTS = {
     "pad_planar": (0.8, 0.45, 1.0),
+    "pad_planar_phases": (1.0, 0.5, 1.0),
     "pad_planar_channel_sum": (2.0, 0.8, 0.85),
     "pad_planar_channel_sum_scaled": (6.5, 1.0, 0.9),  # numpy: a gather per sample, measured on 24 MP
     "correlate_planar": (1.0, 0.1, 5.5),

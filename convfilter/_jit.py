@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
 # The public kernels, for ``ops.warm_up`` (helpers inlined into them are not listed).
-KERNELS = ("pad_planar", "pad_planar_channel_sum", "pad_planar_channel_sum_scaled", "scale_channel",
+KERNELS = ("pad_planar", "pad_planar_phases", "pad_planar_channel_sum", "pad_planar_channel_sum_scaled", "scale_channel",
            "correlate_planar", "correlate_separable", "correlate_depthwise", "max_pool", "avg_pool", "winograd_input",
            "winograd_output", "correlate_blocked")
 
@@ -65,6 +65,37 @@ def pad_planar(x, pad_top, pad_left, out):
                 dst = out[n, c, pad_top + r, pad_left : pad_left + width]
                 for q in range(width):
                     dst[q] = pixels[q * channels + c]
+
+
+@njit(cache=CACHE, nogil=True, inline="always")
+def _phase_columns(p, stride, pad_left, width):
+    """The image columns ``k0, k0 + stride, ...`` (``count`` of them) that land in phase ``p`` of
+    a padded row dealt into ``stride`` phases, and the phase column ``first`` of ``k0``."""
+    k0 = (p - pad_left) % stride
+    count = (width - k0 + stride - 1) // stride if k0 < width else 0
+    return k0, count, (k0 + pad_left) // stride
+
+
+@njit(cache=CACHE, nogil=True)
+def pad_planar_phases(x, stride, pad_top, pad_left, out):
+    """:func:`pad_planar` with the columns of each padded row dealt into ``stride`` phases: padded
+    column ``q`` of channel ``c`` goes to plane ``c*stride + q % stride``, column ``q // stride``
+    of the (N, C*stride, Hp, Wq) ``out``, so that a kernel with that column stride reads
+    consecutive cells; every other cell is zeroed."""
+    n_img, height, width, channels = x.shape
+    for n in range(n_img):
+        for c in range(channels):
+            for p in range(stride):
+                k0, count, first = _phase_columns(p, stride, pad_left, width)
+                _zero_border(out[n, c * stride + p], pad_top, first, height, count)
+        for r in range(height):
+            pixels = x[n, r].reshape(width * channels)
+            for c in range(channels):
+                for p in range(stride):
+                    k0, count, first = _phase_columns(p, stride, pad_left, width)
+                    dst = out[n, c * stride + p, pad_top + r, first : first + count]
+                    for q in range(count):
+                        dst[q] = pixels[(k0 + q * stride) * channels + c]
 
 
 @njit(cache=CACHE, nogil=True)

@@ -48,6 +48,20 @@ def pad_planar(x, pad_top, pad_left, out):
 
 
 @_quiet
+def pad_planar_phases(x, stride, pad_top, pad_left, out):
+    """Like :func:`pad_planar` into (N, C*stride, Hp, Wq), each padded row's columns dealt into
+    ``stride`` phases (see ``_jit``)."""
+    height, width = x.shape[1], x.shape[2]
+    out[...] = 0.0
+    for p in range(stride):
+        k0 = (p - pad_left) % stride
+        if k0 < width:
+            columns = x[:, :, k0::stride].transpose(0, 3, 1, 2)
+            first = (k0 + pad_left) // stride
+            out[:, p::stride, pad_top : pad_top + height, first : first + columns.shape[3]] = columns
+
+
+@_quiet
 def pad_planar_channel_sum(x, pad_top, pad_left, out):
     """Like :func:`pad_planar` into (N, 1, Hp, Wp), summing the channels of each pixel in order."""
     height, width, channels = x.shape[1], x.shape[2], x.shape[3]

@@ -332,6 +332,7 @@ def warm_up() -> dict[str, str]:
     set_backend("numba")
     try:
         _correlate_same(x, dense, path="planar")
+        _correlate_same(x, dense, path="planar", stride=2)  # the copy's columns dealt into two phases
         conv2d(x[..., :1], np.ones((1, 1, 1, 2), np.float32))  # a 1x1 kernel on one channel: a scaling
         _correlate_same(x, np.ones((2, 2, 2, 1), np.float32), path="separable")  # channel sum as well
         _correlate_same(x, np.ones((3, 3, 2, 1), np.float32), path="winograd")
@@ -351,10 +352,10 @@ def warm_up() -> dict[str, str]:
     return report
 
 
-def _correlate_same(x, w, path):
-    gh = axis(x.shape[1], w.shape[0], 1, "SAME", 1)
-    gw = axis(x.shape[2], w.shape[1], 1, "SAME", 1)
-    return correlate(x, w, (1, 1), (1, 1), gh, gw, path=path)
+def _correlate_same(x, w, path, stride=1):
+    gh = axis(x.shape[1], w.shape[0], stride, "SAME", 1)
+    gw = axis(x.shape[2], w.shape[1], stride, "SAME", 1)
+    return correlate(x, w, (stride, stride), (1, 1), gh, gw, path=path)
 
 
 def _pool(kernel: str, input, ksize, strides, padding) -> np.ndarray:

@@ -830,3 +830,35 @@ def test_the_chosen_path_is_remembered_per_shape_and_taps():
     assert dense == conv_paths.choose_path(x_shape, w, strides, dilations, out_shape, None) == fresh() == "winograd"
     w[[0, 0, 0, 1, 1, 2, 2, 2], [0, 1, 2, 0, 2, 0, 1, 2]] = 0.0  # only the centre tap is left
     assert conv_paths.choose_path(x_shape, w, strides, dilations, out_shape, None) == fresh() == "planar"
+
+
+@pytest.mark.parametrize("pieces", [False, True])
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_column_stride_reads_the_copy_in_phases_with_the_bits_of_stride_one(pieces, backend, monkeypatch):
+    """With a column stride the planar copy's columns are dealt into phases; the loops read the
+    same cells in the same order, so the result is stride 1's, subsampled, to the bit (also when
+    the copy is made a piece of rows at a time, and on either kernel set)."""
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((2, 23, 26, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 5, 3, 6)).astype(np.float32)
+    w[1, 2, 0, :] = 0.0  # a tap no filter uses: skipped
+    pads = ((1, 2), (3, 1))
+    if pieces:
+        monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 0)
+        monkeypatch.setattr(conv_paths, "PIECE_BYTES", 1000)
+    ops.set_backend(backend)
+    try:
+        def planar(strides):
+            gh, gw = axis(23, 3, strides[0], pads[0], 2), axis(26, 5, strides[1], pads[1], 1)
+            return conv_paths.correlate(x, w, strides, (2, 1), gh, gw, path="planar", bias=np.ones(6, np.float32),
+                                        activation="relu")
+
+        one = planar((1, 1))
+        phased = []
+        monkeypatch.setattr(conv_paths, "phase_taps", lambda taps, h, phases, f=conv_paths.phase_taps:
+                            (phased.append(phases), f(taps, h, phases))[1])
+        for strides in ((1, 2), (2, 3), (3, 4)):
+            np.testing.assert_array_equal(planar(strides), one[:, :: strides[0], :: strides[1]])
+        assert phased == [2, 3, 4]
+    finally:
+        ops.set_backend("auto")
