@@ -192,7 +192,7 @@ def _any_loaded() -> bool:
 
 def _numba_kernel(name: str):
     dispatcher = getattr(_jit(), name)
-    if dispatcher.signatures:
+    if loaded(name):
         return dispatcher
 
     def first_call(*args):

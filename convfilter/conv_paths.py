@@ -159,15 +159,17 @@ def direct_taps(w: np.ndarray, padded_h: int, dilations) -> tuple[np.ndarray, np
     where any filter is nonzero, and the (F, T) weights there; zero-weight padding at (0, 0)."""
     fh, fw, n_in, n_out = w.shape
     dh, dw = dilations
-    c, u, v = np.meshgrid(np.arange(n_in), np.arange(fh), np.arange(fw), indexing="ij")
-    positions = np.stack([(c * padded_h + u * dh).ravel(), (v * dw).ravel()], 1)
-    per_filter = w.transpose(3, 2, 0, 1).reshape(n_out, n_in * fh * fw)
-    used = np.flatnonzero(np.any(per_filter != 0, axis=0))
+    per_filter = w.transpose(3, 2, 0, 1).reshape(n_out, n_in * fh * fw)  # taps in (c, u, v) order
+    dense = bool(per_filter[0].all())  # a trained bank: the first filter uses every tap
+    used = np.arange(per_filter.shape[1]) if dense else np.flatnonzero(per_filter.any(axis=0))
     count = padded_count(len(used))
     taps = np.zeros((count, 2), np.int64)
-    taps[: len(used)] = positions[used]
+    c, cell = np.divmod(used, fh * fw)
+    u, v = np.divmod(cell, fw)
+    taps[: len(used), 0] = c * padded_h + u * dh
+    taps[: len(used), 1] = v * dw
     weights = np.zeros((n_out, count), np.float32)
-    weights[:, : len(used)] = per_filter[:, used]
+    weights[:, : len(used)] = per_filter if dense else per_filter[:, used]
     return taps, weights
 
 
