@@ -237,6 +237,10 @@ COST = {
     "separable_rate": 16e9,  # multiply-adds per second of the separable passes
     "separable_row": 300e-9,  # per output row, filter and input channel of the separable path
     "direct_spill": 0.45e-9,  # per output float and doubling of the row scratch beyond DIRECT_SCRATCH
+    # per output float of the direct loops with at most four taps, which spend their time storing
+    # the rows transposed (measured on one thread: 512x512x3 * 1x1x3x16 4.2 ms against an estimate
+    # of 1.4 without it; 1024x1024x3 * 1x1x3x16 23 ms against 5.5)
+    "direct_store": 0.7e-9,
     # a column stride: the copy's columns are dealt into phases (see phase_taps), read one after
     # the other; the loops run at their stride-1 speed but over fewer, shorter rows (fitted on one
     # thread to 1024x1024x3 * 3x3x3x16 and 6 other first layers with stride 2: 0.9-1.9, 4.0 when
@@ -279,6 +283,8 @@ COST = {
 # is the 32 KB L1 cache: at 4 Ki floats the first layer of a VGG stack (224x224x3 * 3x3x3x32,
 # a 7 Ki-float block) left the direct loops for im2col, 2.6 -> 3.5 ms.
 DIRECT_SCRATCH = 8192
+# ... but rows at least this wide are summed in tiles that fit (``_jit.PLANAR_TILE_MIN_WIDTH``)
+PLANAR_TILE_MIN_WIDTH = 512
 
 
 def blas_seconds(multiply_adds, n_out: int, depth: int) -> float:
@@ -303,9 +309,12 @@ def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations
     planar_copy = n_img * height * width * n_in / COST["planar_copy_rate"]
     if path == "planar":
         penalty = COST["direct_stride_penalty"] if strided else 1.0
-        spill = outputs * n_out * COST["direct_spill"] * max(0.0, np.log2(n_out * out_w / DIRECT_SCRATCH))
+        scratch = n_out * out_w if out_w < PLANAR_TILE_MIN_WIDTH else 0  # wide rows are summed in tiles
+        spill = outputs * n_out * COST["direct_spill"] * max(0.0, np.log2(max(scratch, 1) / DIRECT_SCRATCH))
+        # one group of four taps (a 1x1 kernel on 2-4 channels): storing the rows is the work
+        store = outputs * n_out * COST["direct_store"] if taps <= 4 else 0.0
         return (COST["call"][path] + outputs * n_out * taps * penalty / COST["direct_rate"]
-                + n_img * out_h * n_out * taps * COST["direct_row"] + planar_copy + spill)
+                + n_img * out_h * n_out * taps * COST["direct_row"] + planar_copy + spill + store)
     if path == "separable":
         col_taps, row_taps = separable_taps
         rows = n_img * out_h * n_out * n_in

@@ -569,7 +569,7 @@ def test_path_names_are_checked():
     ((1, 2048, 2048, 1), (31, 31, 1, 1), "separable"),  # a large Gaussian
     # 16 channels on a large image: with compiled transforms Winograd beats the shifted path
     ((1, 224, 224, 16), (3, 3, 16, 16), "winograd"),
-    # 64 filters' output rows overflow the direct loops' row scratch: BLAS writes 268 MB faster
+    # a 1x1 kernel on 3 channels: the direct loops do little but store rows; BLAS writes 268 MB faster
     ((1, 1024, 1024, 3), (1, 1, 3, 64), "matmul"),
     ((1, 112, 112, 3), (3, 3, 3, 16), "planar"),  # a first layer stays on the direct loops
     ((1, 1024, 1024, 3), (3, 3, 3, 16), "planar"),  # ... on a large image too
@@ -862,3 +862,31 @@ def test_a_column_stride_reads_the_copy_in_phases_with_the_bits_of_stride_one(pi
         assert phased == [2, 3, 4]
     finally:
         ops.set_backend("auto")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_wide_rows_of_many_filters_are_summed_in_tiles_with_the_same_bits(backend, monkeypatch):
+    """Output rows of many filters too wide for the cache are summed in tiles of columns: each
+    output's sum is the one a whole row gives, so both kernel sets agree to the bit, and the
+    result is the formula's."""
+    from convfilter import _jit
+
+    assert _jit.PLANAR_TILE_MIN_WIDTH == conv_paths.PLANAR_TILE_MIN_WIDTH  # the cost model knows the rule
+    assert _jit.planar_tile(8, 600) == 600  # a row that fits: whole
+    assert _jit.planar_tile(32, 400) == 400  # too narrow to gain from tiles
+    assert _jit.planar_tile(32, 600) == 208  # 19 200 floats: three tiles, a multiple of 16 wide
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((1, 3, 600, 2)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 2, 32)).astype(np.float32)
+    ops.set_backend(backend)
+    try:
+        got = run_path(x, w, (1, 1), "SAME", (1, 1), "planar")
+    finally:
+        ops.set_backend("auto")
+    assert_close_to_formula(got, x, w, (1, 1), "SAME", (1, 1))
+    if backend == "numba":
+        ops.set_backend("numpy")
+        try:
+            np.testing.assert_array_equal(got, run_path(x, w, (1, 1), "SAME", (1, 1), "planar"))
+        finally:
+            ops.set_backend("auto")
