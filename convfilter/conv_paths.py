@@ -370,7 +370,9 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
         cols, rows = factors
         mean_taps = (np.count_nonzero(cols) / cols[..., 0].size, np.count_nonzero(rows) / rows[..., 0].size)
     offer_blocked = (fh * fw > 1 and BLOCKED_MIN_CHANNELS <= n_in and n_out <= BLOCKED_MAX_FILTERS
-                     and blocked_fits(w.shape, out_shape[1:3], dilations) and blocked_ready())
+                     and blocked_fits(w.shape, out_shape[1:3], dilations)
+                     and (math.prod(out_shape[:3]) > SMALL_MAP_PIXELS or n_in * n_out < BLOCKED_SMALL_MAP_PAIRS)
+                     and blocked_ready())
     key = (tuple(x_shape), w.shape, tuple(strides), tuple(dilations), tuple(out_shape), used, mean_taps,
            offer_blocked)
     path = _choices.get(key)
@@ -781,6 +783,10 @@ def _gemm_band(source, matrix, window, strides, dilations, in_place, bias, activ
 # products of equal depth run as bands and added in their order, so the bits do not depend on
 # the threads (7x7x512 * 3x3x512x512: 3.0 -> 2.2 ms).
 SMALL_MAP_PIXELS = MIN_TILE_PIXELS
+# ... which the blocked path serves better only for fewer (channel, filter) pairs than this
+# (measured on small maps: 14x14x16 * 5x5x16x16 blocked 0.064 ms, im2col 0.078; 14x14x64 *
+# 5x5x64x64 blocked 0.45, im2col 0.42; 14x14x512 * 7x7x512x16 with stride 2 blocked 1.0, im2col 0.75)
+BLOCKED_SMALL_MAP_PAIRS = 1024
 DEPTH_PARTS = 2
 MIN_PART_DEPTH = 64  # ... each at least this deep
 

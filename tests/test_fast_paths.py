@@ -890,3 +890,18 @@ def test_wide_rows_of_many_filters_are_summed_in_tiles_with_the_same_bits(backen
             np.testing.assert_array_equal(got, run_path(x, w, (1, 1), "SAME", (1, 1), "planar"))
         finally:
             ops.set_backend("auto")
+
+
+def test_small_maps_of_many_channel_pairs_are_not_offered_the_blocked_path(monkeypatch):
+    """On a map of one tile BLAS's one product beats the blocked path from 1024 (channel, filter)
+    pairs on (measured); below that, and on larger maps, the blocked path is still offered."""
+    monkeypatch.setattr(conv_paths, "blocked_ready", lambda: True)
+    monkeypatch.setattr(conv_paths, "_choices", {})  # no choice remembered from another test
+    offered = []
+    monkeypatch.setattr(conv_paths, "_cheapest_path", lambda *args: offered.append(args[-1]) or "im2col")
+    for x_shape, w_shape in [((1, 14, 14, 512), (7, 7, 512, 16)), ((1, 14, 14, 16), (5, 5, 16, 16)),
+                             ((1, 56, 56, 512), (7, 7, 512, 16))]:
+        w = np.ones(w_shape, np.float32)
+        out_h = -(-x_shape[1] // 2)
+        conv_paths.choose_path(x_shape, w, (2, 2), (1, 1), (1, out_h, out_h, w_shape[3]), None)
+    assert offered == [False, True, True]
