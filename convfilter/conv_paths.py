@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import threading
 
 import numpy as np
@@ -456,7 +457,7 @@ def correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path
     factors = separable_factors(w) if worth_factoring else None
     if path == "separable" and factors is None:
         raise ValueError("the separable path needs rank-1 kernels")
-    out = np.empty((x.shape[0], gh.out, gw.out, w.shape[3]), np.float32)
+    out = result_array((x.shape[0], gh.out, gw.out, w.shape[3]))
     if path == "auto":
         path = choose_path((x.shape[0], x.shape[1], x.shape[2], w.shape[2]), w, strides, dilations, out.shape,
                            factors)
@@ -701,6 +702,38 @@ def padded_copy(x, gh: AxisGeometry, gw: AxisGeometry, border: str, extra: tuple
     padded[:, top : top + height, left + width :] = 0.0
     padded[:, top : top + height, left : left + width] = x
     return padded
+
+
+# A fresh result of more than 32 MB costs its page faults: the C library maps such blocks anew
+# for each array and returns them on free, and the kernel zeroes every page on first touch (a
+# new 35 MB array, 1x427x640x3 * 3x3x3x32's output, took 5 ms to fill against 1.4 ms for
+# memory written before; smaller blocks are reused by the C library itself). So a result of
+# RESULT_MIN_FLOATS to RESULT_MAX_FLOATS floats is written into the memory of an earlier result
+# that nothing refers to any more; up to KEPT_RESULTS such blocks are kept (at most 256 MB,
+# only in a process that made results that large), and one that a caller still holds, or a
+# view of it, is never handed out again.
+RESULT_MIN_FLOATS = 1 << 23
+RESULT_MAX_FLOATS = 1 << 25
+KEPT_RESULTS = 2
+_kept_results: list[np.ndarray] = []
+_kept_lock = threading.Lock()
+
+
+def result_array(shape) -> np.ndarray:
+    """An uninitialised float32 array of ``shape`` for a call's result (see :data:`KEPT_RESULTS`)."""
+    size = math.prod(shape)
+    if not RESULT_MIN_FLOATS <= size <= RESULT_MAX_FLOATS:
+        return np.empty(shape, np.float32)
+    with _kept_lock:
+        for block in _kept_results:
+            # referred to by the list, ``block`` and getrefcount's argument only: nobody holds it
+            if block.size >= size and sys.getrefcount(block) <= 3:
+                return block[:size].reshape(shape)
+        block = np.empty(size, np.float32)
+        _kept_results.append(block)
+        if len(_kept_results) > KEPT_RESULTS:
+            del _kept_results[0]
+        return block.reshape(shape)
 
 
 def correlate_gemm(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, bias, activation,

@@ -905,3 +905,40 @@ def test_small_maps_of_many_channel_pairs_are_not_offered_the_blocked_path(monke
         out_h = -(-x_shape[1] // 2)
         conv_paths.choose_path(x_shape, w, (2, 2), (1, 1), (1, out_h, out_h, w_shape[3]), None)
     assert offered == [False, True, True]
+
+
+def test_a_large_result_reuses_only_memory_nobody_refers_to(monkeypatch):
+    """Results of many megabytes are written into an earlier result's memory once nothing refers
+    to it: a result (or a view of one) that the caller still holds is never written again."""
+    monkeypatch.setattr(conv_paths, "RESULT_MIN_FLOATS", 1000)
+    monkeypatch.setattr(conv_paths, "_kept_results", [])
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((1, 40, 30, 2)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
+    first = ops.conv2d(x, w)
+    kept = first.copy()
+    second = ops.conv2d(-x, w)  # `first` is held: another block
+    assert not np.shares_memory(first, second)
+    np.testing.assert_array_equal(first, kept)
+    view = first[0, 3]
+    del first
+    third = ops.conv2d(2 * x, w)  # `first` is gone but its row is held
+    assert not np.shares_memory(third, view) and not np.shares_memory(third, second)
+    np.testing.assert_array_equal(view, kept[0, 3])
+    del view, third
+    fourth = ops.conv2d(x, w)  # nothing refers to the kept blocks now: one is written again
+    assert any(np.shares_memory(fourth, block) for block in conv_paths._kept_results)
+    np.testing.assert_array_equal(fourth, kept)
+    assert len(conv_paths._kept_results) <= conv_paths.KEPT_RESULTS
+
+
+def test_results_made_at_once_on_several_threads_never_share_memory(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(conv_paths, "RESULT_MIN_FLOATS", 10)
+    monkeypatch.setattr(conv_paths, "_kept_results", [])
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(20):
+            results = list(pool.map(lambda _: conv_paths.result_array((5, 7)), range(16)))
+            for i, a in enumerate(results):
+                assert all(not np.shares_memory(a, b) for b in results[i + 1 :])
