@@ -372,7 +372,7 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
         mean_taps = (np.count_nonzero(cols) / cols[..., 0].size, np.count_nonzero(rows) / rows[..., 0].size)
     offer_blocked = (fh * fw > 1 and BLOCKED_MIN_CHANNELS <= n_in and n_out <= BLOCKED_MAX_FILTERS
                      and blocked_fits(w.shape, out_shape[1:3], dilations)
-                     and (math.prod(out_shape[:3]) > SMALL_MAP_PIXELS or n_in * n_out < BLOCKED_SMALL_MAP_PAIRS)
+                     and (math.prod(out_shape[:3]) > SMALL_MAP_PIXELS or n_out < BLOCKED_SMALL_MAP_FILTERS)
                      and blocked_ready())
     key = (tuple(x_shape), w.shape, tuple(strides), tuple(dilations), tuple(out_shape), used, mean_taps,
            offer_blocked)
@@ -816,12 +816,17 @@ def _gemm_band(source, matrix, window, strides, dilations, in_place, bias, activ
 # products of equal depth run as bands and added in their order, so the bits do not depend on
 # the threads (7x7x512 * 3x3x512x512: 3.0 -> 2.2 ms).
 SMALL_MAP_PIXELS = MIN_TILE_PIXELS
-# ... which the blocked path serves better only for fewer (channel, filter) pairs than this
-# (measured on small maps: 14x14x16 * 5x5x16x16 blocked 0.064 ms, im2col 0.078; 14x14x64 *
-# 5x5x64x64 blocked 0.45, im2col 0.42; 14x14x512 * 7x7x512x16 with stride 2 blocked 1.0, im2col 0.75)
-BLOCKED_SMALL_MAP_PAIRS = 1024
+# ... which the blocked path serves better only for fewer filters than this (measured on small
+# maps, im2col in two parts of the sum: 7x7x128 * 7x7x128x128 with stride 2, blocked 0.68 ms,
+# im2col 0.42; 14x14x256 * 7x7x256x64 stride 2, 1.25 and 0.75; 28x28x512 * 5x5x512x16 stride 2,
+# 0.93 and 1.16; 20x20x32 * 5x5x32x32, 0.26 and 0.31)
+BLOCKED_SMALL_MAP_FILTERS = 64
 DEPTH_PARTS = 2
 MIN_PART_DEPTH = 64  # ... each at least this deep
+# ... from this many multiply-adds: one product of a small map keeps BLAS at full speed, so even
+# a product of a quarter of a band's work repays a second thread (14x14x512 * 7x7x512x16 with
+# stride 2, 19.7 million: 0.56 -> 0.42 ms)
+SMALL_MAP_PARALLEL_WORK = 5_000_000
 
 
 def correlate_small_map(source, w, strides, dilations, bias, activation, out) -> None:
@@ -841,11 +846,13 @@ def correlate_small_map(source, w, strides, dilations, bias, activation, out) ->
             source, shape=(n_img, out_h, out_w, fh, fw, channels),
             strides=(s_n, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c), writeable=False)
     work = out.size * depth
-    parts = DEPTH_PARTS if work >= thread_pool.MIN_PARALLEL_WORK and depth >= MIN_PART_DEPTH * DEPTH_PARTS else 1
+    parts = DEPTH_PARTS if work >= SMALL_MAP_PARALLEL_WORK and depth >= MIN_PART_DEPTH * DEPTH_PARTS else 1
     edges = [depth * p // parts for p in range(parts + 1)]
     partial = np.empty((parts - 1, windows.shape[0], n_out), np.float32)
     target = out.reshape(-1, n_out)
-    run_bands(_depth_part, (windows, w.reshape(depth, n_out), edges, target, partial), parts, work, blas=True)
+    # parts are worth threads from SMALL_MAP_PARALLEL_WORK on: counted as a call that is
+    run_bands(_depth_part, (windows, w.reshape(depth, n_out), edges, target, partial), parts,
+              work if parts == 1 else max(work, thread_pool.MIN_PARALLEL_WORK), blas=True)
     for product in partial:
         target += product
     if bias is not None:

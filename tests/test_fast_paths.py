@@ -447,7 +447,7 @@ def test_matrix_product_paths_match_the_formula(case, small_map, monkeypatch):
     parts of its sum (every case here is small enough for either)."""
     monkeypatch.setattr(conv_paths, "SMALL_MAP_PIXELS", 0 if small_map == "tiles" else 1 << 30)
     if small_map == "parts of the sum":
-        monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
+        monkeypatch.setattr(conv_paths, "SMALL_MAP_PARALLEL_WORK", 0)
         monkeypatch.setattr(conv_paths, "DEPTH_PARTS", 3)
         monkeypatch.setattr(conv_paths, "MIN_PART_DEPTH", 1)
     n_img, height, width, channels, k, n_out, strides, padding, dilations = case
@@ -519,7 +519,7 @@ def test_matrix_product_paths_apply_bias_and_activation_per_tile(path, kernel, a
     bias = rng.standard_normal(6).astype(np.float32) if with_bias else None
     if path == "small map":  # in three parts of the sum
         path = "im2col" if kernel > 1 else "matmul"
-        monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
+        monkeypatch.setattr(conv_paths, "SMALL_MAP_PARALLEL_WORK", 0)
         monkeypatch.setattr(conv_paths, "DEPTH_PARTS", 3)
         monkeypatch.setattr(conv_paths, "MIN_PART_DEPTH", 1)
     else:
@@ -794,7 +794,7 @@ def test_a_small_maps_sum_in_parts_does_not_depend_on_the_thread_count(kernel, c
     x = rng.standard_normal((2, 7, 6, channels)).astype(np.float32)
     w = rng.standard_normal((kernel, kernel, channels, 40)).astype(np.float32)
     bias = rng.standard_normal(40).astype(np.float32)
-    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setattr(conv_paths, "SMALL_MAP_PARALLEL_WORK", 0)
     monkeypatch.setattr(conv_paths, "DEPTH_PARTS", 3)
     parts = []
     band = conv_paths._depth_part
@@ -892,15 +892,15 @@ def test_wide_rows_of_many_filters_are_summed_in_tiles_with_the_same_bits(backen
             ops.set_backend("auto")
 
 
-def test_small_maps_of_many_channel_pairs_are_not_offered_the_blocked_path(monkeypatch):
-    """On a map of one tile BLAS's one product beats the blocked path from 1024 (channel, filter)
-    pairs on (measured); below that, and on larger maps, the blocked path is still offered."""
+def test_small_maps_of_many_filters_are_not_offered_the_blocked_path(monkeypatch):
+    """On a map of one tile BLAS's product beats the blocked path from 64 filters on (measured);
+    with fewer, and on larger maps, the blocked path is still offered."""
     monkeypatch.setattr(conv_paths, "blocked_ready", lambda: True)
     monkeypatch.setattr(conv_paths, "_choices", {})  # no choice remembered from another test
     offered = []
     monkeypatch.setattr(conv_paths, "_cheapest_path", lambda *args: offered.append(args[-1]) or "im2col")
-    for x_shape, w_shape in [((1, 14, 14, 512), (7, 7, 512, 16)), ((1, 14, 14, 16), (5, 5, 16, 16)),
-                             ((1, 56, 56, 512), (7, 7, 512, 16))]:
+    for x_shape, w_shape in [((1, 14, 14, 256), (7, 7, 256, 64)), ((1, 14, 14, 512), (5, 5, 512, 16)),
+                             ((1, 56, 56, 256), (7, 7, 256, 64))]:
         w = np.ones(w_shape, np.float32)
         out_h = -(-x_shape[1] // 2)
         conv_paths.choose_path(x_shape, w, (2, 2), (1, 1), (1, out_h, out_h, w_shape[3]), None)
