@@ -34,6 +34,7 @@ def test_signal_mid_run_stops_promptly_and_leaves_only_whole_files(tmp_path, sig
     process.wait(timeout=30)
     assert time.monotonic() - started < 5
     assert process.returncode == code, rest
+    assert len(rest.splitlines()) >= 2, repr(first) + repr(rest)
     *_, summary, last = rest.splitlines()
     assert "" not in rest.splitlines(), rest
     assert last == ("Error: interrupted" if signum == signal.SIGINT else "Error: terminated")
