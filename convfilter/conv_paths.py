@@ -709,12 +709,13 @@ def padded_copy(x, gh: AxisGeometry, gw: AxisGeometry, border: str, extra: tuple
 # new 35 MB array, 1x427x640x3 * 3x3x3x32's output, took 5 ms to fill against 1.4 ms for
 # memory written before; smaller blocks are reused by the C library itself). So a result of
 # RESULT_MIN_FLOATS to RESULT_MAX_FLOATS floats is written into the memory of an earlier result
-# that nothing refers to any more; KEPT_RESULTS such block is kept (at most 128 MB, only in a
-# process that made results that large), and one that a caller still holds, or a view of it,
-# is never handed out again.
+# that nothing refers to any more. KEPT_RESULTS such blocks are kept (at most 256 MB, only in
+# a process that made results that large): two, because ``y = conv2d(x, w)`` in a loop still
+# holds the last result while the next is made. One that a caller still holds, or a view of
+# it, is never handed out again.
 RESULT_MIN_FLOATS = 1 << 23
 RESULT_MAX_FLOATS = 1 << 25
-KEPT_RESULTS = 1
+KEPT_RESULTS = 2
 _kept_results: list[np.ndarray] = []
 _kept_lock = threading.Lock()
 

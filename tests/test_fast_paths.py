@@ -942,3 +942,20 @@ def test_results_made_at_once_on_several_threads_never_share_memory(monkeypatch)
             results = list(pool.map(lambda _: conv_paths.result_array((5, 7)), range(16)))
             for i, a in enumerate(results):
                 assert all(not np.shares_memory(a, b) for b in results[i + 1 :])
+
+
+def test_a_loop_that_rebinds_its_result_reuses_two_blocks(monkeypatch):
+    """``y = conv2d(x, w)`` holds the last result while the next one is made: two blocks are kept,
+    so the loop writes into them in turn instead of mapping fresh memory on every call."""
+    monkeypatch.setattr(conv_paths, "RESULT_MIN_FLOATS", 1000)
+    monkeypatch.setattr(conv_paths, "_kept_results", [])
+    rng = np.random.default_rng(37)
+    x = rng.standard_normal((1, 40, 30, 2)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
+    addresses = []
+    y = None
+    for _ in range(6):
+        y = ops.conv2d(x, w)
+        addresses.append(y.__array_interface__["data"][0])
+    assert len(set(addresses)) == 2 and addresses[0::2] == addresses[:1] * 3
+    np.testing.assert_array_equal(y, ops.conv2d(x.copy(), w.copy()))
