@@ -34,9 +34,9 @@ import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
 # The public kernels, for ``ops.warm_up`` (helpers inlined into them are not listed).
-KERNELS = ("pad_planar", "pad_planar_phases", "pad_planar_channel_sum", "pad_planar_channel_sum_scaled", "scale_channel",
-           "correlate_planar", "correlate_separable", "correlate_depthwise", "max_pool", "avg_pool", "winograd_input",
-           "winograd_output", "correlate_blocked")
+KERNELS = ("pad_planar", "pad_planar_phases", "pad_planar_channel_sum", "pad_planar_channel_sum_scaled",
+           "scale_channel", "correlate_planar", "correlate_separable", "correlate_depthwise", "max_pool", "avg_pool",
+           "winograd_input", "winograd_output", "correlate_blocked")
 
 
 @njit(cache=CACHE, nogil=True, inline="always")

@@ -50,10 +50,10 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import _backend
+from . import threads as thread_pool
 from .activations import apply_in_place
 from .borders import fill_border, pad
 from .geometry import AxisGeometry
-from . import threads as thread_pool
 from .threads import band_edges, run_bands
 
 # The one list of paths: ``correlate(path=...)`` accepts these names and "auto".
@@ -851,7 +851,7 @@ def correlate_small_map(source, w, strides, dilations, bias, activation, out) ->
     edges = [depth * p // parts for p in range(parts + 1)]
     partial = np.empty((parts - 1, windows.shape[0], n_out), np.float32)
     target = out.reshape(-1, n_out)
-    # parts are worth threads from SMALL_MAP_PARALLEL_WORK on: counted as a call that is
+    # parts run on threads from SMALL_MAP_PARALLEL_WORK on, below the bands' own threshold
     run_bands(_depth_part, (windows, w.reshape(depth, n_out), edges, target, partial), parts,
               work if parts == 1 else max(work, thread_pool.MIN_PARALLEL_WORK), blas=True)
     for product in partial:
