@@ -36,7 +36,7 @@ from .conv_paths import CONV_PATHS, correlate, finish_of, read_only, sums_input_
 from .geometry import (IntOrPair, Padding, axis, axis_padding, check_border, check_pool_padding, describe_padding,
                        normalize_border, normalize_padding, output_size, pair)
 from .kernels import OUT_FIRST_HINT, looks_out_first
-from .threads import get_num_threads, run_bands, set_num_threads, single_threaded_blas
+from .threads import get_num_threads, run_bands, set_num_threads
 
 __all__ = [
     "conv2d",
@@ -252,26 +252,10 @@ def _filters(filters, channels: int, name: str, last_axis: str, mismatch=None) -
     # a float32 sum is finite when every weight is (one pass, no temporary: a deep bank is tens of
     # megabytes); only when it overflows or is NaN are the weights checked one by one
     with np.errstate(over="ignore", invalid="ignore"):
-        total = _sum_of_weights(w)
+        total = w.sum(dtype=np.float32)
     if not np.isfinite(total) and not np.isfinite(w).all():
         raise ValueError(f"{name} {contain} NaN or infinity; kernel values must be finite")
     return np.ascontiguousarray(w, np.float32)
-
-
-# Banks of more floats than this are summed as a product with ones, on one BLAS thread: BLAS
-# reads at memory speed where numpy's pairwise sum does not (3x3x512x512: 0.37 -> 0.08 ms).
-# One thread, because BLAS's own threads, once woken, spin for a while and take the CPUs from
-# the band threads of the convolution that follows.
-BLAS_SUM_FLOATS = 1 << 16
-
-
-def _sum_of_weights(w: np.ndarray):
-    """The float32 sum of ``w``'s weights: NaN or infinite when any weight is (or the sum overflows)."""
-    if w.size < BLAS_SUM_FLOATS or w.dtype != np.float32 or not w.flags.c_contiguous:
-        return w.sum(dtype=np.float32)
-    rows = w.reshape(-1, w.shape[-1])
-    with single_threaded_blas():
-        return (rows @ np.ones(rows.shape[1], np.float32)).sum()
 
 
 DEPTHWISE_WORK_SCALE = 4

@@ -424,7 +424,7 @@ def test_large_finite_filters_whose_sum_overflows_are_accepted():
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_weights_in_a_deep_bank_are_found(bad):
-    # a bank of over 64 Ki floats is summed as a product with ones: one bad weight still shows
+    # one bad weight among 73 Ki of a deep bank still shows in the sum of them all
     w = np.ones((3, 3, 64, 128), np.float32)
     w[2, 0, 63, 127] = bad
     raises(ValueError, ["NaN or infinity", "finite"], ops.conv2d, np.ones((5, 5, 64)), w)
