@@ -372,7 +372,8 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
         mean_taps = (np.count_nonzero(cols) / cols[..., 0].size, np.count_nonzero(rows) / rows[..., 0].size)
     offer_blocked = (fh * fw > 1 and BLOCKED_MIN_CHANNELS <= n_in and n_out <= BLOCKED_MAX_FILTERS
                      and blocked_fits(w.shape, out_shape[1:3], dilations)
-                     and (math.prod(out_shape[:3]) > SMALL_MAP_PIXELS or n_out < BLOCKED_SMALL_MAP_FILTERS)
+                     and (math.prod(out_shape[:3]) > SMALL_MAP_PIXELS
+                          or BLOCKED_FEWEST_PIXELS < math.prod(out_shape[:3]) and n_out < BLOCKED_SMALL_MAP_FILTERS)
                      and blocked_ready())
     key = (tuple(x_shape), w.shape, tuple(strides), tuple(dilations), tuple(out_shape), used, mean_taps,
            offer_blocked)
@@ -822,6 +823,12 @@ SMALL_MAP_PIXELS = MIN_TILE_PIXELS
 # im2col 0.42; 14x14x256 * 7x7x256x64 stride 2, 1.25 and 0.75; 28x28x512 * 5x5x512x16 stride 2,
 # 0.93 and 1.16; 20x20x32 * 5x5x32x32, 0.26 and 0.31)
 BLOCKED_SMALL_MAP_FILTERS = 64
+# ... and only on more output pixels than this (its 4x4 blocks of pixels and filters read the
+# bank again for every band: on one-image maps, medians of 5 alternating rounds, 7x7 outputs of
+# 14x14x512 * 7x7x512x16 with stride 2, blocked 0.87 ms and im2col 0.69; of 7x7x512 * 3x3x512x16,
+# 0.17 both; 8x8 outputs of 8x8x64 * 5x5x64x32, 0.12 both; 10x10 of 10x10x32 * 5x5x32x16, blocked
+# 0.062 and im2col 0.077; 12x12 of 12x12x128 * 3x3x128x16, 0.092 and 0.123)
+BLOCKED_FEWEST_PIXELS = 64
 DEPTH_PARTS = 2
 MIN_PART_DEPTH = 64  # ... each at least this deep
 # ... from this many multiply-adds: one product of a small map keeps BLAS at full speed, so even

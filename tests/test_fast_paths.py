@@ -893,18 +893,19 @@ def test_wide_rows_of_many_filters_are_summed_in_tiles_with_the_same_bits(backen
 
 
 def test_small_maps_of_many_filters_are_not_offered_the_blocked_path(monkeypatch):
-    """On a map of one tile BLAS's product beats the blocked path from 64 filters on (measured);
-    with fewer, and on larger maps, the blocked path is still offered."""
+    """On a map of one tile BLAS's product beats the blocked path from 64 filters on, and on maps
+    of at most 64 pixels (measured); with fewer filters on more pixels, and on larger maps, the
+    blocked path is still offered."""
     monkeypatch.setattr(conv_paths, "blocked_ready", lambda: True)
     monkeypatch.setattr(conv_paths, "_choices", {})  # no choice remembered from another test
     offered = []
     monkeypatch.setattr(conv_paths, "_cheapest_path", lambda *args: offered.append(args[-1]) or "im2col")
-    for x_shape, w_shape in [((1, 14, 14, 256), (7, 7, 256, 64)), ((1, 14, 14, 512), (5, 5, 512, 16)),
-                             ((1, 56, 56, 256), (7, 7, 256, 64))]:
+    for x_shape, w_shape in [((1, 14, 14, 256), (7, 7, 256, 64)), ((1, 28, 28, 512), (5, 5, 512, 16)),
+                             ((1, 14, 14, 512), (7, 7, 512, 16)), ((1, 56, 56, 256), (7, 7, 256, 64))]:
         w = np.ones(w_shape, np.float32)
         out_h = -(-x_shape[1] // 2)
         conv_paths.choose_path(x_shape, w, (2, 2), (1, 1), (1, out_h, out_h, w_shape[3]), None)
-    assert offered == [False, True, True]
+    assert offered == [False, True, False, True]  # 49 pixels, 196 pixels, 49 pixels, a larger map
 
 
 def test_a_large_result_reuses_only_memory_nobody_refers_to(monkeypatch):
