@@ -738,6 +738,15 @@ def result_array(shape) -> np.ndarray:
         return block.reshape(shape)
 
 
+def window_view(source, out_hw, window, strides, dilations) -> np.ndarray:
+    """The read-only (N, H_out, W_out, fh, fw, C) view of every output pixel's window in the padded
+    NHWC ``source``, in the (u, v, c) order of the filter matrix's rows: what im2col copies."""
+    s_n, s_h, s_w, s_c = source.strides
+    (sh, sw), (dh, dw) = strides, dilations
+    return as_strided(source, shape=(source.shape[0], *out_hw, *window, source.shape[3]),
+                      strides=(s_n, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c), writeable=False)
+
+
 def correlate_gemm(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, bias, activation,
                    out, border: str = "CONSTANT") -> None:
     """The matmul and im2col paths: ``out[pixels] = windows(pixels) @ w.reshape(fh*fw*C, F)``.
@@ -782,9 +791,9 @@ def _gemm_band(source, matrix, window, strides, dilations, in_place, bias, activ
     """Output rows ``start .. stop`` (counted over all images) of :func:`correlate_gemm`."""
     _, out_h, out_w, n_out = out.shape
     depth = matrix.shape[0]
-    (fh, fw), (sh, sw), (dh, dw) = window, strides, dilations
-    _, s_h, s_w, s_c = source.strides
+    fh, fw = window
     channels = source.shape[3]
+    windows = None if in_place else window_view(source, (out_h, out_w), window, strides, dilations)
     # a tile is whole output rows when they fit, else part of one row
     tile_pixels = max(TILE_FLOATS // depth, MIN_TILE_PIXELS)
     tile_rows = min(max(1, tile_pixels // out_w), out_h, stop - start)
@@ -801,9 +810,7 @@ def _gemm_band(source, matrix, window, strides, dilations, in_place, bias, activ
                 pixels = source[n, i : i + rows, j : j + cols].reshape(rows * cols, channels)
             else:
                 pixels = buffer[: rows * cols * depth].reshape(rows * cols, depth)
-                windows = as_strided(source[n, i * sh :, j * sw :], shape=(rows, cols, fh, fw, channels),
-                                     strides=(sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c), writeable=False)
-                pixels.reshape(rows, cols, fh, fw, channels)[...] = windows
+                pixels.reshape(rows, cols, fh, fw, channels)[...] = windows[n, i : i + rows, j : j + cols]
             np.matmul(pixels, matrix, out=target)
             if bias is not None:
                 target += bias
@@ -843,16 +850,13 @@ def correlate_small_map(source, w, strides, dilations, bias, activation, out) ->
     in :data:`DEPTH_PARTS` products of parts of the sum when the call is worth threads."""
     fh, fw, channels, n_out = w.shape
     n_img, out_h, out_w, _ = out.shape
-    (sh, sw), (dh, dw) = strides, dilations
     depth = fh * fw * channels
     if fh == fw == 1 and strides == (1, 1):
         windows = source.reshape(-1, channels)
     else:
-        s_n, s_h, s_w, s_c = source.strides
         windows = np.empty((n_img * out_h * out_w, depth), np.float32)
-        windows.reshape(n_img, out_h, out_w, fh, fw, channels)[...] = as_strided(
-            source, shape=(n_img, out_h, out_w, fh, fw, channels),
-            strides=(s_n, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c), writeable=False)
+        windows.reshape(n_img, out_h, out_w, fh, fw, channels)[...] = window_view(
+            source, (out_h, out_w), (fh, fw), strides, dilations)
     work = out.size * depth
     parts = DEPTH_PARTS if work >= SMALL_MAP_PARALLEL_WORK and depth >= MIN_PART_DEPTH * DEPTH_PARTS else 1
     edges = [depth * p // parts for p in range(parts + 1)]
