@@ -414,7 +414,8 @@ def test_non_finite_filters(bad):
 
 
 def test_large_finite_filters_whose_sum_overflows_are_accepted():
-    # the finite check sums the weights first; a sum that overflows float32 is checked weight by weight
+    # the finite check sums the squared weights first; a sum that overflows float32 is checked
+    # weight by weight
     w = np.full((1, 1, 1, 4), 3e38, np.float32)
     assert ops.conv2d(np.zeros((2, 2, 1)), w).shape == (2, 2, 4)
     w = np.full((3, 3, 8, 2), 1e38, np.float32)
@@ -424,7 +425,7 @@ def test_large_finite_filters_whose_sum_overflows_are_accepted():
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_weights_in_a_deep_bank_are_found(bad):
-    # one bad weight among 73 Ki of a deep bank still shows in the sum of them all
+    # one bad weight among 73 Ki of a deep bank still shows in the sum of their squares
     w = np.ones((3, 3, 64, 128), np.float32)
     w[2, 0, 63, 127] = bad
     raises(ValueError, ["NaN or infinity", "finite"], ops.conv2d, np.ones((5, 5, 64)), w)
@@ -432,6 +433,15 @@ def test_non_finite_weights_in_a_deep_bank_are_found(bad):
     assert ops.conv2d(np.zeros((5, 5, 64)), w).shape == (5, 5, 128)
     w[0, 1, 2, 3] = -np.inf
     raises(ValueError, ["NaN or infinity", "finite"], ops.conv2d, np.ones((5, 5, 64)), w)
+
+
+def test_float64_weights_beyond_float32_are_refused_not_turned_into_infinity():
+    # the weights are computed in float32: 1e39 would be an infinity there
+    w = np.ones((3, 3, 2, 1))
+    w[0, 0, 1, 0] = -1e39
+    raises(ValueError, ["NaN or infinity in float32", "finite"], ops.conv2d, np.ones((5, 5, 2)), w)
+    w[0, 0, 1, 0] = 1e38  # the largest float32 is about 3.4e38
+    assert np.isfinite(ops.conv2d(np.ones((5, 5, 2)), w)).all()
 
 
 def test_non_numeric_dtypes():
