@@ -9,6 +9,12 @@ machine's limits convfilter reaches: multiply-adds against the FMA peak,
 and the bytes it must read and write at least against the copy bandwidth,
 both measured by ``probe_peak.py`` in the same run.
 
+The times are steady-state, as in a process that makes many calls (a server, a batch, a
+model run, a long loop): the run first loads every Numba kernel (``ops.warm_up()``), as
+``sweep_tensorflow.py`` does. ``--cold`` skips that: a row's calls then run numpy's twins of
+the kernels until Numba pays for itself, as in a short loop in a fresh process (the Winograd
+transforms of ``1x28x28x256 * 3x3x256x256`` do for the few dozen calls of a row).
+
 On a shared machine absolute times move a lot; the libraries are therefore
 timed in alternating rounds (convfilter, pause, peer, pause, ...), each round
 gives a median and a ratio, and the table shows the medians over the rounds.
@@ -16,7 +22,7 @@ The pause lets TensorFlow's spinning worker threads go idle before the next
 library runs.
 
     pip install tensorflow-cpu  # in a separate environment, with convfilter installed there too
-    python benchmarks/bench_networks.py [--rounds 3] [--calls 11] [--only 1x1]
+    python benchmarks/bench_networks.py [--rounds 3] [--calls 11] [--only 1x1] [--cold]
 
 BLAS may be slowed down by ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` in the environment: the
 script prints the BLAS kernel threadpoolctl sees, so a run with a generic kernel shows.
@@ -167,7 +173,7 @@ def compare(row: Row, rounds: int, calls: int, pause: float) -> dict[str, tuple[
     """``{library: (median seconds over the rounds, median ratio library / convfilter)}``."""
     libraries = {"convfilter": row.ours, **row.peers}
     for fn in libraries.values():
-        fn()  # warm-up: compile or load kernels, build TF's graph
+        fn()  # warm-up: build TF's graph, let convfilter choose and allocate
     seconds = {name: [] for name in libraries}
     for _ in range(rounds):
         for name, fn in libraries.items():
@@ -194,7 +200,10 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=11, help="timed calls per library per round")
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between libraries")
     parser.add_argument("--only", default="", help="rows whose name contains this text")
+    parser.add_argument("--cold", action="store_true", help="do not load Numba's kernels first")
     args = parser.parse_args(argv)
+    if not args.cold:
+        ops.warm_up()
 
     rng = np.random.default_rng(0)
     threads = ops.get_num_threads()
@@ -203,7 +212,7 @@ def main(argv=None) -> int:
     print(f"# convfilter {convfilter.__version__}, numpy {np.__version__}, "
           f"TensorFlow {tf.__version__ if tf else 'not installed'}; {threads} threads; {blas_description()}")
     print(f"# load average {load:.1f} at the start; medians of {args.rounds} alternating rounds of "
-          f"{args.calls} calls; ratio = peer / convfilter; FMA peak: 2 x multiply-adds of the formula per "
+          f"{args.calls} calls; {'cold' if args.cold else 'Numba kernels loaded first'}; ratio = peer / convfilter; FMA peak: 2 x multiply-adds of the formula per "
           "second (left out where convfilter skips zero taps or runs a separable kernel); copy bandwidth: "
           "input, filters and output once per call")
     worst, table = [], []
