@@ -178,6 +178,9 @@ DEPTHWISE_CASES = [
     ((1, 15, 16, 4), (3, 3), 3, (1, 2), (2, 1), "SAME"),  # dilation
     ((1, 1, 1, 3), (3, 3), 2, (1, 1), (1, 1), "SAME"),  # a 1x1 image
     ((1, 160, 150, 6), (3, 3), 1, (1, 1), (1, 1), "SAME"),  # several row blocks
+    # 3x3 kernels of one map per channel sum rows inside the image a kernel row at a time
+    ((1, 15, 16, 4), (3, 3), 1, (1, 2), (2, 1), "SAME"),
+    ((2, 10, 19, 24), (3, 3), 1, (2, 1), (1, 2), "VALID"),
 ]
 
 
@@ -197,10 +200,11 @@ def test_depthwise_gives_the_same_bits(shape, kernel, mult, strides, dilations, 
 def test_depthwise_with_non_finite_inputs_and_explicit_padding_gives_the_same_bits():
     x = np.random.default_rng(3).standard_normal((1, 12, 13, 3)).astype(np.float32)
     x[0, 3, 4, 0], x[0, 7, 1, 1], x[0, 0, 12, 2] = np.nan, np.inf, -np.inf
-    w = np.random.default_rng(5).standard_normal((4, 3, 3, 2)).astype(np.float32)
-    w[1, 1] = 0  # a zero tap times infinity is NaN on both
-    for padding in ("SAME", ((2, 1), (0, 3))):
-        assert_same_bits(*on_both(lambda: ops.depthwise_conv2d(x, w, padding=padding)))
+    for shape in ((4, 3, 3, 2), (3, 3, 3, 1)):
+        w = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+        w[1, 1] = 0  # a zero tap times infinity is NaN on both
+        for padding in ("SAME", ((2, 1), (0, 3))):
+            assert_same_bits(*on_both(lambda: ops.depthwise_conv2d(x, w, padding=padding)))
 
 
 @pytest.mark.parametrize("threads", [2, 3])
