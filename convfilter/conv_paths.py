@@ -839,9 +839,12 @@ BLOCKED_FEWEST_PIXELS = 64
 DEPTH_PARTS = 2
 MIN_PART_DEPTH = 64  # ... each at least this deep
 # ... from this many multiply-adds: one product of a small map keeps BLAS at full speed, so even
-# a product of a quarter of a band's work repays a second thread (14x14x512 * 7x7x512x16 with
-# stride 2, 19.7 million: 0.56 -> 0.42 ms)
-SMALL_MAP_PARALLEL_WORK = 5_000_000
+# a product of under a band's work repays a second thread, once it outweighs handing a part to
+# the pool and the two products slowing each other (medians of 9 alternating rounds, one part
+# against two: 7.2 million multiply-adds 0.25 -> 0.35-0.42 ms, 9.8 million 0.32 -> 0.38,
+# 12.8 million 0.45 -> 0.44, 19.7 million 0.78 -> 0.67, 28.9 million 0.71 -> 0.59,
+# 116 million 4.0 -> 2.3)
+SMALL_MAP_PARALLEL_WORK = 15_000_000
 
 
 def correlate_small_map(source, w, strides, dilations, bias, activation, out) -> None:
