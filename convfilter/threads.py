@@ -129,6 +129,19 @@ def _blas_controllers() -> list:
     return _blas_libraries
 
 
+# OpenBLAS runs a product of at most this many multiply-adds (m * n * k) on one thread of its own
+# accord (SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD in its gemm interface; checked: of 2480
+# random products up to this size none gave other bits on two threads than on one, above it 154
+# of 1021 did), so a call no larger need not pay for holding it to one (8 us of a 77 us call).
+OPENBLAS_SERIAL_WORK = 65536 * 4
+
+
+def blas_serial_anyway(work: float) -> bool:
+    """True when every BLAS library loaded is OpenBLAS and products of ``work`` multiply-adds
+    run on one thread there whatever its thread count."""
+    return work <= OPENBLAS_SERIAL_WORK and all(lib.internal_api == "openblas" for lib in _blas_controllers())
+
+
 @contextlib.contextmanager
 def single_threaded_blas():
     """Hold every BLAS library at one thread inside the block (and restore the count after it).
@@ -197,7 +210,8 @@ def run_bands(kernel, args, rows: int, work: float, blas: bool = False, min_rows
     :func:`band_edges`, with ``min_rows``), on several threads when there is enough ``work``. A
     kernel given by name is Numba's or its numpy twin, chosen for this ``work`` by
     :func:`convfilter._backend.kernel`. With ``blas`` the kernel calls BLAS, which is then held
-    to one thread per band (see :func:`single_threaded_blas`)."""
+    to one thread per band (see :func:`single_threaded_blas`), unless its products are too small
+    for BLAS to thread (:func:`blas_serial_anyway`)."""
     if isinstance(kernel, str):
         from . import _backend
 
@@ -206,7 +220,7 @@ def run_bands(kernel, args, rows: int, work: float, blas: bool = False, min_rows
     bands = list(zip(edges, edges[1:]))
     count = get_num_threads()
     threads = min(count, len(bands))
-    with single_threaded_blas() if blas else contextlib.nullcontext():
+    with single_threaded_blas() if blas and not blas_serial_anyway(work) else contextlib.nullcontext():
         if threads <= 1 or work < MIN_PARALLEL_WORK:
             for lo, hi in bands:
                 kernel(*args, lo, hi)

@@ -643,6 +643,7 @@ def test_blas_is_single_threaded_inside_the_bands_and_restored_after(monkeypatch
     for name in ("_gemm_band", "_shifted_band", "_winograd_band"):
         monkeypatch.setattr(conv_paths, name, recording(getattr(conv_paths, name)))
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setattr(thread_pool, "OPENBLAS_SERIAL_WORK", 0)  # these products are tiny
     x = np.ones((2, 8, 8, 16), np.float32)
     ops.set_num_threads(2)
     try:
@@ -654,6 +655,29 @@ def test_blas_is_single_threaded_inside_the_bands_and_restored_after(monkeypatch
         ops.set_num_threads(None)
     assert seen and all(counts == [1] * len(counts) for counts in seen)
     assert blas_threads() == before
+
+
+def test_products_too_small_for_openblas_to_thread_give_the_same_bits_on_any_blas_thread_count():
+    # what lets a small call leave BLAS's thread count alone (blas_serial_anyway)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    libraries = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+    if not libraries or any(lib["internal_api"] != "openblas" for lib in libraries):
+        pytest.skip("numpy's BLAS is not OpenBLAS")
+    rng = np.random.default_rng(7)
+    checked = 0
+    while checked < 200:
+        m, k, n = (int(np.exp(rng.uniform(0, np.log(1000)))) for _ in range(3))
+        if m * k * n > thread_pool.OPENBLAS_SERIAL_WORK:
+            continue
+        a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+        with threadpool_limits(1, user_api="blas"):
+            alone = a @ b
+        with threadpool_limits(4, user_api="blas"):
+            np.testing.assert_array_equal(a @ b, alone, err_msg=f"{m}x{k} @ {k}x{n}")
+        checked += 1
+    assert thread_pool.blas_serial_anyway(thread_pool.OPENBLAS_SERIAL_WORK)
+    assert not thread_pool.blas_serial_anyway(thread_pool.OPENBLAS_SERIAL_WORK + 1)
 
 
 def test_single_threaded_blas_nests_and_restores():
