@@ -336,3 +336,22 @@ def test_depthwise_conv2d_single_image_and_errors():
         ops.depthwise_conv2d(x, np.ones((5, 5, 2, 1)), padding="VALID")
     with pytest.raises(ValueError, match="4-D"):
         ops.depthwise_conv2d(x, np.ones((3, 3, 2)))
+
+
+def test_a_large_dense_layer_runs_in_bands_with_the_same_bits_on_any_thread_count():
+    from convfilter.model.layers import _matmul_last
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 4, 2000)).astype(np.float32)  # 8 rows of 2000 features
+    w = rng.standard_normal((2000, 3000)).astype(np.float32)  # 48 million multiply-adds: several bands
+    results = []
+    for threads in (1, 2):
+        ops.set_num_threads(threads)
+        try:
+            results.append(_matmul_last(x, w))
+        finally:
+            ops.set_num_threads(None)
+    np.testing.assert_array_equal(results[0], results[1])
+    assert results[0].shape == (2, 4, 3000) and results[0].dtype == np.float32
+    exact = x.astype(np.float64) @ w.astype(np.float64)
+    assert np.abs(results[0] - exact).max() <= 1e-5 * np.abs(exact).max()

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import ops
 from ..geometry import axis, normalize_padding
+from ..threads import run_bands
 from .files import ModelError
 
 Shape = tuple  # per-sample shape, e.g. (H, W, C) with H, W possibly None, or (F,)
@@ -88,9 +89,20 @@ def _pair(value, what: str, layer: str) -> tuple[int, int]:
 
 
 def _matmul_last(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``x @ w`` over the last axis of ``x``, float32 (numpy's BLAS)."""
+    """``x @ w`` over the last axis of ``x``, float32: numpy's BLAS on the band threads, in bands
+    of output columns, BLAS held to one thread in each (see :func:`_dense_band`)."""
     flat = x.reshape(-1, x.shape[-1])
-    return (flat @ w).reshape(*x.shape[:-1], w.shape[-1])
+    out = np.empty((flat.shape[0], w.shape[-1]), np.float32)
+    run_bands(_dense_band, (flat, w, out), w.shape[-1], flat.size * w.shape[-1], blas=True)
+    return out.reshape(*x.shape[:-1], w.shape[-1])
+
+
+def _dense_band(flat, w, out, start, stop) -> None:
+    """Output columns ``start .. stop`` of :func:`_matmul_last`. Not one product on BLAS's own
+    threads: its bits would depend on their count, and its idle threads spin for about 0.1 s
+    after it, on the CPUs the next layers' bands need."""
+    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 is NaN, as in the convolutions
+        np.matmul(flat, w[:, start:stop], out=out[:, start:stop])
 
 
 def _spatial(shape: Shape, layer) -> tuple:
