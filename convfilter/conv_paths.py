@@ -990,14 +990,15 @@ def winograd_filters(w: np.ndarray) -> np.ndarray:
     12.0, 9.9, 8.5 ms.
     """
     flat = w.reshape(9, -1)
+    if thread_pool.blas_serial_anyway(16 * flat.size):  # one product on one thread anyway (as one band)
+        return (WINOGRAD_GG @ flat).reshape(16, *w.shape[2:])
     out = np.empty((16, flat.shape[1]), np.float32)
     run_bands(_filter_band, (flat, out), flat.shape[1], out.size * 9 * WINOGRAD_FILTER_WORK_SCALE, blas=True)
     return out.reshape(16, *w.shape[2:])
 
 
-@quiet_arithmetic
 def _filter_band(flat, out, start, stop) -> None:
-    """Columns ``start .. stop`` of :func:`winograd_filters`' product."""
+    """Columns ``start .. stop`` of :func:`winograd_filters`' product (of finite weights: quiet)."""
     np.matmul(WINOGRAD_GG, flat[:, start:stop], out=out[:, start:stop])
 
 
