@@ -276,8 +276,10 @@ def test_property_both_kernels_give_the_same_bits(size, kernel, channels, n_out,
         return  # refused by conv2d, tested elsewhere
     w = bank(rng, kind, fh, fw, channels, n_out)
     bias = rng.standard_normal(n_out).astype(np.float32)
-    assert_same_bits(*on_both(lambda: ops.conv2d(x, w, strides, padding, dilations, bias=bias,
-                                                 activation="relu" if relu else None)))
+    # ops._conv2d: conv2d without its warning about banks that also fit PyTorch's layout, which
+    # some drawn shapes do (e.g. (6, 3, 3, 3) on 3 channels); the bits are the question here
+    assert_same_bits(*on_both(lambda: ops._conv2d(x, w, strides, padding, dilations, bias=bias,
+                                                  activation="relu" if relu else None)))
     if padding == "SAME" or (fh <= height and fw <= width):
         for pool in (ops.max_pool2d, ops.avg_pool2d):
             assert_same_bits(*on_both(lambda: pool(x, (fh, fw), strides, padding)))
