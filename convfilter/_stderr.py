@@ -10,6 +10,8 @@ import sys
 import tempfile
 import threading
 
+from ._signals import signals_held
+
 
 class LibraryStderr:
     """Collects what C libraries (libtiff...) write to file descriptor 2 while an image is read.
@@ -36,11 +38,18 @@ class LibraryStderr:
 
     def __enter__(self) -> "LibraryStderr":
         cls = type(self)
-        with cls._lock:
-            if cls._users == 0:
-                cls._redirect()
-            cls._users += 1
-            self._start = cls._position()
+        entered = False
+        try:
+            with signals_held(), cls._lock:
+                if cls._users == 0:
+                    cls._redirect()
+                cls._users += 1
+                entered = True
+                self._start = cls._position()
+        except BaseException:  # e.g. the Ctrl-C held back above, raised as the block ends
+            if entered:  # ``with`` will not call __exit__ when __enter__ raises: leave here
+                self.__exit__(None, None, None)
+            raise
         return self
 
     def text(self) -> str:
@@ -66,11 +75,13 @@ class LibraryStderr:
 
     def __exit__(self, *exc_info) -> None:
         cls = type(self)
-        with cls._lock:
-            self._final = self._read()
-            cls._users -= 1
-            if cls._users == 0:
-                cls._restore()
+        with signals_held(), cls._lock:
+            try:
+                self._final = self._read()
+            finally:  # whatever reading the text raised, the descriptor is given back
+                cls._users -= 1
+                if cls._users == 0:
+                    cls._restore()
 
     @classmethod
     def _position(cls) -> int | None:

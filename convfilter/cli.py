@@ -705,8 +705,13 @@ def _on_sigterm(signum, frame):
 
 def main(argv=None) -> None:
     """Entry point: run the CLI with our exit codes and no tracebacks for expected failures."""
+    from ._signals import install_held
+
+    # both raise, but never inside a block that must run whole (see convfilter._signals)
     if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        install_held(signal.SIGTERM, _on_sigterm, raises=Terminated)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started ignoring it
+        install_held(signal.SIGINT, signal.default_int_handler, raises=KeyboardInterrupt)
     try:
         code = cli.main(args=argv, prog_name="convfilter", standalone_mode=False)
     except click.ClickException as exc:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ import hostile
 import raising_plugin
 from conftest import CHECKOUT_ENV
 from convfilter import io as cfio
+from convfilter._signals import install_held
 from convfilter._stderr import LibraryStderr
 from convfilter.diagnosis import library_words
 from convfilter.messages import WORDS_LIMIT, shorten
@@ -260,6 +263,38 @@ def test_library_stderr_catches_c_level_writes_and_restores_the_descriptor(capfd
     assert capfd.readouterr().err == ""
 
 
+@pytest.mark.parametrize("moment", ["_redirect", "_read"])
+def test_ctrl_c_while_the_descriptor_is_redirected_or_restored_still_gives_it_back(monkeypatch, moment):
+    # a Ctrl-C that lands just after fd 2 went to the capture file, or while the capture is read,
+    # must not leave fd 2 there: the summary and "Error: interrupted" would vanish into it. The
+    # command line's handler (held back inside such blocks) is installed as convfilter.cli does.
+    previous = signal.getsignal(signal.SIGINT)
+    install_held(signal.SIGINT, signal.default_int_handler)
+    original = getattr(LibraryStderr, moment)
+
+    def interrupted(*args):
+        result = original(*args)
+        os.kill(os.getpid(), signal.SIGINT)  # held back until the descriptor is in a whole state
+        return result
+
+    monkeypatch.setattr(LibraryStderr, moment, interrupted if moment == "_read" else classmethod(
+        lambda cls: interrupted()))
+    before = os.fstat(2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with LibraryStderr():
+                for _ in range(1000):  # the deferred signal is raised here at the latest (or on the way out)
+                    time.sleep(0.001)
+        after = os.fstat(2)
+        assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+        assert LibraryStderr._users == 0 and LibraryStderr._saved is None
+    finally:  # a failure here must not leave the descriptor redirected for the tests after it
+        signal.signal(signal.SIGINT, previous)
+        if LibraryStderr._saved is not None:
+            LibraryStderr._users = 0
+            LibraryStderr._restore()
+
+
 def test_library_stderr_from_threads_each_get_their_own_and_more(capfd):
     texts = {}
     started = threading.Barrier(4)
@@ -315,3 +350,23 @@ def test_shape_reports_a_hostile_header_in_one_line(corpus, tmp_path, name):
     (line,) = err.splitlines()
     assert line.startswith(f"Error: {corpus / name}: recognised as ")  # as apply says it
     assert hostile.EXPECTED[name][-1] in line
+
+
+def test_a_signal_whose_exception_a_finalizer_swallowed_is_raised_again_outside_it():
+    # a Ctrl-C that lands inside an object's __del__ (the garbage collector's, at any moment) is
+    # printed as "Exception ignored" by Python and lost; the held handlers send it again
+    previous_handler, previous_hook = signal.getsignal(signal.SIGINT), sys.unraisablehook
+    install_held(signal.SIGINT, signal.default_int_handler, raises=KeyboardInterrupt)
+
+    class Finalized:
+        def __del__(self):
+            raise KeyboardInterrupt  # as the handler would, had the signal arrived here
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Finalized()  # dropped at once: __del__ runs, its exception is swallowed and sent again
+            for _ in range(1000):
+                time.sleep(0.001)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        sys.unraisablehook = previous_hook

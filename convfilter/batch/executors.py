@@ -16,6 +16,7 @@ import signal
 import sys
 from multiprocessing.connection import wait
 
+from .._signals import install_held
 from .jobs import Executor, Result
 from .threads import single_threaded_kernels
 
@@ -145,7 +146,7 @@ def _on_sigterm(signum, frame):
 
 def _worker_main(connection, work, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    install_held(signal.SIGTERM, _on_sigterm, raises=WorkerExit)  # not inside a block that must run whole
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     _die_with_parent(parent_pid)
     single_threaded_kernels()
