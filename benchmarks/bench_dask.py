@@ -41,13 +41,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="local --jobs and cluster workers (default 2)")
     args = parser.parse_args()
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError:
         sys.exit("needs Dask: pip install -e '.[dask]'")
     size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
     cpus = usable_cpus()
 
-    with tempfile.TemporaryDirectory(prefix="bench-dask-") as tmp, \
+    # Dask's scratch space and lock files in the run's own folder, not the shared temporary one
+    with tempfile.TemporaryDirectory(prefix="bench-dask-") as tmp, dask.config.set({"temporary-directory": tmp}), \
             LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                          dashboard_address=None) as cluster, \
             Client(cluster.scheduler_address, set_as_default=False) as client:

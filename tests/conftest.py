@@ -37,6 +37,9 @@ OWNS_RUNTIME = "CONVFILTER_TEST_RUNTIME" not in os.environ
 os.environ["CONVFILTER_TEST_RUNTIME"] = RUNTIME
 THROUGH_SERVERS = os.environ.get("CONVFILTER_TEST_SERVER") == "1"
 os.environ["XDG_RUNTIME_DIR"] = RUNTIME
+# Dask's schedulers, workers and clients (in this process and the commands it starts) keep their
+# scratch space and lock files there too, not in the shared temporary folder
+os.environ["DASK_TEMPORARY_DIRECTORY"] = os.path.join(RUNTIME, "dask")
 if THROUGH_SERVERS:
     os.environ.pop("CONVFILTER_SERVER", None)
 else:
