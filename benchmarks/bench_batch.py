@@ -20,6 +20,7 @@ Needs ImageMagick (``apt-get install imagemagick``) for the comparison.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -48,6 +49,24 @@ def make_folder(folder: Path, copies: int, size: tuple[int, int] | None) -> None
         else:
             with Image.open(source) as image:
                 image.convert("RGB").resize(size).save(folder / f"img{index:05d}.jpg", quality=90)
+
+
+@contextlib.contextmanager
+def private_server(root: Path):
+    """The convfilter commands run inside get a server of their own (a runtime folder in
+    ``root``, never the user's), stopped at the end: the benchmark leaves nothing running."""
+    runtime = root / "runtime"
+    runtime.mkdir(mode=0o700)
+    saved = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    try:
+        yield
+    finally:
+        subprocess.run([sys.executable, "-m", "convfilter", "server", "stop"], capture_output=True)
+        if saved is None:
+            del os.environ["XDG_RUNTIME_DIR"]
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = saved
 
 
 def timed(command: list[str]) -> float:
@@ -89,7 +108,7 @@ def main() -> None:
     has_mogrify = shutil.which("mogrify") is not None
     cpus = usable_cpus()
 
-    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp, private_server(Path(tmp)):
         root = Path(tmp)
         folder = root / "images"
         make_folder(folder, args.copies, size)

@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_batch import convfilter_command, fresh, make_folder, timed
+from bench_batch import convfilter_command, fresh, make_folder, private_server, timed
 from convfilter.system import usable_cpus
 
 
@@ -50,6 +50,7 @@ def main() -> None:
 
     # Dask's scratch space and lock files in the run's own folder, not the shared temporary one
     with tempfile.TemporaryDirectory(prefix="bench-dask-") as tmp, dask.config.set({"temporary-directory": tmp}), \
+            private_server(Path(tmp)), \
             LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                          dashboard_address=None) as cluster, \
             Client(cluster.scheduler_address, set_as_default=False) as client:
