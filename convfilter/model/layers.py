@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
+from ..conv_paths import quiet_arithmetic
 from ..geometry import axis, normalize_padding
 from ..threads import run_bands
 from .files import ModelError
@@ -97,12 +98,12 @@ def _matmul_last(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out.reshape(*x.shape[:-1], w.shape[-1])
 
 
+@quiet_arithmetic  # inf * 0 is NaN without a warning, as in the convolutions' bands
 def _dense_band(flat, w, out, start, stop) -> None:
     """Output columns ``start .. stop`` of :func:`_matmul_last`. Not one product on BLAS's own
     threads: its bits would depend on their count, and its idle threads spin for about 0.1 s
     after it, on the CPUs the next layers' bands need."""
-    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 is NaN, as in the convolutions
-        np.matmul(flat, w[:, start:stop], out=out[:, start:stop])
+    np.matmul(flat, w[:, start:stop], out=out[:, start:stop])
 
 
 def _spatial(shape: Shape, layer) -> tuple:
