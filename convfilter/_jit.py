@@ -425,6 +425,14 @@ def correlate_separable(xp, pad_top, pad_left, col_taps, col_weights, group_taps
                 _store_transposed(rows[k], out[n, i + k], bias, add_bias, relu)
 
 
+@njit(cache=CACHE, nogil=True, inline="always")
+def _outputs_inside(offset, stride, size, out_size):
+    """The outputs ``[start, stop)`` (of ``out_size``) whose cell ``j*stride + offset`` lies
+    inside ``[0, size)``."""
+    start = max(0, -(offset // stride)) if offset < 0 else 0
+    return start, min(out_size, (size - 1 - offset) // stride + 1)
+
+
 @njit(cache=CACHE, nogil=True)
 def correlate_depthwise(x, w, sh, sw, dh, dw, pad_top, pad_left, bias, add_bias, relu, out, row_start, row_stop):
     """Depthwise cross-correlation of NHWC ``x`` with ``w`` (fh, fw, C, M), output rows
@@ -441,9 +449,9 @@ def correlate_depthwise(x, w, sh, sw, dh, dw, pad_top, pad_left, bias, add_bias,
     fh, fw, mult = w.shape[0], w.shape[1], w.shape[3]
     out_w, n_out = out.shape[2], out.shape[3]
     total = np.empty((out_w, n_out), np.float32)  # one output row, summed tap by tap
-    # the outputs j whose columns are all inside the image (the first and last tap's columns)
-    inner_start = max(0, -((-pad_left) // sw)) if pad_left > 0 else 0
-    inner_stop = max(inner_start, min(out_w, (width - 1 - (fw - 1) * dw + pad_left) // sw + 1))
+    # the outputs j whose columns are all inside the image: the first tap's and the last tap's
+    inner_start = _outputs_inside(-pad_left, sw, width, out_w)[0]
+    inner_stop = max(inner_start, _outputs_inside((fw - 1) * dw - pad_left, sw, width, out_w)[1])
     for n in range(n_img):
         for i in range(row_start, row_stop):
             total[:] = 0.0
@@ -456,10 +464,8 @@ def correlate_depthwise(x, w, sh, sw, dh, dw, pad_top, pad_left, bias, add_bias,
                 if r < 0 or r >= height:
                     continue
                 for v in range(fw):
-                    # the outputs j whose column j*sw + v*dw - pad_left lies inside the image
                     offset = v * dw - pad_left
-                    j_start = max(0, -(offset // sw)) if offset < 0 else 0
-                    j_stop = min(out_w, (width - 1 - offset) // sw + 1)
+                    j_start, j_stop = _outputs_inside(offset, sw, width, out_w)
                     taps = w[u, v].reshape(n_out)
                     for j in range(j_start, j_stop):
                         if unrolled and inner_start <= j < inner_stop:
