@@ -348,7 +348,7 @@ def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations
     depth = fh * fw * n_in
     seconds = (COST["call"][path] + blas_seconds(outputs * n_out * depth, n_out, depth)
                + outputs * n_out / COST["gemm_store_rate"])
-    if path == "im2col" or strides != (1, 1):
+    if path == "im2col" or (strides != (1, 1) and not reads_in_place(w_shape, strides)):
         runs = fh if dilations[1] == 1 else fh * fw  # a window row is one run of fw*C floats
         seconds += outputs * (depth / COST["tile_copy_rate"] + runs * COST["tile_run"])
     return seconds
@@ -747,21 +747,41 @@ def window_view(source, out_hw, window, strides, dilations) -> np.ndarray:
                       strides=(s_n, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c), writeable=False)
 
 
+# A 1x1 kernel with a stride reads its pixels in place, one product per output row (the rows
+# of a strided view are rows BLAS can read), while its (C, F) filter matrix is at most this many
+# floats: BLAS packs the filters again for every row, which costs more than copying the pixels
+# once the filters outgrow L2 (medians of 3 alternating rounds, view against copied tiles:
+# 224x224x256 * 1x1x256x64 s2 5.2 -> 4.3 ms, 512x512x512 * 1x1x512x16 19.9 -> 14.8,
+# 112x112x64 * 1x1x64x64 0.42 -> 0.29; at 64 Ki floats 40x40x256 * 1x1x256x256 0.52 -> 0.50,
+# 224x224x512 * 1x1x512x128 11.4 -> 10.2; above, 56x56x512 * 1x1x512x256 1.35 -> 1.51,
+# 56x56x512 * 1x1x512x512 2.5 -> 3.0). The bits were the same as the copied tiles' in every
+# case measured.
+STRIDED_VIEW_FLOATS = 1 << 16
+
+
+def reads_in_place(w_shape, strides) -> bool:
+    """Whether the matmul path multiplies the image's pixels where they are, without copying
+    them into tiles: a 1x1 kernel with stride 1, or with a stride and a small filter matrix."""
+    fh, fw, n_in, n_out = w_shape
+    return fh == fw == 1 and (tuple(strides) == (1, 1) or n_in * n_out <= STRIDED_VIEW_FLOATS)
+
+
 def correlate_gemm(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, bias, activation,
                    out, border: str = "CONSTANT") -> None:
     """The matmul and im2col paths: ``out[pixels] = windows(pixels) @ w.reshape(fh*fw*C, F)``.
 
-    A 1x1 kernel with stride 1 multiplies the image rows in place; otherwise the windows of a
-    tile of output pixels are copied into a (pixels, fh*fw*C) buffer, in the (u, v, c) order of
-    ``w``'s rows. Bias, ReLU and any other in-place ``activation`` are applied to each tile
-    of the output while it is in cache. The windows read a padded NHWC copy (zeros, or the
+    A 1x1 kernel multiplies the image's pixels in place (:func:`reads_in_place`: with a stride,
+    one product per output row of the strided view); otherwise the windows of a tile of output
+    pixels are copied into a (pixels, fh*fw*C) buffer, in the (u, v, c) order of ``w``'s rows.
+    Bias, ReLU and any other in-place ``activation`` are applied to each tile of the output
+    while it is in cache. The windows read a padded NHWC copy (zeros, or the
     cells of ``border``) when the geometry pads.
     """
     n_img, height, width, channels = x.shape
     fh, fw, _, n_out = w.shape
     source = padded_copy(x, gh, gw, border)
     matrix = w.reshape(fh * fw * channels, n_out)
-    in_place = fh == fw == 1 and strides == (1, 1)
+    in_place = reads_in_place(w.shape, strides)
     out_h = out.shape[1]
     if n_img * out_h * out.shape[2] <= SMALL_MAP_PIXELS:
         correlate_small_map(source, w, strides, dilations, bias, activation, out)
@@ -793,7 +813,9 @@ def _gemm_band(source, matrix, window, strides, dilations, in_place, bias, activ
     depth = matrix.shape[0]
     fh, fw = window
     channels = source.shape[3]
-    windows = None if in_place else window_view(source, (out_h, out_w), window, strides, dilations)
+    # a 1x1 kernel's windows are its pixels: a view of every stride-th one
+    windows = window_view(source, (out_h, out_w), window, strides, dilations)
+    pixels_in_place = windows.reshape(windows.shape[:3] + (channels,)) if in_place else None
     # a tile is whole output rows when they fit, else part of one row
     tile_pixels = max(TILE_FLOATS // depth, MIN_TILE_PIXELS)
     tile_rows = min(max(1, tile_pixels // out_w), out_h, stop - start)
@@ -805,10 +827,13 @@ def _gemm_band(source, matrix, window, strides, dilations, in_place, bias, activ
         rows = min(tile_rows, stop - row, out_h - i)
         for j in range(0, out_w, tile_cols):
             cols = min(tile_cols, out_w - j)
-            target = out[n, i : i + rows, j : j + cols].reshape(rows * cols, n_out)
+            target = out[n, i : i + rows, j : j + cols]
             if in_place:
-                pixels = source[n, i : i + rows, j : j + cols].reshape(rows * cols, channels)
+                pixels = pixels_in_place[n, i : i + rows, j : j + cols]
+                if strides == (1, 1):  # whole image rows are one matrix; strided ones a product per row
+                    pixels, target = pixels.reshape(rows * cols, channels), target.reshape(rows * cols, n_out)
             else:
+                target = target.reshape(rows * cols, n_out)
                 pixels = buffer[: rows * cols * depth].reshape(rows * cols, depth)
                 pixels.reshape(rows, cols, fh, fw, channels)[...] = windows[n, i : i + rows, j : j + cols]
             np.matmul(pixels, matrix, out=target)

@@ -465,7 +465,8 @@ def test_matrix_product_paths_match_the_formula(case, small_map, monkeypatch):
 def test_im2col_tiles_and_bands_cover_every_output(tile_floats, threads, monkeypatch):
     """Tiles of whole rows, of part of a row and of one pixel, on bands that start and stop
     inside images of a batch: every output is written once, with its own windows (the
-    shifted path's tiles are whole rows: one row or several)."""
+    shifted path's tiles are whole rows: one row or several; a strided 1x1 kernel's tiles
+    read the image in place, or copies of its pixels)."""
     rng = np.random.default_rng(tile_floats + threads)
     x = rng.standard_normal((3, 9, 10, 5)).astype(np.float32)
     w = rng.standard_normal((3, 2, 5, 4)).astype(np.float32)
@@ -480,8 +481,10 @@ def test_im2col_tiles_and_bands_cover_every_output(tile_floats, threads, monkeyp
         for strides in ((1, 1), (2, 3)):
             result = run_path(x, w, strides, "SAME", (1, 1), "im2col")
             assert_close_to_formula(result, x, w, strides, "SAME", (1, 1))
-            result = run_path(x, one, strides, "VALID", (1, 1), "matmul")
-            assert_close_to_formula(result, x, one, strides, "VALID", (1, 1))
+            for view_floats in (0, 1 << 16):  # a strided 1x1 kernel's pixels copied, or read in place
+                monkeypatch.setattr(conv_paths, "STRIDED_VIEW_FLOATS", view_floats)
+                result = run_path(x, one, strides, "VALID", (1, 1), "matmul")
+                assert_close_to_formula(result, x, one, strides, "VALID", (1, 1))
         for padding, dilations in (("SAME", (1, 1)), ("VALID", (2, 3)), ("SAME", (2, 1))):
             result = run_path(x, w, (1, 1), padding, dilations, "shifted")
             assert_close_to_formula(result, x, w, (1, 1), padding, dilations)
