@@ -16,9 +16,11 @@ single-threaded in BLAS too, and two bands never start two BLAS pools.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 import threading
+from typing import Callable, NamedTuple
 
 from .system import usable_cpus
 
@@ -106,15 +108,41 @@ def get_num_threads() -> int:
 # e.g. SciPy's own copy) and sets their thread counts through each library's own call. Looking the
 # libraries up costs milliseconds, so it is done again only after modules were imported since
 # the last look (one of them may have loaded another BLAS); setting the count is one C call.
+#
+# OpenBLAS on its own threads is called directly, not through threadpoolctl: threadpoolctl (3.8)
+# lets only one Python thread set its count, the first that did, while that thread lives, and
+# ignores the others. A conv2d called from any other thread (a Dask worker's, a user's pool)
+# then ran its bands with BLAS on all its threads, two BLAS pools on two CPUs.
 
 _blas_lock = threading.Lock()
 _blas_users = 0
-_blas_saved: list[tuple[object, int]] | None = None
-_blas_libraries: list | None = None
+_blas_saved: list[tuple[BlasLibrary, int]] | None = None
+_blas_libraries: list[BlasLibrary] | None = None
 _blas_modules = 0  # len(sys.modules) when the libraries were looked up
 
 
-def _blas_controllers() -> list:
+class BlasLibrary(NamedTuple):
+    """One BLAS library the process loaded: its kind and its thread count's getter and setter."""
+
+    internal_api: str  # "openblas", "mkl", "blis"
+    get_num_threads: Callable[[], int]
+    set_num_threads: Callable[[int], object]
+
+
+def _library(controller) -> BlasLibrary:
+    """The library behind a threadpoolctl controller, with OpenBLAS's own calls where it runs
+    on threads of its own (see above); any other library through the controller."""
+    if controller.internal_api == "openblas" and getattr(controller, "threading_layer", "") != "openmp":
+        dynlib = getattr(controller, "dynlib", None)
+        for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+            get = getattr(dynlib, f"{prefix}openblas_get_num_threads{suffix}", None)
+            put = getattr(dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+            if get is not None and put is not None:
+                return BlasLibrary("openblas", get, put)
+    return BlasLibrary(controller.internal_api, controller.get_num_threads, controller.set_num_threads)
+
+
+def _blas_controllers() -> list[BlasLibrary]:
     global _blas_libraries, _blas_modules
     if _blas_libraries is None or _blas_modules != len(sys.modules):
         _blas_modules = len(sys.modules)
@@ -123,7 +151,7 @@ def _blas_controllers() -> list:
         except ImportError:  # without it BLAS keeps its own threads: slower with several bands, not wrong
             _blas_libraries = []
         else:
-            _blas_libraries = [lib for lib in ThreadpoolController().lib_controllers
+            _blas_libraries = [_library(lib) for lib in ThreadpoolController().lib_controllers
                                if lib.user_api == "blas"]
             _blas_modules = len(sys.modules)  # threadpoolctl's own imports count as seen
     return _blas_libraries

@@ -6,6 +6,7 @@ sum |x| * |w| over each window, which the naive float64 reference gives.
 """
 
 import os
+import threading
 import time
 import zlib
 
@@ -698,6 +699,32 @@ def test_single_threaded_blas_nests_and_restores():
             with thread_pool.single_threaded_blas():
                 assert set(blas_threads()) == {1}
             assert set(blas_threads()) == {1}
+        assert set(blas_threads()) == {2}
+
+
+def test_single_threaded_blas_holds_blas_from_any_python_thread():
+    """threadpoolctl (3.8) lets only the first Python thread that set OpenBLAS's count set it
+    again while that thread lives; a conv2d called from a Dask worker's or a user's thread must
+    hold BLAS all the same."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("numpy has no BLAS library that threadpoolctl can see")
+    seen = []
+
+    def hold():
+        with thread_pool.single_threaded_blas():
+            seen.append(blas_threads())
+
+    with threadpool_limits(2, user_api="blas"):  # this thread sets the count first
+        hold()
+        other = threading.Thread(target=hold)
+        other.start()
+        other.join()
+        assert seen == [[1] * len(seen[0])] * 2
         assert set(blas_threads()) == {2}
 
 
