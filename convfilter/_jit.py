@@ -443,22 +443,26 @@ def correlate_depthwise(x, w, sh, sw, dh, dw, pad_top, pad_left, bias, add_bias,
     over the taps that fall inside the image (the others are zero padding), summed in the
     order ``u``, then ``v``, then ``bias`` and ``relu`` as in :func:`correlate_planar`. The
     innermost loop runs over the channels of one pixel, which lie next to each other in NHWC,
-    so it vectorises for the many channels of a network's depthwise layers.
+    so it vectorises for the many channels of a network's depthwise layers. Each output row
+    is summed in place, in the C-contiguous ``out``.
     """
     n_img, height, width, channels = x.shape
     fh, fw, mult = w.shape[0], w.shape[1], w.shape[3]
     out_w, n_out = out.shape[2], out.shape[3]
-    total = np.empty((out_w, n_out), np.float32)  # one output row, summed tap by tap
     # the outputs j whose columns are all inside the image: the first tap's and the last tap's
     inner_start = _outputs_inside(-pad_left, sw, width, out_w)[0]
     inner_stop = max(inner_start, _outputs_inside((fw - 1) * dw - pad_left, sw, width, out_w)[1])
     for n in range(n_img):
         for i in range(row_start, row_stop):
-            total[:] = 0.0
+            total = out[n, i]  # (out_w, n_out): summed tap by tap
             top = i * sh - pad_top
             unrolled = (fh == 3 and fw == 3 and mult == 1 and top >= 0 and top + 2 * dh < height)
-            if unrolled:
+            if unrolled:  # the inner outputs are written whole; the others summed from zero below
+                total[:inner_start] = 0.0
+                total[inner_stop:] = 0.0
                 _depthwise_3x3_row(x[n], w, top, dh, sw, dw, pad_left, inner_start, inner_stop, total)
+            else:
+                total[:] = 0.0
             for u in range(fh):
                 r = i * sh + u * dh - pad_top
                 if r < 0 or r >= height:
@@ -479,30 +483,32 @@ def correlate_depthwise(x, w, sh, sw, dh, dw, pad_top, pad_left, bias, add_bias,
                                 value = pixel[c]
                                 for m in range(mult):
                                     acc[c * mult + m] += value * taps[c * mult + m]
-            for j in range(out_w):
-                dst, acc = out[n, i, j], total[j]
-                for k in range(n_out):
-                    dst[k] = _finished(acc[k], bias[k], add_bias, relu)
+            if add_bias or relu:
+                for j in range(out_w):
+                    acc = total[j]
+                    for k in range(n_out):
+                        acc[k] = _finished(acc[k], bias[k], add_bias, relu)
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
 def _depthwise_3x3_row(image, w, top, dh, sw, dw, pad_left, j_start, j_stop, total):
-    """``total[j] += `` the nine taps of a 3x3 depthwise kernel (one map per channel) at outputs
+    """``total[j] = `` the nine taps of a 3x3 depthwise kernel (one map per channel) at outputs
     ``j_start .. j_stop`` of a row whose three input rows (from ``top``) and columns are all inside
-    the image: the sum of :func:`correlate_depthwise` in its order, a kernel row at a time, so
-    that ``total`` is read and written three times instead of nine."""
-    for u in range(3):
-        row = image[top + u * dh]
-        w0, w1, w2 = w[u, 0].reshape(-1), w[u, 1].reshape(-1), w[u, 2].reshape(-1)  # contiguous: vectorised
-        for j in range(j_start, j_stop):
-            q = j * sw - pad_left
-            _three_taps(total[j], row[q], row[q + dw], row[q + 2 * dw], w0, w1, w2)
-
-
-@njit(cache=CACHE, nogil=True, inline="always")
-def _three_taps(acc, p0, p1, p2, w0, w1, w2):
-    for c in range(acc.shape[0]):
-        acc[c] = ((acc[c] + p0[c] * w0[c]) + p1[c] * w1[c]) + p2[c] * w2[c]
+    the image: the sum of :func:`correlate_depthwise` in its order, from +0.0, in one pass."""
+    row0, row1, row2 = image[top], image[top + dh], image[top + 2 * dh]
+    w00, w01, w02 = w[0, 0].reshape(-1), w[0, 1].reshape(-1), w[0, 2].reshape(-1)  # contiguous: vectorised
+    w10, w11, w12 = w[1, 0].reshape(-1), w[1, 1].reshape(-1), w[1, 2].reshape(-1)
+    w20, w21, w22 = w[2, 0].reshape(-1), w[2, 1].reshape(-1), w[2, 2].reshape(-1)
+    for j in range(j_start, j_stop):
+        q = j * sw - pad_left
+        acc = total[j]
+        a0, a1, a2 = row0[q], row0[q + dw], row0[q + 2 * dw]
+        b0, b1, b2 = row1[q], row1[q + dw], row1[q + 2 * dw]
+        c0, c1, c2 = row2[q], row2[q + dw], row2[q + 2 * dw]
+        for c in range(acc.shape[0]):
+            s = ((np.float32(0.0) + a0[c] * w00[c]) + a1[c] * w01[c]) + a2[c] * w02[c]
+            s = ((s + b0[c] * w10[c]) + b1[c] * w11[c]) + b2[c] * w12[c]
+            acc[c] = ((s + c0[c] * w20[c]) + c1[c] * w21[c]) + c2[c] * w22[c]
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
