@@ -702,6 +702,18 @@ def test_single_threaded_blas_nests_and_restores():
         assert set(blas_threads()) == {2}
 
 
+def test_bands_of_several_rows_come_in_even_counts():
+    """Two threads share an even count of bands equally; rows that are bands of their own (the
+    parts of a small map's sum, a map of a few rows) stay so."""
+    for rows, work, min_rows in ((56, 1e9, 10), (56, 1e9, 1), (300, 7.5e7, 1), (7, 1e9, 2)):
+        edges = thread_pool.band_edges(rows, work, min_rows)
+        count = len(edges) - 1
+        assert count % 2 == 0 and edges[0] == 0 and edges[-1] == rows
+        assert min(np.diff(edges)) >= min(min_rows, rows // 2)
+    assert len(thread_pool.band_edges(56, 1e9, 10)) - 1 == 4  # not the five bands of 11-12 rows
+    assert len(thread_pool.band_edges(3, 1e9)) - 1 == 3
+
+
 def test_single_threaded_blas_holds_blas_from_any_python_thread():
     """threadpoolctl (3.8) lets only the first Python thread that set OpenBLAS's count set it
     again while that thread lives; a conv2d called from a Dask worker's or a user's thread must
