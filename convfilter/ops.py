@@ -310,7 +310,8 @@ def depthwise_conv2d(input: ArrayLike, filter: ArrayLike, strides: IntOrPair = 1
     work = out.size * w.shape[0] * w.shape[1]
     # its loops take several times longer per multiply-add than the direct loops', for which the
     # thread threshold is set: they count as that much more work there (112x112x64 * 3x3, 7.2
-    # million: 1.25 ms on one thread, 0.85 ms on two)
+    # million: 0.81 ms on one thread, 0.68 ms on two; 56x56x128, 3.6 million, gained nothing
+    # from a second thread at twice this scale)
     run_bands(kernel_for("correlate_depthwise", work), args, gh.out, work * DEPTHWISE_WORK_SCALE)
     if not relu:
         apply_in_place(out, activation)
