@@ -774,8 +774,8 @@ def correlate_gemm(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry,
     one product per output row of the strided view); otherwise the windows of a tile of output
     pixels are copied into a (pixels, fh*fw*C) buffer, in the (u, v, c) order of ``w``'s rows.
     Bias, ReLU and any other in-place ``activation`` are applied to each tile of the output
-    while it is in cache. The windows read a padded NHWC copy (zeros, or the
-    cells of ``border``) when the geometry pads.
+    while it is in cache. The windows read a padded NHWC copy (zeros, or the cells of
+    ``border``) when the geometry pads.
     """
     n_img, height, width, channels = x.shape
     fh, fw, _, n_out = w.shape
