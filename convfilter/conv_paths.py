@@ -262,17 +262,17 @@ COST = {
     "winograd_transform_rate": 2.9e9,
     "winograd_filter_pair": 10e-9,  # per (input channel, filter) pair: transforming the filters
     "winograd_filter_read_rate": 2e9,  # transformed filter floats per second BLAS packs, per chunk
-    # the blocked path: a least-squares fit of 70 random shapes on one thread (to within 0.45-1.5x,
-    # 80% of them within 0.8-1.2x), with the two filter rates measured and held
-    "blocked_call": 24e-6,
-    "blocked_rate": 48e9,  # multiply-adds per second of its dot products
-    "blocked_dot": 49e-9,  # per dot product of 4x4 windows and filters (the sums across lanes)
+    # the blocked path: a least-squares fit of 103 shapes on one thread (the sweep's 30, 36 random
+    # ones and 37 small maps: to within 0.52-1.30x, 85% of them within 0.8-1.2x), with its rate
+    # (94% of the FMA peak) and the strip and copy rates held
+    "blocked_call": 14e-6,
+    "blocked_rate": 55e9,  # multiply-adds per second of its vector products (padded filters included)
+    "blocked_piece": 72e-9,  # per block of 8 pixels and a piece of its sum (see _jit.DEPTH_PIECE)
     "blocked_strip_rate": 7e9,  # floats per second copied into the interleaved strips
     # floats per second of the padded copy (not fitted: the fit's images were small enough to stay
     # in cache, 12.5e9; a 64 MB image is copied at 1.3e9), which the interleaved strips do without
     "blocked_padded_rate": 4e9,
-    "blocked_layout_rate": 2e9,  # filter floats per second laid out in run order, once per call
-    "blocked_filter_rate": 6e9,  # filter floats per second read again by each band or chunk of strips
+    "blocked_layout_rate": 6e9,  # filter floats per second laid out in blocks of lanes, once per call
 }
 
 # The direct loops sum each output row of every filter in a (F, W_out) scratch block before
@@ -372,8 +372,7 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
         mean_taps = (np.count_nonzero(cols) / cols[..., 0].size, np.count_nonzero(rows) / rows[..., 0].size)
     offer_blocked = (fh * fw > 1 and BLOCKED_MIN_CHANNELS <= n_in and n_out <= BLOCKED_MAX_FILTERS
                      and blocked_fits(w.shape, out_shape[1:3], dilations)
-                     and (math.prod(out_shape[:3]) > SMALL_MAP_PIXELS
-                          or BLOCKED_FEWEST_PIXELS < math.prod(out_shape[:3]) and n_out < BLOCKED_SMALL_MAP_FILTERS)
+                     and (math.prod(out_shape[:3]) > SMALL_MAP_PIXELS or n_out < BLOCKED_SMALL_MAP_FILTERS)
                      and blocked_ready())
     key = (tuple(x_shape), w.shape, tuple(strides), tuple(dilations), tuple(out_shape), used, mean_taps,
            offer_blocked)
@@ -850,17 +849,14 @@ def _gemm_band(source, matrix, window, strides, dilations, in_place, bias, activ
 # products of equal depth run as bands and added in their order, so the bits do not depend on
 # the threads (7x7x512 * 3x3x512x512: 3.0 -> 2.2 ms).
 SMALL_MAP_PIXELS = MIN_TILE_PIXELS
-# ... which the blocked path serves better only for fewer filters than this (measured on small
-# maps, im2col in two parts of the sum: 7x7x128 * 7x7x128x128 with stride 2, blocked 0.68 ms,
-# im2col 0.42; 14x14x256 * 7x7x256x64 stride 2, 1.25 and 0.75; 28x28x512 * 5x5x512x16 stride 2,
-# 0.93 and 1.16; 20x20x32 * 5x5x32x32, 0.26 and 0.31)
+# ... which the blocked path serves better only for fewer filters than this, down to 4x4 outputs
+# (measured on small maps, two threads, blocked against im2col in parts of the sum:
+# 14x14x512 * 7x7x512x16 with stride 2, 0.51 and 0.69 ms; 7x7x256 * 7x7x256x16 with stride 2,
+# 0.12 and 0.17; 4x4x512 * 3x3x512x16, 0.052 and 0.078; 20x20x32 * 5x5x32x32, 0.25 and 0.29;
+# but 7x7x64 * 7x7x64x64, 0.31 and 0.27, and 7x7x128 * 7x7x128x128 with stride 2, 0.64 and
+# 0.40: on a map of a few blocks each block reads the whole bank). Between, the cost model
+# chooses.
 BLOCKED_SMALL_MAP_FILTERS = 64
-# ... and only on more output pixels than this (its 4x4 blocks of pixels and filters read the
-# bank again for every band: on one-image maps, medians of 5 alternating rounds, 7x7 outputs of
-# 14x14x512 * 7x7x512x16 with stride 2, blocked 0.87 ms and im2col 0.69; of 7x7x512 * 3x3x512x16,
-# 0.17 both; 8x8 outputs of 8x8x64 * 5x5x64x32, 0.12 both; 10x10 of 10x10x32 * 5x5x32x16, blocked
-# 0.062 and im2col 0.077; 12x12 of 12x12x128 * 3x3x128x16, 0.092 and 0.123)
-BLOCKED_FEWEST_PIXELS = 64
 DEPTH_PARTS = 2
 MIN_PART_DEPTH = 64  # ... each at least this deep
 # ... from this many multiply-adds: one product of a small map keeps BLAS at full speed, so even
@@ -1070,17 +1066,19 @@ def _winograd_band(source, filters, bias, add_bias, activation, out, transform_i
         row += rows
 
 
-# --- blocked: compiled dot products ----------------------------------------------------------
-# Window rows shorter than this many floats are interleaved into a strip first (one run per
-# window instead of fh): each dot product ends in a sum across SIMD lanes, which a short run
-# cannot repay (measured on one core: 112x112x16 * 5x5x16x16 3.9 ms on the image's rows, 2.2 ms
-# interleaved; 14x14x256 * 5x5x256x64 1.9 ms on the rows, 2.0 ms interleaved).
-BLOCKED_INTERLEAVE_RUN = 512
+# --- blocked: compiled vector products ------------------------------------------------------
+# The blocked kernel reads the windows from a padded copy of the image, one run of fw*C floats
+# per window row, unless that copy would hold more than this many floats: then it interleaves
+# the fh source rows of each output row into a strip as it goes (one run per window), which
+# takes the zero padding as it is filled. The copy is made on one thread before the bands
+# start, the strips by every band (medians of 3 alternating rounds on two threads, copy against
+# strips: 512x512x16 * 5x5x16x16 18.8 against 23.9 ms, 112x112x16 * 5x5x16x16 1.00 against
+# 1.38, 224x224x16 * 5x5x16x16 stride 2 1.16 against 1.58; 1024x1024x16 * 3x3x16x16 stride 2,
+# a 67 MB copy, 22.7 against 17.4).
+BLOCKED_COPY_FLOATS = 1 << 23
 # Floats of the interleaved strips the blocked kernel keeps at a time (256 KiB: a core's L2).
 STRIP_FLOATS = 1 << 16
-# A band of the blocked path has at least this many output pixels: each band reads all the
-# filters again, which costs about as much as computing 8 pixels (a pass at 6e9 floats/s
-# against 48e9 multiply-adds/s per pixel of every filter).
+# A band of the blocked path has at least this many output pixels (16 blocks).
 BLOCKED_BAND_PIXELS = 128
 
 # The cost model considers the blocked path from this many input channels: never for images
@@ -1097,8 +1095,9 @@ BLOCKED_KERNEL = "correlate_blocked"
 
 
 def blocked_fits(w_shape, out_hw, dilations) -> bool:
-    """True when the blocked path can run: 4x4 blocks need at least 4 output columns and 4
-    filters, and a window row is one run only without dilation across."""
+    """True when the blocked path can run: its blocks of 4 or 8 pixels need at least 4 output
+    columns, a vector of filters at least 4 of them (the rest of it is zeros), and a window row
+    is one run only without dilation across."""
     return out_hw[1] >= 4 and w_shape[3] >= 4 and dilations[1] == 1
 
 
@@ -1124,61 +1123,65 @@ def blocked_ready() -> bool:
     return _backend.numba_imported() and (_backend.loaded(BLOCKED_KERNEL) or _backend.is_cached(BLOCKED_KERNEL))
 
 
-def blocked_strip_rows(fh: int, fw: int, n_in: int, padded_w: int) -> int:
+def blocked_strip_rows(n_img: int, padded_h: int, padded_w: int, fh: int, n_in: int) -> int:
     """How many interleaved strips (one per output row) the blocked kernel keeps at a time, or 0
-    when its window rows are long enough to be read from the image's rows as they are."""
-    if fw * n_in >= BLOCKED_INTERLEAVE_RUN:
+    when it reads the windows from a padded copy of the image (see :data:`BLOCKED_COPY_FLOATS`)."""
+    if n_img * padded_h * padded_w * n_in <= BLOCKED_COPY_FLOATS:
         return 0
     return max(1, STRIP_FLOATS // (padded_w * fh * n_in))
 
 
 def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     """The blocked path's single-thread time estimate (see :data:`COST`)."""
+    from ._jit import BLOCK_PIXELS, DEPTH_PIECE, LANES
+
     n_img, n_in = x_shape[0], x_shape[3]
     fh, fw, _, n_out = w_shape
     out_h, out_w = out_shape[1], out_shape[2]
-    padded_h = (out_h - 1) * strides[0] + (fh - 1) * dilations[0] + 1
-    padded_w = (out_w - 1) * strides[1] + fw
+    # the padded copy's rows and columns
+    padded_h = max((out_h - 1) * strides[0] + (fh - 1) * dilations[0] + 1, x_shape[1])
+    padded_w = max((out_w - 1) * strides[1] + fw, x_shape[2])
     depth = fh * fw * n_in
-    blocks = n_img * out_h * -(-out_w // 4) * -(-n_out // 4)
-    strip_rows = blocked_strip_rows(fh, fw, n_in, padded_w)
-    interleaved = strip_rows > 0
+    pixels = BLOCK_PIXELS if out_w >= BLOCK_PIXELS else 4
+    filters = -(-n_out // LANES) * LANES  # the last vector of filters is filled up with zeros
     rows = n_img * out_h
-    passes = len(band_edges(rows, rows * out_w * n_out * depth, rows_holding(BLOCKED_BAND_PIXELS, out_w))) - 1
+    blocks = rows * -(-out_w // pixels) * filters // LANES
+    strip_rows = blocked_strip_rows(n_img, padded_h, padded_w, fh, n_in)
+    interleaved = strip_rows > 0
+    segments, run = (1, depth) if interleaved else (fh, fw * n_in)
     strip_floats = rows * padded_w * fh * n_in if interleaved else 0
-    if interleaved:  # the filters are read again per band, and per chunk of strips
-        passes += rows / strip_rows
-    return (COST["blocked_call"] + blocks * 16 * depth / COST["blocked_rate"]
-            + blocks * (1 if interleaved else fh) * COST["blocked_dot"]
+    return (COST["blocked_call"] + blocks * pixels * LANES * depth / COST["blocked_rate"]
+            + blocks * segments * -(-run // DEPTH_PIECE) * COST["blocked_piece"]
             + strip_floats / COST["blocked_strip_rate"]
             + (0 if interleaved else n_img * padded_h * padded_w * n_in / COST["blocked_padded_rate"])
-            + n_out * depth / COST["blocked_layout_rate"] + passes * n_out * depth / COST["blocked_filter_rate"])
-
-
-# Rows of the (fh*fw*C, F) filter matrix transposed at a time: a piece stays in cache (the whole
-# bank at once, a strided copy, took 1-5 ns per float; pieces of 64 rows 0.4-0.7).
-TRANSPOSE_ROWS = 64
+            + filters * depth / COST["blocked_layout_rate"])
 
 
 def blocked_filters(w: np.ndarray, interleaved: bool) -> np.ndarray:
-    """The (F, fh*fw*C) filters in the order of a window's run: ``[f][u][v][c]``, or ``[f][v][u][c]``
-    for the interleaved strip."""
+    """The filters as the blocked kernel reads them: blocks of ``_jit.LANES`` filters (the last
+    filled up with zero filters), each a (fh*fw*C, LANES) matrix in the order of a window's run,
+    ``[u][v][c]``, or ``[v][u][c]`` for the interleaved strip; flat."""
+    from . import _jit
+
     fh, fw, n_in, n_out = w.shape
+    lanes = _jit.LANES
     if interleaved and fh > 1 and fw > 1:
-        w = w.transpose(1, 0, 2, 3)  # (v, u, c, f): one copy of the bank, then the pieces below
-    matrix = np.ascontiguousarray(w).reshape(fh * fw * n_in, n_out)
-    out = np.empty((n_out, matrix.shape[0]), np.float32)
-    for first in range(0, matrix.shape[0], TRANSPOSE_ROWS):
-        out[:, first : first + TRANSPOSE_ROWS] = matrix[first : first + TRANSPOSE_ROWS].T
-    return out
+        w = w.transpose(1, 0, 2, 3)  # (v, u, c, f)
+    matrix = w.reshape(fh * fw * n_in, n_out)
+    blocks = -(-n_out // lanes)
+    out = np.zeros((blocks, matrix.shape[0], lanes), np.float32)
+    for block in range(blocks):
+        f0 = block * lanes
+        out[block, :, : min(lanes, n_out - f0)] = matrix[:, f0 : f0 + lanes]
+    return out.reshape(-1)
 
 
 def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, bias, activation, out,
                       border: str = "CONSTANT") -> None:
     """The blocked path (see :func:`convfilter._jit.correlate_blocked`), in bands of output rows."""
     fh, fw, n_in, n_out = w.shape
-    padded_w = gw.pad_before + x.shape[2] + gw.pad_after
-    strip_rows = blocked_strip_rows(fh, fw, n_in, padded_w)
+    padded_h, padded_w = gh.pad_before + x.shape[1] + gh.pad_after, gw.pad_before + x.shape[2] + gw.pad_after
+    strip_rows = blocked_strip_rows(x.shape[0], padded_h, padded_w, fh, n_in)
     interleaved = strip_rows > 0
     if interleaved and border == "CONSTANT":  # the strips take the zero padding as they are filled
         source, pads = read_only(np.ascontiguousarray(x)), (gh.pad_before, gw.pad_before)
