@@ -658,20 +658,23 @@ def test_blocked_vector_blocks_cover_every_output(source, filters, width, stride
 
 def test_blocked_kernel_runs_on_eight_lanes_where_numba_compiles_for_avx2(tmp_path):
     """Without AVX-512 the kernel takes vectors of 8 filters (16 would not fit AVX2's registers):
-    compiled for a Haswell in a process of its own, it gives the formula too."""
+    compiled for a Haswell in a process of its own, it gives the formula, and the same bits as
+    this process (16 lanes where it has AVX-512): each output's sum is the same chain of fused
+    multiply-adds whatever the lanes."""
     script = (
         "import numpy as np, naive\n"
         "from convfilter import _jit, conv_paths\n"
         "from convfilter.geometry import axis\n"
         "assert _jit.LANES == 8, _jit.LANES\n"
         "rng = np.random.default_rng(5)\n"
-        "x = rng.standard_normal((1, 10, 21, 9)).astype(np.float32)\n"
-        "w = rng.standard_normal((3, 3, 9, 19)).astype(np.float32)\n"
+        "x = rng.standard_normal((1, 10, 21, 128)).astype(np.float32)\n"
+        "w = rng.standard_normal((3, 3, 128, 19)).astype(np.float32)\n"
         "gh, gw = axis(10, 3, 1, 'SAME', 1), axis(21, 3, 1, 'SAME', 1)\n"
         "got = conv_paths.correlate(x, w, (1, 1), (1, 1), gh, gw, path='blocked')\n"
         "expected = naive.conv2d(x, w, (1, 1), 'SAME', (1, 1))\n"
         "magnitude = naive.conv2d(np.abs(x), np.abs(w), (1, 1), 'SAME', (1, 1))\n"
         "assert np.all(np.abs(got - expected) <= 8 * np.finfo(np.float32).eps * magnitude)\n"
+        f"np.save({str(tmp_path / 'got.npy')!r}, got)\n"
         "print('ok')\n"
     )
     features = "+avx,+avx2,+fma,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+f16c,+bmi,+bmi2,+lzcnt,+movbe"
@@ -680,6 +683,11 @@ def test_blocked_kernel_runs_on_eight_lanes_where_numba_compiles_for_avx2(tmp_pa
     env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], os.path.dirname(naive.__file__)])
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 10, 21, 128)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 128, 19)).astype(np.float32)
+    here = run_path(x, w, (1, 1), "SAME", (1, 1), "blocked")
+    np.testing.assert_array_equal(np.load(tmp_path / "got.npy"), here)
 
 
 def test_images_never_take_the_blocked_path(monkeypatch):
