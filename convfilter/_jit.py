@@ -787,82 +787,48 @@ def _store_lanes(sums, target, j0, pixels, f0, lanes, bias, add_bias, relu):
 
 
 @njit(cache=CACHE, nogil=True)
-def correlate_blocked(xp, pad_top, pad_left, padded_w, wt, fh, fw, sh, sw, dh, strip_rows, bias, add_bias, relu,
-                      out, row_start, row_stop):
-    """Output rows ``row_start .. row_stop`` (over all images) of the NHWC ``xp`` correlated with
-    the filters ``wt`` (flat, see below), window columns adjacent (dilation 1 across). ``xp`` is padded
-    (pads 0, ``padded_w`` its width), or with ``interleaved`` it may be the image itself, whose
-    zero padding (``pad_top``, ``pad_left``, ``padded_w`` columns in all) the strips take as they
-    are filled: no padded copy of a large image. ``interleaved`` is ``strip_rows > 0``: that many
-    strips are kept at a time.
+def correlate_blocked(xp, wt, fh, fw, sh, sw, dh, bias, add_bias, relu, out, row_start, row_stop):
+    """Output rows ``row_start .. row_stop`` (over all images) of the padded NHWC ``xp`` correlated
+    with the filters ``wt`` (flat, see below), window columns adjacent (dilation 1 across).
 
     A window row of a pixel is one contiguous run of ``fw*C`` floats of its source row, and the
     filters (see ``conv_paths.blocked_filters``) are blocks of LANES filters, each laid out
-    ``[u][v][c][lane]``. With ``interleaved`` the ``fh`` source rows of each output row are
-    first copied into a strip ``[column][u][c]``, where a whole window is one run of
-    ``fh*fw*C`` floats, and the filters are laid out ``[v][u][c][lane]``. Blocks of 8 pixels
-    (4 on rows of fewer than 8 outputs) by LANES filters; the last block of a row overlaps the
-    one before, so the output needs at least 4 columns. Each piece of the sum runs over all
-    the blocks of a row while its filters stay in L1; a block of filters runs over the pixels
-    of a chunk of rows (all the band's rows, or as many strips as fit in L2).
+    ``[u][v][c][lane]``. Blocks of 8 pixels (4 on rows of fewer than 8 outputs) by LANES
+    filters; the last block of a row overlaps the one before, so the output needs at least 4
+    columns. Each piece of the sum runs over all the blocks of a row while its filters stay in
+    L1.
     """
     n_img, out_h, out_w, n_out = out.shape
     height, width, channels = xp.shape[1], xp.shape[2], xp.shape[3]
     rows = xp.reshape(n_img, height, width * channels)
-    column = fh * channels  # one column of a window in a strip
-    interleaved = strip_rows > 0
-    if interleaved:
-        segments, run, step, chunk = 1, fh * fw * channels, sw * column, strip_rows
-    else:
-        segments, run, step = fh, fw * channels, sw * channels
-        chunk = row_stop - row_start
-    strips = np.empty((min(chunk, row_stop - row_start) if interleaved else 0, padded_w * column), np.float32)
-    depth = fh * fw * channels
+    run, step = fw * channels, sw * channels
+    depth = fh * run
     pixels = BLOCK_PIXELS if out_w >= BLOCK_PIXELS else 4
     blocks = -(-out_w // pixels)
     block_floats = BLOCK_PIXELS * LANES
     sums = np.empty(blocks * block_floats, np.float32)  # a row's sums, block after block
-    for first in range(row_start, row_stop, chunk):
-        last = min(first + chunk, row_stop)
-        if interleaved:
-            for task in range(first, last):
-                n = task // out_h
-                i = task - n * out_h
-                strip = strips[task - first]
-                for u in range(fh):
-                    r = i * sh + u * dh - pad_top
-                    for col in range(padded_w):
-                        base = col * column + u * channels
-                        x_col = col - pad_left
-                        if 0 <= r < height and 0 <= x_col < width:
-                            src = rows[n, r]
-                            for c in range(channels):
-                                strip[base + c] = src[x_col * channels + c]
+    for f0 in range(0, n_out, LANES):
+        lanes = min(LANES, n_out - f0)
+        w_first = f0 * depth  # the block's (depth, LANES) filters
+        for task in range(row_start, row_stop):
+            n = task // out_h
+            i = task - n * out_h
+            sums[:] = 0.0
+            # the sum in pieces of at most DEPTH_PIECE products, each piece over every block of
+            # the row, so that its filters stay in L1 while the blocks go by
+            for u in range(fh):
+                src = rows[n, i * sh + u * dh]
+                for k0 in range(0, run, DEPTH_PIECE):
+                    count = min(DEPTH_PIECE, run - k0)
+                    w_start = w_first + (u * run + k0) * LANES
+                    for b in range(blocks):
+                        j0 = min(b * pixels, out_w - pixels)
+                        block = sums[b * block_floats : (b + 1) * block_floats]
+                        if pixels == BLOCK_PIXELS:
+                            _outer_run_8(src, j0 * step + k0, step, wt, w_start, count, block)
                         else:
-                            for c in range(channels):
-                                strip[base + c] = 0.0
-        for f0 in range(0, n_out, LANES):
-            lanes = min(LANES, n_out - f0)
-            w_first = f0 * depth  # the block's (depth, LANES) filters
-            for task in range(first, last):
-                n = task // out_h
-                i = task - n * out_h
-                sums[:] = 0.0
-                # the sum in pieces of at most DEPTH_PIECE products, each piece over every block of
-                # the row, so that its filters stay in L1 while the blocks go by
-                for segment in range(segments):
-                    src = strips[task - first] if interleaved else rows[n, i * sh + segment * dh]
-                    for k0 in range(0, run, DEPTH_PIECE):
-                        count = min(DEPTH_PIECE, run - k0)
-                        w_start = w_first + (segment * run + k0) * LANES
-                        for b in range(blocks):
-                            j0 = min(b * pixels, out_w - pixels)
-                            block = sums[b * block_floats : (b + 1) * block_floats]
-                            if pixels == BLOCK_PIXELS:
-                                _outer_run_8(src, j0 * step + k0, step, wt, w_start, count, block)
-                            else:
-                                _outer_run_4(src, j0 * step + k0, step, wt, w_start, count, block)
-                for b in range(blocks):
-                    j0 = min(b * pixels, out_w - pixels)
-                    block = sums[b * block_floats : (b + 1) * block_floats]
-                    _store_lanes(block, out[n, i], j0, pixels, f0, lanes, bias, add_bias, relu)
+                            _outer_run_4(src, j0 * step + k0, step, wt, w_start, count, block)
+            for b in range(blocks):
+                j0 = min(b * pixels, out_w - pixels)
+                block = sums[b * block_floats : (b + 1) * block_floats]
+                _store_lanes(block, out[n, i], j0, pixels, f0, lanes, bias, add_bias, relu)

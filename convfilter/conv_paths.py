@@ -23,12 +23,11 @@ rounding; they differ in the order of the sums and in speed:
 * ``winograd``: 3x3 kernels, stride 1, no dilation: Winograd's F(2x2, 3x3), each
   2x2 block of outputs from 16 products per channel instead of 36, as 16 BLAS
   products of the transformed input blocks with the transformed filters.
-* ``blocked``: compiled dot products of the windows with the filters, 4 pixels by
-  4 filters at a time, on the padded NHWC image itself (a window row is a
-  contiguous run of its source row) or, for short window rows, on a strip of each
-  output row's source rows interleaved so that a whole window is one run. No
-  copies of the windows and no BLAS packing: the path for 5x5 and 7x7 kernels, few
-  filters and small maps with deep sums. It runs on Numba only (see
+* ``blocked``: compiled products of 8 pixels by a vector of 16 filters (8 without
+  AVX-512) at a time, the sums in registers, on the padded NHWC image (a window
+  row is a contiguous run of its source row; large images are padded a piece at a
+  time). No copies of the windows and no BLAS packing: the path for 5x5 and 7x7
+  kernels, few filters and small maps with deep sums. It runs on Numba only (see
   :func:`blocked_ready`).
 
 Before any of them, a bank with the same kernels on every input channel can
@@ -64,7 +63,7 @@ CONV_PATHS = {
     "im2col": "windows copied into cache-sized tiles, then a matrix product with the filters (BLAS)",
     "shifted": "stride 1: one matrix product per tap with a shifted window of the padded image (BLAS)",
     "winograd": "3x3, stride 1: Winograd F(2x2, 3x3), 16 matrix products of transformed blocks (BLAS)",
-    "blocked": "compiled dot products of windows and filters, 4 pixels x 4 filters at a time (Numba only)",
+    "blocked": "compiled products of 8 pixels by a vector of 16 filters at a time (Numba only)",
 }
 
 
@@ -264,13 +263,12 @@ COST = {
     "winograd_filter_read_rate": 2e9,  # transformed filter floats per second BLAS packs, per chunk
     # the blocked path: a least-squares fit of 103 shapes on one thread (the sweep's 30, 36 random
     # ones and 37 small maps: to within 0.52-1.30x, 85% of them within 0.8-1.2x), with its rate
-    # (94% of the FMA peak) and the strip and copy rates held
+    # (94% of the FMA peak) and the copy rate held
     "blocked_call": 14e-6,
     "blocked_rate": 55e9,  # multiply-adds per second of its vector products (padded filters included)
     "blocked_piece": 72e-9,  # per block of 8 pixels and a piece of its sum (see _jit.DEPTH_PIECE)
-    "blocked_strip_rate": 7e9,  # floats per second copied into the interleaved strips
     # floats per second of the padded copy (not fitted: the fit's images were small enough to stay
-    # in cache, 12.5e9; a 64 MB image is copied at 1.3e9), which the interleaved strips do without
+    # in cache, 12.5e9; a 64 MB image is copied at 1.3e9)
     "blocked_padded_rate": 4e9,
     "blocked_layout_rate": 6e9,  # filter floats per second laid out in blocks of lanes, once per call
 }
@@ -1067,17 +1065,14 @@ def _winograd_band(source, filters, bias, add_bias, activation, out, transform_i
 
 
 # --- blocked: compiled vector products ------------------------------------------------------
-# The blocked kernel reads the windows from a padded copy of the image, one run of fw*C floats
-# per window row, unless that copy would hold more than this many floats: then it interleaves
-# the fh source rows of each output row into a strip as it goes (one run per window), which
-# takes the zero padding as it is filled. The copy is made on one thread before the bands
-# start, the strips by every band (medians of 3 alternating rounds on two threads, copy against
-# strips: 512x512x16 * 5x5x16x16 18.8 against 23.9 ms, 112x112x16 * 5x5x16x16 1.00 against
-# 1.38, 224x224x16 * 5x5x16x16 stride 2 1.16 against 1.58; 1024x1024x16 * 3x3x16x16 stride 2,
-# a 67 MB copy, 22.7 against 17.4).
-BLOCKED_COPY_FLOATS = 1 << 23
-# Floats of the interleaved strips the blocked kernel keeps at a time (256 KiB: a core's L2).
-STRIP_FLOATS = 1 << 16
+# The blocked kernel reads each window row as one run of fw*C floats of a padded copy of the
+# image: the whole copy for an image of at most this many bytes, else pieces of it made by each
+# band as it goes, as the planar path does. Medians of 3 alternating rounds on two threads,
+# against the strips of interleaved source rows the path read before: whole copies, 512x512x16 *
+# 5x5x16x16 18.8 against 23.9 ms, 112x112x16 * 5x5x16x16 1.00 against 1.38, 224x224x16 *
+# 5x5x16x16 stride 2 1.16 against 1.58; but a whole copy of 1024x1024x16 (67 MB, on one thread
+# before the bands) 22.7 against 17.4 ms for a 3x3 kernel with stride 2, in pieces 10.9.
+BLOCKED_WHOLE_COPY_BYTES = 32 << 20
 # A band of the blocked path has at least this many output pixels (16 blocks).
 BLOCKED_BAND_PIXELS = 128
 
@@ -1123,14 +1118,6 @@ def blocked_ready() -> bool:
     return _backend.numba_imported() and (_backend.loaded(BLOCKED_KERNEL) or _backend.is_cached(BLOCKED_KERNEL))
 
 
-def blocked_strip_rows(n_img: int, padded_h: int, padded_w: int, fh: int, n_in: int) -> int:
-    """How many interleaved strips (one per output row) the blocked kernel keeps at a time, or 0
-    when it reads the windows from a padded copy of the image (see :data:`BLOCKED_COPY_FLOATS`)."""
-    if n_img * padded_h * padded_w * n_in <= BLOCKED_COPY_FLOATS:
-        return 0
-    return max(1, STRIP_FLOATS // (padded_w * fh * n_in))
-
-
 def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     """The blocked path's single-thread time estimate (see :data:`COST`)."""
     from ._jit import BLOCK_PIXELS, DEPTH_PIECE, LANES
@@ -1146,27 +1133,20 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     filters = -(-n_out // LANES) * LANES  # the last vector of filters is filled up with zeros
     rows = n_img * out_h
     blocks = rows * -(-out_w // pixels) * filters // LANES
-    strip_rows = blocked_strip_rows(n_img, padded_h, padded_w, fh, n_in)
-    interleaved = strip_rows > 0
-    segments, run = (1, depth) if interleaved else (fh, fw * n_in)
-    strip_floats = rows * padded_w * fh * n_in if interleaved else 0
     return (COST["blocked_call"] + blocks * pixels * LANES * depth / COST["blocked_rate"]
-            + blocks * segments * -(-run // DEPTH_PIECE) * COST["blocked_piece"]
-            + strip_floats / COST["blocked_strip_rate"]
-            + (0 if interleaved else n_img * padded_h * padded_w * n_in / COST["blocked_padded_rate"])
+            + blocks * fh * -(-fw * n_in // DEPTH_PIECE) * COST["blocked_piece"]
+            + n_img * padded_h * padded_w * n_in / COST["blocked_padded_rate"]
             + filters * depth / COST["blocked_layout_rate"])
 
 
-def blocked_filters(w: np.ndarray, interleaved: bool) -> np.ndarray:
+def blocked_filters(w: np.ndarray) -> np.ndarray:
     """The filters as the blocked kernel reads them: blocks of ``_jit.LANES`` filters (the last
     filled up with zero filters), each a (fh*fw*C, LANES) matrix in the order of a window's run,
-    ``[u][v][c]``, or ``[v][u][c]`` for the interleaved strip; flat."""
+    ``[u][v][c]``; flat."""
     from . import _jit
 
     fh, fw, n_in, n_out = w.shape
     lanes = _jit.LANES
-    if interleaved and fh > 1 and fw > 1:
-        w = w.transpose(1, 0, 2, 3)  # (v, u, c, f)
     matrix = w.reshape(fh * fw * n_in, n_out)
     blocks = -(-n_out // lanes)
     out = np.zeros((blocks, matrix.shape[0], lanes), np.float32)
@@ -1178,19 +1158,49 @@ def blocked_filters(w: np.ndarray, interleaved: bool) -> np.ndarray:
 
 def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, bias, activation, out,
                       border: str = "CONSTANT") -> None:
-    """The blocked path (see :func:`convfilter._jit.correlate_blocked`), in bands of output rows."""
+    """The blocked path (see :func:`convfilter._jit.correlate_blocked`), in bands of output rows,
+    on the padded copy of the image or (large images, zero padding) on pieces of it."""
     fh, fw, n_in, n_out = w.shape
-    padded_h, padded_w = gh.pad_before + x.shape[1] + gh.pad_after, gw.pad_before + x.shape[2] + gw.pad_after
-    strip_rows = blocked_strip_rows(x.shape[0], padded_h, padded_w, fh, n_in)
-    interleaved = strip_rows > 0
-    if interleaved and border == "CONSTANT":  # the strips take the zero padding as they are filled
-        source, pads = read_only(np.ascontiguousarray(x)), (gh.pad_before, gw.pad_before)
-    else:
-        source, pads = read_only(np.ascontiguousarray(padded_copy(x, gh, gw, border))), (0, 0)
+    n_img, height, width, _ = x.shape
     relu = activation == "relu"
-    args = (source, *pads, padded_w, blocked_filters(w, interleaved), fh, fw, *strides, dilations[0], strip_rows,
-            *finish_of(bias, n_out, relu), out)
-    run_bands(_backend.compiled(BLOCKED_KERNEL), args, out.shape[0] * out.shape[1],
-              out.size * fh * fw * n_in, min_rows=rows_holding(BLOCKED_BAND_PIXELS, out.shape[2]))
+    kernel = _backend.compiled(BLOCKED_KERNEL)
+    args = (blocked_filters(w), fh, fw, *strides, dilations[0], *finish_of(bias, n_out, relu))
+    work = out.size * fh * fw * n_in
+    padded_h, padded_w = gh.pad_before + height + gh.pad_after, gw.pad_before + width + gw.pad_after
+    piece_rows = None
+    if n_img * padded_h * padded_w * n_in * 4 > BLOCKED_WHOLE_COPY_BYTES:
+        piece_rows = _piece_rows(n_in, padded_h, padded_w, out.shape[1], strides[0], fh, dilations[0])
+    if border != "CONSTANT" or piece_rows is None:
+        source = read_only(np.ascontiguousarray(padded_copy(x, gh, gw, border)))
+        run_bands(kernel, (source, *args, out), n_img * out.shape[1], work,
+                  min_rows=rows_holding(BLOCKED_BAND_PIXELS, out.shape[2]))
+    else:
+        run_bands(_blocked_pieces_of_band, (x, gh, gw, piece_rows, kernel, args, out), out.shape[1], work,
+                  min_rows=rows_holding(BLOCKED_BAND_PIXELS, out.shape[2]))
     if not relu:
         apply_in_place(out, activation)
+
+
+def _blocked_pieces_of_band(x, gh: AxisGeometry, gw: AxisGeometry, piece_rows: int, kernel, args, out, start,
+                            stop) -> None:
+    """Output rows ``start .. stop`` of every image, a piece of ``piece_rows`` rows at a time, each
+    from the rows of the zero-padded copy it reads, made in a buffer of this band: the same bits
+    as one call over the whole copy."""
+    n_img, height, width, channels = x.shape
+    fh, sh, dh = args[1], args[3], args[5]
+    piece_h = (piece_rows - 1) * sh + (fh - 1) * dh + 1
+    left = gw.pad_before
+    buffer = np.empty((1, piece_h, left + width + gw.pad_after, channels), np.float32)
+    buffer[0, :, :left] = 0.0  # the padding columns, never written again
+    buffer[0, :, left + width :] = 0.0
+    source = read_only(buffer)
+    for n in range(n_img):
+        for lo in range(start, stop, piece_rows):
+            hi = min(lo + piece_rows, stop)
+            first = lo * sh - gh.pad_before  # the image row at the top of the piece (negative: padding)
+            top = max(-first, 0)  # the buffer's rows of top padding, then image rows up to bottom
+            bottom = max(min(first + piece_h, height) - first, top)
+            buffer[0, :top] = 0.0
+            buffer[0, top:bottom, left : left + width] = x[n, first + top : first + bottom]
+            buffer[0, bottom:] = 0.0
+            kernel(source, *args, out[n : n + 1, lo:hi], 0, hi - lo)

@@ -432,9 +432,9 @@ GEMM_CASES = [
     (2, 7, 9, 20, 3, 11, (1, 1), "SAME", (1, 1)),  # odd sizes: Winograd's last 2x2 blocks half outside
     (1, 8, 5, 9, 3, 6, (1, 1), "VALID", (1, 1)),
     (3, 2, 3, 17, 7, 6, (2, 2), "SAME", (1, 1)),  # a kernel larger than the image
-    (2, 9, 13, 40, 5, 9, (1, 1), "SAME", (1, 1)),  # blocked on the rows (window rows of 200 floats: no)
-    (1, 8, 11, 160, 5, 6, (2, 1), "SAME", (3, 1)),  # blocked on the image's rows (800 floats)
-    (1, 30, 250, 24, 3, 7, (1, 1), "SAME", (1, 1)),  # blocked: several chunks of strips per band
+    (2, 9, 13, 40, 5, 9, (1, 1), "SAME", (1, 1)),  # blocked: window rows of 200 floats
+    (1, 8, 11, 160, 5, 6, (2, 1), "SAME", (3, 1)),  # blocked: of 800 floats, pieces of 256
+    (1, 30, 250, 24, 3, 7, (1, 1), "SAME", (1, 1)),  # blocked: blocks of 8 pixels over a long row
 ]
 
 
@@ -625,22 +625,27 @@ def _blocked_lanes() -> int:
     return _jit.LANES
 
 
-@pytest.mark.parametrize("source", ["copy", "strips", "strips in chunks"])
+@pytest.mark.parametrize("source", ["copy", "pieces of the copy"])
 @pytest.mark.parametrize("filters", ["4", "lanes", "lanes + 5", "2 lanes"])
 @pytest.mark.parametrize("width,strides", [(5, (1, 1)), (13, (1, 1)), (27, (2, 2))])
 def test_blocked_vector_blocks_cover_every_output(source, filters, width, strides, monkeypatch):
     """The blocked kernel's blocks of 8 pixels (4 on rows of fewer than 8 outputs; the last block
     of a row overlapping the one before) and vectors of LANES filters (the last one filled up with
     zero filters, stored a filter at a time; whole ones a vector at a time with the bias and the
-    ReLU), read from the padded copy or from strips, on a batch: the formula, and the fused bias
-    and ReLU are exactly the unfused ones (NaN kept)."""
+    ReLU), read from the padded copy or from pieces of it made by each band, on a batch: the
+    formula, the same bits either way, and the fused bias and ReLU exactly the unfused ones (NaN
+    kept)."""
     lanes = _blocked_lanes()
     n_out = {"4": 4, "lanes": lanes, "lanes + 5": lanes + 5, "2 lanes": 2 * lanes}[filters]
-    monkeypatch.setattr(conv_paths, "BLOCKED_COPY_FLOATS", 1 << 30 if source == "copy" else 0)
-    monkeypatch.setattr(conv_paths, "STRIP_FLOATS", 1 if source == "strips in chunks" else 1 << 16)
+    if source == "pieces of the copy":  # pieces of 4 output rows (or 2 with a stride), each band
+        monkeypatch.setattr(conv_paths, "BLOCKED_WHOLE_COPY_BYTES", 0)
+        monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 0)
+        monkeypatch.setattr(conv_paths, "PIECE_BYTES", 1)
+        monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
+        monkeypatch.setattr(conv_paths, "BLOCKED_BAND_PIXELS", 1)
     rng = np.random.default_rng(width * 31 + n_out)
-    x = rng.standard_normal((2, 9, width, 12)).astype(np.float32)
-    x[1, 4, 2, 5] = np.nan
+    x = rng.standard_normal((2, 20, width, 12)).astype(np.float32)
+    x[1, 14, 2, 5] = np.nan
     w = rng.standard_normal((3, 5, 12, n_out)).astype(np.float32)
     bias = rng.standard_normal(n_out).astype(np.float32)
     linear = run_path(x, w, strides, "SAME", (1, 1), "blocked")
@@ -650,10 +655,14 @@ def test_blocked_vector_blocks_cover_every_output(source, filters, width, stride
     magnitude = naive.conv2d(np.abs(np.nan_to_num(x)), np.abs(w), strides, "SAME", (1, 1))
     assert np.array_equal(np.isnan(linear), np.isnan(expected))
     assert np.all(np.abs(linear - expected)[finite] <= 8 * np.finfo(np.float32).eps * magnitude[finite])
-    gh, gw = axis(9, 3, strides[0], "SAME", 1), axis(width, 5, strides[1], "SAME", 1)
+    gh, gw = axis(20, 3, strides[0], "SAME", 1), axis(width, 5, strides[1], "SAME", 1)
     fused = conv_paths.correlate(x, w, strides, (1, 1), gh, gw, path="blocked", bias=bias, activation="relu")
     np.testing.assert_array_equal(fused, ops.relu(linear + bias))
     assert (fused == 0).any() and (fused > 0).any()
+    if source == "pieces of the copy":
+        assert conv_paths._piece_rows(12, 22, width + 4, gh.out, strides[0], 3, 1) is not None
+        monkeypatch.setattr(conv_paths, "BLOCKED_WHOLE_COPY_BYTES", 1 << 30)
+        np.testing.assert_array_equal(run_path(x, w, strides, "SAME", (1, 1), "blocked"), linear)
 
 
 def test_blocked_kernel_runs_on_eight_lanes_where_numba_compiles_for_avx2(tmp_path):
