@@ -685,7 +685,8 @@ def _outer_run(pixels: int):
     k < ``count``, ``sums[p] += src[start + p*step + k] * wt[w_start + k*LANES :][:LANES]``, each
     ``sums[p]`` (LANES floats of ``sums``) in a register and summed in the order of k. The loop
     is a function of its own, never inlined: inside the kernel's loops its pointers would not
-    stay in registers (measured: half the speed)."""
+    stay in registers (measured on one thread: 512x512x16 * 5x5x16x16 53.7 ms inlined, 44.3
+    out of line)."""
     name = f"convfilter_outer_run_{pixels}x{LANES}"
 
     def define(module):
