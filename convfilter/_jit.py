@@ -788,9 +788,13 @@ def _store_lanes(sums, target, j0, pixels, f0, lanes, bias, add_bias, relu):
 
 
 @njit(cache=CACHE, nogil=True)
-def correlate_blocked(xp, wt, fh, fw, sh, sw, dh, bias, add_bias, relu, out, row_start, row_stop):
+def correlate_blocked(xp, first_row, stop_row, wt, fh, fw, sh, sw, dh, bias, add_bias, relu, out, row_start,
+                      row_stop):
     """Output rows ``row_start .. row_stop`` (over all images) of the padded NHWC ``xp`` correlated
-    with the filters ``wt`` (flat, see below), window columns adjacent (dilation 1 across).
+    with the filters ``wt`` (flat, see below), window columns adjacent (dilation 1 across). Rows
+    of ``xp`` outside ``first_row .. stop_row`` are zeros: the window rows that fall there are
+    skipped (exact: with finite filters each of their products is a zero, which leaves a sum that
+    started from +0.0 as it was).
 
     A window row of a pixel is one contiguous run of ``fw*C`` floats of its source row, and the
     filters (see ``conv_paths.blocked_filters``) are blocks of LANES filters, each laid out
@@ -818,7 +822,10 @@ def correlate_blocked(xp, wt, fh, fw, sh, sw, dh, bias, add_bias, relu, out, row
             # the sum in pieces of at most DEPTH_PIECE products, each piece over every block of
             # the row, so that its filters stay in L1 while the blocks go by
             for u in range(fh):
-                src = rows[n, i * sh + u * dh]
+                r = i * sh + u * dh
+                if r < first_row or r >= stop_row:
+                    continue
+                src = rows[n, r]
                 for k0 in range(0, run, DEPTH_PIECE):
                     count = min(DEPTH_PIECE, run - k0)
                     w_start = w_first + (u * run + k0) * LANES

@@ -1131,10 +1131,17 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     depth = fh * fw * n_in
     pixels = BLOCK_PIXELS if out_w >= BLOCK_PIXELS else 4
     filters = -(-n_out // LANES) * LANES  # the last vector of filters is filled up with zeros
-    rows = n_img * out_h
-    blocks = rows * -(-out_w // pixels) * filters // LANES
-    return (COST["blocked_call"] + blocks * pixels * LANES * depth / COST["blocked_rate"]
-            + blocks * fh * -(-fw * n_in // DEPTH_PIECE) * COST["blocked_piece"]
+    # window rows that read the image (those in the rows of zero padding are skipped), for
+    # padding split as SAME splits it
+    height, sh, dh = x_shape[1], strides[0], dilations[0]
+    pad_top = (padded_h - height) // 2
+    window_rows = 0
+    for u in range(fh):
+        lo, hi = pad_top - u * dh, pad_top - u * dh + height  # i * sh must lie in lo .. hi - 1
+        window_rows += max(0, min(out_h, -(-hi // sh)) - max(0, -(-lo // sh)))
+    segments = n_img * window_rows * -(-out_w // pixels) * filters // LANES  # (block, window row) pairs
+    return (COST["blocked_call"] + segments * pixels * LANES * fw * n_in / COST["blocked_rate"]
+            + segments * -(-fw * n_in // DEPTH_PIECE) * COST["blocked_piece"]
             + n_img * padded_h * padded_w * n_in / COST["blocked_padded_rate"]
             + filters * depth / COST["blocked_layout_rate"])
 
@@ -1172,7 +1179,9 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
         piece_rows = _piece_rows(n_in, padded_h, padded_w, out.shape[1], strides[0], fh, dilations[0])
     if border != "CONSTANT" or piece_rows is None:
         source = read_only(np.ascontiguousarray(padded_copy(x, gh, gw, border)))
-        run_bands(kernel, (source, *args, out), n_img * out.shape[1], work,
+        # the rows of zero padding need no products; other borders' padding is image cells
+        rows = (gh.pad_before, gh.pad_before + height) if border == "CONSTANT" else (0, padded_h)
+        run_bands(kernel, (source, *rows, *args, out), n_img * out.shape[1], work,
                   min_rows=rows_holding(BLOCKED_BAND_PIXELS, out.shape[2]))
     else:
         run_bands(_blocked_pieces_of_band, (x, gh, gw, piece_rows, kernel, args, out), out.shape[1], work,
@@ -1203,4 +1212,4 @@ def _blocked_pieces_of_band(x, gh: AxisGeometry, gw: AxisGeometry, piece_rows: i
             buffer[0, :top] = 0.0
             buffer[0, top:bottom, left : left + width] = x[n, first + top : first + bottom]
             buffer[0, bottom:] = 0.0
-            kernel(source, *args, out[n : n + 1, lo:hi], 0, hi - lo)
+            kernel(source, top, bottom, *args, out[n : n + 1, lo:hi], 0, hi - lo)
