@@ -1066,8 +1066,9 @@ def _winograd_band(source, filters, bias, add_bias, activation, out, transform_i
 
 # --- blocked: compiled vector products ------------------------------------------------------
 # The blocked kernel reads each window row as one run of fw*C floats of a padded copy of the
-# image: the whole copy for an image of at most this many bytes, else pieces of it made by each
-# band as it goes, as the planar path does. Medians of 3 alternating rounds on two threads,
+# images: the whole copy when it holds at most this many bytes, else (when each image's copy is
+# large enough for pieces, see _piece_rows) pieces of it made by each band as it goes, as the
+# planar path does. Medians of 3 alternating rounds on two threads,
 # against the strips of interleaved source rows the path read before: whole copies, 512x512x16 *
 # 5x5x16x16 18.8 against 23.9 ms, 112x112x16 * 5x5x16x16 1.00 against 1.38, 224x224x16 *
 # 5x5x16x16 stride 2 1.16 against 1.58; but a whole copy of 1024x1024x16 (67 MB, on one thread
