@@ -530,7 +530,7 @@ def _correlate_jit(x, w, strides, dilations, gh, gw, path, sum_channels, factors
                                              phases)
         run_bands(name, arguments(source, (0, 0), out), out.shape[1], work)
         return
-    piece_h = (piece_rows - 1) * strides[0] + (w.shape[0] - 1) * dilations[0] + 1  # the rows they read
+    piece_h = _piece_height(piece_rows, strides[0], w.shape[0], dilations[0])
     name, arguments, work = _kernel_call(path, w, factors, piece_h, padded_w, strides, dilations, finish, out,
                                          phases)
     # both kernels are chosen for the whole image's work, as if it were done in one call; the
@@ -554,6 +554,11 @@ def _piece_rows(n_in: int, padded_h: int, padded_w: int, out_h: int, sh: int, fh
     if rows >= out_h // 2:  # pieces as large as the band: nothing to gain
         return None
     return rows
+
+
+def _piece_height(piece_rows: int, sh: int, fh: int, dh: int) -> int:
+    """Rows of the padded copy that a piece of ``piece_rows`` output rows reads."""
+    return (piece_rows - 1) * sh + (fh - 1) * dh + 1
 
 
 def _pieces_of_band(x, fill, extra, gh, gw, kernel, arguments, piece_rows, piece_h, sh, copy_shape, out, start,
@@ -1175,6 +1180,7 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
     args = (blocked_filters(w), fh, fw, *strides, dilations[0], *finish_of(bias, n_out, relu))
     work = out.size * fh * fw * n_in
     padded_h, padded_w = gh.pad_before + height + gh.pad_after, gw.pad_before + width + gw.pad_after
+    min_rows = rows_holding(BLOCKED_BAND_PIXELS, out.shape[2])
     piece_rows = None
     if n_img * padded_h * padded_w * n_in * 4 > BLOCKED_WHOLE_COPY_BYTES:
         piece_rows = _piece_rows(n_in, padded_h, padded_w, out.shape[1], strides[0], fh, dilations[0])
@@ -1182,23 +1188,22 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
         source = read_only(np.ascontiguousarray(padded_copy(x, gh, gw, border)))
         # the rows of zero padding need no products; other borders' padding is image cells
         rows = (gh.pad_before, gh.pad_before + height) if border == "CONSTANT" else (0, padded_h)
-        run_bands(kernel, (source, *rows, *args, out), n_img * out.shape[1], work,
-                  min_rows=rows_holding(BLOCKED_BAND_PIXELS, out.shape[2]))
+        run_bands(kernel, (source, *rows, *args, out), n_img * out.shape[1], work, min_rows=min_rows)
     else:
-        run_bands(_blocked_pieces_of_band, (x, gh, gw, piece_rows, kernel, args, out), out.shape[1], work,
-                  min_rows=rows_holding(BLOCKED_BAND_PIXELS, out.shape[2]))
+        piece_h = _piece_height(piece_rows, strides[0], fh, dilations[0])
+        run_bands(_blocked_pieces_of_band, (x, gh, gw, piece_rows, piece_h, strides[0], kernel, args, out),
+                  out.shape[1], work, min_rows=min_rows)
     if not relu:
         apply_in_place(out, activation)
 
 
-def _blocked_pieces_of_band(x, gh: AxisGeometry, gw: AxisGeometry, piece_rows: int, kernel, args, out, start,
-                            stop) -> None:
+def _blocked_pieces_of_band(x, gh: AxisGeometry, gw: AxisGeometry, piece_rows: int, piece_h: int, sh: int, kernel,
+                            args, out, start, stop) -> None:
     """Output rows ``start .. stop`` of every image, a piece of ``piece_rows`` rows at a time, each
-    from the rows of the zero-padded copy it reads, made in a buffer of this band: the same bits
-    as one call over the whole copy."""
+    from the ``piece_h`` rows of the zero-padded copy it reads, made in a buffer of this band
+    (as :func:`_pieces_of_band` does for the planar copy): the same bits as one call over the
+    whole copy."""
     n_img, height, width, channels = x.shape
-    fh, sh, dh = args[1], args[3], args[5]
-    piece_h = (piece_rows - 1) * sh + (fh - 1) * dh + 1
     left = gw.pad_before
     buffer = np.empty((1, piece_h, left + width + gw.pad_after, channels), np.float32)
     buffer[0, :, :left] = 0.0  # the padding columns, never written again
