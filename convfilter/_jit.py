@@ -650,16 +650,16 @@ def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
 
 
 # --- the blocked path: outer products of 8 pixels and a vector of filters ----------------------
-# A vector of LANES filters (one AVX-512 register, or two AVX2 ones) is multiplied by each of 8
-# pixels' values and added to 8 vector sums that stay in registers, as a BLAS kernel does. Numba
+# A vector of LANES filters (16 in one AVX-512 register, or 8 in one AVX2 register) is multiplied
+# by each of 8 pixels' values and added to 8 vector sums that stay in registers, as a BLAS kernel does. Numba
 # leaves such a block of scalars unvectorised (it turns LLVM's SLP vectoriser off), so the run
 # is written as LLVM vectors directly. Each output sums its window in the window's order, in
 # pieces of DEPTH_PIECE products each summed from +0.0 and then added in order (one sequential
 # sum rounds more: over 7x7x512 windows it drifted to 8e-6 of the output's magnitude against
 # TensorFlow; in pieces the sweep's largest difference is 3.9e-6, as with BLAS's paths), with
 # fused multiply-adds (``llvm.fma``: rounded once; the same bits on every CPU and for any lane
-# count). The result differs from the other paths' by float32
-# rounding only; this path has no numpy twin, and the cost model offers it only where Numba runs.
+# count). The result differs from the other paths' by float32 rounding only; this path has no
+# numpy twin, and the cost model offers it only where Numba runs.
 
 
 def _vector_lanes() -> int:
@@ -675,9 +675,10 @@ def _vector_lanes() -> int:
 LANES = _vector_lanes()
 BLOCK_PIXELS = 8  # pixels per block: 8 independent sums hide the latency of a fused multiply-add
 # Products of a sum taken at a time over a row's blocks: their (DEPTH_PIECE, LANES) filters, 16 KiB
-# with 16 lanes, stay in L1 beside the windows (measured on one thread, pieces against whole
-# sums: 512x512x16 * 5x5x16x16 on strips 42.7 against 42.4 ms, 1024x1024x16 * 5x5x16x16 with
-# stride 2, 55.0 against 55.2; at 128, 43.5 and 53.1: the pieces are for the rounding).
+# with 16 lanes, stay in L1 beside the windows (measured on one thread, when the path still read
+# interleaved strips, pieces against whole sums: 512x512x16 * 5x5x16x16 42.7 against 42.4 ms,
+# 1024x1024x16 * 5x5x16x16 with stride 2, 55.0 against 55.2; at 128, 43.5 and 53.1: the pieces
+# are for the rounding).
 DEPTH_PIECE = 256
 
 

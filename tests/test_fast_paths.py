@@ -878,11 +878,11 @@ def test_depthwise_conv2d_checks_its_arguments():
         ops.depthwise_conv2d(x, np.ones((7, 7, 3, 1)), padding="VALID")
 
 
-@pytest.mark.parametrize("channels,kernel", [(20, 3), (160, 5)])  # interleaved strips, the image's rows
+@pytest.mark.parametrize("channels,kernel", [(20, 3), (160, 5)])  # window rows of one piece of the sum, of four
 def test_the_blocked_path_carries_inf_and_nan_as_the_formula_does(channels, kernel):
-    """Its sums run in SIMD lanes, in another order than the formula's, but no fast-math flag
-    assumes finite values: NaN, and inf of either sign (NaN where they meet, or meet a zero
-    weight), land where the plain-loop formula puts them."""
+    """Its sums run in pieces with fused multiply-adds, in another order than the formula's, but
+    nothing assumes finite values: NaN, and inf of either sign (NaN where they meet, or meet a
+    zero weight), land where the plain-loop formula puts them."""
     rng = np.random.default_rng(channels)
     x = rng.standard_normal((2, 9, 11, channels)).astype(np.float32)
     x[0, 2, 3, 0], x[0, 6, 8, 1], x[1, 4, 4, 2], x[1, 4, 6, 2] = np.nan, np.inf, np.inf, -np.inf
