@@ -670,20 +670,24 @@ def test_blocked_kernel_runs_on_eight_lanes_where_numba_compiles_for_avx2(tmp_pa
     compiled for a Haswell in a process of its own, it gives the formula, and the same bits as
     this process (16 lanes where it has AVX-512): each output's sum is the same chain of fused
     multiply-adds whatever the lanes."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 10, 21, 128)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 128, 19)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "w.npy", w)
     script = (
-        "import numpy as np, naive\n"
+        "import os, numpy as np, naive\n"
         "from convfilter import _jit, conv_paths\n"
         "from convfilter.geometry import axis\n"
         "assert _jit.LANES == 8, _jit.LANES\n"
-        "rng = np.random.default_rng(5)\n"
-        "x = rng.standard_normal((1, 10, 21, 128)).astype(np.float32)\n"
-        "w = rng.standard_normal((3, 3, 128, 19)).astype(np.float32)\n"
+        f"folder = {str(tmp_path)!r}\n"
+        "x, w = (np.load(os.path.join(folder, name)) for name in ('x.npy', 'w.npy'))\n"
         "gh, gw = axis(10, 3, 1, 'SAME', 1), axis(21, 3, 1, 'SAME', 1)\n"
         "got = conv_paths.correlate(x, w, (1, 1), (1, 1), gh, gw, path='blocked')\n"
         "expected = naive.conv2d(x, w, (1, 1), 'SAME', (1, 1))\n"
         "magnitude = naive.conv2d(np.abs(x), np.abs(w), (1, 1), 'SAME', (1, 1))\n"
         "assert np.all(np.abs(got - expected) <= 8 * np.finfo(np.float32).eps * magnitude)\n"
-        f"np.save({str(tmp_path / 'got.npy')!r}, got)\n"
+        "np.save(os.path.join(folder, 'got.npy'), got)\n"
         "print('ok')\n"
     )
     features = "+avx,+avx2,+fma,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+f16c,+bmi,+bmi2,+lzcnt,+movbe"
@@ -692,9 +696,6 @@ def test_blocked_kernel_runs_on_eight_lanes_where_numba_compiles_for_avx2(tmp_pa
     env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], os.path.dirname(naive.__file__)])
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((1, 10, 21, 128)).astype(np.float32)
-    w = rng.standard_normal((3, 3, 128, 19)).astype(np.float32)
     here = run_path(x, w, (1, 1), "SAME", (1, 1), "blocked")
     np.testing.assert_array_equal(np.load(tmp_path / "got.npy"), here)
 
