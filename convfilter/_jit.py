@@ -674,17 +674,17 @@ def _vector_lanes() -> int:
 
 LANES = _vector_lanes()
 BLOCK_PIXELS = 8  # pixels per block: 8 independent sums hide the latency of a fused multiply-add
-# Products of a sum taken at a time over a row's blocks: their (DEPTH_PIECE, LANES) filters, 16 KiB
-# with 16 lanes, stay in L1 beside the windows (measured on one thread, when the path still read
-# interleaved strips, pieces against whole sums: 512x512x16 * 5x5x16x16 42.7 against 42.4 ms,
-# 1024x1024x16 * 5x5x16x16 with stride 2, 55.0 against 55.2; at 128, 43.5 and 53.1: the pieces
-# are for the rounding).
+# Products of a sum taken at a time over the blocks of a group of rows: their (DEPTH_PIECE,
+# LANES) filters, 256 lines of the bank, stay in cache while the blocks go by (measured on one
+# thread, when the path still read interleaved strips, pieces against whole sums: 512x512x16 *
+# 5x5x16x16 42.7 against 42.4 ms, 1024x1024x16 * 5x5x16x16 with stride 2, 55.0 against 55.2;
+# at 128, 43.5 and 53.1: the pieces are for the rounding).
 DEPTH_PIECE = 256
 
 
 def _outer_run(pixels: int):
-    """The intrinsic ``run(src, start, step, wt, w_start, count, sums)``: for p < ``pixels`` and
-    k < ``count``, ``sums[p] += src[start + p*step + k] * wt[w_start + k*LANES :][:LANES]``, each
+    """The intrinsic ``run(src, start, step, wt, w_start, w_step, count, sums)``: for p < ``pixels``
+    and k < ``count``, ``sums[p] += src[start + p*step + k] * wt[w_start + k*w_step :][:LANES]``, each
     ``sums[p]`` (LANES floats of ``sums``) in a register and summed in the order of k. The loop
     is a function of its own, never inlined: inside the kernel's loops its pointers would not
     stay in registers (measured on one thread: 512x512x16 * 5x5x16x16 53.7 ms inlined, 44.3
@@ -697,12 +697,12 @@ def _outer_run(pixels: int):
         i64 = ir.IntType(64)
         floats = ir.FloatType().as_pointer()
         function = cgutils.get_or_insert_function(
-            module, ir.FunctionType(ir.VoidType(), [floats, i64, i64, floats, i64, i64, floats]), name)
+            module, ir.FunctionType(ir.VoidType(), [floats, i64, i64, floats, i64, i64, i64, floats]), name)
         if not function.is_declaration:
             return function
         function.linkage = "internal"
         function.attributes.add("noinline")
-        src, start, step, wt, w_start, count, sums = function.args
+        src, start, step, wt, w_start, w_step, count, sums = function.args
         builder = ir.IRBuilder(function.append_basic_block("entry"))
         fma = cgutils.get_or_insert_function(module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{LANES}f32")
         slots, firsts = [], []
@@ -718,7 +718,7 @@ def _outer_run(pixels: int):
         spread = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
         with cgutils.for_range(builder, count) as loop:
             k = loop.index
-            column = builder.gep(filters, [builder.mul(k, ir.Constant(i64, LANES))])
+            column = builder.gep(filters, [builder.mul(k, w_step)])
             weights = builder.load(builder.bitcast(column, pointer), align=4)
             for p in range(pixels):
                 value = builder.load(builder.gep(firsts[p], [k]))
@@ -731,13 +731,14 @@ def _outer_run(pixels: int):
         return function
 
     @intrinsic
-    def run(typingctx, src, start, step, wt, w_start, count, sums):
+    def run(typingctx, src, start, step, wt, w_start, w_step, count, sums):
         def codegen(context, builder, signature, args):
-            data = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in (0, 3, 6)]
-            builder.call(define(builder.module), [data[0], args[1], args[2], data[1], args[4], args[5], data[2]])
+            data = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in (0, 3, 7)]
+            builder.call(define(builder.module), [data[0], args[1], args[2], data[1], args[4], args[5], args[6],
+                                                  data[2]])
             return context.get_dummy_value()
 
-        return types.void(src, start, step, wt, w_start, count, sums), codegen
+        return types.void(src, start, step, wt, w_start, w_step, count, sums), codegen
 
     return run
 
@@ -790,55 +791,75 @@ def _store_lanes(sums, target, j0, pixels, f0, lanes, bias, add_bias, relu):
 
 
 @njit(cache=CACHE, nogil=True)
-def correlate_blocked(xp, first_row, stop_row, wt, fh, fw, sh, sw, dh, bias, add_bias, relu, out, row_start,
-                      row_stop):
-    """Output rows ``row_start .. row_stop`` (over all images) of the padded NHWC ``xp`` correlated
-    with the filters ``wt`` (flat, see below), window columns adjacent (dilation 1 across). Rows
-    of ``xp`` outside ``first_row .. stop_row`` are zeros: the window rows that fall there are
-    skipped (exact: with finite filters each of their products is a zero, which leaves a sum that
-    started from +0.0 as it was).
+def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh, bias, add_bias, relu, group, out,
+                      task_start, task_stop):
+    """Tasks ``task_start .. task_stop`` of the padded NHWC ``xp`` correlated with the filters
+    ``matrix``: the bank as a flat (fh*fw*C, F) matrix, its rows in the order of a window's run
+    ``[u][v][c]``; window columns adjacent (dilation 1 across). Rows of ``xp`` outside
+    ``first_row .. stop_row`` are zeros: the window rows that fall there are skipped (exact: with
+    finite filters each of their products is a zero, which leaves a sum that started from +0.0
+    as it was).
 
-    A window row of a pixel is one contiguous run of ``fw*C`` floats of its source row, and the
-    filters (see ``conv_paths.blocked_filters``) are blocks of LANES filters, each laid out
-    ``[u][v][c][lane]``. Blocks of 8 pixels (4 on rows of fewer than 8 outputs) by LANES
-    filters; the last block of a row overlaps the one before, so the output needs at least 4
-    columns. Each piece of the sum runs over all the blocks of a row while its filters stay in
-    L1.
+    A task is an output row (over all images) and a vector of LANES filters, numbered vector
+    after vector: a band of tasks reads its vectors' filters only (on a small map with many
+    filters each thread reads its part of the bank). A window row of a pixel is one contiguous
+    run of ``fw*C`` floats of its source row. Blocks of 8 pixels (4 on rows of fewer than 8
+    outputs) by a vector of filters, read from ``matrix`` a row of it at a time, in place; when F
+    is not a multiple of LANES the last vector's filters are read from ``tail``, their
+    (fh*fw*C, LANES) matrix filled up with zero filters (see ``conv_paths.blocked_tail``). The
+    last block of a row overlaps the one before, so the output needs at least 4 columns.
+
+    The rows of a vector are summed ``group`` at a time: each piece of the sum runs over every
+    block of the group's rows, so that the piece's filters are read once for them all (from
+    cache after the first block), not once a row. An output's pieces are added in the same
+    order whatever the group and the tasks: the same bits.
     """
     n_img, out_h, out_w, n_out = out.shape
     height, width, channels = xp.shape[1], xp.shape[2], xp.shape[3]
     rows = xp.reshape(n_img, height, width * channels)
     run, step = fw * channels, sw * channels
-    depth = fh * run
     pixels = BLOCK_PIXELS if out_w >= BLOCK_PIXELS else 4
     blocks = -(-out_w // pixels)
     block_floats = BLOCK_PIXELS * LANES
-    sums = np.empty(blocks * block_floats, np.float32)  # a row's sums, block after block
-    for f0 in range(0, n_out, LANES):
+    row_floats = blocks * block_floats
+    sums = np.empty(min(group, task_stop - task_start) * row_floats, np.float32)  # a group's sums, block after block
+    out_rows = n_img * out_h
+    task = task_start
+    while task < task_stop:
+        # a group of rows of one vector of filters: rows first .. first + count over all images
+        vector = task // out_rows
+        first = task - vector * out_rows
+        count_rows = min(group, out_rows - first, task_stop - task)
+        f0 = vector * LANES
         lanes = min(LANES, n_out - f0)
-        w_first = f0 * depth  # the block's (depth, LANES) filters
-        for task in range(row_start, row_stop):
-            n = task // out_h
-            i = task - n * out_h
-            sums[:] = 0.0
-            # the sum in pieces of at most DEPTH_PIECE products, each piece over every block of
-            # the row, so that its filters stay in L1 while the blocks go by
-            for u in range(fh):
-                r = i * sh + u * dh
-                if r < first_row or r >= stop_row:
-                    continue
-                src = rows[n, r]
-                for k0 in range(0, run, DEPTH_PIECE):
-                    count = min(DEPTH_PIECE, run - k0)
-                    w_start = w_first + (u * run + k0) * LANES
+        # the vector's filters: LANES columns of the matrix, or the tail's
+        filters, w_first, w_step = (matrix, f0, n_out) if lanes == LANES else (tail, 0, LANES)
+        sums[: count_rows * row_floats] = 0.0
+        # the sum in pieces of at most DEPTH_PIECE products, each piece over every block of the
+        # group's rows, so that its filters stay in cache while the blocks go by
+        for u in range(fh):
+            for k0 in range(0, run, DEPTH_PIECE):
+                count = min(DEPTH_PIECE, run - k0)
+                w_start = w_first + (u * run + k0) * w_step
+                for t in range(count_rows):
+                    n, i = divmod(first + t, out_h)
+                    r = i * sh + u * dh
+                    if r < first_row or r >= stop_row:
+                        continue
+                    src = rows[n, r]
                     for b in range(blocks):
                         j0 = min(b * pixels, out_w - pixels)
-                        block = sums[b * block_floats : (b + 1) * block_floats]
+                        start = t * row_floats + b * block_floats
+                        block = sums[start : start + block_floats]
                         if pixels == BLOCK_PIXELS:
-                            _outer_run_8(src, j0 * step + k0, step, wt, w_start, count, block)
+                            _outer_run_8(src, j0 * step + k0, step, filters, w_start, w_step, count, block)
                         else:
-                            _outer_run_4(src, j0 * step + k0, step, wt, w_start, count, block)
+                            _outer_run_4(src, j0 * step + k0, step, filters, w_start, w_step, count, block)
+        for t in range(count_rows):
+            n, i = divmod(first + t, out_h)
             for b in range(blocks):
                 j0 = min(b * pixels, out_w - pixels)
-                block = sums[b * block_floats : (b + 1) * block_floats]
-                _store_lanes(block, out[n, i], j0, pixels, f0, lanes, bias, add_bias, relu)
+                start = t * row_floats + b * block_floats
+                _store_lanes(sums[start : start + block_floats], out[n, i], j0, pixels, f0, lanes, bias, add_bias,
+                             relu)
+        task += count_rows

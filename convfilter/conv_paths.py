@@ -261,16 +261,22 @@ COST = {
     "winograd_transform_rate": 2.9e9,
     "winograd_filter_pair": 10e-9,  # per (input channel, filter) pair: transforming the filters
     "winograd_filter_read_rate": 2e9,  # transformed filter floats per second BLAS packs, per chunk
-    # the blocked path: a least-squares fit of 103 shapes on one thread (the sweep's 30, 36 random
-    # ones and 37 small maps: to within 0.52-1.30x, 85% of them within 0.8-1.2x), with its rate
-    # (94% of the FMA peak) and the copy rate held
-    "blocked_call": 14e-6,
+    # the blocked path: a least-squares fit of 216 shapes on one thread (37 of the sweep, 36
+    # random ones, 37 small maps and 106 shapes of 64-256 filters: to within 0.65-1.28x, 91% of
+    # them within 0.8-1.2x), with its rate (94% of the FMA peak) and the copy rates held
+    "blocked_call": 18e-6,
     "blocked_rate": 55e9,  # multiply-adds per second of its vector products (padded filters included)
-    "blocked_piece": 72e-9,  # per block of 8 pixels and a piece of its sum (see _jit.DEPTH_PIECE)
+    "blocked_piece": 20e-9,  # per block of 8 pixels and a piece of its sum (see _jit.DEPTH_PIECE)
     # floats per second of the padded copy (not fitted: the fit's images were small enough to stay
     # in cache, 12.5e9; a 64 MB image is copied at 1.3e9)
     "blocked_padded_rate": 4e9,
-    "blocked_layout_rate": 6e9,  # filter floats per second laid out in blocks of lanes, once per call
+    "blocked_tail_rate": 6e9,  # filter floats per second copied into the last vector's, once per call
+    # per cache line of filters read from beyond L2, once per output row and vector (when the
+    # vector's lines are more than L2 holds of lines that far apart: see blocked_far_lines)
+    "blocked_far_line": 1.5e-9,
+    # ... and per page of the bank that line crosses, when the bank is larger than the TLB reaches
+    # (7x7x256 * 7x7x256x256 with stride 2: 2.2 ms against an estimate of 1.0 without it)
+    "blocked_page": 21e-9,
 }
 
 # The direct loops sum each output row of every filter in a (F, W_out) scratch block before
@@ -358,7 +364,7 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
     1x1 kernels choose between the direct loops and ``matmul``, larger ones between the direct
     loops, ``im2col``, (stride 1) ``shifted`` and (3x3, stride 1, no dilation) ``winograd``;
     rank-1 kernels (``factors`` not None) may take ``separable``; kernels larger than 1x1 with
-    at least 8 input channels and at most 64 filters, in a process that runs Numba, may take
+    at least 8 input channels and at most 256 filters, in a process that runs Numba, may take
     ``blocked``. A single input channel and a 1x1 kernel is a scaling, not a product: BLAS is
     slow at it.
     """
@@ -370,7 +376,6 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
         mean_taps = (np.count_nonzero(cols) / cols[..., 0].size, np.count_nonzero(rows) / rows[..., 0].size)
     offer_blocked = (fh * fw > 1 and BLOCKED_MIN_CHANNELS <= n_in and n_out <= BLOCKED_MAX_FILTERS
                      and blocked_fits(w.shape, out_shape[1:3], dilations)
-                     and (math.prod(out_shape[:3]) > SMALL_MAP_PIXELS or n_out < BLOCKED_SMALL_MAP_FILTERS)
                      and blocked_ready())
     key = (tuple(x_shape), w.shape, tuple(strides), tuple(dilations), tuple(out_shape), used, mean_taps,
            offer_blocked)
@@ -852,14 +857,6 @@ def _gemm_band(source, matrix, window, strides, dilations, in_place, bias, activ
 # products of equal depth run as bands and added in their order, so the bits do not depend on
 # the threads (7x7x512 * 3x3x512x512: 3.0 -> 2.2 ms).
 SMALL_MAP_PIXELS = MIN_TILE_PIXELS
-# ... which the blocked path serves better only for fewer filters than this, down to 4x4 outputs
-# (measured on small maps, two threads, blocked against im2col in parts of the sum:
-# 14x14x512 * 7x7x512x16 with stride 2, 0.51 and 0.69 ms; 7x7x256 * 7x7x256x16 with stride 2,
-# 0.12 and 0.17; 4x4x512 * 3x3x512x16, 0.052 and 0.078; 20x20x32 * 5x5x32x32, 0.25 and 0.29;
-# but 7x7x64 * 7x7x64x64, 0.31 and 0.27, and 7x7x128 * 7x7x128x128 with stride 2, 0.64 and
-# 0.40: on a map of a few blocks each block reads the whole bank). Between, the cost model
-# chooses.
-BLOCKED_SMALL_MAP_FILTERS = 64
 DEPTH_PARTS = 2
 MIN_PART_DEPTH = 64  # ... each at least this deep
 # ... from this many multiply-adds: one product of a small map keeps BLAS at full speed, so even
@@ -1081,15 +1078,19 @@ def _winograd_band(source, filters, bias, add_bias, activation, out, transform_i
 BLOCKED_WHOLE_COPY_BYTES = 32 << 20
 # A band of the blocked path has at least this many output pixels (16 blocks).
 BLOCKED_BAND_PIXELS = 128
+# The sums of the output rows the blocked kernel makes together (floats; 128 KiB, in L2 beside
+# the piece of filters the rows share; see blocked_group).
+BLOCKED_SUM_FLOATS = 1 << 15
 
 # The cost model considers the blocked path from this many input channels: never for images
 # (1-4 channels), whose results stay the same bits in every process (see blocked_ready) ...
 BLOCKED_MIN_CHANNELS = 8
-# ... and up to this many filters. With more, BLAS's products gain more from a second thread
-# (1.9-2x against 1.5-1.65x: every band reads all the filters again), and on one thread the
-# two are level (measured: 28x28x256 * 5x5x256x256 28.5 ms blocked, 28.6 ms im2col on one
-# thread, 18.7 and 15.3 ms on two; 56x56x512 * 3x3x512x512 stride 2, 29.9 and 19.8 ms on two).
-BLOCKED_MAX_FILTERS = 64
+# ... and up to this many filters, on maps of any size (down to 4 output columns). With 512,
+# BLAS's products were faster on every map tried (two threads: 7x7x512 * 5x5x512x512 7.9
+# against 5.0 ms, 14x14x16 * 7x7x16x512 stride 2 0.88 against 0.43, 224x224x16 * 3x3x16x512
+# stride 2 17.6 against 11.8): a row of the bank is 2 KB, and a vector's filters, one line of each
+# row, are more lines that far apart than L2 and the TLB hold. Between, the cost model chooses.
+BLOCKED_MAX_FILTERS = 256
 
 
 BLOCKED_KERNEL = "correlate_blocked"
@@ -1145,27 +1146,56 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     for u in range(fh):
         lo, hi = pad_top - u * dh, pad_top - u * dh + height  # i * sh must lie in lo .. hi - 1
         window_rows += max(0, min(out_h, -(-hi // sh)) - max(0, -(-lo // sh)))
-    segments = n_img * window_rows * -(-out_w // pixels) * filters // LANES  # (block, window row) pairs
+    vectors = filters // LANES
+    segments = n_img * window_rows * -(-out_w // pixels) * vectors  # (block, window row) pairs
+    # lines of filters read once per group of rows and vector, from beyond L2 when it cannot
+    # hold the vector's
+    lines = n_img * window_rows * vectors * fw * n_in / min(blocked_group(out_w), n_img * out_h)
+    far = lines if depth > blocked_far_lines(n_out) else 0
+    pages = far * min(1.0, n_out * 4 / PAGE_BYTES) if depth * n_out * 4 > TLB_REACH_BYTES else 0
+    tail = depth * LANES if n_out % LANES else 0
     return (COST["blocked_call"] + segments * pixels * LANES * fw * n_in / COST["blocked_rate"]
             + segments * -(-fw * n_in // DEPTH_PIECE) * COST["blocked_piece"]
             + n_img * padded_h * padded_w * n_in / COST["blocked_padded_rate"]
-            + filters * depth / COST["blocked_layout_rate"])
+            + tail / COST["blocked_tail_rate"] + far * COST["blocked_far_line"] + pages * COST["blocked_page"])
 
 
-def blocked_filters(w: np.ndarray) -> np.ndarray:
-    """The filters as the blocked kernel reads them: blocks of ``_jit.LANES`` filters (the last
-    filled up with zero filters), each a (fh*fw*C, LANES) matrix in the order of a window's run,
-    ``[u][v][c]``; flat."""
+# The caches the blocked path's estimate assumes (an L2 of 1 MiB, 8 ways, lines of 64 bytes; a
+# second-level TLB of 3072 pages of 4 KiB): those of the machine its constants were fitted on,
+# and near enough on other current x86 cores for choosing a path.
+L2_SETS, L2_WAYS, LINE_BYTES = 2048, 8, 64
+PAGE_BYTES = 4096
+TLB_REACH_BYTES = 3072 * PAGE_BYTES
+
+
+def blocked_far_lines(n_out: int) -> int:
+    """How many of a vector's lines of filters L2 holds: they lie a row of the bank apart
+    (``n_out`` floats), and lines a power of two apart share a fraction of its sets."""
+    stride = max(1, n_out * 4 // LINE_BYTES)
+    return L2_WAYS * L2_SETS // min(L2_SETS, stride & -stride)
+
+
+def blocked_group(out_w: int) -> int:
+    """Output rows of ``out_w`` pixels whose sums the blocked kernel makes together: as many as
+    :data:`BLOCKED_SUM_FLOATS` hold."""
+    from ._jit import BLOCK_PIXELS, LANES
+
+    pixels = BLOCK_PIXELS if out_w >= BLOCK_PIXELS else 4
+    return max(1, BLOCKED_SUM_FLOATS // (-(-out_w // pixels) * BLOCK_PIXELS * LANES))
+
+
+def blocked_tail(w: np.ndarray) -> np.ndarray:
+    """The filters of the blocked kernel's last vector when F is not a multiple of ``_jit.LANES``:
+    its (fh*fw*C, LANES) matrix, filled up with zero filters; flat. Empty otherwise (the kernel
+    reads every vector from the bank itself)."""
     from . import _jit
 
     fh, fw, n_in, n_out = w.shape
-    lanes = _jit.LANES
-    matrix = w.reshape(fh * fw * n_in, n_out)
-    blocks = -(-n_out // lanes)
-    out = np.zeros((blocks, matrix.shape[0], lanes), np.float32)
-    for block in range(blocks):
-        f0 = block * lanes
-        out[block, :, : min(lanes, n_out - f0)] = matrix[:, f0 : f0 + lanes]
+    lanes, f0 = _jit.LANES, n_out - n_out % _jit.LANES
+    if f0 == n_out:
+        return np.zeros(0, np.float32)
+    out = np.zeros((fh * fw * n_in, lanes), np.float32)
+    out[:, : n_out - f0] = w.reshape(-1, n_out)[:, f0:]
     return out.reshape(-1)
 
 
@@ -1173,11 +1203,16 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
                       border: str = "CONSTANT") -> None:
     """The blocked path (see :func:`convfilter._jit.correlate_blocked`), in bands of output rows,
     on the padded copy of the image or (large images, zero padding) on pieces of it."""
+    from ._jit import LANES
+
     fh, fw, n_in, n_out = w.shape
     n_img, height, width, _ = x.shape
     relu = activation == "relu"
     kernel = _backend.compiled(BLOCKED_KERNEL)
-    args = (blocked_filters(w), fh, fw, *strides, dilations[0], *finish_of(bias, n_out, relu))
+    vectors = -(-n_out // LANES)
+    matrix = np.ascontiguousarray(w, np.float32).reshape(-1)  # in place: the bank is read as it is
+    args = (matrix, blocked_tail(w), fh, fw, *strides, dilations[0], *finish_of(bias, n_out, relu),
+            blocked_group(out.shape[2]))
     work = out.size * fh * fw * n_in
     padded_h, padded_w = gh.pad_before + height + gh.pad_after, gw.pad_before + width + gw.pad_after
     min_rows = rows_holding(BLOCKED_BAND_PIXELS, out.shape[2])
@@ -1188,18 +1223,20 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
         source = read_only(np.ascontiguousarray(padded_copy(x, gh, gw, border)))
         # the rows of zero padding need no products; other borders' padding is image cells
         rows = (gh.pad_before, gh.pad_before + height) if border == "CONSTANT" else (0, padded_h)
-        run_bands(kernel, (source, *rows, *args, out), n_img * out.shape[1], work, min_rows=min_rows)
+        # tasks are (vector of filters, output row) pairs, vector after vector (see the kernel)
+        run_bands(kernel, (source, *rows, *args, out), vectors * n_img * out.shape[1], work, min_rows=min_rows)
     else:
         piece_h = _piece_height(piece_rows, strides[0], fh, dilations[0])
-        run_bands(_blocked_pieces_of_band, (x, gh, gw, piece_rows, piece_h, strides[0], kernel, args, out),
+        run_bands(_blocked_pieces_of_band, (x, gh, gw, piece_rows, piece_h, strides[0], kernel, args, vectors, out),
                   out.shape[1], work, min_rows=min_rows)
     if not relu:
         apply_in_place(out, activation)
 
 
 def _blocked_pieces_of_band(x, gh: AxisGeometry, gw: AxisGeometry, piece_rows: int, piece_h: int, sh: int, kernel,
-                            args, out, start, stop) -> None:
-    """Output rows ``start .. stop`` of every image, a piece of ``piece_rows`` rows at a time, each
+                            args, vectors: int, out, start, stop) -> None:
+    """Output rows ``start .. stop`` of every image (all ``vectors`` of filters), a piece of
+    ``piece_rows`` rows at a time, each
     from the ``piece_h`` rows of the zero-padded copy it reads, made in a buffer of this band
     (as :func:`_pieces_of_band` does for the planar copy): the same bits as one call over the
     whole copy."""
@@ -1218,4 +1255,4 @@ def _blocked_pieces_of_band(x, gh: AxisGeometry, gw: AxisGeometry, piece_rows: i
             buffer[0, :top] = 0.0
             buffer[0, top:bottom, left : left + width] = x[n, first + top : first + bottom]
             buffer[0, bottom:] = 0.0
-            kernel(source, top, bottom, *args, out[n : n + 1, lo:hi], 0, hi - lo)
+            kernel(source, top, bottom, *args, out[n : n + 1, lo:hi], 0, vectors * (hi - lo))

@@ -1047,22 +1047,73 @@ def test_wide_rows_of_many_filters_are_summed_in_tiles_with_the_same_bits(backen
             ops.set_backend("auto")
 
 
-def test_small_maps_of_many_filters_are_not_offered_the_blocked_path(monkeypatch):
-    """On a map of one tile BLAS's product beats the blocked path from 64 filters on (measured);
-    with fewer filters, down to maps of 4x4 outputs, and on larger maps, the blocked path is
-    still offered."""
+def test_the_blocked_path_is_offered_up_to_256_filters_on_maps_of_any_size(monkeypatch):
+    """From 8 input channels and up to 256 filters the cost model weighs the blocked path on
+    every map, down to 4 output columns (measured: it beats BLAS's products on small maps of
+    64-256 filters since each band reads its own vectors' filters in place); above 256 filters
+    BLAS's products are faster, and the path is not offered."""
     monkeypatch.setattr(conv_paths, "blocked_ready", lambda: True)
     monkeypatch.setattr(conv_paths, "_choices", {})  # no choice remembered from another test
     offered = []
     monkeypatch.setattr(conv_paths, "_cheapest_path", lambda *args: offered.append(args[-1]) or "im2col")
-    for x_shape, w_shape in [((1, 14, 14, 256), (7, 7, 256, 64)), ((1, 28, 28, 512), (5, 5, 512, 16)),
-                             ((1, 14, 14, 512), (7, 7, 512, 16)), ((1, 56, 56, 256), (7, 7, 256, 64)),
-                             ((1, 7, 7, 256), (7, 7, 256, 16))]:
+    for x_shape, w_shape in [((1, 14, 14, 256), (7, 7, 256, 64)), ((1, 7, 7, 128), (7, 7, 128, 128)),
+                             ((1, 14, 14, 256), (3, 3, 256, 256)), ((1, 112, 112, 64), (3, 3, 64, 256)),
+                             ((1, 7, 7, 256), (7, 7, 256, 16)), ((1, 14, 14, 512), (3, 3, 512, 512)),
+                             ((1, 14, 14, 16), (3, 3, 16, 512)), ((1, 14, 14, 4), (3, 3, 4, 64))]:
         w = np.ones(w_shape, np.float32)
         out_h = -(-x_shape[1] // 2)
         conv_paths.choose_path(x_shape, w, (2, 2), (1, 1), (1, out_h, out_h, w_shape[3]), None)
-    # 49 pixels of 64 filters; 196 and 49 pixels of 16; a larger map; 16 pixels of 16 filters
-    assert offered == [False, True, True, True, True]
+    assert offered == [True] * 5 + [False] * 3
+
+
+def test_the_blocked_estimate_counts_filters_read_from_beyond_l2(monkeypatch):
+    """A vector's filters are one line of each row of the bank, rows F floats apart: lines a
+    power of two apart share a fraction of L2's sets (2048 sets of 8 ways, 64-byte lines). When
+    the vector's lines are more than that, each group of rows reads them from beyond L2 again,
+    and the estimate grows by that (hand-computed: 16 filters, rows one line apart, use every
+    set; 64 filters four lines apart, a quarter; 512 filters 32 lines apart, 1/32)."""
+    assert [conv_paths.blocked_far_lines(n) for n in (16, 48, 64, 256, 512)] == [16384, 16384, 4096, 1024, 512]
+    small, deep = (1, 7, 7, 256), (1, 4, 4, 256)
+    # 3x3x256 = 2304 lines: L2 holds them at 64 filters, not at 256 (1024 lines)
+    estimates = {}
+    for far_line in (conv_paths.COST["blocked_far_line"], 0.0):
+        monkeypatch.setitem(conv_paths.COST, "blocked_far_line", far_line)
+        for n_out in (64, 256):
+            estimates[far_line > 0, n_out] = conv_paths.blocked_seconds(
+                small, (3, 3, 256, n_out), deep[:3] + (n_out,), (2, 2), (1, 1))
+    assert estimates[True, 64] == estimates[False, 64]
+    assert estimates[True, 256] > estimates[False, 256]
+
+
+@pytest.mark.parametrize("strides", [(1, 1), (2, 2)])
+def test_blocked_rows_give_the_same_bits_in_any_group_and_band(strides, monkeypatch):
+    """The blocked kernel sums a vector's output rows a group at a time, and its bands are runs of
+    (vector, row) tasks that may start and end inside a vector and a group: an output's pieces
+    are added in the same order however the rows are grouped and the tasks split, so every
+    grouping gives the same bits, and the formula."""
+    lanes = _blocked_lanes()
+    rng = np.random.default_rng(40 + strides[0])
+    x = rng.standard_normal((2, 15, 11, 24)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 24, 2 * lanes + 5)).astype(np.float32)  # 3 vectors, the last a tail
+    bias = rng.standard_normal(w.shape[3]).astype(np.float32)
+    gh, gw = axis(15, 3, strides[0], "SAME", 1), axis(11, 3, strides[1], "SAME", 1)
+
+    def blocked():
+        return conv_paths.correlate(x, w, strides, (1, 1), gh, gw, path="blocked", bias=bias, activation="relu")
+
+    whole = blocked()  # every row of an image pair in one group, in one band
+    assert conv_paths.blocked_group(gw.out) >= 2 * gh.out
+    assert_close_to_formula(whole, x, w, strides, "SAME", (1, 1),
+                            reference=lambda *args: ops.relu(naive.conv2d(*args) + bias),
+                            magnitude=lambda *args: naive.conv2d(*args) + np.abs(bias))
+    pixels = 8 if gw.out >= 8 else 4  # a block's pixels; its sums take 8 * lanes floats either way
+    row_floats = -(-gw.out // pixels) * 8 * lanes
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)  # bands of a task or two, on threads
+    monkeypatch.setattr(conv_paths, "BLOCKED_BAND_PIXELS", 1)
+    for rows in (1, 2, 3, 5):
+        monkeypatch.setattr(conv_paths, "BLOCKED_SUM_FLOATS", rows * row_floats)
+        assert conv_paths.blocked_group(gw.out) == rows
+        np.testing.assert_array_equal(blocked(), whole)
 
 
 def test_a_large_result_reuses_only_memory_nobody_refers_to(monkeypatch):
