@@ -13,7 +13,10 @@ oversubscribe inside worker processes).
 Loop orders: every innermost loop runs along a contiguous axis (an image
 row, or the channels of one pixel) so that it vectorises, and accumulates
 into a row that stays in L1 cache. Zero taps are skipped (line kernels are
-mostly zeros), which is exact.
+mostly zeros), which is exact. Two inner loops keep their sums in vector
+registers instead, which Numba's loops cannot express: the direct loops'
+blocks of a vector of outputs and the blocked path's outer products, both
+written as LLVM vectors through Numba intrinsics.
 
 Arithmetic is strict IEEE float32 (no ``fastmath``: no fused multiply-add, no
 reassociation), so the results are the same bits on every CPU, and the numpy
@@ -288,6 +291,105 @@ def scale_channel(x, w, sh, sw, bias, add_bias, relu, out, row_start, row_stop):
                     pixel[f] = _finished(zero + value * w[f], bias[f], add_bias, relu)
 
 
+# --- the direct loops' vector blocks ---------------------------------------------------------
+# A block of VECTOR_PIXELS outputs of a row (one vector register) for each of PLANAR_FILTERS
+# filters, summed over every tap with the sums in registers: the same float32 operations per
+# output as the loops above (``0 + g_0 + g_1 + ...``, each ``g = w0*x0 + w1*x1 + w2*x2 + w3*x3``
+# over a group of four taps, left to right, multiplies and adds rounded one at a time), so the
+# same bits, and those of the numpy twin. The loops above load and store each output's sum once
+# per group of four taps; this keeps it in a register (Numba does not vectorise a loop over taps
+# across pixels, so the block is written as LLVM vectors, as the blocked path's run is).
+
+
+def _vector_lanes() -> int:
+    """Filters per vector: 16 where Numba compiles for AVX-512, else 8 (the 8 sums of 16 would
+    not fit in AVX2's 16 registers)."""
+    from numba.core import config
+    import llvmlite.binding as llvm
+
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else llvm.get_host_cpu_features().flatten()
+    return 16 if "+avx512f" in features.split(",") else 8
+
+
+LANES = _vector_lanes()
+VECTOR_PIXELS = LANES  # outputs per block of the direct loops: one vector register
+PLANAR_FILTERS = 4
+
+
+def _planar_block(filters: int):
+    """The intrinsic ``block(plane, base, offsets, n_taps, weights, w_start, w_stride, dst, d_start,
+    d_stride)``: for r < ``filters`` and p < VECTOR_PIXELS, ``dst[d_start + r*d_stride + p] =
+    0 + sum over groups of four taps t of (w[t]*x[t] + w[t+1]*x[t+1] + w[t+2]*x[t+2] +
+    w[t+3]*x[t+3])``, where ``w[t] = weights[w_start + r*w_stride + t]`` and ``x[t] =
+    plane[base + offsets[t] + p]``. A function of its own, never inlined (see :func:`_outer_run`)."""
+    name = f"convfilter_planar_block_{filters}x{VECTOR_PIXELS}"
+
+    def define(module):
+        vector = ir.VectorType(ir.FloatType(), VECTOR_PIXELS)
+        pointer = vector.as_pointer()
+        i64 = ir.IntType(64)
+        floats = ir.FloatType().as_pointer()
+        function = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [floats, i64, i64.as_pointer(), i64, floats, i64, i64, floats,
+                                                    i64, i64]), name)
+        if not function.is_declaration:
+            return function
+        function.linkage = "internal"
+        function.attributes.add("noinline")
+        plane, base, offsets, n_taps, weights, w_start, w_stride, dst, d_start, d_stride = function.args
+        builder = ir.IRBuilder(function.append_basic_block("entry"))
+        zero = ir.Constant(vector, [0.0] * VECTOR_PIXELS)
+        slots = []
+        for r in range(filters):
+            slot = builder.alloca(vector)  # promoted to a register
+            builder.store(zero, slot)
+            slots.append(slot)
+        origin = builder.gep(plane, [base])
+        firsts = [builder.gep(weights, [builder.add(w_start, builder.mul(w_stride, ir.Constant(i64, r)))])
+                  for r in range(filters)]
+        undefined = ir.Constant(vector, ir.Undefined)
+        lane0 = ir.Constant(ir.IntType(32), 0)
+        spread = ir.Constant(ir.VectorType(ir.IntType(32), VECTOR_PIXELS), [0] * VECTOR_PIXELS)
+        groups = builder.udiv(n_taps, ir.Constant(i64, 4))
+        with cgutils.for_range(builder, groups) as loop:
+            t = builder.mul(loop.index, ir.Constant(i64, 4))
+            taps = [builder.add(t, ir.Constant(i64, e)) for e in range(4)]
+            values = []
+            for tap in taps:
+                cell = builder.gep(origin, [builder.load(builder.gep(offsets, [tap]))])
+                values.append(builder.load(builder.bitcast(cell, pointer), align=4))
+            for r in range(filters):
+                group = None
+                for e, tap in enumerate(taps):
+                    weight = builder.load(builder.gep(firsts[r], [tap]))
+                    spread_weight = builder.shuffle_vector(builder.insert_element(undefined, weight, lane0), undefined,
+                                                           spread)
+                    product = builder.fmul(spread_weight, values[e])
+                    group = product if group is None else builder.fadd(group, product)
+                builder.store(builder.fadd(builder.load(slots[r]), group), slots[r])
+        for r in range(filters):
+            cell = builder.gep(dst, [builder.add(d_start, builder.mul(d_stride, ir.Constant(i64, r)))])
+            builder.store(builder.load(slots[r]), builder.bitcast(cell, pointer), align=4)
+        builder.ret_void()
+        return function
+
+    @intrinsic
+    def block(typingctx, plane, base, offsets, n_taps, weights, w_start, w_stride, dst, d_start, d_stride):
+        def codegen(context, builder, signature, args):
+            data = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in (0, 2, 4, 7)]
+            builder.call(define(builder.module), [data[0], args[1], data[1], args[3], data[2], args[5], args[6],
+                                                  data[3], args[8], args[9]])
+            return context.get_dummy_value()
+
+        return types.void(plane, base, offsets, n_taps, weights, w_start, w_stride, dst, d_start, d_stride), codegen
+
+    return block
+
+
+_planar_block_4 = _planar_block(PLANAR_FILTERS)
+_planar_block_1 = _planar_block(1)
+
+
 @njit(cache=CACHE, nogil=True)
 def correlate_planar(xp, taps, weights, sh, sw, bias, add_bias, relu, out, row_start, row_stop):
     """Direct cross-correlation of a padded planar input, one output row at a time.
@@ -306,12 +408,33 @@ def correlate_planar(xp, taps, weights, sh, sw, bias, add_bias, relu, out, row_s
     n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
     tile = planar_tile(n_out, out_w)
     scratch = np.empty(n_out * tile, np.float32)
+    width, n_taps = xp.shape[2], taps.shape[0]
+    offsets = np.empty(n_taps, np.int64)  # each tap's cell from a window's first, in the flat plane
+    for t in range(n_taps):
+        offsets[t] = taps[t, 0] * width + taps[t, 1]
+    flat_weights = weights.reshape(-1)
     for n in range(n_img):
+        plane = xp[n].reshape(-1)
         for i in range(row_start, row_stop):
             for j in range(0, out_w, tile):
                 count = min(tile, out_w - j)
                 rows = scratch[: n_out * count].reshape(n_out, count)
                 col = j * sw
+                if sw == 1 and count >= VECTOR_PIXELS:
+                    # blocks of VECTOR_PIXELS outputs, the last overlapping the one before
+                    first = i * sh * width + col
+                    for f in range(0, n_out - PLANAR_FILTERS + 1, PLANAR_FILTERS):
+                        for p in range(0, count, VECTOR_PIXELS):
+                            p = min(p, count - VECTOR_PIXELS)
+                            _planar_block_4(plane, first + p, offsets, n_taps, flat_weights, f * n_taps, n_taps,
+                                            scratch, f * count + p, count)
+                    for f in range(n_out - n_out % PLANAR_FILTERS, n_out):
+                        for p in range(0, count, VECTOR_PIXELS):
+                            p = min(p, count - VECTOR_PIXELS)
+                            _planar_block_1(plane, first + p, offsets, n_taps, flat_weights, f * n_taps, n_taps,
+                                            scratch, f * count + p, count)
+                    _store_transposed(rows, out[n, i, j : j + count], bias, add_bias, relu)
+                    continue
                 # four filters per pass while at least four are left, then two, then one; each
                 # starts its rows from zero (``fresh``)
                 for f in range(0, n_out - 3, 4):
@@ -662,17 +785,6 @@ def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
 # numpy twin, and the cost model offers it only where Numba runs.
 
 
-def _vector_lanes() -> int:
-    """Filters per vector: 16 where Numba compiles for AVX-512, else 8 (the 8 sums of 16 would
-    not fit in AVX2's 16 registers)."""
-    from numba.core import config
-    import llvmlite.binding as llvm
-
-    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else llvm.get_host_cpu_features().flatten()
-    return 16 if "+avx512f" in features.split(",") else 8
-
-
-LANES = _vector_lanes()
 BLOCK_PIXELS = 8  # pixels per block: 8 independent sums hide the latency of a fused multiply-add
 # Products of a sum taken at a time over the blocks of a group of rows: their (DEPTH_PIECE,
 # LANES) filters, 256 lines of the bank, stay in cache while the blocks go by (measured on one

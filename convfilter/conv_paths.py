@@ -230,8 +230,16 @@ def tap_lists(kernels: np.ndarray, spacing: int, padded_h: int, vertical: bool):
 # was within 1.25x of the fastest in all but a few tiny cases, and never worse than 1.5x where
 # a call takes over 0.2 ms.
 COST = {
-    "call": {"planar": 60e-6, "separable": 40e-6, "matmul": 12e-6, "im2col": 12e-6, "shifted": 12e-6,
+    "call": {"planar": 31e-6, "separable": 40e-6, "matmul": 12e-6, "im2col": 12e-6, "shifted": 12e-6,
              "winograd": 12e-6},
+    # the direct loops' blocks of a vector of outputs: a least-squares fit of 89 first layers on
+    # one thread (1-4 channels, 8-64 filters, 1x1 to 7x7 kernels, maps of 28x28 to 1024x1024;
+    # with the call and the rows below: to within 0.53-1.30x, 89% of them within 0.8-1.2x)
+    "direct_vector_rate": 43.5e9,  # multiply-adds per second
+    "direct_vector_store": 0.33e-9,  # per output float, stored into the NHWC output
+    # ... and on images, rows narrower than a vector take the loops over rows, estimated with the
+    # constants below (fitted before the blocks, to 1024x1024 maps) times this (same fit)
+    "direct_rows_scale": 2.6,
     "direct_rate": 20.8e9,  # multiply-adds per second of the direct loops
     "direct_row": 0.94e-9,  # per output row, filter and tap of the direct loops
     "separable_rate": 16e9,  # multiply-adds per second of the separable passes
@@ -290,6 +298,16 @@ COST = {
 DIRECT_SCRATCH = 8192
 # ... but rows at least this wide are summed in tiles that fit (``_jit.PLANAR_TILE_MIN_WIDTH``)
 PLANAR_TILE_MIN_WIDTH = 512
+# Rows of at least this many outputs are summed in blocks of a vector register's outputs (16 with
+# AVX-512, ``_jit.VECTOR_PIXELS``; the estimate takes 16 everywhere, not to import Numba) ...
+PLANAR_VECTOR_PIXELS = 16
+# ... whose estimate was fitted on images, of up to this many channels. With more, the blocks ran
+# at 22-37 G multiply-adds per second on one thread (56x56x8 * 3x3x8x32 0.33 ms, 28x28x512 *
+# 3x3x512x64 7.7 ms; their taps lie in many planes), below the rate fitted on images, and the
+# estimate keeps the loops' earlier one: those calls stay with the paths made for many channels
+# (with the blocks' rate, 56x56x512 * 3x3x512x512 with stride 2 took the direct loops, 49 ms
+# against TensorFlow's 25).
+PLANAR_IMAGE_CHANNELS = 4
 
 
 def blas_seconds(multiply_adds, n_out: int, depth: int) -> float:
@@ -313,13 +331,19 @@ def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations
     strided = strides[1] > 1
     planar_copy = n_img * height * width * n_in / COST["planar_copy_rate"]
     if path == "planar":
-        penalty = COST["direct_stride_penalty"] if strided else 1.0
         scratch = n_out * out_w if out_w < PLANAR_TILE_MIN_WIDTH else 0  # wide rows are summed in tiles
         spill = outputs * n_out * COST["direct_spill"] * max(0.0, np.log2(max(scratch, 1) / DIRECT_SCRATCH))
+        # an image, not a scaling (a 1x1 kernel on one channel, see choose_path)
+        image = n_in <= PLANAR_IMAGE_CHANNELS and fh * fw * n_in > 1
+        if image and out_w >= PLANAR_VECTOR_PIXELS:  # blocks of a vector of outputs (a stride is dealt into phases)
+            return (COST["call"][path] + outputs * n_out * taps / COST["direct_vector_rate"]
+                    + outputs * n_out * COST["direct_vector_store"] + planar_copy + spill)
+        penalty = COST["direct_stride_penalty"] if strided else 1.0
         # one group of four taps (a 1x1 kernel on 2-4 channels): storing the rows is the work
         store = outputs * n_out * COST["direct_store"] if taps <= 4 else 0.0
-        return (COST["call"][path] + outputs * n_out * taps * penalty / COST["direct_rate"]
-                + n_img * out_h * n_out * taps * COST["direct_row"] + planar_copy + spill + store)
+        return (COST["call"][path] + planar_copy + spill + (COST["direct_rows_scale"] if image else 1.0) * (
+            outputs * n_out * taps * penalty / COST["direct_rate"] + n_img * out_h * n_out * taps * COST["direct_row"]
+            + store))
     if path == "separable":
         col_taps, row_taps = separable_taps
         rows = n_img * out_h * n_out * n_in

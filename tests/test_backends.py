@@ -170,6 +170,29 @@ def test_the_direct_loops_give_the_same_bits_where_auto_would_use_blas(shape, n_
                                                 activation="relu")))
 
 
+@pytest.mark.parametrize("width,n_out,strides", [
+    (16, 4, (1, 1)), (17, 9, (1, 1)), (37, 6, (1, 1)), (40, 3, (2, 2)), (15, 5, (1, 1)), (1100, 8, (1, 1)),
+])
+def test_the_direct_loops_vector_blocks_give_the_same_bits(width, n_out, strides):
+    """The direct loops sum blocks of a vector register's outputs (the last block of a row
+    overlapping the one before; a row narrower than a vector, or a column stride the copy does
+    not deal into phases, takes the loops over rows) for four filters, then one at a time: each
+    output the same float32 operations as numpy's twin, with NaN, infinities, and the signs of
+    zero sums kept; a row of 1100 outputs is summed in tiles of columns."""
+    rng = np.random.default_rng(width + n_out)
+    x = rng.standard_normal((2, 7, width, 3)).astype(np.float32)
+    x[0, 1:6, : min(width, 20)] = 0.0  # zero sums, whose sign depends on the order of the adds
+    x[1, 2, width // 2, 1], x[1, 5, width // 3, 0] = np.nan, np.inf
+    w = bank(rng, "dense", 3, 3, 3, n_out)
+    w[1, 1, 0, 0] = -0.0
+    bias = rng.standard_normal(n_out).astype(np.float32)
+    gh, gw = axis(7, 3, strides[0], "SAME", 1), axis(width, 3, strides[1], "SAME", 1)
+    for finish in ({}, {"bias": bias, "activation": "relu"}):
+        jit, numpy_result = on_both(lambda: correlate(x, w, strides, (1, 1), gh, gw, path="planar", **finish))
+        assert_same_bits(jit, numpy_result)
+        assert np.isnan(jit).any() and np.isinf(jit).any() and (jit == 0).any()
+
+
 DEPTHWISE_CASES = [
     # (input shape, kernel, multiplier, strides, dilations, padding)
     ((1, 9, 11, 1), (3, 3), 1, (1, 1), (1, 1), "SAME"),

@@ -665,29 +665,36 @@ def test_blocked_vector_blocks_cover_every_output(source, filters, width, stride
         np.testing.assert_array_equal(run_path(x, w, strides, "SAME", (1, 1), "blocked"), linear)
 
 
-def test_blocked_kernel_runs_on_eight_lanes_where_numba_compiles_for_avx2(tmp_path):
-    """Without AVX-512 the kernel takes vectors of 8 filters (16 would not fit AVX2's registers):
-    compiled for a Haswell in a process of its own, it gives the formula, and the same bits as
-    this process (16 lanes where it has AVX-512): each output's sum is the same chain of fused
-    multiply-adds whatever the lanes."""
+def test_vector_kernels_run_on_eight_lanes_where_numba_compiles_for_avx2(tmp_path):
+    """Without AVX-512 the blocked kernel takes vectors of 8 filters (16 would not fit AVX2's
+    registers) and the direct loops blocks of 8 outputs: compiled for a Haswell in a process of
+    its own, they give the formula, and the same bits as this process (16 lanes where it has
+    AVX-512): each output's sum is the same chain of operations whatever the lanes."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 10, 21, 128)).astype(np.float32)
     w = rng.standard_normal((3, 3, 128, 19)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "w.npy", w)
+    image = rng.standard_normal((1, 9, 29, 3)).astype(np.float32)
+    image_bank = rng.standard_normal((3, 3, 3, 6)).astype(np.float32)
+    for name, array in (("x", x), ("w", w), ("image", image), ("image_bank", image_bank)):
+        np.save(tmp_path / f"{name}.npy", array)
     script = (
         "import os, numpy as np, naive\n"
-        "from convfilter import _jit, conv_paths\n"
+        "from convfilter import _jit, conv_paths, ops\n"
         "from convfilter.geometry import axis\n"
-        "assert _jit.LANES == 8, _jit.LANES\n"
+        "assert _jit.LANES == _jit.VECTOR_PIXELS == 8, _jit.LANES\n"
         f"folder = {str(tmp_path)!r}\n"
-        "x, w = (np.load(os.path.join(folder, name)) for name in ('x.npy', 'w.npy'))\n"
+        "x, w, image, image_bank = (np.load(os.path.join(folder, name + '.npy'))\n"
+        "                           for name in ('x', 'w', 'image', 'image_bank'))\n"
         "gh, gw = axis(10, 3, 1, 'SAME', 1), axis(21, 3, 1, 'SAME', 1)\n"
         "got = conv_paths.correlate(x, w, (1, 1), (1, 1), gh, gw, path='blocked')\n"
         "expected = naive.conv2d(x, w, (1, 1), 'SAME', (1, 1))\n"
         "magnitude = naive.conv2d(np.abs(x), np.abs(w), (1, 1), 'SAME', (1, 1))\n"
         "assert np.all(np.abs(got - expected) <= 8 * np.finfo(np.float32).eps * magnitude)\n"
         "np.save(os.path.join(folder, 'got.npy'), got)\n"
+        "ops.set_backend('numba')\n"
+        "gh, gw = axis(9, 3, 1, 'SAME', 1), axis(29, 3, 1, 'SAME', 1)\n"
+        "planar = conv_paths.correlate(image, image_bank, (1, 1), (1, 1), gh, gw, path='planar')\n"
+        "np.save(os.path.join(folder, 'planar.npy'), planar)\n"
         "print('ok')\n"
     )
     features = "+avx,+avx2,+fma,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+f16c,+bmi,+bmi2,+lzcnt,+movbe"
@@ -698,6 +705,12 @@ def test_blocked_kernel_runs_on_eight_lanes_where_numba_compiles_for_avx2(tmp_pa
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
     here = run_path(x, w, (1, 1), "SAME", (1, 1), "blocked")
     np.testing.assert_array_equal(np.load(tmp_path / "got.npy"), here)
+    ops.set_backend("numba")
+    try:
+        here = run_path(image, image_bank, (1, 1), "SAME", (1, 1), "planar")
+    finally:
+        ops.set_backend("auto")
+    np.testing.assert_array_equal(np.load(tmp_path / "planar.npy"), here)
 
 
 def test_images_never_take_the_blocked_path(monkeypatch):
