@@ -316,60 +316,84 @@ VECTOR_PIXELS = LANES  # outputs per block of the direct loops: one vector regis
 PLANAR_FILTERS = 4
 
 
-def _planar_block(filters: int):
+_I64 = ir.IntType(64)
+_FLOATS = ir.FloatType().as_pointer()
+
+
+def _vector_type(lanes: int):
+    """The LLVM type of a vector of ``lanes`` floats, and of a pointer to one."""
+    vector = ir.VectorType(ir.FloatType(), lanes)
+    return vector, vector.as_pointer()
+
+
+def _out_of_line(module, name: str, arguments: list):
+    """The function ``void name(arguments)`` of ``module``, internal and never inlined, and whether
+    it is new there (then it still needs its body)."""
+    function = cgutils.get_or_insert_function(module, ir.FunctionType(ir.VoidType(), arguments), name)
+    if not function.is_declaration:
+        return function, False
+    function.linkage = "internal"
+    function.attributes.add("noinline")
+    return function, True
+
+
+def _spread(builder, value, lanes: int):
+    """A vector of ``lanes`` floats, each ``value``."""
+    undefined = ir.Constant(ir.VectorType(ir.FloatType(), lanes), ir.Undefined)
+    first = builder.insert_element(undefined, value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(first, undefined, ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+
+
+def _planar_block(filters: int, vectors: int):
     """The intrinsic ``block(plane, base, offsets, n_taps, weights, w_start, w_stride, dst, d_start,
-    d_stride)``: for r < ``filters`` and p < VECTOR_PIXELS, ``dst[d_start + r*d_stride + p] =
-    0 + sum over groups of four taps t of (w[t]*x[t] + w[t+1]*x[t+1] + w[t+2]*x[t+2] +
-    w[t+3]*x[t+3])``, where ``w[t] = weights[w_start + r*w_stride + t]`` and ``x[t] =
-    plane[base + offsets[t] + p]``. A function of its own, never inlined (see :func:`_outer_run`)."""
-    name = f"convfilter_planar_block_{filters}x{VECTOR_PIXELS}"
+    d_stride)``: for r < ``filters`` and p < ``vectors`` * VECTOR_PIXELS, ``dst[d_start +
+    r*d_stride + p] = 0 + sum over groups of four taps t of (w[t]*x[t] + w[t+1]*x[t+1] +
+    w[t+2]*x[t+2] + w[t+3]*x[t+3])``, where ``w[t] = weights[w_start + r*w_stride + t]`` and
+    ``x[t] = plane[base + offsets[t] + p]``: each tap's weights and offset loaded once for
+    ``vectors`` vectors of outputs. A function of its own, never inlined (see
+    :func:`_outer_run`)."""
+    name = f"convfilter_planar_block_{filters}x{vectors}x{VECTOR_PIXELS}"
 
     def define(module):
-        vector = ir.VectorType(ir.FloatType(), VECTOR_PIXELS)
-        pointer = vector.as_pointer()
-        i64 = ir.IntType(64)
-        floats = ir.FloatType().as_pointer()
-        function = cgutils.get_or_insert_function(
-            module, ir.FunctionType(ir.VoidType(), [floats, i64, i64.as_pointer(), i64, floats, i64, i64, floats,
-                                                    i64, i64]), name)
-        if not function.is_declaration:
+        vector, pointer = _vector_type(VECTOR_PIXELS)
+        i64, floats = _I64, _FLOATS
+        function, new = _out_of_line(module, name, [floats, i64, i64.as_pointer(), i64, floats, i64, i64, floats,
+                                                    i64, i64])
+        if not new:
             return function
-        function.linkage = "internal"
-        function.attributes.add("noinline")
         plane, base, offsets, n_taps, weights, w_start, w_stride, dst, d_start, d_stride = function.args
         builder = ir.IRBuilder(function.append_basic_block("entry"))
         zero = ir.Constant(vector, [0.0] * VECTOR_PIXELS)
-        slots = []
+        slots = {}
         for r in range(filters):
-            slot = builder.alloca(vector)  # promoted to a register
-            builder.store(zero, slot)
-            slots.append(slot)
+            for q in range(vectors):
+                slots[r, q] = builder.alloca(vector)  # promoted to a register
+                builder.store(zero, slots[r, q])
         origin = builder.gep(plane, [base])
         firsts = [builder.gep(weights, [builder.add(w_start, builder.mul(w_stride, ir.Constant(i64, r)))])
                   for r in range(filters)]
-        undefined = ir.Constant(vector, ir.Undefined)
-        lane0 = ir.Constant(ir.IntType(32), 0)
-        spread = ir.Constant(ir.VectorType(ir.IntType(32), VECTOR_PIXELS), [0] * VECTOR_PIXELS)
         groups = builder.udiv(n_taps, ir.Constant(i64, 4))
         with cgutils.for_range(builder, groups) as loop:
             t = builder.mul(loop.index, ir.Constant(i64, 4))
             taps = [builder.add(t, ir.Constant(i64, e)) for e in range(4)]
-            values = []
-            for tap in taps:
+            values = {}
+            for e, tap in enumerate(taps):
                 cell = builder.gep(origin, [builder.load(builder.gep(offsets, [tap]))])
-                values.append(builder.load(builder.bitcast(cell, pointer), align=4))
+                for q in range(vectors):
+                    shifted = builder.gep(cell, [ir.Constant(i64, q * VECTOR_PIXELS)])
+                    values[e, q] = builder.load(builder.bitcast(shifted, pointer), align=4)
             for r in range(filters):
-                group = None
-                for e, tap in enumerate(taps):
-                    weight = builder.load(builder.gep(firsts[r], [tap]))
-                    spread_weight = builder.shuffle_vector(builder.insert_element(undefined, weight, lane0), undefined,
-                                                           spread)
-                    product = builder.fmul(spread_weight, values[e])
-                    group = product if group is None else builder.fadd(group, product)
-                builder.store(builder.fadd(builder.load(slots[r]), group), slots[r])
+                spread = [_spread(builder, builder.load(builder.gep(firsts[r], [tap])), VECTOR_PIXELS) for tap in taps]
+                for q in range(vectors):
+                    group = builder.fmul(spread[0], values[0, q])
+                    for e in range(1, 4):
+                        group = builder.fadd(group, builder.fmul(spread[e], values[e, q]))
+                    builder.store(builder.fadd(builder.load(slots[r, q]), group), slots[r, q])
         for r in range(filters):
-            cell = builder.gep(dst, [builder.add(d_start, builder.mul(d_stride, ir.Constant(i64, r)))])
-            builder.store(builder.load(slots[r]), builder.bitcast(cell, pointer), align=4)
+            row = builder.gep(dst, [builder.add(d_start, builder.mul(d_stride, ir.Constant(i64, r)))])
+            for q in range(vectors):
+                cell = builder.gep(row, [ir.Constant(i64, q * VECTOR_PIXELS)])
+                builder.store(builder.load(slots[r, q]), builder.bitcast(cell, pointer), align=4)
         builder.ret_void()
         return function
 
@@ -386,8 +410,37 @@ def _planar_block(filters: int):
     return block
 
 
-_planar_block_4 = _planar_block(PLANAR_FILTERS)
-_planar_block_1 = _planar_block(1)
+_planar_block_4 = _planar_block(PLANAR_FILTERS, 1)
+# The last one to three filters take blocks of PLANAR_WIDE vectors where the row has them: with
+# fewer filters per block, each tap's weights and offset feed more outputs that way (one thread,
+# medians of alternating runs: 2x427x640x3 * 7x7x3x2 6.1-6.6 ms in blocks of one vector, 5.7-6.2
+# in blocks of four, 5.6-6.5 with the loops over rows before the blocks; 1x427x640x3 * 7x7x3x1
+# 2.3-2.7, 1.7-2.3 and 2.3-2.9). Four filters gained nothing from two vectors (112x112x3 *
+# 3x3x3x16 0.22 ms in blocks of one, 0.27 in blocks of two).
+PLANAR_WIDE = 4
+_planar_block_1, _planar_block_1_wide = _planar_block(1, 1), _planar_block(1, PLANAR_WIDE)
+_planar_block_2, _planar_block_2_wide = _planar_block(2, 1), _planar_block(2, PLANAR_WIDE)
+_planar_block_3, _planar_block_3_wide = _planar_block(3, 1), _planar_block(3, PLANAR_WIDE)
+
+
+@njit(cache=CACHE, nogil=True, inline="always")
+def _planar_rest(rest, wide, plane, base, offsets, n_taps, weights, w_start, w_stride, dst, d_start, d_stride):
+    """The block of the last ``rest`` (1-3) filters, of PLANAR_WIDE vectors of outputs when
+    ``wide``, else of one."""
+    if rest == 1:
+        if wide:
+            _planar_block_1_wide(plane, base, offsets, n_taps, weights, w_start, w_stride, dst, d_start, d_stride)
+        else:
+            _planar_block_1(plane, base, offsets, n_taps, weights, w_start, w_stride, dst, d_start, d_stride)
+    elif rest == 2:
+        if wide:
+            _planar_block_2_wide(plane, base, offsets, n_taps, weights, w_start, w_stride, dst, d_start, d_stride)
+        else:
+            _planar_block_2(plane, base, offsets, n_taps, weights, w_start, w_stride, dst, d_start, d_stride)
+    elif wide:
+        _planar_block_3_wide(plane, base, offsets, n_taps, weights, w_start, w_stride, dst, d_start, d_stride)
+    else:
+        _planar_block_3(plane, base, offsets, n_taps, weights, w_start, w_stride, dst, d_start, d_stride)
 
 
 @njit(cache=CACHE, nogil=True)
@@ -428,11 +481,14 @@ def correlate_planar(xp, taps, weights, sh, sw, bias, add_bias, relu, out, row_s
                             p = min(p, count - VECTOR_PIXELS)
                             _planar_block_4(plane, first + p, offsets, n_taps, flat_weights, f * n_taps, n_taps,
                                             scratch, f * count + p, count)
-                    for f in range(n_out - n_out % PLANAR_FILTERS, n_out):
-                        for p in range(0, count, VECTOR_PIXELS):
-                            p = min(p, count - VECTOR_PIXELS)
-                            _planar_block_1(plane, first + p, offsets, n_taps, flat_weights, f * n_taps, n_taps,
-                                            scratch, f * count + p, count)
+                    rest = n_out % PLANAR_FILTERS  # the last one to three filters, together
+                    f = n_out - rest
+                    wide = count >= PLANAR_WIDE * VECTOR_PIXELS
+                    span = VECTOR_PIXELS * (PLANAR_WIDE if wide else 1)
+                    for p in range(0, count if rest else 0, span):
+                        p = min(p, count - span)
+                        _planar_rest(rest, wide, plane, first + p, offsets, n_taps, flat_weights, f * n_taps, n_taps,
+                                     scratch, f * count + p, count)
                     _store_transposed(rows, out[n, i, j : j + count], bias, add_bias, relu)
                     continue
                 # four filters per pass while at least four are left, then two, then one; each
@@ -804,16 +860,11 @@ def _outer_run(pixels: int):
     name = f"convfilter_outer_run_{pixels}x{LANES}"
 
     def define(module):
-        vector = ir.VectorType(ir.FloatType(), LANES)
-        pointer = vector.as_pointer()
-        i64 = ir.IntType(64)
-        floats = ir.FloatType().as_pointer()
-        function = cgutils.get_or_insert_function(
-            module, ir.FunctionType(ir.VoidType(), [floats, i64, i64, floats, i64, i64, i64, floats]), name)
-        if not function.is_declaration:
+        vector, pointer = _vector_type(LANES)
+        i64, floats = _I64, _FLOATS
+        function, new = _out_of_line(module, name, [floats, i64, i64, floats, i64, i64, i64, floats])
+        if not new:
             return function
-        function.linkage = "internal"
-        function.attributes.add("noinline")
         src, start, step, wt, w_start, w_step, count, sums = function.args
         builder = ir.IRBuilder(function.append_basic_block("entry"))
         fma = cgutils.get_or_insert_function(module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{LANES}f32")
@@ -825,16 +876,13 @@ def _outer_run(pixels: int):
             slots.append(slot)
             firsts.append(builder.gep(src, [builder.add(start, builder.mul(step, ir.Constant(i64, p)))]))
         filters = builder.gep(wt, [w_start])
-        undefined = ir.Constant(vector, ir.Undefined)
-        lane0 = ir.Constant(ir.IntType(32), 0)
-        spread = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
         with cgutils.for_range(builder, count) as loop:
             k = loop.index
             column = builder.gep(filters, [builder.mul(k, w_step)])
             weights = builder.load(builder.bitcast(column, pointer), align=4)
             for p in range(pixels):
                 value = builder.load(builder.gep(firsts[p], [k]))
-                values = builder.shuffle_vector(builder.insert_element(undefined, value, lane0), undefined, spread)
+                values = _spread(builder, value, LANES)
                 builder.store(builder.call(fma, [values, weights, builder.load(slots[p])]), slots[p])
         for p in range(pixels):
             cell = builder.bitcast(builder.gep(sums, [ir.Constant(i64, p * LANES)]), pointer)
@@ -865,8 +913,7 @@ def _store_vectors(typingctx, sums, pixels, target, start, stride, bias, f0, add
     a block of all LANES filters stored a vector at a time, with the bias ``bias[f0:][:LANES]`` and
     the ReLU of :func:`_finished` (``v + b``, then 0 where it is below 0: NaN and -0.0 stay)."""
     def codegen(context, builder, signature, args):
-        vector = ir.VectorType(ir.FloatType(), LANES)
-        pointer = vector.as_pointer()
+        vector, pointer = _vector_type(LANES)
         sums_data = context.make_array(signature.args[0])(context, builder, args[0]).data
         target_data = context.make_array(signature.args[2])(context, builder, args[2]).data
         bias_data = context.make_array(signature.args[5])(context, builder, args[5]).data

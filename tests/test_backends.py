@@ -171,14 +171,15 @@ def test_the_direct_loops_give_the_same_bits_where_auto_would_use_blas(shape, n_
 
 
 @pytest.mark.parametrize("width,n_out,strides", [
-    (16, 4, (1, 1)), (17, 9, (1, 1)), (37, 6, (1, 1)), (40, 3, (2, 2)), (15, 5, (1, 1)), (1100, 8, (1, 1)),
+    (16, 4, (1, 1)), (17, 9, (1, 1)), (37, 6, (1, 1)), (40, 3, (2, 2)), (15, 5, (1, 1)), (64, 2, (1, 1)),
+    (70, 5, (1, 1)), (1100, 7, (1, 1)),
 ])
 def test_the_direct_loops_vector_blocks_give_the_same_bits(width, n_out, strides):
     """The direct loops sum blocks of a vector register's outputs (the last block of a row
-    overlapping the one before; a row narrower than a vector, or a column stride the copy does
-    not deal into phases, takes the loops over rows) for four filters, then one at a time: each
-    output the same float32 operations as numpy's twin, with NaN, infinities, and the signs of
-    zero sums kept; a row of 1100 outputs is summed in tiles of columns."""
+    overlapping the one before; a row narrower than a vector takes the loops over rows) for four
+    filters, then the last one to three together (in blocks of four vectors where the row has
+    them): each output the same float32 operations as numpy's twin, with NaN, infinities, and
+    the signs of zero sums kept; a row of 1100 outputs is summed in tiles of columns."""
     rng = np.random.default_rng(width + n_out)
     x = rng.standard_normal((2, 7, width, 3)).astype(np.float32)
     x[0, 1:6, : min(width, 20)] = 0.0  # zero sums, whose sign depends on the order of the adds

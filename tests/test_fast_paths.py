@@ -673,7 +673,7 @@ def test_vector_kernels_run_on_eight_lanes_where_numba_compiles_for_avx2(tmp_pat
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 10, 21, 128)).astype(np.float32)
     w = rng.standard_normal((3, 3, 128, 19)).astype(np.float32)
-    image = rng.standard_normal((1, 9, 29, 3)).astype(np.float32)
+    image = rng.standard_normal((1, 9, 71, 3)).astype(np.float32)  # blocks of 1 and 4 vectors
     image_bank = rng.standard_normal((3, 3, 3, 6)).astype(np.float32)
     for name, array in (("x", x), ("w", w), ("image", image), ("image_bank", image_bank)):
         np.save(tmp_path / f"{name}.npy", array)
@@ -692,7 +692,7 @@ def test_vector_kernels_run_on_eight_lanes_where_numba_compiles_for_avx2(tmp_pat
         "assert np.all(np.abs(got - expected) <= 8 * np.finfo(np.float32).eps * magnitude)\n"
         "np.save(os.path.join(folder, 'got.npy'), got)\n"
         "ops.set_backend('numba')\n"
-        "gh, gw = axis(9, 3, 1, 'SAME', 1), axis(29, 3, 1, 'SAME', 1)\n"
+        "gh, gw = axis(9, 3, 1, 'SAME', 1), axis(71, 3, 1, 'SAME', 1)\n"
         "planar = conv_paths.correlate(image, image_bank, (1, 1), (1, 1), gh, gw, path='planar')\n"
         "np.save(os.path.join(folder, 'planar.npy'), planar)\n"
         "print('ok')\n"
