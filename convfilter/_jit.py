@@ -302,8 +302,8 @@ def scale_channel(x, w, sh, sw, bias, add_bias, relu, out, row_start, row_stop):
 
 
 def _vector_lanes() -> int:
-    """Filters per vector: 16 where Numba compiles for AVX-512, else 8 (the 8 sums of 16 would
-    not fit in AVX2's 16 registers)."""
+    """Floats per vector register: 16 where Numba compiles for AVX-512, else 8 (the blocked
+    path's 8 sums of 16 filters would not fit in AVX2's 16 registers)."""
     from numba.core import config
     import llvmlite.binding as llvm
 

@@ -269,9 +269,10 @@ COST = {
     "winograd_transform_rate": 2.9e9,
     "winograd_filter_pair": 10e-9,  # per (input channel, filter) pair: transforming the filters
     "winograd_filter_read_rate": 2e9,  # transformed filter floats per second BLAS packs, per chunk
-    # the blocked path: a least-squares fit of 216 shapes on one thread (37 of the sweep, 36
-    # random ones, 37 small maps and 106 shapes of 64-256 filters: to within 0.65-1.28x, 91% of
-    # them within 0.8-1.2x), with its rate (94% of the FMA peak) and the copy rates held
+    # the blocked path: a least-squares fit of 218 shapes on one thread (the earlier fit's 103: 30
+    # of the sweep, 36 random ones and 37 small maps; and 115 of 64-256 filters: to within
+    # 0.57-1.25x, 91% of them within 0.8-1.2x), with its rate (94% of the FMA peak) and the copy
+    # rates held
     "blocked_call": 18e-6,
     "blocked_rate": 55e9,  # multiply-adds per second of its vector products (padded filters included)
     "blocked_piece": 20e-9,  # per block of 8 pixels and a piece of its sum (see _jit.DEPTH_PIECE)
@@ -279,11 +280,12 @@ COST = {
     # in cache, 12.5e9; a 64 MB image is copied at 1.3e9)
     "blocked_padded_rate": 4e9,
     "blocked_tail_rate": 6e9,  # filter floats per second copied into the last vector's, once per call
-    # per cache line of filters read from beyond L2, once per output row and vector (when the
-    # vector's lines are more than L2 holds of lines that far apart: see blocked_far_lines)
+    # per cache line of filters read from beyond L2, once per group of rows and vector (when the
+    # vector's lines are more than L2 holds of lines that far apart: see blocked_far_lines) ...
     "blocked_far_line": 1.5e-9,
     # ... and per page of the bank that line crosses, when the bank is larger than the TLB reaches
-    # (7x7x256 * 7x7x256x256 with stride 2: 2.2 ms against an estimate of 1.0 without it)
+    # (7x7x256 * 7x7x256x256 with stride 2: 1.48 ms, estimated 1.71 with these two terms and 0.74
+    # without them)
     "blocked_page": 21e-9,
 }
 
@@ -1225,8 +1227,9 @@ def blocked_tail(w: np.ndarray) -> np.ndarray:
 
 def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, bias, activation, out,
                       border: str = "CONSTANT") -> None:
-    """The blocked path (see :func:`convfilter._jit.correlate_blocked`), in bands of output rows,
-    on the padded copy of the image or (large images, zero padding) on pieces of it."""
+    """The blocked path (see :func:`convfilter._jit.correlate_blocked`), in bands of (vector of
+    filters, output row) tasks on the padded copy of the image, or (large images, zero padding)
+    in bands of output rows, each on pieces of the copy it makes."""
     from ._jit import LANES
 
     fh, fw, n_in, n_out = w.shape
