@@ -119,6 +119,15 @@ class LibraryStderr:
             os.lseek(cls._sink.fileno(), 0, os.SEEK_SET)
 
     @classmethod
+    def give_back(cls) -> None:
+        """Give fd 2 back however the readers left it. A signal's exception can be raised at the
+        first instruction of :meth:`__exit__`, before it holds signals back: that reader never
+        leaves, and what the process says afterwards ("Error: interrupted") would go into the
+        capture file. The command line calls this before its last words; no reader runs then."""
+        cls._users = 0
+        cls._restore()
+
+    @classmethod
     def _after_fork(cls) -> None:
         cls._lock = threading.Lock()  # a lock held by another thread at fork time would never be freed
         if cls._users == 0 and cls._sink is not None:  # the parent's file (and offset): make our own

@@ -691,6 +691,14 @@ def _run(recipe: Recipe, inputs, output, fmt, normalization, view: View, max_pix
         raise click.exceptions.Exit(EXIT_FAILED)
 
 
+def _give_back_stderr() -> None:
+    """fd 2 as it was before any image was read (see ``LibraryStderr.give_back``), so that the
+    command's last words reach the terminal; nothing to do where no image was read."""
+    module = sys.modules.get("convfilter._stderr")
+    if module is not None:
+        module.LibraryStderr.give_back()
+
+
 class Terminated(BaseException):
     """Raised by the SIGTERM handler so that clean-up (temporary files) runs."""
 
@@ -713,7 +721,10 @@ def main(argv=None) -> None:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started ignoring it
         install_held(signal.SIGINT, signal.default_int_handler, raises=KeyboardInterrupt)
     try:
-        code = cli.main(args=argv, prog_name="convfilter", standalone_mode=False)
+        try:
+            code = cli.main(args=argv, prog_name="convfilter", standalone_mode=False)
+        finally:
+            _give_back_stderr()
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code

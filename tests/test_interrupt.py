@@ -115,3 +115,30 @@ def test_signal_mid_parallel_batch_then_skip_existing_finishes_it(batch, tmp_pat
     assert resumed.stderr == (f"processed {BATCH_SIZE - len(complete)}, failed 0, "
                               f"skipped {len(complete)}\n")
     assert {path.name: path.read_bytes() for path in out.iterdir()} == reference
+
+
+@pytest.mark.parametrize("signum, message", [(signal.SIGINT, "Error: interrupted"),
+                                             (signal.SIGTERM, "Error: terminated")], ids=["SIGINT", "SIGTERM"])
+def test_last_words_reach_stderr_when_a_signal_skipped_a_readers_exit(tmp_path, signum, message):
+    """A signal's exception can be raised at the first instruction of a capture's ``__exit__``
+    (while an image is read, fd 2 goes into a capture file), before it holds signals back: that
+    reader never gives fd 2 back. The command line gives it back before its last words, which
+    reach the real stderr (a run through the server once lost "Error: interrupted" this way in
+    the test suite). Here the reader is entered and never left, and the signal arrives while it
+    holds fd 2."""
+    script = (
+        "import os, signal, sys\n"
+        "from convfilter import cli\n"
+        "from convfilter._stderr import LibraryStderr\n"
+        "def run(*args, **kwargs):\n"
+        "    LibraryStderr().__enter__()  # a reader whose __exit__ never runs\n"
+        "    os.write(2, b'library text\\n')\n"
+        f"    os.kill(os.getpid(), {int(signum)})\n"
+        "    for _ in range(1000000):\n"
+        "        pass\n"
+        "cli.cli.main = run\n"
+        "cli.main(['apply', 'x.png'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 128 + signum, done.stderr
+    assert done.stderr.splitlines() == [message], done.stderr
