@@ -474,14 +474,15 @@ def correlate_planar(xp, taps, weights, sh, sw, bias, add_bias, relu, out, row_s
                 rows = scratch[: n_out * count].reshape(n_out, count)
                 col = j * sw
                 if sw == 1 and count >= VECTOR_PIXELS:
-                    # blocks of VECTOR_PIXELS outputs, the last overlapping the one before
+                    # blocks of VECTOR_PIXELS outputs, the last overlapping the one before: four
+                    # filters at a time, then the last one to three together
                     first = i * sh * width + col
                     for f in range(0, n_out - PLANAR_FILTERS + 1, PLANAR_FILTERS):
                         for p in range(0, count, VECTOR_PIXELS):
                             p = min(p, count - VECTOR_PIXELS)
                             _planar_block_4(plane, first + p, offsets, n_taps, flat_weights, f * n_taps, n_taps,
                                             scratch, f * count + p, count)
-                    rest = n_out % PLANAR_FILTERS  # the last one to three filters, together
+                    rest = n_out % PLANAR_FILTERS
                     f = n_out - rest
                     wide = count >= PLANAR_WIDE * VECTOR_PIXELS
                     span = VECTOR_PIXELS * (PLANAR_WIDE if wide else 1)
@@ -489,22 +490,21 @@ def correlate_planar(xp, taps, weights, sh, sw, bias, add_bias, relu, out, row_s
                         p = min(p, count - span)
                         _planar_rest(rest, wide, plane, first + p, offsets, n_taps, flat_weights, f * n_taps, n_taps,
                                      scratch, f * count + p, count)
-                    _store_transposed(rows, out[n, i, j : j + count], bias, add_bias, relu)
-                    continue
-                # four filters per pass while at least four are left, then two, then one; each
-                # starts its rows from zero (``fresh``)
-                for f in range(0, n_out - 3, 4):
-                    _row_taps_four_filters(rows, f, True, xp[n], taps, weights, i * sh, col, sw, count)
-                # ``paired`` is a literal at each call so that the compiler drops the other branch
-                # (a runtime flag here measured 1.6x slower)
-                if n_out % 4 >= 2:
-                    f = n_out - n_out % 4
-                    _row_taps(rows[f], rows[f + 1], True, True, xp[n], taps, weights[f], weights[f + 1], i * sh, col,
-                              sw, count)
-                if n_out % 2:
-                    last = n_out - 1
-                    _row_taps(rows[last], rows[last], False, True, xp[n], taps, weights[last], weights[last], i * sh,
-                              col, sw, count)
+                else:
+                    # four filters per pass while at least four are left, then two, then one; each
+                    # starts its rows from zero (``fresh``)
+                    for f in range(0, n_out - 3, 4):
+                        _row_taps_four_filters(rows, f, True, xp[n], taps, weights, i * sh, col, sw, count)
+                    # ``paired`` is a literal at each call so that the compiler drops the other
+                    # branch (a runtime flag here measured 1.6x slower)
+                    if n_out % 4 >= 2:
+                        f = n_out - n_out % 4
+                        _row_taps(rows[f], rows[f + 1], True, True, xp[n], taps, weights[f], weights[f + 1], i * sh,
+                                  col, sw, count)
+                    if n_out % 2:
+                        last = n_out - 1
+                        _row_taps(rows[last], rows[last], False, True, xp[n], taps, weights[last], weights[last],
+                                  i * sh, col, sw, count)
                 _store_transposed(rows, out[n, i, j : j + count], bias, add_bias, relu)
 
 

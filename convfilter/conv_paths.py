@@ -1153,7 +1153,7 @@ def blocked_ready() -> bool:
 
 def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     """The blocked path's single-thread time estimate (see :data:`COST`)."""
-    from ._jit import BLOCK_PIXELS, DEPTH_PIECE, LANES
+    from ._jit import DEPTH_PIECE, LANES
 
     n_img, n_in = x_shape[0], x_shape[3]
     fh, fw, _, n_out = w_shape
@@ -1162,8 +1162,8 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     padded_h = max((out_h - 1) * strides[0] + (fh - 1) * dilations[0] + 1, x_shape[1])
     padded_w = max((out_w - 1) * strides[1] + fw, x_shape[2])
     depth = fh * fw * n_in
-    pixels = BLOCK_PIXELS if out_w >= BLOCK_PIXELS else 4
-    filters = -(-n_out // LANES) * LANES  # the last vector of filters is filled up with zeros
+    pixels, blocks = blocked_blocks(out_w)
+    vectors = -(-n_out // LANES)  # the last vector of filters is filled up with zeros
     # window rows that read the image (those in the rows of zero padding are skipped), for
     # padding split as SAME splits it
     height, sh, dh = x_shape[1], strides[0], dilations[0]
@@ -1172,8 +1172,7 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     for u in range(fh):
         lo, hi = pad_top - u * dh, pad_top - u * dh + height  # i * sh must lie in lo .. hi - 1
         window_rows += max(0, min(out_h, -(-hi // sh)) - max(0, -(-lo // sh)))
-    vectors = filters // LANES
-    segments = n_img * window_rows * -(-out_w // pixels) * vectors  # (block, window row) pairs
+    segments = n_img * window_rows * blocks * vectors  # (block, window row) pairs
     # lines of filters read once per group of rows and vector, from beyond L2 when it cannot
     # hold the vector's
     lines = n_img * window_rows * vectors * fw * n_in / min(blocked_group(out_w), n_img * out_h)
@@ -1201,13 +1200,21 @@ def blocked_far_lines(n_out: int) -> int:
     return L2_WAYS * L2_SETS // min(L2_SETS, stride & -stride)
 
 
-def blocked_group(out_w: int) -> int:
-    """Output rows of ``out_w`` pixels whose sums the blocked kernel makes together: as many as
-    :data:`BLOCKED_SUM_FLOATS` hold."""
-    from ._jit import BLOCK_PIXELS, LANES
+def blocked_blocks(out_w: int) -> tuple[int, int]:
+    """The pixels of the blocked kernel's blocks on rows of ``out_w`` outputs (8, or 4 on rows
+    of fewer than 8), and the blocks of a row (the last overlapping the one before)."""
+    from ._jit import BLOCK_PIXELS
 
     pixels = BLOCK_PIXELS if out_w >= BLOCK_PIXELS else 4
-    return max(1, BLOCKED_SUM_FLOATS // (-(-out_w // pixels) * BLOCK_PIXELS * LANES))
+    return pixels, -(-out_w // pixels)
+
+
+def blocked_group(out_w: int) -> int:
+    """Output rows of ``out_w`` pixels whose sums the blocked kernel makes together: as many as
+    :data:`BLOCKED_SUM_FLOATS` hold (each block's sums take BLOCK_PIXELS * LANES floats)."""
+    from ._jit import BLOCK_PIXELS, LANES
+
+    return max(1, BLOCKED_SUM_FLOATS // (blocked_blocks(out_w)[1] * BLOCK_PIXELS * LANES))
 
 
 def blocked_tail(w: np.ndarray) -> np.ndarray:

@@ -127,7 +127,7 @@ def test_last_words_reach_stderr_when_a_signal_skipped_a_readers_exit(tmp_path, 
     the test suite). Here the reader is entered and never left, and the signal arrives while it
     holds fd 2."""
     script = (
-        "import os, signal, sys\n"
+        "import os\n"
         "from convfilter import cli\n"
         "from convfilter._stderr import LibraryStderr\n"
         "def run(*args, **kwargs):\n"
