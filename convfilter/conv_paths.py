@@ -234,9 +234,10 @@ COST = {
              "winograd": 12e-6},
     # the direct loops' blocks of a vector of outputs: a least-squares fit of 89 first layers on
     # one thread (1-4 channels, 8-64 filters, 1x1 to 7x7 kernels, maps of 28x28 to 1024x1024;
-    # with the call and the rows below: to within 0.53-1.30x, 89% of them within 0.8-1.2x)
-    "direct_vector_rate": 43.5e9,  # multiply-adds per second
-    "direct_vector_store": 0.33e-9,  # per output float, stored into the NHWC output
+    # with the call and the rows below: to within 0.72-1.27x, 90% of them within 0.8-1.2x)
+    "direct_vector_rate": 46e9,  # multiply-adds per second
+    "direct_vector_store": 0.11e-9,  # per output float, stored into the NHWC output
+    "direct_vector_far_store": 0.29e-9,  # ... and more per float of an output of over 4 MB
     # ... and on images, rows narrower than a vector take the loops over rows, estimated with the
     # constants below (fitted before the blocks, to 1024x1024 maps) times this (same fit)
     "direct_rows_scale": 2.6,
@@ -310,6 +311,8 @@ PLANAR_VECTOR_PIXELS = 16
 # (with the blocks' rate, 56x56x512 * 3x3x512x512 with stride 2 took the direct loops, 49 ms
 # against TensorFlow's 25).
 PLANAR_IMAGE_CHANNELS = 4
+# The blocks' stores cost more on an output larger than this (see direct_vector_far_store).
+PLANAR_FAR_OUTPUT_BYTES = 4 << 20
 
 
 def blas_seconds(multiply_adds, n_out: int, depth: int) -> float:
@@ -338,8 +341,10 @@ def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations
         # an image, not a scaling (a 1x1 kernel on one channel, see choose_path)
         image = n_in <= PLANAR_IMAGE_CHANNELS and fh * fw * n_in > 1
         if image and out_w >= PLANAR_VECTOR_PIXELS:  # blocks of a vector of outputs (a stride is dealt into phases)
-            return (COST["call"][path] + outputs * n_out * taps / COST["direct_vector_rate"]
-                    + outputs * n_out * COST["direct_vector_store"] + planar_copy + spill)
+            stores = outputs * n_out
+            far = stores if stores * 4 > PLANAR_FAR_OUTPUT_BYTES else 0  # written out of the caches
+            return (COST["call"][path] + stores * taps / COST["direct_vector_rate"]
+                    + stores * COST["direct_vector_store"] + far * COST["direct_vector_far_store"] + planar_copy)
         penalty = COST["direct_stride_penalty"] if strided else 1.0
         # one group of four taps (a 1x1 kernel on 2-4 channels): storing the rows is the work
         store = outputs * n_out * COST["direct_store"] if taps <= 4 else 0.0

@@ -172,14 +172,15 @@ def test_the_direct_loops_give_the_same_bits_where_auto_would_use_blas(shape, n_
 
 @pytest.mark.parametrize("width,n_out,strides", [
     (16, 4, (1, 1)), (17, 9, (1, 1)), (37, 6, (1, 1)), (40, 3, (2, 2)), (15, 5, (1, 1)), (64, 2, (1, 1)),
-    (70, 5, (1, 1)), (1100, 7, (1, 1)),
+    (70, 5, (1, 1)), (1100, 7, (1, 1)), (48, 1, (1, 1)), (20, 3, (1, 1)), (33, 32, (1, 1)),
 ])
 def test_the_direct_loops_vector_blocks_give_the_same_bits(width, n_out, strides):
     """The direct loops sum blocks of a vector register's outputs (the last block of a row
     overlapping the one before; a row narrower than a vector takes the loops over rows) for four
     filters, then the last one to three together (in blocks of four vectors where the row has
-    them): each output the same float32 operations as numpy's twin, with NaN, infinities, and
-    the signs of zero sums kept; a row of 1100 outputs is summed in tiles of columns."""
+    them), and store them into the NHWC rows (in one run when the block has all the filters):
+    each output the same float32 operations as numpy's twin, with NaN, infinities, and the signs
+    of zero sums kept."""
     rng = np.random.default_rng(width + n_out)
     x = rng.standard_normal((2, 7, width, 3)).astype(np.float32)
     x[0, 1:6, : min(width, 20)] = 0.0  # zero sums, whose sign depends on the order of the adds
