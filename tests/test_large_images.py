@@ -194,6 +194,48 @@ def test_a_large_image_padded_piece_by_piece_gives_the_bits_of_the_whole_copy(mo
         ops.set_num_threads(None)
 
 
+@pytest.mark.parametrize("strides", [1, 2])
+def test_bands_narrower_than_a_piece_copy_only_the_rows_they_read(monkeypatch, strides):
+    """Each band makes its own pieces of the padded copy: when the bands are narrower than a
+    piece, a piece covers its band and copies only the image rows that band's outputs read (it
+    copied a whole piece's rows before, several times the image), with the bits of one whole copy."""
+    from test_backends import assert_same_bits
+
+    from convfilter import _backend, conv_paths
+    from convfilter import threads as thread_pool
+    from convfilter.conv_paths import correlate
+    from convfilter.geometry import axis
+
+    rng = np.random.default_rng(strides)
+    x = rng.standard_normal((1, 200, 40, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    gh, gw = axis(200, 3, strides, "SAME", 1), axis(40, 3, strides, "SAME", 1)
+    copied = []
+    real_kernel = _backend.kernel
+
+    def counting(name, work):
+        kernel = real_kernel(name, work)
+        if not name.startswith("pad_planar"):
+            return kernel
+        return lambda source, *rest: (copied.append(source.shape[1]), kernel(source, *rest))[1]
+
+    def run():
+        return correlate(x, w, (strides, strides), (1, 1), gh, gw, path="planar")
+
+    whole = run()
+    monkeypatch.setattr(_backend, "kernel", counting)
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)  # a band per output row or two
+    monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 0)
+    monkeypatch.setattr(conv_paths, "PIECE_BYTES", 60 * 42 * 3 * 4)  # pieces of about 60 rows
+    edges = thread_pool.band_edges(gh.out, 1.0)
+    widest = max(b - a for a, b in zip(edges, edges[1:]))
+    assert conv_paths._piece_rows(3, gh.out * strides + 2, 42, gh.out, strides, 3, 1) > widest
+    assert_same_bits(run(), whole)
+    assert len(copied) == len(edges) - 1  # a piece per band
+    most = (-(-widest // 4) * 4 - 1) * strides + 3  # the rows a band's outputs read, its rows rounded up to four
+    assert max(copied) <= most and sum(copied) <= 200 + (len(edges) - 1) * 6
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L", "I;16", "I", "F", "RGBA", "CMYK", "P", "1", "LA"])
 def test_a_large_image_read_out_of_pillow_by_bands_gives_its_samples(monkeypatch, mode):
     rng = np.random.default_rng(5)
