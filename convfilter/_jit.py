@@ -1010,6 +1010,22 @@ def _store_lanes(sums, target, j0, pixels, f0, lanes, bias, add_bias, relu):
             target[j0 + p, f0 + q] = _finished(sums[p * LANES + q], bias[f0 + q], add_bias, relu)
 
 
+@njit(cache=CACHE, nogil=True, inline="always")
+def blocked_block(b, blocks, out_w):
+    """The first output column and the pixels (BLOCK_PIXELS or 4) of block ``b`` of the
+    ``blocks`` of a row of ``out_w`` outputs: blocks of 8 pixels, the last one of 4 when at most
+    4 outputs are left for it, else of 8 overlapping the one before; rows of fewer than 8
+    outputs in blocks of 4, the last overlapping the one before."""
+    if out_w < BLOCK_PIXELS:
+        return min(b * 4, out_w - 4), 4
+    if b < blocks - 1:
+        return b * BLOCK_PIXELS, BLOCK_PIXELS
+    left = out_w - b * BLOCK_PIXELS
+    if left <= 4:
+        return out_w - 4, 4
+    return out_w - BLOCK_PIXELS, BLOCK_PIXELS
+
+
 @njit(cache=CACHE, nogil=True)
 def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh, bias, add_bias, relu, group, out,
                       task_start, task_stop):
@@ -1023,11 +1039,12 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
     A task is an output row (over all images) and a vector of LANES filters, numbered vector
     after vector: a band of tasks reads its vectors' filters only (on a small map with many
     filters each thread reads its part of the bank). A window row of a pixel is one contiguous
-    run of ``fw*C`` floats of its source row. Blocks of 8 pixels (4 on rows of fewer than 8
-    outputs) by a vector of filters, read from ``matrix`` a row of it at a time, in place; when F
-    is not a multiple of LANES the last vector's filters are read from ``tail``, their
-    (fh*fw*C, LANES) matrix filled up with zero filters (see ``conv_paths.blocked_tail``). The
-    last block of a row overlaps the one before, so the output needs at least 4 columns.
+    run of ``fw*C`` floats of its source row. Blocks of 8 pixels (see :func:`blocked_block`: the
+    last of a row of 4 when that covers the rest) by a vector of filters, read from ``matrix`` a
+    row of it at a time, in place; when F is not a multiple of LANES the last vector's filters
+    are read from ``tail``, their (fh*fw*C, LANES) matrix filled up with zero filters (see
+    ``conv_paths.blocked_tail``). The last block of a row may overlap the one before, so the
+    output needs at least 4 columns.
 
     The rows of a vector are summed ``group`` at a time: each piece of the sum runs over every
     block of the group's rows, so that the piece's filters are read once for them all (from
@@ -1038,8 +1055,7 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
     height, width, channels = xp.shape[1], xp.shape[2], xp.shape[3]
     rows = xp.reshape(n_img, height, width * channels)
     run, step = fw * channels, sw * channels
-    pixels = BLOCK_PIXELS if out_w >= BLOCK_PIXELS else 4
-    blocks = -(-out_w // pixels)
+    blocks = -(-out_w // (BLOCK_PIXELS if out_w >= BLOCK_PIXELS else 4))
     block_floats = BLOCK_PIXELS * LANES
     row_floats = blocks * block_floats
     sums = np.empty(min(group, task_stop - task_start) * row_floats, np.float32)  # a group's sums, block after block
@@ -1068,7 +1084,7 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
                         continue
                     src = rows[n, r]
                     for b in range(blocks):
-                        j0 = min(b * pixels, out_w - pixels)
+                        j0, pixels = blocked_block(b, blocks, out_w)
                         start = t * row_floats + b * block_floats
                         block = sums[start : start + block_floats]
                         if pixels == BLOCK_PIXELS:
@@ -1078,7 +1094,7 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
         for t in range(count_rows):
             n, i = divmod(first + t, out_h)
             for b in range(blocks):
-                j0 = min(b * pixels, out_w - pixels)
+                j0, pixels = blocked_block(b, blocks, out_w)
                 start = t * row_floats + b * block_floats
                 _store_lanes(sums[start : start + block_floats], out[n, i], j0, pixels, f0, lanes, bias, add_bias,
                              relu)

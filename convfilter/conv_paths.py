@@ -1187,7 +1187,7 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     padded_h = max((out_h - 1) * strides[0] + (fh - 1) * dilations[0] + 1, x_shape[1])
     padded_w = max((out_w - 1) * strides[1] + fw, x_shape[2])
     depth = fh * fw * n_in
-    pixels, blocks = blocked_blocks(out_w)
+    row_pixels, blocks = blocked_blocks(out_w)
     vectors = -(-n_out // LANES)  # the last vector of filters is filled up with zeros
     # window rows that read the image (those in the rows of zero padding are skipped), for
     # padding split as SAME splits it
@@ -1204,7 +1204,8 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     far = lines if depth > blocked_far_lines(n_out) else 0
     pages = far * min(1.0, n_out * 4 / PAGE_BYTES) if depth * n_out * 4 > TLB_REACH_BYTES else 0
     tail = depth * LANES if n_out % LANES else 0
-    return (COST["blocked_call"] + segments * pixels * LANES * fw * n_in / COST["blocked_rate"]
+    products = n_img * window_rows * vectors * row_pixels * LANES * fw * n_in
+    return (COST["blocked_call"] + products / COST["blocked_rate"]
             + segments * -(-fw * n_in // DEPTH_PIECE) * COST["blocked_piece"]
             + n_img * padded_h * padded_w * n_in / COST["blocked_padded_rate"]
             + tail / COST["blocked_tail_rate"] + far * COST["blocked_far_line"] + pages * COST["blocked_page"])
@@ -1226,12 +1227,16 @@ def blocked_far_lines(n_out: int) -> int:
 
 
 def blocked_blocks(out_w: int) -> tuple[int, int]:
-    """The pixels of the blocked kernel's blocks on rows of ``out_w`` outputs (8, or 4 on rows
-    of fewer than 8), and the blocks of a row (the last overlapping the one before)."""
+    """The pixels that the blocked kernel's blocks compute on a row of ``out_w`` outputs (the
+    overlaps counted twice), and the blocks of the row: the rule of ``_jit.blocked_block``."""
     from ._jit import BLOCK_PIXELS
 
-    pixels = BLOCK_PIXELS if out_w >= BLOCK_PIXELS else 4
-    return pixels, -(-out_w // pixels)
+    if out_w < BLOCK_PIXELS:
+        blocks = -(-out_w // 4)
+        return 4 * blocks, blocks
+    blocks = -(-out_w // BLOCK_PIXELS)
+    left = out_w - (blocks - 1) * BLOCK_PIXELS  # the last block's outputs
+    return (blocks - 1) * BLOCK_PIXELS + (4 if left <= 4 else BLOCK_PIXELS), blocks
 
 
 def blocked_group(out_w: int) -> int:

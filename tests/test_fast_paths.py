@@ -627,10 +627,12 @@ def _blocked_lanes() -> int:
 
 @pytest.mark.parametrize("source", ["copy", "pieces of the copy"])
 @pytest.mark.parametrize("filters", ["4", "lanes", "lanes + 5", "2 lanes"])
-@pytest.mark.parametrize("width,strides", [(5, (1, 1)), (13, (1, 1)), (27, (2, 2))])
+@pytest.mark.parametrize("width,strides", [(5, (1, 1)), (13, (1, 1)), (27, (2, 2)), (12, (1, 1)), (18, (2, 2))])
 def test_blocked_vector_blocks_cover_every_output(source, filters, width, strides, monkeypatch):
-    """The blocked kernel's blocks of 8 pixels (4 on rows of fewer than 8 outputs; the last block
-    of a row overlapping the one before) and vectors of LANES filters (the last one filled up with
+    """The blocked kernel's blocks of 8 pixels (4 on rows of fewer than 8 outputs, the last block
+    overlapping the one before; on wider rows the last block of 4 when at most 4 outputs are left
+    for it, as 12 and 9 outputs leave, else of 8 overlapping the one before) and vectors of
+    LANES filters (the last one filled up with
     zero filters, stored a filter at a time; whole ones a vector at a time with the bias and the
     ReLU), read from the padded copy or from pieces of it made by each band, on a batch: the
     formula, the same bits either way, and the fused bias and ReLU exactly the unfused ones (NaN
@@ -1096,6 +1098,22 @@ def test_the_blocked_estimate_counts_filters_read_from_beyond_l2(monkeypatch):
                 small, (3, 3, 256, n_out), deep[:3] + (n_out,), (2, 2), (1, 1))
     assert estimates[True, 64] == estimates[False, 64]
     assert estimates[True, 256] > estimates[False, 256]
+
+
+def test_the_blocked_blocks_of_a_row_cover_it_and_the_estimate_counts_them():
+    """Each output column of a row is in some block, blocks overlap by at most 3 columns (the
+    last is of 4 pixels when at most 4 are left for it: 28 outputs are 8+8+8+4, not 8+8+8+8 with
+    4 computed twice), and the estimate's count of the pixels computed is the kernel's."""
+    from convfilter import _jit
+
+    assert conv_paths.blocked_blocks(28) == (28, 4) and conv_paths.blocked_blocks(14) == (16, 2)
+    for out_w in range(4, 70):
+        row_pixels, blocks = conv_paths.blocked_blocks(out_w)
+        spans = [_jit.blocked_block(b, blocks, out_w) for b in range(blocks)]
+        covered = [j for j0, pixels in spans for j in range(j0, j0 + pixels)]
+        assert sorted(set(covered)) == list(range(out_w))
+        assert len(covered) == row_pixels <= out_w + 3
+        assert all(pixels in (4, _jit.BLOCK_PIXELS) for _, pixels in spans)
 
 
 @pytest.mark.parametrize("strides", [(1, 1), (2, 2)])
