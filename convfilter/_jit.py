@@ -969,7 +969,23 @@ def _outer_run(pixels: int):
 
 
 _outer_run_8 = _outer_run(BLOCK_PIXELS)
-_outer_run_4 = _outer_run(4)  # rows of 4 to 7 output columns
+# the last block of a row, of 4 to 7 pixels (see blocked_block)
+_outer_run_7, _outer_run_6, _outer_run_5, _outer_run_4 = (_outer_run(p) for p in (7, 6, 5, 4))
+
+
+@njit(cache=CACHE, nogil=True, inline="always")
+def _outer_run_of(pixels, src, start, step, wt, w_start, w_step, count, sums):
+    """The run of ``pixels`` (4 to BLOCK_PIXELS) pixels: an intrinsic per width, each a literal."""
+    if pixels == BLOCK_PIXELS:
+        _outer_run_8(src, start, step, wt, w_start, w_step, count, sums)
+    elif pixels == 7:
+        _outer_run_7(src, start, step, wt, w_start, w_step, count, sums)
+    elif pixels == 6:
+        _outer_run_6(src, start, step, wt, w_start, w_step, count, sums)
+    elif pixels == 5:
+        _outer_run_5(src, start, step, wt, w_start, w_step, count, sums)
+    else:
+        _outer_run_4(src, start, step, wt, w_start, w_step, count, sums)
 
 
 @intrinsic
@@ -1012,18 +1028,16 @@ def _store_lanes(sums, target, j0, pixels, f0, lanes, bias, add_bias, relu):
 
 @njit(cache=CACHE, nogil=True, inline="always")
 def blocked_block(b, blocks, out_w):
-    """The first output column and the pixels (BLOCK_PIXELS or 4) of block ``b`` of the
-    ``blocks`` of a row of ``out_w`` outputs: blocks of 8 pixels, the last one of 4 when at most
-    4 outputs are left for it, else of 8 overlapping the one before; rows of fewer than 8
-    outputs in blocks of 4, the last overlapping the one before."""
-    if out_w < BLOCK_PIXELS:
-        return min(b * 4, out_w - 4), 4
+    """The first output column and the pixels (4 to BLOCK_PIXELS) of block ``b`` of the
+    ``blocks = ceil(out_w / BLOCK_PIXELS)`` of a row of ``out_w`` (at least 4) outputs: blocks of
+    8 pixels, the last one of the 4 to 7 outputs left for it, or of 4 overlapping the block
+    before when fewer are left (fewer sums would not hide the latency of a fused multiply-add)."""
     if b < blocks - 1:
         return b * BLOCK_PIXELS, BLOCK_PIXELS
     left = out_w - b * BLOCK_PIXELS
-    if left <= 4:
+    if left < 4:
         return out_w - 4, 4
-    return out_w - BLOCK_PIXELS, BLOCK_PIXELS
+    return b * BLOCK_PIXELS, left
 
 
 @njit(cache=CACHE, nogil=True)
@@ -1040,7 +1054,7 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
     after vector: a band of tasks reads its vectors' filters only (on a small map with many
     filters each thread reads its part of the bank). A window row of a pixel is one contiguous
     run of ``fw*C`` floats of its source row. Blocks of 8 pixels (see :func:`blocked_block`: the
-    last of a row of 4 when that covers the rest) by a vector of filters, read from ``matrix`` a
+    last of a row of the 4 to 7 pixels left) by a vector of filters, read from ``matrix`` a
     row of it at a time, in place; when F is not a multiple of LANES the last vector's filters
     are read from ``tail``, their (fh*fw*C, LANES) matrix filled up with zero filters (see
     ``conv_paths.blocked_tail``). The last block of a row may overlap the one before, so the
@@ -1055,7 +1069,7 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
     height, width, channels = xp.shape[1], xp.shape[2], xp.shape[3]
     rows = xp.reshape(n_img, height, width * channels)
     run, step = fw * channels, sw * channels
-    blocks = -(-out_w // (BLOCK_PIXELS if out_w >= BLOCK_PIXELS else 4))
+    blocks = -(-out_w // BLOCK_PIXELS)
     block_floats = BLOCK_PIXELS * LANES
     row_floats = blocks * block_floats
     sums = np.empty(min(group, task_stop - task_start) * row_floats, np.float32)  # a group's sums, block after block
@@ -1087,10 +1101,7 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
                         j0, pixels = blocked_block(b, blocks, out_w)
                         start = t * row_floats + b * block_floats
                         block = sums[start : start + block_floats]
-                        if pixels == BLOCK_PIXELS:
-                            _outer_run_8(src, j0 * step + k0, step, filters, w_start, w_step, count, block)
-                        else:
-                            _outer_run_4(src, j0 * step + k0, step, filters, w_start, w_step, count, block)
+                        _outer_run_of(pixels, src, j0 * step + k0, step, filters, w_start, w_step, count, block)
         for t in range(count_rows):
             n, i = divmod(first + t, out_h)
             for b in range(blocks):

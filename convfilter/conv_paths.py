@@ -1165,7 +1165,7 @@ def check_blocked(w_shape, out_hw, dilations) -> None:
 def blocked_ready() -> bool:
     """Whether :func:`choose_path` may choose the blocked path: it has no numpy twin, so only in
     a process that already runs Numba's kernels (a server, a batch, a network, a loop of calls)
-    and has it compiled or in Numba's cache (compiling it takes about 1.7 s: after an upgrade,
+    and has it compiled or in Numba's cache (compiling it takes about 1.8 s: after an upgrade,
     ``convfilter warmup`` or a server compiles it once), or that was told to use Numba. A
     short-lived process does not import Numba for it; it takes the BLAS paths, whose results
     agree with it to float32 rounding."""
@@ -1231,12 +1231,9 @@ def blocked_blocks(out_w: int) -> tuple[int, int]:
     overlaps counted twice), and the blocks of the row: the rule of ``_jit.blocked_block``."""
     from ._jit import BLOCK_PIXELS
 
-    if out_w < BLOCK_PIXELS:
-        blocks = -(-out_w // 4)
-        return 4 * blocks, blocks
     blocks = -(-out_w // BLOCK_PIXELS)
     left = out_w - (blocks - 1) * BLOCK_PIXELS  # the last block's outputs
-    return (blocks - 1) * BLOCK_PIXELS + (4 if left <= 4 else BLOCK_PIXELS), blocks
+    return out_w + max(0, 4 - left), blocks
 
 
 def blocked_group(out_w: int) -> int:

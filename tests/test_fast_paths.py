@@ -629,10 +629,9 @@ def _blocked_lanes() -> int:
 @pytest.mark.parametrize("filters", ["4", "lanes", "lanes + 5", "2 lanes"])
 @pytest.mark.parametrize("width,strides", [(5, (1, 1)), (13, (1, 1)), (27, (2, 2)), (12, (1, 1)), (18, (2, 2))])
 def test_blocked_vector_blocks_cover_every_output(source, filters, width, strides, monkeypatch):
-    """The blocked kernel's blocks of 8 pixels (4 on rows of fewer than 8 outputs, the last block
-    overlapping the one before; on wider rows the last block of 4 when at most 4 outputs are left
-    for it, as 12 and 9 outputs leave, else of 8 overlapping the one before) and vectors of
-    LANES filters (the last one filled up with
+    """The blocked kernel's blocks of 8 pixels (the last block of a row of the 4 to 7 outputs
+    left for it, as rows of 5, 13, 14 and 12 outputs leave, or of 4 overlapping the block before
+    when fewer are left, as a row of 9 leaves) and vectors of LANES filters (the last one filled up with
     zero filters, stored a filter at a time; whole ones a vector at a time with the bias and the
     ReLU), read from the padded copy or from pieces of it made by each band, on a batch: the
     formula, the same bits either way, and the fused bias and ReLU exactly the unfused ones (NaN
@@ -1101,19 +1100,20 @@ def test_the_blocked_estimate_counts_filters_read_from_beyond_l2(monkeypatch):
 
 
 def test_the_blocked_blocks_of_a_row_cover_it_and_the_estimate_counts_them():
-    """Each output column of a row is in some block, blocks overlap by at most 3 columns (the
-    last is of 4 pixels when at most 4 are left for it: 28 outputs are 8+8+8+4, not 8+8+8+8 with
-    4 computed twice), and the estimate's count of the pixels computed is the kernel's."""
+    """Each output column of a row is in some block; the last block is of the 4 to 7 outputs
+    left for it (28 outputs are 8+8+8+4 and 14 are 8+6, not blocks of 8 with outputs computed
+    twice), or of 4 overlapping the block before when 1-3 are left (9 outputs: 8+4, 3 twice);
+    and the estimate's count of the pixels computed is the kernel's."""
     from convfilter import _jit
 
-    assert conv_paths.blocked_blocks(28) == (28, 4) and conv_paths.blocked_blocks(14) == (16, 2)
+    assert [conv_paths.blocked_blocks(w) for w in (28, 14, 9, 7, 4)] == [(28, 4), (14, 2), (12, 2), (7, 1), (4, 1)]
     for out_w in range(4, 70):
         row_pixels, blocks = conv_paths.blocked_blocks(out_w)
         spans = [_jit.blocked_block(b, blocks, out_w) for b in range(blocks)]
         covered = [j for j0, pixels in spans for j in range(j0, j0 + pixels)]
         assert sorted(set(covered)) == list(range(out_w))
         assert len(covered) == row_pixels <= out_w + 3
-        assert all(pixels in (4, _jit.BLOCK_PIXELS) for _, pixels in spans)
+        assert all(4 <= pixels <= _jit.BLOCK_PIXELS for _, pixels in spans)
 
 
 @pytest.mark.parametrize("strides", [(1, 1), (2, 2)])
@@ -1137,8 +1137,7 @@ def test_blocked_rows_give_the_same_bits_in_any_group_and_band(strides, monkeypa
     assert_close_to_formula(whole, x, w, strides, "SAME", (1, 1),
                             reference=lambda *args: ops.relu(naive.conv2d(*args) + bias),
                             magnitude=lambda *args: naive.conv2d(*args) + np.abs(bias))
-    pixels = 8 if gw.out >= 8 else 4  # a block's pixels; its sums take 8 * lanes floats either way
-    row_floats = -(-gw.out // pixels) * 8 * lanes
+    row_floats = -(-gw.out // 8) * 8 * lanes  # a row's blocks of up to 8 pixels, the sums of each 8 * lanes floats
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)  # bands of a task or two, on threads
     monkeypatch.setattr(conv_paths, "BLOCKED_BAND_PIXELS", 1)
     for rows in (1, 2, 3, 5):
