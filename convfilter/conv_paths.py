@@ -1148,7 +1148,7 @@ BLOCKED_KERNEL = "correlate_blocked"
 
 
 def blocked_fits(w_shape, out_hw, dilations) -> bool:
-    """True when the blocked path can run: its blocks of 4 or 8 pixels need at least 4 output
+    """True when the blocked path can run: its blocks of 4 to 8 pixels need at least 4 output
     columns, a vector of filters at least 4 of them (the rest of it is zeros), and a window row
     is one run only without dilation across."""
     return out_hw[1] >= 4 and w_shape[3] >= 4 and dilations[1] == 1
