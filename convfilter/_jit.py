@@ -1041,8 +1041,8 @@ def blocked_block(b, blocks, out_w):
 
 
 @njit(cache=CACHE, nogil=True)
-def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh, bias, add_bias, relu, group, out,
-                      task_start, task_stop):
+def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh, bias, add_bias, relu, group,
+                      rows_first, out, task_start, task_stop):
     """Tasks ``task_start .. task_stop`` of the padded NHWC ``xp`` correlated with the filters
     ``matrix``: the bank as a flat (fh*fw*C, F) matrix, its rows in the order of a window's run
     ``[u][v][c]``; window columns adjacent (dilation 1 across). Rows of ``xp`` outside
@@ -1062,8 +1062,11 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
 
     The rows of a vector are summed ``group`` at a time: each piece of the sum runs over every
     block of the group's rows, so that the piece's filters are read once for them all (from
-    cache after the first block), not once a row. An output's pieces are added in the same
-    order whatever the group and the tasks: the same bits.
+    cache after the first block), not once a row. With ``rows_first`` the tasks are numbered
+    row after row instead (a row's vectors one after the other, each row alone): each source
+    row is read by all the vectors while it is in cache, for a bank that stays in cache itself
+    while a large image goes by. An output's pieces are added in the same order whatever the
+    group, the order and the tasks: the same bits.
     """
     n_img, out_h, out_w, n_out = out.shape
     height, width, channels = xp.shape[1], xp.shape[2], xp.shape[3]
@@ -1073,13 +1076,17 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
     block_floats = BLOCK_PIXELS * LANES
     row_floats = blocks * block_floats
     sums = np.empty(min(group, task_stop - task_start) * row_floats, np.float32)  # a group's sums, block after block
-    out_rows = n_img * out_h
+    out_rows, vectors = n_img * out_h, -(-n_out // LANES)
     task = task_start
     while task < task_stop:
         # a group of rows of one vector of filters: rows first .. first + count over all images
-        vector = task // out_rows
-        first = task - vector * out_rows
-        count_rows = min(group, out_rows - first, task_stop - task)
+        if rows_first:
+            first = task // vectors
+            vector, count_rows = task - first * vectors, 1
+        else:
+            vector = task // out_rows
+            first = task - vector * out_rows
+            count_rows = min(group, out_rows - first, task_stop - task)
         f0 = vector * LANES
         lanes = min(LANES, n_out - f0)
         # the vector's filters: LANES columns of the matrix, or the tail's

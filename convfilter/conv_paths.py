@@ -1244,6 +1244,28 @@ def blocked_group(out_w: int) -> int:
     return max(1, BLOCKED_SUM_FLOATS // (blocked_blocks(out_w)[1] * BLOCK_PIXELS * LANES))
 
 
+# The blocked kernel takes its tasks row after row (all the vectors of a row, see
+# ``_jit.correlate_blocked``) for a bank of at most BLOCKED_ROWS_FIRST_BANK bytes, which stays
+# in L2 while the rows go by, on an image of more than BLOCKED_ROWS_FIRST_IMAGE bytes, which does
+# not: vector after vector, each vector read the whole image again from beyond L2. One thread,
+# the kernel alone, vector after vector against row after row: 224x224x64 * 5x5x64x64 with
+# stride 2 32.5-32.8 -> 26.5-26.7 ms, 224x224x64 * 3x3x64x64 with stride 2 13.9-14.3 -> 10.3,
+# 112x112x256 * 3x3x256x64 with stride 2 13.2-15.6 -> 9.4-10.5, 56x56x128 * 3x3x128x128 with
+# stride 2 level (2.1-2.2); but a bank beyond L2 read again for every row, 28x28x256 *
+# 5x5x256x256 (6.5 MB), 22.5-22.8 -> 30.2-33.0. Whole calls on two threads were level either
+# way (224x224x64 * 5x5x64x64 with stride 2 14.3-15.6 against 14.1-14.5 ms): the gain is for
+# single-threaded calls (a batch's workers), 224x224x64 * 3x3x64x64 with stride 2 14.5-18.1 ->
+# 10.9-11.4 ms.
+BLOCKED_ROWS_FIRST_BANK = 1 << 19
+BLOCKED_ROWS_FIRST_IMAGE = 2 << 20
+
+
+def blocked_rows_first(x_shape, w_shape) -> bool:
+    """Whether the blocked kernel takes its tasks row after row (see above)."""
+    return (math.prod(w_shape) * 4 <= BLOCKED_ROWS_FIRST_BANK
+            and math.prod(x_shape) * 4 > BLOCKED_ROWS_FIRST_IMAGE)
+
+
 def blocked_tail(w: np.ndarray) -> np.ndarray:
     """The filters of the blocked kernel's last vector when F is not a multiple of ``_jit.LANES``:
     its (fh*fw*C, LANES) matrix, filled up with zero filters; flat. Empty otherwise (the kernel
@@ -1273,7 +1295,7 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
     vectors = -(-n_out // LANES)
     matrix = np.ascontiguousarray(w, np.float32).reshape(-1)  # in place: the bank is read as it is
     args = (matrix, blocked_tail(w), fh, fw, *strides, dilations[0], *finish_of(bias, n_out, relu),
-            blocked_group(out.shape[2]))
+            blocked_group(out.shape[2]), blocked_rows_first(x.shape, w.shape))
     work = out.size * fh * fw * n_in
     padded_h, padded_w = gh.pad_before + height + gh.pad_after, gw.pad_before + width + gw.pad_after
     min_rows = rows_holding(BLOCKED_BAND_PIXELS, out.shape[2])
@@ -1286,7 +1308,8 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
         source = read_only(np.ascontiguousarray(padded_copy(x, gh, gw, border)))
         # the rows of zero padding need no products; other borders' padding is image cells
         rows = (gh.pad_before, gh.pad_before + height) if border == "CONSTANT" else (0, padded_h)
-        # tasks are (vector of filters, output row) pairs, vector after vector (see the kernel)
+        # tasks are (vector of filters, output row) pairs, vector after vector or row after row
+        # (see the kernel and blocked_rows_first)
         run_bands(kernel, (source, *rows, *args, out), vectors * n_img * out.shape[1], work, min_rows=min_rows)
     else:
         piece_h = _piece_height(piece_rows, strides[0], fh, dilations[0])

@@ -1099,6 +1099,16 @@ def test_the_blocked_estimate_counts_filters_read_from_beyond_l2(monkeypatch):
     assert estimates[True, 256] > estimates[False, 256]
 
 
+def test_the_blocked_path_takes_its_tasks_row_after_row_for_a_small_bank_on_a_large_image():
+    """Vector after vector, each vector reads the whole image; row after row, the bank is read
+    for every row: rows first where the bank stays in cache and the image does not."""
+    assert conv_paths.blocked_rows_first((1, 224, 224, 64), (5, 5, 64, 64))  # 409 KB bank, 12.8 MB image
+    assert conv_paths.blocked_rows_first((1, 224, 224, 64), (3, 3, 64, 64))
+    assert not conv_paths.blocked_rows_first((1, 28, 28, 256), (5, 5, 256, 256))  # 6.5 MB bank
+    assert not conv_paths.blocked_rows_first((1, 112, 112, 256), (3, 3, 256, 64))  # 590 KB bank
+    assert not conv_paths.blocked_rows_first((1, 28, 28, 64), (3, 3, 64, 64))  # a 200 KB image
+
+
 def test_the_blocked_blocks_of_a_row_cover_it_and_the_estimate_counts_them():
     """Each output column of a row is in some block; the last block is of the 4 to 7 outputs
     left for it (28 outputs are 8+8+8+4 and 14 are 8+6, not blocks of 8 with outputs computed
@@ -1144,6 +1154,13 @@ def test_blocked_rows_give_the_same_bits_in_any_group_and_band(strides, monkeypa
         monkeypatch.setattr(conv_paths, "BLOCKED_SUM_FLOATS", rows * row_floats)
         assert conv_paths.blocked_group(gw.out) == rows
         np.testing.assert_array_equal(blocked(), whole)
+    # the tasks row after row (a row's vectors one after the other), in bands that start inside a row
+    assert not conv_paths.blocked_rows_first(x.shape, w.shape)  # a small image: vector after vector
+    monkeypatch.setattr(conv_paths, "BLOCKED_ROWS_FIRST_IMAGE", 0)
+    assert conv_paths.blocked_rows_first(x.shape, w.shape)
+    np.testing.assert_array_equal(blocked(), whole)
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 1 << 40)  # one band
+    np.testing.assert_array_equal(blocked(), whole)
 
 
 def test_a_large_result_reuses_only_memory_nobody_refers_to(monkeypatch):
