@@ -521,16 +521,16 @@ def correlate_planar(xp, taps, weights, sh, sw, bias, add_bias, relu, out, row_s
     each row summed in a scratch block that stays in L1 cache, then written into the NHWC output.
     """
     n_img, out_w, n_out = out.shape[0], out.shape[2], out.shape[3]
+    # blocks of VECTOR_PIXELS outputs (the last overlapping the one before), stored straight into
+    # the NHWC rows; the loops over rows sum a row (or a tile of it) in a scratch block
+    vectors = sw == 1 and out_w >= VECTOR_PIXELS
     tile = planar_tile(n_out, out_w)
-    scratch = np.empty(n_out * tile, np.float32)
+    scratch = np.empty(0 if vectors else n_out * tile, np.float32)
     width, n_taps = xp.shape[2], taps.shape[0]
     offsets = np.empty(n_taps, np.int64)  # each tap's cell from a window's first, in the flat plane
     for t in range(n_taps):
         offsets[t] = taps[t, 0] * width + taps[t, 1]
     flat_weights = weights.reshape(-1)
-    # blocks of VECTOR_PIXELS outputs (the last overlapping the one before), stored straight into
-    # the NHWC rows
-    vectors = sw == 1 and out_w >= VECTOR_PIXELS
     rest = n_out % PLANAR_FILTERS
     wide = out_w >= PLANAR_WIDE * VECTOR_PIXELS
     span = VECTOR_PIXELS * (PLANAR_WIDE if wide else 1)
@@ -560,16 +560,16 @@ def correlate_planar(xp, taps, weights, sh, sw, bias, add_bias, relu, out, row_s
                 # starts its rows from zero (``fresh``)
                 for f in range(0, n_out - 3, 4):
                     _row_taps_four_filters(rows, f, True, xp[n], taps, weights, i * sh, col, sw, count)
-                # ``paired`` is a literal at each call so that the compiler drops the other
-                # branch (a runtime flag here measured 1.6x slower)
+                # ``paired`` is a literal at each call so that the compiler drops the other branch
+                # (a runtime flag here measured 1.6x slower)
                 if n_out % 4 >= 2:
                     f = n_out - n_out % 4
-                    _row_taps(rows[f], rows[f + 1], True, True, xp[n], taps, weights[f], weights[f + 1], i * sh,
-                              col, sw, count)
+                    _row_taps(rows[f], rows[f + 1], True, True, xp[n], taps, weights[f], weights[f + 1], i * sh, col,
+                              sw, count)
                 if n_out % 2:
                     last = n_out - 1
-                    _row_taps(rows[last], rows[last], False, True, xp[n], taps, weights[last], weights[last],
-                              i * sh, col, sw, count)
+                    _row_taps(rows[last], rows[last], False, True, xp[n], taps, weights[last], weights[last], i * sh,
+                              col, sw, count)
                 _store_transposed(rows, out[n, i, j : j + count], bias, add_bias, relu)
 
 

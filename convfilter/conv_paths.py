@@ -336,8 +336,6 @@ def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations
     strided = strides[1] > 1
     planar_copy = n_img * height * width * n_in / COST["planar_copy_rate"]
     if path == "planar":
-        scratch = n_out * out_w if out_w < PLANAR_TILE_MIN_WIDTH else 0  # wide rows are summed in tiles
-        spill = outputs * n_out * COST["direct_spill"] * max(0.0, np.log2(max(scratch, 1) / DIRECT_SCRATCH))
         # an image, not a scaling (a 1x1 kernel on one channel, see choose_path)
         image = n_in <= PLANAR_IMAGE_CHANNELS and fh * fw * n_in > 1
         if image and out_w >= PLANAR_VECTOR_PIXELS:  # blocks of a vector of outputs (a stride is dealt into phases)
@@ -345,6 +343,9 @@ def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations
             far = stores if stores * 4 > PLANAR_FAR_OUTPUT_BYTES else 0  # written out of the caches
             return (COST["call"][path] + stores * taps / COST["direct_vector_rate"]
                     + stores * COST["direct_vector_store"] + far * COST["direct_vector_far_store"] + planar_copy)
+        # the loops over rows: a row's sums in a scratch block (wide rows are summed in tiles)
+        scratch = n_out * out_w if out_w < PLANAR_TILE_MIN_WIDTH else 0
+        spill = outputs * n_out * COST["direct_spill"] * max(0.0, np.log2(max(scratch, 1) / DIRECT_SCRATCH))
         penalty = COST["direct_stride_penalty"] if strided else 1.0
         # one group of four taps (a 1x1 kernel on 2-4 channels): storing the rows is the work
         store = outputs * n_out * COST["direct_store"] if taps <= 4 else 0.0
