@@ -10,7 +10,8 @@ faster), the path convfilter chose, and at the end the worst cases and the
 share of cases below 0.8 and 1.0.
 
 Then the cases below ``--recheck`` (1.0) are timed again, after the whole pass
-(minutes later), for ``--recheck-rounds`` more alternating rounds each, and
+(minutes later), for ``--recheck-rounds`` more alternating rounds each (a round
+of every such case, then the next round: a case's rounds are minutes apart), and
 their ratio becomes the median over all their rounds. On a shared machine one
 case's ratio moves by 20-50% between runs, and the lowest of 200 noisy ratios
 is lower than the lowest true one: the second look keeps a case that is slow
@@ -155,8 +156,10 @@ def main(argv=None) -> int:
         return 0
     if rechecks and args.recheck_rounds > 0:
         print(f"# the {len(rechecks)} cases below {args.recheck:g} again, {args.recheck_rounds} more rounds each:")
+        for _ in range(args.recheck_rounds):  # a round of every case at a time: a busy minute spoils one round
+            for row, ours, theirs, calls, mine, peer in rechecks:
+                alternate(ours, theirs, calls, 1, args.pause, mine, peer)
         for row, ours, theirs, calls, mine, peer in rechecks:
-            alternate(ours, theirs, calls, args.recheck_rounds, args.pause, mine, peer)
             row.update(convfilter_ms=statistics.median(mine) * 1e3, tensorflow_ms=statistics.median(peer) * 1e3,
                        ratio=statistics.median(p / m for p, m in zip(peer, mine)), rounds=len(mine))
             print(f"#   {row['case']}: {row['first_ratio']:.2f} -> {row['ratio']:.2f}", flush=True)
