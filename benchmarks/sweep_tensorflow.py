@@ -82,6 +82,7 @@ def alternate(ours, theirs, calls: int, rounds: int, pause: float, mine: list, p
 
 
 def summary(results, key: str) -> str:
+    """The geometric mean, the shares below 0.8 and 1.0 and the worst case of the ratios under ``key``."""
     ratios = np.array([r[key] for r in results])
     worst = min(results, key=lambda r: r[key])
     return (f"geometric mean ratio {np.exp(np.mean(np.log(ratios))):.2f}, {np.mean(ratios < 0.8):.0%} below 0.8, "
