@@ -907,6 +907,13 @@ def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
 
 
 BLOCK_PIXELS = 8  # pixels per block: 8 independent sums hide the latency of a fused multiply-add
+# Vectors of filters a run of the blocked kernel makes sums for: two where a vector is of 16
+# floats (AVX-512: the 16 sums of 8 pixels by two vectors, the two vectors of filters and a
+# broadcast value fit its 32 registers; AVX2 has 16), each value read from the image then
+# serving 32 filters (one thread, the kernel alone, medians of 5 alternating processes:
+# 7x7x128 * 7x7x128x128 with stride 2 0.254 -> 0.201 ms, 112x112x256 * 3x3x256x64 with
+# stride 2 13.2 -> 11.3 ms, 224x224x64 * 3x3x64x64 with stride 2 12.2 -> 11.6 ms).
+BLOCKED_WIDE = 2 if LANES == 16 else 1
 # Products of a sum taken at a time over the blocks of a group of rows: their (DEPTH_PIECE,
 # LANES) filters, 256 lines of the bank, stay in cache while the blocks go by (measured on one
 # thread, when the path still read interleaved strips, pieces against whole sums: 512x512x16 *
@@ -915,14 +922,19 @@ BLOCK_PIXELS = 8  # pixels per block: 8 independent sums hide the latency of a f
 DEPTH_PIECE = 256
 
 
-def _outer_run(pixels: int):
-    """The intrinsic ``run(src, start, step, wt, w_start, w_step, count, sums)``: for p < ``pixels``
+def _outer_run(pixels: int, vectors: int = 1):
+    """The LLVM function (a definer of it in a module) ``run(src, start, step, wt, w_start, w_step,
+    count, sums)``: for p < ``pixels``
     and k < ``count``, ``sums[p] += src[start + p*step + k] * wt[w_start + k*w_step :][:LANES]``, each
     ``sums[p]`` (LANES floats of ``sums``) in a register and summed in the order of k. The loop
     is a function of its own, never inlined: inside the kernel's loops its pointers would not
     stay in registers (measured on one thread: 512x512x16 * 5x5x16x16 53.7 ms inlined, 44.3
-    out of line)."""
-    name = f"convfilter_outer_run_{pixels}x{LANES}"
+    out of line).
+
+    With ``vectors`` > 1 the run is that of ``vectors`` adjacent vectors of filters at once (the
+    next vector's at ``wt[w_start + LANES + k*w_step :]``), each broadcast value used by all of
+    them; the sums of vector v are at ``sums[v*BLOCK_PIXELS*LANES + p*LANES :]``."""
+    name = f"convfilter_outer_run_{pixels}x{LANES}" + (f"x{vectors}" if vectors > 1 else "")
 
     def define(module):
         vector, pointer = _vector_type(LANES)
@@ -933,59 +945,58 @@ def _outer_run(pixels: int):
         src, start, step, wt, w_start, w_step, count, sums = function.args
         builder = ir.IRBuilder(function.append_basic_block("entry"))
         fma = cgutils.get_or_insert_function(module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{LANES}f32")
-        slots, firsts = [], []
+        slots, firsts = {}, []
         zero = ir.Constant(vector, [0.0] * LANES)
         for p in range(pixels):
-            slot = builder.alloca(vector)  # promoted to a register
-            builder.store(zero, slot)
-            slots.append(slot)
+            for v in range(vectors):
+                slots[v, p] = builder.alloca(vector)  # promoted to a register
+                builder.store(zero, slots[v, p])
             firsts.append(builder.gep(src, [builder.add(start, builder.mul(step, ir.Constant(i64, p)))]))
         filters = builder.gep(wt, [w_start])
         with cgutils.for_range(builder, count) as loop:
             k = loop.index
             column = builder.gep(filters, [builder.mul(k, w_step)])
-            weights = builder.load(builder.bitcast(column, pointer), align=4)
+            weights = [builder.load(builder.bitcast(builder.gep(column, [ir.Constant(i64, v * LANES)]), pointer),
+                                    align=4) for v in range(vectors)]
             for p in range(pixels):
                 value = builder.load(builder.gep(firsts[p], [k]))
                 values = _spread(builder, value, LANES)
-                builder.store(builder.call(fma, [values, weights, builder.load(slots[p])]), slots[p])
-        for p in range(pixels):
-            cell = builder.bitcast(builder.gep(sums, [ir.Constant(i64, p * LANES)]), pointer)
-            builder.store(builder.fadd(builder.load(cell, align=4), builder.load(slots[p])), cell, align=4)
+                for v in range(vectors):
+                    builder.store(builder.call(fma, [values, weights[v], builder.load(slots[v, p])]), slots[v, p])
+        for (v, p), slot in slots.items():
+            cell = builder.bitcast(builder.gep(sums, [ir.Constant(i64, (v * BLOCK_PIXELS + p) * LANES)]), pointer)
+            builder.store(builder.fadd(builder.load(cell, align=4), builder.load(slot)), cell, align=4)
         builder.ret_void()
         return function
 
-    @intrinsic
-    def run(typingctx, src, start, step, wt, w_start, w_step, count, sums):
-        def codegen(context, builder, signature, args):
-            data = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in (0, 3, 7)]
-            builder.call(define(builder.module), [data[0], args[1], args[2], data[1], args[4], args[5], args[6],
-                                                  data[2]])
-            return context.get_dummy_value()
-
-        return types.void(src, start, step, wt, w_start, w_step, count, sums), codegen
-
-    return run
+    return define
 
 
-_outer_run_8 = _outer_run(BLOCK_PIXELS)
-# the last block of a row, of 4 to 7 pixels (see blocked_block)
-_outer_run_7, _outer_run_6, _outer_run_5, _outer_run_4 = (_outer_run(p) for p in (7, 6, 5, 4))
+# the runs of blocks of 4 to 8 pixels (see blocked_block) by one or two vectors of filters
+_OUTER_RUNS = {(p, v): _outer_run(p, v) for p in range(4, BLOCK_PIXELS + 1) for v in (1, 2)}
 
 
-@njit(cache=CACHE, nogil=True, inline="always")
-def _outer_run_of(pixels, src, start, step, wt, w_start, w_step, count, sums):
-    """The run of ``pixels`` (4 to BLOCK_PIXELS) pixels: an intrinsic per width, each a literal."""
-    if pixels == BLOCK_PIXELS:
-        _outer_run_8(src, start, step, wt, w_start, w_step, count, sums)
-    elif pixels == 7:
-        _outer_run_7(src, start, step, wt, w_start, w_step, count, sums)
-    elif pixels == 6:
-        _outer_run_6(src, start, step, wt, w_start, w_step, count, sums)
-    elif pixels == 5:
-        _outer_run_5(src, start, step, wt, w_start, w_step, count, sums)
-    else:
-        _outer_run_4(src, start, step, wt, w_start, w_step, count, sums)
+@intrinsic
+def _outer_run_of(typingctx, pixels, vectors, src, start, step, wt, w_start, w_step, count, sums):
+    """The run of ``pixels`` (4 to BLOCK_PIXELS) pixels by ``vectors`` (1 or 2) vectors of
+    filters (see :func:`_outer_run`): a switch over one out-of-line function per shape."""
+    def codegen(context, builder, signature, args):
+        data = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in (2, 5, 9)]
+        pixels_, vectors_ = (context.cast(builder, args[i], signature.args[i], types.int64) for i in (0, 1))
+        key = builder.add(builder.mul(pixels_, ir.Constant(_I64, 4)), vectors_)
+        done = builder.append_basic_block("run_done")
+        switch = builder.switch(key, done)
+        for (p, v), define in _OUTER_RUNS.items():
+            block = builder.append_basic_block(f"run_{p}x{v}")
+            switch.add_case(ir.Constant(_I64, 4 * p + v), block)
+            with builder.goto_block(block):
+                builder.call(define(builder.module), [data[0], args[3], args[4], data[1], args[6], args[7], args[8],
+                                                      data[2]])
+                builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return types.void(pixels, vectors, src, start, step, wt, w_start, w_step, count, sums), codegen
 
 
 @intrinsic
@@ -1042,7 +1053,7 @@ def blocked_block(b, blocks, out_w):
 
 @njit(cache=CACHE, nogil=True)
 def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh, bias, add_bias, relu, group,
-                      rows_first, out, task_start, task_stop):
+                      rows_first, wide, out, task_start, task_stop):
     """Tasks ``task_start .. task_stop`` of the padded NHWC ``xp`` correlated with the filters
     ``matrix``: the bank as a flat (fh*fw*C, F) matrix, its rows in the order of a window's run
     ``[u][v][c]``; window columns adjacent (dilation 1 across). Rows of ``xp`` outside
@@ -1050,23 +1061,24 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
     finite filters each of their products is a zero, which leaves a sum that started from +0.0
     as it was).
 
-    A task is an output row (over all images) and a vector of LANES filters, numbered vector
-    after vector: a band of tasks reads its vectors' filters only (on a small map with many
-    filters each thread reads its part of the bank). A window row of a pixel is one contiguous
-    run of ``fw*C`` floats of its source row. Blocks of 8 pixels (see :func:`blocked_block`: the
-    last of a row of the 4 to 7 pixels left) by a vector of filters, read from ``matrix`` a
-    row of it at a time, in place; when F is not a multiple of LANES the last vector's filters
-    are read from ``tail``, their (fh*fw*C, LANES) matrix filled up with zero filters (see
-    ``conv_paths.blocked_tail``). The last block of a row may overlap the one before, so the
-    output needs at least 4 columns.
+    A task is an output row (over all images) and a unit of ``wide`` (1 or 2, see
+    BLOCKED_WIDE) vectors of LANES filters, numbered unit after unit: a band of tasks reads its
+    units' filters only (on a small map with many filters each thread reads its part of the
+    bank). A window row of a pixel is one contiguous run of ``fw*C`` floats of its source row.
+    Blocks of 8 pixels (see :func:`blocked_block`: the last of a row of the 4 to 7 pixels left)
+    by the unit's vectors of filters, read from ``matrix`` a row of it at a time, in place: two
+    whole vectors in one run, otherwise a run per vector; when F is not a multiple of LANES the
+    last vector's filters are read from ``tail``, their (fh*fw*C, LANES) matrix filled up with
+    zero filters (see ``conv_paths.blocked_tail``). The last block of a row may overlap the one
+    before, so the output needs at least 4 columns.
 
-    The rows of a vector are summed ``group`` at a time: each piece of the sum runs over every
+    The rows of a unit are summed ``group`` at a time: each piece of the sum runs over every
     block of the group's rows, so that the piece's filters are read once for them all (from
     cache after the first block), not once a row. With ``rows_first`` the tasks are numbered
-    row after row instead (a row's vectors one after the other, each row alone): each source
-    row is read by all the vectors while it is in cache, for a bank that stays in cache itself
+    row after row instead (a row's units one after the other, each row alone): each source
+    row is read by all the units while it is in cache, for a bank that stays in cache itself
     while a large image goes by. An output's pieces are added in the same order whatever the
-    group, the order and the tasks: the same bits.
+    group, the order, the tasks and ``wide``: the same bits.
     """
     n_img, out_h, out_w, n_out = out.shape
     height, width, channels = xp.shape[1], xp.shape[2], xp.shape[3]
@@ -1074,30 +1086,30 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
     run, step = fw * channels, sw * channels
     blocks = -(-out_w // BLOCK_PIXELS)
     block_floats = BLOCK_PIXELS * LANES
-    row_floats = blocks * block_floats
+    row_floats = blocks * wide * block_floats
     sums = np.empty(min(group, task_stop - task_start) * row_floats, np.float32)  # a group's sums, block after block
     out_rows, vectors = n_img * out_h, -(-n_out // LANES)
+    units = -(-vectors // wide)  # a task's ``wide`` vectors of filters
     task = task_start
     while task < task_stop:
-        # a group of rows of one vector of filters: rows first .. first + count over all images
+        # a group of rows of one unit of vectors: rows first .. first + count over all images
         if rows_first:
-            first = task // vectors
-            vector, count_rows = task - first * vectors, 1
+            first = task // units
+            unit, count_rows = task - first * units, 1
         else:
-            vector = task // out_rows
-            first = task - vector * out_rows
+            unit = task // out_rows
+            first = task - unit * out_rows
             count_rows = min(group, out_rows - first, task_stop - task)
-        f0 = vector * LANES
-        lanes = min(LANES, n_out - f0)
-        # the vector's filters: LANES columns of the matrix, or the tail's
-        filters, w_first, w_step = (matrix, f0, n_out) if lanes == LANES else (tail, 0, LANES)
+        v0 = unit * wide
+        n_vectors = min(wide, vectors - v0)
+        # two whole vectors are one run; otherwise a run per vector, from the matrix or the tail
+        pair = n_vectors == 2 and (v0 + 2) * LANES <= n_out
         sums[: count_rows * row_floats] = 0.0
         # the sum in pieces of at most DEPTH_PIECE products, each piece over every block of the
         # group's rows, so that its filters stay in cache while the blocks go by
         for u in range(fh):
             for k0 in range(0, run, DEPTH_PIECE):
                 count = min(DEPTH_PIECE, run - k0)
-                w_start = w_first + (u * run + k0) * w_step
                 for t in range(count_rows):
                     n, i = divmod(first + t, out_h)
                     r = i * sh + u * dh
@@ -1106,14 +1118,26 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
                     src = rows[n, r]
                     for b in range(blocks):
                         j0, pixels = blocked_block(b, blocks, out_w)
-                        start = t * row_floats + b * block_floats
-                        block = sums[start : start + block_floats]
-                        _outer_run_of(pixels, src, j0 * step + k0, step, filters, w_start, w_step, count, block)
+                        start = t * row_floats + b * wide * block_floats
+                        if pair:
+                            _outer_run_of(pixels, 2, src, j0 * step + k0, step, matrix,
+                                          v0 * LANES + (u * run + k0) * n_out, n_out, count,
+                                          sums[start : start + 2 * block_floats])
+                            continue
+                        for v in range(n_vectors):
+                            f0 = (v0 + v) * LANES
+                            # the vector's filters: LANES columns of the matrix, or the tail's
+                            filters, w_first, w_step = (matrix, f0, n_out) if f0 + LANES <= n_out else (tail, 0, LANES)
+                            block = sums[start + v * block_floats : start + (v + 1) * block_floats]
+                            _outer_run_of(pixels, 1, src, j0 * step + k0, step, filters,
+                                          w_first + (u * run + k0) * w_step, w_step, count, block)
         for t in range(count_rows):
             n, i = divmod(first + t, out_h)
             for b in range(blocks):
                 j0, pixels = blocked_block(b, blocks, out_w)
-                start = t * row_floats + b * block_floats
-                _store_lanes(sums[start : start + block_floats], out[n, i], j0, pixels, f0, lanes, bias, add_bias,
-                             relu)
+                for v in range(n_vectors):
+                    f0 = (v0 + v) * LANES
+                    start = t * row_floats + (b * wide + v) * block_floats
+                    _store_lanes(sums[start : start + block_floats], out[n, i], j0, pixels, f0, min(LANES, n_out - f0),
+                                 bias, add_bias, relu)
         task += count_rows

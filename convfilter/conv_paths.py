@@ -1198,7 +1198,7 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     for u in range(fh):
         lo, hi = pad_top - u * dh, pad_top - u * dh + height  # i * sh must lie in lo .. hi - 1
         window_rows += max(0, min(out_h, -(-hi // sh)) - max(0, -(-lo // sh)))
-    segments = n_img * window_rows * blocks * vectors  # (block, window row) pairs
+    segments = n_img * window_rows * blocks * blocked_units(n_out)  # (block, window row) runs
     # lines of filters read once per group of rows and vector, from beyond L2 when it cannot
     # hold the vector's
     lines = n_img * window_rows * vectors * fw * n_in / min(blocked_group(out_w), n_img * out_h)
@@ -1239,10 +1239,19 @@ def blocked_blocks(out_w: int) -> tuple[int, int]:
 
 def blocked_group(out_w: int) -> int:
     """Output rows of ``out_w`` pixels whose sums the blocked kernel makes together: as many as
-    :data:`BLOCKED_SUM_FLOATS` hold (each block's sums take BLOCK_PIXELS * LANES floats)."""
-    from ._jit import BLOCK_PIXELS, LANES
+    :data:`BLOCKED_SUM_FLOATS` hold (each block's sums take BLOCK_PIXELS * LANES floats per
+    vector of its task's unit, see ``_jit.BLOCKED_WIDE``)."""
+    from . import _jit
 
-    return max(1, BLOCKED_SUM_FLOATS // (blocked_blocks(out_w)[1] * BLOCK_PIXELS * LANES))
+    return max(1, BLOCKED_SUM_FLOATS // (blocked_blocks(out_w)[1] * _jit.BLOCK_PIXELS * _jit.LANES * _jit.BLOCKED_WIDE))
+
+
+def blocked_units(n_out: int) -> int:
+    """The blocked kernel's units of ``_jit.BLOCKED_WIDE`` vectors of LANES filters for ``n_out``
+    filters (the last vector filled up with zero filters): a task is a unit and an output row."""
+    from . import _jit
+
+    return -(-(-(-n_out // _jit.LANES)) // _jit.BLOCKED_WIDE)
 
 
 # The blocked kernel takes its tasks row after row (all the vectors of a row, see
@@ -1284,19 +1293,19 @@ def blocked_tail(w: np.ndarray) -> np.ndarray:
 
 def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, bias, activation, out,
                       border: str = "CONSTANT") -> None:
-    """The blocked path (see :func:`convfilter._jit.correlate_blocked`), in bands of (vector of
-    filters, output row) tasks on the padded copy of the image, or (large images, zero padding)
-    in bands of output rows, each on pieces of the copy it makes."""
-    from ._jit import LANES
+    """The blocked path (see :func:`convfilter._jit.correlate_blocked`), in bands of (unit of
+    vectors of filters, output row) tasks on the padded copy of the image, or (large images,
+    zero padding) in bands of output rows, each on pieces of the copy it makes."""
+    from . import _jit
 
     fh, fw, n_in, n_out = w.shape
     n_img, height, width, _ = x.shape
     relu = activation == "relu"
     kernel = _backend.compiled(BLOCKED_KERNEL)
-    vectors = -(-n_out // LANES)
+    units = blocked_units(n_out)
     matrix = np.ascontiguousarray(w, np.float32).reshape(-1)  # in place: the bank is read as it is
     args = (matrix, blocked_tail(w), fh, fw, *strides, dilations[0], *finish_of(bias, n_out, relu),
-            blocked_group(out.shape[2]), blocked_rows_first(x.shape, w.shape))
+            blocked_group(out.shape[2]), blocked_rows_first(x.shape, w.shape), _jit.BLOCKED_WIDE)
     work = out.size * fh * fw * n_in
     padded_h, padded_w = gh.pad_before + height + gh.pad_after, gw.pad_before + width + gw.pad_after
     min_rows = rows_holding(BLOCKED_BAND_PIXELS, out.shape[2])
@@ -1309,21 +1318,21 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
         source = read_only(np.ascontiguousarray(padded_copy(x, gh, gw, border)))
         # the rows of zero padding need no products; other borders' padding is image cells
         rows = (gh.pad_before, gh.pad_before + height) if border == "CONSTANT" else (0, padded_h)
-        # tasks are (vector of filters, output row) pairs, vector after vector or row after row
-        # (see the kernel and blocked_rows_first)
-        run_bands(kernel, (source, *rows, *args, out), vectors * n_img * out.shape[1], work, min_rows=min_rows)
+        # tasks are (unit of vectors of filters, output row) pairs, unit after unit or row after
+        # row (see the kernel, blocked_units and blocked_rows_first)
+        run_bands(kernel, (source, *rows, *args, out), units * n_img * out.shape[1], work, min_rows=min_rows)
     else:
         piece_h = _piece_height(piece_rows, strides[0], fh, dilations[0])
-        run_bands(_blocked_pieces_of_band, (x, gh, gw, piece_rows, piece_h, strides[0], kernel, args, vectors, out),
+        run_bands(_blocked_pieces_of_band, (x, gh, gw, piece_rows, piece_h, strides[0], kernel, args, units, out),
                   out.shape[1], work, min_rows=min_rows)
     if not relu:
         apply_in_place(out, activation)
 
 
 def _blocked_pieces_of_band(x, gh: AxisGeometry, gw: AxisGeometry, piece_rows: int, piece_h: int, sh: int, kernel,
-                            args, vectors: int, out, start, stop) -> None:
-    """Output rows ``start .. stop`` of every image (all ``vectors`` of filters), a piece of
-    ``piece_rows`` rows at a time, each
+                            args, units: int, out, start, stop) -> None:
+    """Output rows ``start .. stop`` of every image (all ``units`` of vectors of filters), a
+    piece of ``piece_rows`` rows at a time, each
     from the ``piece_h`` rows of the zero-padded copy it reads, made in a buffer of this band
     (as :func:`_pieces_of_band` does for the planar copy): the same bits as one call over the
     whole copy."""
@@ -1342,4 +1351,4 @@ def _blocked_pieces_of_band(x, gh: AxisGeometry, gw: AxisGeometry, piece_rows: i
             buffer[0, :top] = 0.0
             buffer[0, top:bottom, left : left + width] = x[n, first + top : first + bottom]
             buffer[0, bottom:] = 0.0
-            kernel(source, top, bottom, *args, out[n : n + 1, lo:hi], 0, vectors * (hi - lo))
+            kernel(source, top, bottom, *args, out[n : n + 1, lo:hi], 0, units * (hi - lo))

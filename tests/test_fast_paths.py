@@ -626,18 +626,19 @@ def _blocked_lanes() -> int:
 
 
 @pytest.mark.parametrize("source", ["copy", "pieces of the copy"])
-@pytest.mark.parametrize("filters", ["4", "lanes", "lanes + 5", "2 lanes"])
+@pytest.mark.parametrize("filters", ["4", "lanes", "lanes + 5", "2 lanes", "3 lanes + 5"])
 @pytest.mark.parametrize("width,strides", [(5, (1, 1)), (13, (1, 1)), (27, (2, 2)), (12, (1, 1)), (18, (2, 2))])
 def test_blocked_vector_blocks_cover_every_output(source, filters, width, strides, monkeypatch):
     """The blocked kernel's blocks of 8 pixels (the last block of a row of the 4 to 7 outputs
     left for it, as rows of 5, 13, 14 and 12 outputs leave, or of 4 overlapping the block before
     when fewer are left, as a row of 9 leaves) and vectors of LANES filters (the last one filled up with
     zero filters, stored a filter at a time; whole ones a vector at a time with the bias and the
-    ReLU), read from the padded copy or from pieces of it made by each band, on a batch: the
-    formula, the same bits either way, and the fused bias and ReLU exactly the unfused ones (NaN
-    kept)."""
+    ReLU; two whole vectors in one run where the runs are of two), read from the padded copy or
+    from pieces of it made by each band, on a batch: the formula, the same bits either way, and
+    the fused bias and ReLU exactly the unfused ones (NaN kept)."""
     lanes = _blocked_lanes()
-    n_out = {"4": 4, "lanes": lanes, "lanes + 5": lanes + 5, "2 lanes": 2 * lanes}[filters]
+    n_out = {"4": 4, "lanes": lanes, "lanes + 5": lanes + 5, "2 lanes": 2 * lanes,
+             "3 lanes + 5": 3 * lanes + 5}[filters]
     if source == "pieces of the copy":  # pieces of 4 output rows (or 2 with a stride), each band
         monkeypatch.setattr(conv_paths, "BLOCKED_WHOLE_COPY_BYTES", 0)
         monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 0)
@@ -1126,16 +1127,21 @@ def test_the_blocked_blocks_of_a_row_cover_it_and_the_estimate_counts_them():
         assert all(4 <= pixels <= _jit.BLOCK_PIXELS for _, pixels in spans)
 
 
+@pytest.mark.parametrize("wide", [1, 2])
 @pytest.mark.parametrize("strides", [(1, 1), (2, 2)])
-def test_blocked_rows_give_the_same_bits_in_any_group_and_band(strides, monkeypatch):
-    """The blocked kernel sums a vector's output rows a group at a time, and its bands are runs of
-    (vector, row) tasks that may start and end inside a vector and a group: an output's pieces
-    are added in the same order however the rows are grouped and the tasks split, so every
-    grouping gives the same bits, and the formula."""
+def test_blocked_rows_give_the_same_bits_in_any_group_and_band(strides, wide, monkeypatch):
+    """The blocked kernel sums a unit's output rows a group at a time, and its bands are runs of
+    (unit, row) tasks that may start and end inside a unit and a group: an output's pieces
+    are added in the same order however the rows are grouped and the tasks split, and whether a
+    run makes the sums of one vector of filters or of two (a unit of two, then one of a vector
+    and a tail), so every grouping gives the same bits, and the formula."""
+    from convfilter import _jit
+
     lanes = _blocked_lanes()
+    monkeypatch.setattr(_jit, "BLOCKED_WIDE", wide)
     rng = np.random.default_rng(40 + strides[0])
     x = rng.standard_normal((2, 15, 11, 24)).astype(np.float32)
-    w = rng.standard_normal((3, 3, 24, 2 * lanes + 5)).astype(np.float32)  # 3 vectors, the last a tail
+    w = rng.standard_normal((3, 3, 24, 3 * lanes + 5)).astype(np.float32)  # 4 vectors, the last a tail
     bias = rng.standard_normal(w.shape[3]).astype(np.float32)
     gh, gw = axis(15, 3, strides[0], "SAME", 1), axis(11, 3, strides[1], "SAME", 1)
 
@@ -1147,7 +1153,7 @@ def test_blocked_rows_give_the_same_bits_in_any_group_and_band(strides, monkeypa
     assert_close_to_formula(whole, x, w, strides, "SAME", (1, 1),
                             reference=lambda *args: ops.relu(naive.conv2d(*args) + bias),
                             magnitude=lambda *args: naive.conv2d(*args) + np.abs(bias))
-    row_floats = -(-gw.out // 8) * 8 * lanes  # a row's blocks of up to 8 pixels, the sums of each 8 * lanes floats
+    row_floats = -(-gw.out // 8) * 8 * lanes * wide  # a row's blocks of up to 8 pixels, 8 * lanes sums per vector
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)  # bands of a task or two, on threads
     monkeypatch.setattr(conv_paths, "BLOCKED_BAND_PIXELS", 1)
     for rows in (1, 2, 3, 5):
@@ -1160,6 +1166,8 @@ def test_blocked_rows_give_the_same_bits_in_any_group_and_band(strides, monkeypa
     assert conv_paths.blocked_rows_first(x.shape, w.shape)
     np.testing.assert_array_equal(blocked(), whole)
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 1 << 40)  # one band
+    np.testing.assert_array_equal(blocked(), whole)
+    monkeypatch.setattr(_jit, "BLOCKED_WIDE", 3 - wide)  # runs of the other width
     np.testing.assert_array_equal(blocked(), whole)
 
 
