@@ -396,9 +396,9 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
     1x1 kernels choose between the direct loops and ``matmul``, larger ones between the direct
     loops, ``im2col``, (stride 1) ``shifted`` and (3x3, stride 1, no dilation) ``winograd``;
     rank-1 kernels (``factors`` not None) may take ``separable``; kernels larger than 1x1 with
-    at least 8 input channels and at most 256 filters, in a process that runs Numba, may take
-    ``blocked``. A single input channel and a 1x1 kernel is a scaling, not a product: BLAS is
-    slow at it.
+    at least 8 input channels and at most 256 filters (512 for an output of at most 1 MiB), in a
+    process that runs Numba, may take ``blocked``. A single input channel and a 1x1 kernel is a
+    scaling, not a product: BLAS is slow at it.
     """
     fh, fw, n_in, n_out = w.shape
     used = window_taps_used(w)
@@ -406,9 +406,9 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
     if factors is not None:
         cols, rows = factors
         mean_taps = (np.count_nonzero(cols) / cols[..., 0].size, np.count_nonzero(rows) / rows[..., 0].size)
-    offer_blocked = (fh * fw > 1 and BLOCKED_MIN_CHANNELS <= n_in and n_out <= BLOCKED_MAX_FILTERS
+    offer_blocked = (fh * fw > 1 and BLOCKED_MIN_CHANNELS <= n_in
                      and blocked_fits(w.shape, out_shape[1:3], dilations)
-                     and blocked_ready())
+                     and blocked_ready() and blocked_filters_fit(n_out, out_shape))
     key = (tuple(x_shape), w.shape, tuple(strides), tuple(dilations), tuple(out_shape), used, mean_taps,
            offer_blocked)
     path = _choices.get(key)
@@ -1137,15 +1137,35 @@ BLOCKED_SUM_FLOATS = 1 << 15
 # The cost model considers the blocked path from this many input channels: never for images
 # (1-4 channels), whose results stay the same bits in every process (see blocked_ready) ...
 BLOCKED_MIN_CHANNELS = 8
-# ... and up to this many filters, on maps of any size (down to 4 output columns). With 512,
-# BLAS's products were faster on every map tried (two threads: 7x7x512 * 5x5x512x512 7.9
-# against 5.0 ms, 14x14x16 * 7x7x16x512 stride 2 0.88 against 0.43, 224x224x16 * 3x3x16x512
-# stride 2 17.6 against 11.8): a row of the bank is 2 KB, and a vector's filters, one line of each
-# row, are more lines that far apart than L2 and the TLB hold. Between, the cost model chooses.
+# ... and up to this many filters, on maps of any size (down to 4 output columns) ...
 BLOCKED_MAX_FILTERS = 256
+# ... or up to this many for an output of at most BLOCKED_SMALL_OUTPUT_BYTES. With 512 filters
+# BLAS's products were faster on every map tried when a run made the sums of one vector of 16
+# filters (two threads: 7x7x512 * 5x5x512x512 7.9 against 5.0 ms, 224x224x16 * 3x3x16x512
+# stride 2 17.6 against 11.8): a row of the bank is 2 KB, and a vector's filters, one line of
+# each row, are more lines that far apart than L2 and the TLB hold. Since the runs of two
+# vectors, small outputs are faster on it (two threads, medians of 5 alternating rounds against
+# `im2col`: 14x14x16 * 7x7x16x512 0.84 against 1.07 ms, 7x7x512 * 3x3x512x512 1.72 against
+# 2.07, 14x14x512 * 5x5x512x512 13.5 against 14.8, 28x28x512 * 3x3x512x512 stride 2 5.5
+# against 5.7) and large ones still slower (112x112x16 * 3x3x16x512 stride 2, 6.4 MB of output:
+# 3.9 against 3.1; 224x224x16 stride 2 14.2 against 12.1). Between, the cost model chooses.
+BLOCKED_WIDE_MAX_FILTERS = 512
+BLOCKED_SMALL_OUTPUT_BYTES = 1 << 20
 
 
 BLOCKED_KERNEL = "correlate_blocked"
+
+
+def blocked_filters_fit(n_out: int, out_shape) -> bool:
+    """Whether the cost model offers the blocked path for ``n_out`` filters and an output of
+    ``out_shape`` (see :data:`BLOCKED_MAX_FILTERS`; more only with runs of two vectors, measured
+    where they run)."""
+    if n_out <= BLOCKED_MAX_FILTERS:
+        return True
+    from . import _jit
+
+    return (_jit.BLOCKED_WIDE > 1 and n_out <= BLOCKED_WIDE_MAX_FILTERS
+            and 4 * math.prod(out_shape) <= BLOCKED_SMALL_OUTPUT_BYTES)
 
 
 def blocked_fits(w_shape, out_hw, dilations) -> bool:

@@ -569,7 +569,9 @@ def test_path_names_are_checked():
     ((1, 56, 56, 128), (1, 1, 128, 256), "matmul"),  # the 1x1 layers of every ResNet/MobileNet block
     ((1, 112, 112, 64), (3, 3, 64, 64), "winograd"),
     ((8, 28, 28, 256), (3, 3, 256, 256), "winograd"),
-    ((1, 7, 7, 512), (3, 3, 512, 512), "im2col"),  # 16 blocks: the transforms do not pay
+    # 16 blocks: the transforms do not pay; a 98 KiB output: the blocked path's runs of two
+    # vectors of filters (two threads: blocked 1.7 ms, im2col 2.1 ms)
+    ((1, 7, 7, 512), (3, 3, 512, 512), "blocked"),
     # measured on one thread: blocked 6.7 ms, im2col 7.4 ms (3.8 and 4.5 ms on two)
     ((1, 56, 56, 64), (5, 5, 64, 64), "blocked"),
     ((1, 427, 640, 3), (7, 7, 3, 2), "planar"),  # few channels, few filters: the direct loops
@@ -593,6 +595,9 @@ def test_the_cost_model_picks_the_expected_path(x_shape, w_shape, expected, monk
     out_shape = (x_shape[0], x_shape[1], x_shape[2], w_shape[3])
     monkeypatch.setattr(_backend, "numba_imported", lambda: True)  # as in a server or a loop of calls
     monkeypatch.setattr(_backend, "is_cached", lambda name: True)
+    from convfilter import _jit
+
+    monkeypatch.setattr(_jit, "BLOCKED_WIDE", 2)  # the choices where Numba compiles for AVX-512
     chosen = conv_paths.choose_path(x_shape, w, (1, 1), (1, 1), out_shape, conv_paths.separable_factors(w))
     assert chosen == expected
 
@@ -1062,23 +1067,32 @@ def test_wide_rows_of_many_filters_are_summed_in_tiles_with_the_same_bits(backen
             ops.set_backend("auto")
 
 
-def test_the_blocked_path_is_offered_up_to_256_filters_on_maps_of_any_size(monkeypatch):
+@pytest.mark.parametrize("wide", [1, 2])
+def test_the_blocked_path_is_offered_up_to_256_filters_on_maps_of_any_size(wide, monkeypatch):
     """From 8 input channels and up to 256 filters the cost model weighs the blocked path on
     every map, down to 4 output columns (measured: it beats BLAS's products on small maps of
-    64-256 filters since each band reads its own vectors' filters in place); above 256 filters
-    BLAS's products are faster, and the path is not offered."""
+    64-256 filters since each band reads its own vectors' filters in place). Up to 512 filters
+    it does so for outputs of at most 1 MiB, where the kernel's runs make the sums of two
+    vectors of filters at once (measured faster than BLAS's products there, slower on larger
+    outputs); with runs of one vector, and above 512 filters, never."""
+    from convfilter import _jit
+
+    monkeypatch.setattr(_jit, "BLOCKED_WIDE", wide)
     monkeypatch.setattr(conv_paths, "blocked_ready", lambda: True)
     monkeypatch.setattr(conv_paths, "_choices", {})  # no choice remembered from another test
     offered = []
     monkeypatch.setattr(conv_paths, "_cheapest_path", lambda *args: offered.append(args[-1]) or "im2col")
     for x_shape, w_shape in [((1, 14, 14, 256), (7, 7, 256, 64)), ((1, 7, 7, 128), (7, 7, 128, 128)),
                              ((1, 14, 14, 256), (3, 3, 256, 256)), ((1, 112, 112, 64), (3, 3, 64, 256)),
-                             ((1, 7, 7, 256), (7, 7, 256, 16)), ((1, 14, 14, 512), (3, 3, 512, 512)),
-                             ((1, 14, 14, 16), (3, 3, 16, 512)), ((1, 14, 14, 4), (3, 3, 4, 64))]:
+                             ((1, 7, 7, 256), (7, 7, 256, 16)),
+                             ((1, 14, 14, 512), (3, 3, 512, 512)), ((1, 14, 14, 16), (3, 3, 16, 512)),
+                             ((2, 28, 28, 16), (5, 5, 16, 512)),  # 2 x 14x14x512 floats: 784 KiB
+                             ((1, 112, 112, 16), (3, 3, 16, 512)),  # 56x56x512 floats: 6.1 MiB
+                             ((1, 14, 14, 64), (3, 3, 64, 1024)), ((1, 14, 14, 4), (3, 3, 4, 64))]:
         w = np.ones(w_shape, np.float32)
         out_h = -(-x_shape[1] // 2)
-        conv_paths.choose_path(x_shape, w, (2, 2), (1, 1), (1, out_h, out_h, w_shape[3]), None)
-    assert offered == [True] * 5 + [False] * 3
+        conv_paths.choose_path(x_shape, w, (2, 2), (1, 1), (x_shape[0], out_h, out_h, w_shape[3]), None)
+    assert offered == [True] * 5 + [wide == 2] * 3 + [False] * 3
 
 
 def test_the_blocked_estimate_counts_filters_read_from_beyond_l2(monkeypatch):
