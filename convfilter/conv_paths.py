@@ -24,9 +24,9 @@ rounding; they differ in the order of the sums and in speed:
   2x2 block of outputs from 16 products per channel instead of 36, as 16 BLAS
   products of the transformed input blocks with the transformed filters.
 * ``blocked``: compiled products of 8 pixels by two vectors of 16 filters (one
-  vector of 8 without AVX-512) at a time, the sums in registers, on the padded NHWC image (a window
-  row is a contiguous run of its source row; large images are padded a piece at a
-  time). No copies of the windows and no BLAS packing: the path for 5x5 and 7x7
+  vector of 8 without AVX-512) at a time, the sums in registers, on the padded
+  NHWC image (a window row is a contiguous run of its source row; large images
+  are padded a piece at a time). No copies of the windows and no BLAS packing: the path for 5x5 and 7x7
   kernels, few filters and small maps with deep sums. It runs on Numba only (see
   :func:`blocked_ready`).
 
@@ -1186,8 +1186,8 @@ def check_blocked(w_shape, out_hw, dilations) -> None:
 def blocked_ready() -> bool:
     """Whether :func:`choose_path` may choose the blocked path: it has no numpy twin, so only in
     a process that already runs Numba's kernels (a server, a batch, a network, a loop of calls)
-    and has it compiled or in Numba's cache (compiling it takes about 1.8 s: after an upgrade,
-    ``convfilter warmup`` or a server compiles it once), or that was told to use Numba. A
+    and has it compiled or in Numba's cache (its first call compiles it, about 2.5 s: after an
+    upgrade, ``convfilter warmup`` or a server compiles it once), or that was told to use Numba. A
     short-lived process does not import Numba for it; it takes the BLAS paths, whose results
     agree with it to float32 rounding."""
     if not _backend.compiled_possible():
@@ -1271,13 +1271,13 @@ def blocked_group(out_w: int) -> int:
 
 def blocked_units(n_out: int) -> int:
     """The blocked kernel's units of ``_jit.BLOCKED_WIDE`` vectors of LANES filters for ``n_out``
-    filters (the last vector filled up with zero filters): a task is a unit and an output row."""
+    filters (the last one partly filled): a task is a unit and an output row."""
     from . import _jit
 
-    return -(-(-(-n_out // _jit.LANES)) // _jit.BLOCKED_WIDE)
+    return -(-n_out // (_jit.LANES * _jit.BLOCKED_WIDE))
 
 
-# The blocked kernel takes its tasks row after row (all the vectors of a row, see
+# The blocked kernel takes its tasks row after row (all the units of a row, see
 # ``_jit.correlate_blocked``) for a bank of at most BLOCKED_ROWS_FIRST_BANK bytes, which stays
 # in L2 while the rows go by, on an image of more than BLOCKED_ROWS_FIRST_IMAGE bytes, which does
 # not: vector after vector, each vector read the whole image again from beyond L2. One thread,
