@@ -1120,14 +1120,15 @@ def _winograd_band(source, filters, bias, add_bias, activation, out, transform_i
 
 # --- blocked: compiled vector products ------------------------------------------------------
 # The blocked kernel reads each window row as one run of fw*C floats of a padded copy of the
-# images: the whole copy when it holds at most this many bytes, else (when each image's copy is
-# large enough for pieces, see _piece_rows) pieces of it made by each band as it goes, as the
-# planar path does. Medians of 3 alternating rounds on two threads,
-# against the strips of interleaved source rows the path read before: whole copies, 512x512x16 *
-# 5x5x16x16 18.8 against 23.9 ms, 112x112x16 * 5x5x16x16 1.00 against 1.38, 224x224x16 *
-# 5x5x16x16 stride 2 1.16 against 1.58; but a whole copy of 1024x1024x16 (67 MB, on one thread
-# before the bands) 22.7 against 17.4 ms for a 3x3 kernel with stride 2, in pieces 10.9.
-BLOCKED_WHOLE_COPY_BYTES = 32 << 20
+# images: the whole copy when each image's copy holds at most WHOLE_COPY_BYTES, else pieces of it
+# made by each band as it goes (see _piece_rows), as the planar path does: all the units of
+# filters then read a piece while it is in cache, and the threads copy in parallel. Medians of
+# 5 alternating rounds on two threads, whole copies (of up to 32 MB, as before) against pieces:
+# 224x224x64 * 3x3x64x64 with stride 2 8.8 against 6.4 ms, 112x112x256 * 3x3x256x64 with
+# stride 2 6.3 against 5.2, 224x224x128 * 3x3x128x128 with stride 2 28.1 against 21.2,
+# 112x112x256 * 5x5x256x64 with stride 2 14.1 against 13.1, 512x512x16 * 5x5x16x16 18.5
+# against 17.9, 56x56x512 * 3x3x512x128 18.8 against 17.6; level on 224x224x32 (6.4 MB); and
+# pieces of 1 MB or 512 KB did no better than PIECE_BYTES.
 # A band of the blocked path has at least this many output pixels (16 blocks).
 BLOCKED_BAND_PIXELS = 128
 # The sums of the output rows the blocked kernel makes together (floats; 128 KiB, in L2 beside
@@ -1332,11 +1333,9 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
     work = out.size * fh * fw * n_in
     padded_h, padded_w = gh.pad_before + height + gh.pad_after, gw.pad_before + width + gw.pad_after
     min_rows = rows_holding(BLOCKED_BAND_PIXELS, out.shape[2])
-    piece_rows = None
-    if n_img * padded_h * padded_w * n_in * 4 > BLOCKED_WHOLE_COPY_BYTES:
-        piece_rows = _piece_rows(n_in, padded_h, padded_w, out.shape[1], strides[0], fh, dilations[0])
-        if piece_rows is not None:
-            piece_rows = min(piece_rows, _band_piece_rows(out.shape[1], work, min_rows))
+    piece_rows = _piece_rows(n_in, padded_h, padded_w, out.shape[1], strides[0], fh, dilations[0])
+    if piece_rows is not None:
+        piece_rows = min(piece_rows, _band_piece_rows(out.shape[1], work, min_rows))
     if border != "CONSTANT" or piece_rows is None:
         source = read_only(np.ascontiguousarray(padded_copy(x, gh, gw, border)))
         # the rows of zero padding need no products; other borders' padding is image cells

@@ -645,7 +645,6 @@ def test_blocked_vector_blocks_cover_every_output(source, filters, width, stride
     n_out = {"4": 4, "lanes": lanes, "lanes + 5": lanes + 5, "2 lanes": 2 * lanes,
              "3 lanes + 5": 3 * lanes + 5}[filters]
     if source == "pieces of the copy":  # pieces of 4 output rows (or 2 with a stride), each band
-        monkeypatch.setattr(conv_paths, "BLOCKED_WHOLE_COPY_BYTES", 0)
         monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 0)
         monkeypatch.setattr(conv_paths, "PIECE_BYTES", 1)
         monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
@@ -668,7 +667,7 @@ def test_blocked_vector_blocks_cover_every_output(source, filters, width, stride
     assert (fused == 0).any() and (fused > 0).any()
     if source == "pieces of the copy":
         assert conv_paths._piece_rows(12, 22, width + 4, gh.out, strides[0], 3, 1) is not None
-        monkeypatch.setattr(conv_paths, "BLOCKED_WHOLE_COPY_BYTES", 1 << 30)
+        monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 1 << 30)
         np.testing.assert_array_equal(run_path(x, w, strides, "SAME", (1, 1), "blocked"), linear)
 
 
