@@ -396,9 +396,10 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
     1x1 kernels choose between the direct loops and ``matmul``, larger ones between the direct
     loops, ``im2col``, (stride 1) ``shifted`` and (3x3, stride 1, no dilation) ``winograd``;
     rank-1 kernels (``factors`` not None) may take ``separable``; kernels larger than 1x1 with
-    at least 8 input channels and at most 256 filters (512 for an output of at most 1 MiB), in a
-    process that runs Numba, may take ``blocked``. A single input channel and a 1x1 kernel is a
-    scaling, not a product: BLAS is slow at it.
+    at least 8 input channels and at most 256 filters (512 for an output of at most 1 MiB), and
+    1x1 kernels with at least 256 channels and at most 128 filters, in a process that runs
+    Numba, may take ``blocked``. A single input channel and a 1x1 kernel is a scaling, not a
+    product: BLAS is slow at it.
     """
     fh, fw, n_in, n_out = w.shape
     used = window_taps_used(w)
@@ -406,7 +407,8 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
     if factors is not None:
         cols, rows = factors
         mean_taps = (np.count_nonzero(cols) / cols[..., 0].size, np.count_nonzero(rows) / rows[..., 0].size)
-    offer_blocked = (fh * fw > 1 and BLOCKED_MIN_CHANNELS <= n_in
+    offer_blocked = ((BLOCKED_MIN_CHANNELS <= n_in if fh * fw > 1
+                      else BLOCKED_MIN_POINTWISE_CHANNELS <= n_in and n_out <= BLOCKED_MAX_POINTWISE_FILTERS)
                      and blocked_fits(w.shape, out_shape[1:3], dilations)
                      and blocked_ready() and blocked_filters_fit(n_out, out_shape))
     key = (tuple(x_shape), w.shape, tuple(strides), tuple(dilations), tuple(out_shape), used, mean_taps,
@@ -1138,6 +1140,18 @@ BLOCKED_SUM_FLOATS = 1 << 15
 # The cost model considers the blocked path from this many input channels: never for images
 # (1-4 channels), whose results stay the same bits in every process (see blocked_ready) ...
 BLOCKED_MIN_CHANNELS = 8
+# A 1x1 kernel from this many input channels (a whole piece of a sum, see _jit.DEPTH_PIECE) and
+# up to this many filters: the image is read in place, and the vector products beat BLAS's on
+# deep sums over few filters (two threads, medians of 5 alternating rounds, blocked against
+# matmul: 112x112x256 * 1x1x256x64 3.0-3.3 against 3.3-4.1 ms, 224x224x256 * 1x1x256x64 with
+# stride 2 3.3-3.6 against 4.0-4.2, 28x28x512 * 1x1x512x128 0.63 against 0.67, 512x512x512 *
+# 1x1x512x16 with stride 2 9.5 against 12.5). With more filters BLAS was faster (28x28x256 *
+# 1x1x256x256 0.75 against 0.71 ms, 8x14x14x512 * 1x1x512x512 5.5 against 4.9), and on
+# shallower sums, too short for the cost of a block (one thread: 224x224x128 * 1x1x128x128
+# 26.9 against 21.6 ms, 224x224x32 * 1x1x32x32 2.5 against 1.9); the estimate does not see
+# either.
+BLOCKED_MIN_POINTWISE_CHANNELS = 256
+BLOCKED_MAX_POINTWISE_FILTERS = 128
 # ... and up to this many filters, on maps of any size (down to 4 output columns) ...
 BLOCKED_MAX_FILTERS = 256
 # ... or up to this many for an output of at most BLOCKED_SMALL_OUTPUT_BYTES. With 512 filters
@@ -1205,9 +1219,10 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     n_img, n_in = x_shape[0], x_shape[3]
     fh, fw, _, n_out = w_shape
     out_h, out_w = out_shape[1], out_shape[2]
-    # the padded copy's rows and columns
+    # the padded copy's rows and columns (none when nothing is padded: the image is read in place)
     padded_h = max((out_h - 1) * strides[0] + (fh - 1) * dilations[0] + 1, x_shape[1])
     padded_w = max((out_w - 1) * strides[1] + fw, x_shape[2])
+    copied = (padded_h, padded_w) != tuple(x_shape[1:3])
     depth = fh * fw * n_in
     row_pixels, blocks = blocked_blocks(out_w)
     vectors = -(-n_out // LANES)  # the last vector of filters is filled up with zeros
@@ -1232,7 +1247,7 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     products = n_img * window_rows * vectors * row_pixels * LANES * fw * n_in
     return (COST["blocked_call"] + products / COST["blocked_rate"]
             + segments * -(-fw * n_in // DEPTH_PIECE) * COST["blocked_piece"]
-            + n_img * padded_h * padded_w * n_in / COST["blocked_padded_rate"]
+            + copied * n_img * padded_h * padded_w * n_in / COST["blocked_padded_rate"]
             + tail / COST["blocked_tail_rate"] + far * COST["blocked_far_line"] + pages * COST["blocked_page"])
 
 
@@ -1333,9 +1348,11 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
     work = out.size * fh * fw * n_in
     padded_h, padded_w = gh.pad_before + height + gh.pad_after, gw.pad_before + width + gw.pad_after
     min_rows = rows_holding(BLOCKED_BAND_PIXELS, out.shape[2])
-    piece_rows = _piece_rows(n_in, padded_h, padded_w, out.shape[1], strides[0], fh, dilations[0])
-    if piece_rows is not None:
-        piece_rows = min(piece_rows, _band_piece_rows(out.shape[1], work, min_rows))
+    piece_rows = None
+    if (padded_h, padded_w) != (height, width):  # unpadded, the kernel reads the image in place
+        piece_rows = _piece_rows(n_in, padded_h, padded_w, out.shape[1], strides[0], fh, dilations[0])
+        if piece_rows is not None:
+            piece_rows = min(piece_rows, _band_piece_rows(out.shape[1], work, min_rows))
     if border != "CONSTANT" or piece_rows is None:
         source = read_only(np.ascontiguousarray(padded_copy(x, gh, gw, border)))
         # the rows of zero padding need no products; other borders' padding is image cells
