@@ -285,6 +285,16 @@ def scale_channel(x, w, sh, sw, bias, add_bias, relu, out, row_start, row_stop):
     for n in range(n_img):
         for i in range(row_start, row_stop):
             src, dst = x[n, i * sh], out[n, i]
+            if n_out == 1:  # one plain row: loops the compiler vectorises
+                row, w0, b0 = dst.reshape(out_w), w[0], bias[0]
+                if sw == 1:  # a contiguous source row
+                    cells = src.reshape(-1)
+                    for j in range(out_w):
+                        row[j] = _finished(zero + cells[j] * w0, b0, add_bias, relu)
+                else:
+                    for j in range(out_w):
+                        row[j] = _finished(zero + src[j * sw, 0] * w0, b0, add_bias, relu)
+                continue
             for j in range(out_w):
                 value, pixel = src[j * sw, 0], dst[j]
                 for f in range(n_out):
