@@ -4,7 +4,8 @@ The kernels (Numba's, or their numpy twins) release the GIL and work on bands
 of output rows, so plain threads run them in parallel; so do the matrix-product paths, whose numpy
 copies and BLAS calls release it too. Work below :data:`MIN_PARALLEL_WORK`
 multiply-adds (or cells) stays on the calling thread: starting threads costs
-more than it saves there.
+more than it saves there. Larger work is shared by the calling thread and
+count - 1 band threads, each pinned to another CPU.
 
 BLAS (numpy's OpenBLAS, MKL, ...) brings a thread pool of its own. While a
 call runs its bands here, BLAS is held to one thread, so that the count set
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import queue
 import sys
 import threading
 from typing import Callable, NamedTuple
@@ -28,52 +30,81 @@ __all__ = ["set_num_threads", "get_num_threads", "run_bands", "single_threaded_b
 
 MIN_PARALLEL_WORK = 20_000_000
 _threads: int | None = None
-_executor = None  # a ThreadPoolExecutor, started on first use
-_executor_size = 0
+_helpers: list[_Helper] = []  # the band threads, started on first use
+_helpers_lock = threading.Lock()
 
 
-def _forget_executor() -> None:
-    """In a forked child the parent's worker threads do not exist: start a fresh pool when needed."""
-    global _executor, _executor_size
-    _executor, _executor_size = None, 0
+class _Helper(NamedTuple):
+    cpu: int | None  # the CPU it is pinned to
+    jobs: queue.SimpleQueue
 
 
-def _pool(size: int):
-    """The pool of ``size`` band threads, each pinned to one of the CPUs this process may use when
-    there are enough of them.
+def _forget_helpers() -> None:
+    """In a forked child the parent's band threads do not exist: start fresh ones when needed."""
+    global _helpers_lock
+    _helpers_lock = threading.Lock()
+    _helpers.clear()
+
+
+def _serve(jobs: queue.SimpleQueue, cpu: int | None) -> None:
+    if cpu is not None:
+        try:
+            os.sched_setaffinity(0, {cpu})  # this thread only
+        except OSError:  # the CPU was taken away meanwhile: run anywhere
+            pass
+    while (job := jobs.get()) is not None:
+        job()
+
+
+def _pool(size: int) -> list[_Helper]:
+    """``size`` band threads, each pinned to one of the CPUs this process may use when there are
+    enough of them.
 
     Pinned, because a thread woken after a pause lands on the CPU of the thread that woke it: on
     the 2-vCPU machine the caller and the band thread then shared one CPU for the next 50-100 ms
     of calls, which ran at one thread's speed (``1x112x112x64 * 3x3x64x64``: 3.7-4.1 ms back to
-    back, 5.6-6.9 ms after a 0.2-1 s pause; pinned, 3.8-4.4 ms after any pause). The caller
-    takes no band itself and only waits, so it never competes with them.
-    """
-    global _executor, _executor_size
-    if _executor is None or _executor_size != size:
-        from concurrent.futures import ThreadPoolExecutor
+    back, 5.6-6.9 ms after a 0.2-1 s pause; pinned, 3.8-4.4 ms after any pause)."""
+    with _helpers_lock:
+        if len(_helpers) != size:
+            for helper in _helpers:
+                helper.jobs.put(None)  # it ends after the jobs it already has
+            _helpers.clear()
+            cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
+            for index in range(size):
+                cpu = cpus[index] if len(cpus) >= size else None
+                helper = _Helper(cpu, queue.SimpleQueue())
+                threading.Thread(target=_serve, args=(helper.jobs, cpu), name=f"convfilter-{index}",
+                                 daemon=True).start()
+                _helpers.append(helper)
+        return list(_helpers)
 
-        if _executor is not None:
-            _executor.shutdown(wait=False)
-        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
-        pinned = iter(cpus if len(cpus) >= size else [])
-        lock = threading.Lock()
 
-        def pin() -> None:
-            with lock:
-                cpu = next(pinned, None)
-            if cpu is not None:
-                try:
-                    os.sched_setaffinity(0, {cpu})  # this thread only
-                except OSError:  # the CPU was taken away meanwhile: run anywhere
-                    pass
+def _current_cpu() -> int | None:
+    """The CPU the calling thread runs on (None where the C library cannot say)."""
+    global _getcpu
+    if _getcpu is None:
+        try:
+            import ctypes
 
-        _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="convfilter", initializer=pin)
-        _executor_size = size
-    return _executor
+            _getcpu = ctypes.CDLL(None).sched_getcpu
+        except (OSError, AttributeError):
+            _getcpu = False
+    cpu = _getcpu() if _getcpu else -1
+    return cpu if cpu >= 0 else None
+
+
+_getcpu = None
+
+
+def _helpers_beside_caller(count: int, wanted: int) -> list[_Helper]:
+    """``wanted`` of the ``count`` band threads, leaving out the one pinned to the caller's CPU:
+    the caller takes bands too, and a band thread on its CPU would take turns with it."""
+    here = _current_cpu()
+    return [helper for helper in _pool(count) if helper.cpu is None or helper.cpu != here][:wanted]
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_executor)
+    os.register_at_fork(after_in_child=_forget_helpers)
 
 
 def _default_threads() -> int:
@@ -259,24 +290,42 @@ def run_bands(kernel, args, rows: int, work: float, blas: bool = False, min_rows
             for lo, hi in bands:
                 kernel(*args, lo, hi)
             return
-        pool = _pool(count)
+        # the caller takes bands, beside threads - 1 band threads on the other CPUs: it starts at
+        # once, while they wake (30-60 us each way on the 2-vCPU machine), and waits only for
+        # the bands they are still running when it has none left to take
         pending = iter(bands)
-        lock = threading.Lock()
+        done = threading.Condition()
+        left, failures = [len(bands)], []
 
         def take_bands() -> None:
             while True:
-                with lock:
-                    band = next(pending, None)
+                with done:
+                    band = None if failures else next(pending, None)
                 if band is None:
                     return
-                kernel(*args, *band)
+                try:
+                    kernel(*args, *band)
+                except BaseException as error:  # the others take no new band; the caller raises it
+                    with done:
+                        failures.append(error)
+                        done.notify_all()
+                    return
+                with done:
+                    left[0] -= 1
+                    if not left[0]:
+                        done.notify_all()
 
-        futures = [pool.submit(take_bands) for _ in range(threads)]
+        for helper in _helpers_beside_caller(count, threads - 1):
+            helper.jobs.put(take_bands)
         try:
-            for future in futures:
-                future.result()
-        except BaseException:  # a band failed, or Ctrl-C while waiting: the others take no new band
-            with lock:
+            take_bands()
+            with done:
+                while left[0] and not failures:
+                    done.wait()
+        except BaseException:  # Ctrl-C: the others take no new band
+            with done:
                 for _ in pending:
                     pass
             raise
+        if failures:
+            raise failures[0]

@@ -271,9 +271,10 @@ def band_thread_cpus(count, monkeypatch):
 
     seen, lock = {}, threading.Lock()
 
-    def record(rows, start, stop):  # a band kernel that notes where it runs
+    def record(rows, start, stop):  # a band kernel that notes where it runs, taking a while
         with lock:
             seen[threading.current_thread().name] = os.sched_getaffinity(0)
+        time.sleep(0.001)
 
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
     ops.set_num_threads(count)
@@ -286,16 +287,26 @@ def band_thread_cpus(count, monkeypatch):
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
-def test_band_threads_are_pinned_one_per_cpu_and_the_caller_only_waits(monkeypatch):
+def test_band_threads_are_pinned_one_per_cpu_beside_the_caller(monkeypatch):
+    """The caller takes bands too, beside band threads pinned one per CPU; the one pinned to the
+    caller's CPU is left out (it would take turns with the caller); the caller's own CPUs are
+    left as they were."""
+    import threading
+
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs two CPUs")
     seen = band_thread_cpus(2, monkeypatch)
-    assert all(name.startswith("convfilter") for name in seen)  # never the calling thread
-    pinned = sorted(min(mask) for mask in seen.values())
-    assert all(len(mask) == 1 for mask in seen.values()) and len(set(pinned)) == len(pinned)
+    helpers = {name: mask for name, mask in seen.items() if name.startswith("convfilter")}
+    assert threading.current_thread().name in seen and helpers  # the caller and a band thread
+    pinned = sorted(min(mask) for mask in helpers.values())
+    assert all(len(mask) == 1 for mask in helpers.values()) and len(set(pinned)) == len(pinned)
     assert set(pinned) <= set(cpus)
     assert os.sched_getaffinity(0) == set(cpus)  # the caller's own CPUs are untouched
+    for here in cpus[:2]:
+        monkeypatch.setattr(thread_pool, "_current_cpu", lambda here=here: here)
+        chosen = thread_pool._helpers_beside_caller(2, 1)
+        assert len(chosen) == 1 and chosen[0].cpu != here and chosen[0].cpu in cpus[:2]
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
