@@ -940,9 +940,11 @@ def correlate_small_map(source, w, strides, dilations, bias, activation, out) ->
     edges = [depth * p // parts for p in range(parts + 1)]
     partial = np.empty((parts - 1, windows.shape[0], n_out), np.float32)
     target = out.reshape(-1, n_out)
-    # parts run on threads from SMALL_MAP_PARALLEL_WORK on, below the bands' own threshold
+    # parts run on threads from SMALL_MAP_PARALLEL_WORK on, below the bands' own threshold: the
+    # work given is at least a band's per part, so that each part is a band
+    band = thread_pool.MIN_PARALLEL_WORK / thread_pool.BANDS_PER_MINIMUM
     run_bands(_depth_part, (windows, w.reshape(depth, n_out), edges, target, partial), parts,
-              work if parts == 1 else max(work, thread_pool.MIN_PARALLEL_WORK), blas=True)
+              work if parts == 1 else max(work, parts * band), blas=True)
     for product in partial:
         target += product
     if bias is not None:

@@ -28,7 +28,13 @@ from .system import usable_cpus
 
 __all__ = ["set_num_threads", "get_num_threads", "run_bands", "single_threaded_blas", "MIN_PARALLEL_WORK"]
 
-MIN_PARALLEL_WORK = 20_000_000
+# Work from this many multiply-adds (two bands' worth) runs on threads. With the caller taking
+# bands beside the band threads, from 10 million instead of 20 (medians of 12 alternating rounds
+# in one process, 20 million against 10: 28x28x128 * 1x1x128x128 0.45 -> 0.37 ms, 56x56x64 *
+# 1x1x64x64 0.46 -> 0.39; while one CPU was slowed by another load, 7x7x128 * 7x7x128x128 with
+# stride 2 0.46 -> 0.38 and 224x224x16 * 1x1x16x16 0.52 -> 0.44; the other calls of 10-20
+# million level).
+MIN_PARALLEL_WORK = 10_000_000
 _threads: int | None = None
 _helpers: list[_Helper] = []  # the band threads, started on first use
 _helpers_lock = threading.Lock()
@@ -255,7 +261,7 @@ if hasattr(os, "register_at_fork"):
 # an odd band out leaves a thread idle while the other finishes it (1x56x56x128 * 1x1x128x256,
 # whose bands of at least one 512-pixel tile were five: 1.71 -> 1.53 ms in four, medians of 3
 # alternating rounds).
-BANDS_PER_MINIMUM = 4
+BANDS_PER_MINIMUM = 2  # bands of about 5 million multiply-adds
 MAX_BANDS = 32
 
 
