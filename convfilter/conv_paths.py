@@ -26,9 +26,10 @@ rounding; they differ in the order of the sums and in speed:
 * ``blocked``: compiled products of 8 pixels by two vectors of 16 filters (one
   vector of 8 without AVX-512) at a time, the sums in registers, on the padded
   NHWC image (a window row is a contiguous run of its source row; large images
-  are padded a piece at a time). No copies of the windows and no BLAS packing: the path for 5x5 and 7x7
-  kernels, few filters and small maps with deep sums. It runs on Numba only (see
-  :func:`blocked_ready`).
+  are padded a piece at a time, unpadded ones read in place). No copies of the
+  windows and no BLAS packing: the path for 5x5 and 7x7 kernels, few filters,
+  small maps with deep sums and 1x1 kernels over many channels with few filters.
+  It runs on Numba only (see :func:`blocked_ready`).
 
 Before any of them, a bank with the same kernels on every input channel can
 filter the sum of the channels once (``sum_channels``).
@@ -1124,15 +1125,17 @@ def _winograd_band(source, filters, bias, add_bias, activation, out, transform_i
 
 # --- blocked: compiled vector products ------------------------------------------------------
 # The blocked kernel reads each window row as one run of fw*C floats of a padded copy of the
-# images: the whole copy when each image's copy holds at most WHOLE_COPY_BYTES, else pieces of it
-# made by each band as it goes (see _piece_rows), as the planar path does: all the units of
-# filters then read a piece while it is in cache, and the threads copy in parallel. Medians of
-# 5 alternating rounds on two threads, whole copies (of up to 32 MB, as before) against pieces:
+# images (the image itself when nothing is padded): the whole copy when each image's copy holds
+# at most WHOLE_COPY_BYTES, else pieces of it made by each band as it goes (see _piece_rows), as
+# the planar path does: all the units of filters then read a piece while it is in cache, and
+# the threads copy in parallel. Medians of 5 alternating rounds on two threads, whole copies
+# (of up to 32 MB, as before) against pieces:
 # 224x224x64 * 3x3x64x64 with stride 2 8.8 against 6.4 ms, 112x112x256 * 3x3x256x64 with
 # stride 2 6.3 against 5.2, 224x224x128 * 3x3x128x128 with stride 2 28.1 against 21.2,
 # 112x112x256 * 5x5x256x64 with stride 2 14.1 against 13.1, 512x512x16 * 5x5x16x16 18.5
 # against 17.9, 56x56x512 * 3x3x512x128 18.8 against 17.6; level on 224x224x32 (6.4 MB); and
 # pieces of 1 MB or 512 KB did no better than PIECE_BYTES.
+
 # A band of the blocked path has at least this many output pixels (16 blocks).
 BLOCKED_BAND_PIXELS = 128
 # The sums of the output rows the blocked kernel makes together (floats; 128 KiB, in L2 beside

@@ -291,8 +291,6 @@ def test_band_threads_are_pinned_one_per_cpu_beside_the_caller(monkeypatch):
     """The caller takes bands too, beside band threads pinned one per CPU; the one pinned to the
     caller's CPU is left out (it would take turns with the caller); the caller's own CPUs are
     left as they were."""
-    import threading
-
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs two CPUs")
