@@ -257,3 +257,38 @@ def test_ctrl_c_stops_a_cluster_run_leaving_only_whole_files(cluster, tmp_path):
     written = sorted(n for n in os.listdir(tmp_path / "out") if not n.startswith("."))
     assert 0 < len(written) < 2 * len(inputs)
     assert_whole_outputs(tmp_path / "out", written)
+
+
+# the client's disconnect never finishes, as when the scheduler stops answering mid-close
+HUNG_CLOSE = ("import asyncio, sys\nimport distributed\n"
+              "async def never(self, fast=False):\n    await asyncio.Event().wait()\n"
+              "distributed.Client._close = never\n"
+              "from convfilter.cli import main\nmain(sys.argv[1:])\n")
+
+
+@pytest.mark.slow
+@needs_dask
+def test_a_scheduler_that_never_lets_go_delays_the_exit_only_so_long(cluster, tmp_path):
+    from convfilter.batch.dask_executor import CLOSE_SECONDS, CLOSE_SECONDS_INTERRUPTED
+
+    address, client = cluster
+    client.wait_for_workers(2, timeout=120)
+    slow_folder(tmp_path / "in", 24)
+    process = subprocess.Popen([sys.executable, "-c", HUNG_CLOSE, "apply", "-k", "gaussian:9:2", "in", "-o", "out",
+                                "-v", "--scheduler", address], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    first = process.stderr.readline()
+    assert first.startswith("wrote "), first
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    rest = process.stderr.read()
+    assert process.wait(timeout=30) == 130, rest
+    assert time.monotonic() - started < CLOSE_SECONDS_INTERRUPTED + 3
+    assert rest.splitlines()[-1] == "Error: interrupted" and "Traceback" not in rest
+
+    started = time.monotonic()  # a run that ends gives up on the scheduler too, with its outputs written
+    done = subprocess.run([sys.executable, "-c", HUNG_CLOSE, "apply", "-k", "box", "in/in00.png", "-o", "out2",
+                           "--scheduler", address], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < CLOSE_SECONDS + 15  # start-up and connecting included
+    assert done.stderr.splitlines() == ["wrote out2/in00_box.png"]
+    assert os.listdir(tmp_path / "out2") == ["in00_box.png"]

@@ -34,6 +34,8 @@ INSTALL_HINT = "pip install 'convfilter[dask]'"
 SECONDS_PER_TASK = 0.2  # files are grouped until a task takes about this long
 MAX_FILES_PER_TASK = 32
 TASKS_PER_THREAD = 3  # tasks submitted ahead per worker thread, so no worker waits for the client
+CLOSE_SECONDS = 10.0  # a run that ended waits this long for the client to disconnect from the scheduler
+CLOSE_SECONDS_INTERRUPTED = 2.0  # and a run stopped by Ctrl-C or SIGTERM this long
 
 
 class DaskExecutor(Executor):
@@ -44,7 +46,10 @@ class DaskExecutor(Executor):
     scheduler cannot be reached, :class:`~convfilter.batch.jobs.UsageProblem` for a
     malformed address, before any work), and disconnects on exit, cancelling
     the tasks that have not finished; a task already running on a worker
-    finishes its file (whole, as always).
+    finishes its file (whole, as always). Disconnecting waits at most
+    ``CLOSE_SECONDS`` (``CLOSE_SECONDS_INTERRUPTED`` after Ctrl-C or SIGTERM):
+    a scheduler that does not answer in time forgets this client's tasks when
+    its connections close as the process exits.
     """
 
     def __init__(self, address: str):
@@ -125,12 +130,20 @@ class DaskExecutor(Executor):
         self._quiet.install()
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, *exc_info) -> None:
+        interrupted = exc_type is not None and not issubclass(exc_type, Exception)
         try:
             self._cancel()
-            self.client.close()
+            self._disconnect(CLOSE_SECONDS_INTERRUPTED if interrupted else CLOSE_SECONDS)
         finally:
             self._quiet.remove()
+
+    def _disconnect(self, seconds: float) -> None:
+        try:
+            self.client.close(timeout=seconds)
+        except (TimeoutError, OSError):
+            # given up: marked closed, or the client's finalizer would wait for the scheduler again
+            self.client.status = "closed"
 
     def _cancel(self) -> None:
         running, self._running = list(self._running), {}
