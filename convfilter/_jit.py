@@ -903,9 +903,10 @@ def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
                     target[top + 1, left] = y10
 
 
-# --- the blocked path: outer products of 8 pixels and a vector of filters ----------------------
+# --- the blocked path: outer products of a block of pixels and vectors of filters -------------
 # A vector of LANES filters (16 in one AVX-512 register, or 8 in one AVX2 register) is multiplied
-# by each of 8 pixels' values and added to 8 vector sums that stay in registers, as a BLAS kernel does. Numba
+# by each of a block's pixels' values and added to vector sums that stay in registers, as a BLAS
+# kernel does (see BLOCK_PIXELS). Numba
 # leaves such a block of scalars unvectorised (it turns LLVM's SLP vectoriser off), so the run
 # is written as LLVM vectors directly. Each output sums its window in the window's order, in
 # pieces of DEPTH_PIECE products each summed from +0.0 and then added in order (one sequential
@@ -916,14 +917,21 @@ def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
 # numpy twin, and the cost model offers it only where Numba runs.
 
 
-BLOCK_PIXELS = 8  # pixels per block: 8 independent sums hide the latency of a fused multiply-add
-# Vectors of filters a run of the blocked kernel makes sums for: two where a vector is of 16
-# floats (AVX-512: the 16 sums of 8 pixels by two vectors, the two vectors of filters and a
-# broadcast value fit its 32 registers; AVX2 has 16), each value read from the image then
-# serving 32 filters (one thread, the kernel alone, medians of 5 alternating processes:
-# 7x7x128 * 7x7x128x128 with stride 2 0.254 -> 0.201 ms, 112x112x256 * 3x3x256x64 with
-# stride 2 13.2 -> 11.3 ms, 224x224x64 * 3x3x64x64 with stride 2 12.2 -> 11.6 ms).
-BLOCKED_WIDE = 2 if LANES == 16 else 1
+# Pixels per block, and vectors of filters a run of the blocked kernel makes sums for: each
+# value read from the image serves every vector of the run, each vector of filters every pixel.
+# With AVX-512 (32 registers of 16 floats), 8 pixels by two vectors: 16 sums, the two vectors of
+# filters and a broadcast value (one thread, the kernel alone, medians of 5 alternating
+# processes, two vectors against one: 7x7x128 * 7x7x128x128 with stride 2 0.254 -> 0.201 ms,
+# 112x112x256 * 3x3x256x64 with stride 2 13.2 -> 11.3 ms, 224x224x64 * 3x3x64x64 with stride 2
+# 12.2 -> 11.6 ms). With AVX2 (16 registers of 8 floats), 6 pixels by two vectors: 12 sums and
+# 3 registers more, the shape of BLAS's own AVX2 kernels; 8 pixels by one vector, as this path
+# first ran there, read 9 values for 8 multiply-adds and spilled a sum to the stack (a 2-vCPU
+# Zen3, one thread, medians of 7 calls: 224x224x32 * 5x5x32x32 with stride 2 17.8 -> 9.5 ms,
+# 56x56x256 * 5x5x256x256 with stride 2 72.5 -> 45.0, 112x112x64 * 3x3x64x64 with stride 2
+# 7.8 -> 5.0, 7x7x128 * 7x7x128x128 with stride 2 1.03 -> 0.59). An output's sum is the same
+# whatever the block: the same bits on both.
+BLOCK_PIXELS = 8 if LANES == 16 else 6
+BLOCKED_WIDE = 2
 # Products of a sum taken at a time over the blocks of a group of rows: their (DEPTH_PIECE,
 # LANES) filters, 256 lines of the bank, stay in cache while the blocks go by (measured on one
 # thread, when the path still read interleaved strips, pieces against whole sums: 512x512x16 *
@@ -982,7 +990,7 @@ def _outer_run(pixels: int, vectors: int = 1):
     return define
 
 
-# the runs of blocks of 4 to 8 pixels (see blocked_block) by one or two vectors of filters
+# the runs of blocks of 4 to BLOCK_PIXELS pixels (see blocked_block) by one or two vectors of filters
 _OUTER_RUNS = {(p, v): _outer_run(p, v) for p in range(4, BLOCK_PIXELS + 1) for v in (1, 2)}
 
 
@@ -1051,7 +1059,7 @@ def _store_lanes(sums, target, j0, pixels, f0, lanes, bias, add_bias, relu):
 def blocked_block(b, blocks, out_w):
     """The first output column and the pixels (4 to BLOCK_PIXELS) of block ``b`` of the
     ``blocks = ceil(out_w / BLOCK_PIXELS)`` of a row of ``out_w`` (at least 4) outputs: blocks of
-    8 pixels, the last one of the 4 to 7 outputs left for it, or of 4 overlapping the block
+    BLOCK_PIXELS pixels, the last one of the 4 or more outputs left for it, or of 4 overlapping the block
     before when fewer are left (fewer sums would not hide the latency of a fused multiply-add)."""
     if b < blocks - 1:
         return b * BLOCK_PIXELS, BLOCK_PIXELS
@@ -1075,7 +1083,7 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
     BLOCKED_WIDE) vectors of LANES filters, numbered unit after unit: a band of tasks reads its
     units' filters only (on a small map with many filters each thread reads its part of the
     bank). A window row of a pixel is one contiguous run of ``fw*C`` floats of its source row.
-    Blocks of 8 pixels (see :func:`blocked_block`: the last of a row of the 4 to 7 pixels left)
+    Blocks of BLOCK_PIXELS pixels (see :func:`blocked_block`: the last of a row of the 4 or more left)
     by the unit's vectors of filters, read from ``matrix`` a row of it at a time, in place: two
     whole vectors in one run, otherwise a run per vector; when F is not a multiple of LANES the
     last vector's filters are read from ``tail``, their (fh*fw*C, LANES) matrix filled up with

@@ -23,8 +23,8 @@ rounding; they differ in the order of the sums and in speed:
 * ``winograd``: 3x3 kernels, stride 1, no dilation: Winograd's F(2x2, 3x3), each
   2x2 block of outputs from 16 products per channel instead of 36, as 16 BLAS
   products of the transformed input blocks with the transformed filters.
-* ``blocked``: compiled products of 8 pixels by two vectors of 16 filters (one
-  vector of 8 without AVX-512) at a time, the sums in registers, on the padded
+* ``blocked``: compiled products of 8 pixels by two vectors of 16 filters (6
+  pixels by two vectors of 8 without AVX-512) at a time, the sums in registers, on the padded
   NHWC image (a window row is a contiguous run of its source row; large images
   are padded a piece at a time, unpadded ones read in place). No copies of the
   windows and no BLAS packing: the path for 5x5 and 7x7 kernels, few filters,
@@ -64,7 +64,7 @@ CONV_PATHS = {
     "im2col": "windows copied into cache-sized tiles, then a matrix product with the filters (BLAS)",
     "shifted": "stride 1: one matrix product per tap with a shifted window of the padded image (BLAS)",
     "winograd": "3x3, stride 1: Winograd F(2x2, 3x3), 16 matrix products of transformed blocks (BLAS)",
-    "blocked": "compiled products of 8 pixels by up to 32 filters at a time (Numba only)",
+    "blocked": "compiled products of 8 pixels by 32 filters (AVX2: 6 by 16) at a time (Numba only)",
 }
 
 
@@ -277,7 +277,12 @@ COST = {
     # rates held
     "blocked_call": 18e-6,
     "blocked_rate": 55e9,  # multiply-adds per second of its vector products (padded filters included)
-    "blocked_piece": 20e-9,  # per block of 8 pixels and a piece of its sum (see _jit.DEPTH_PIECE)
+    # ... and with AVX2's vectors of 8 (6 pixels by 16 filters): on a 2-vCPU Zen3 the path ran
+    # 1.3x (median of 49 shapes of 16-512 filters, 3x3 to 7x7 kernels, 7x7 to 224x224 maps) further
+    # below its estimate with the rate above than im2col's BLAS did below its own; 1.6x on 1x1
+    # kernels, which it is then rarely chosen for
+    "blocked_rate_avx2": 42e9,
+    "blocked_piece": 20e-9,  # per block of pixels and a piece of its sum (see _jit.DEPTH_PIECE)
     # floats per second of the padded copy (not fitted: the fit's images were small enough to stay
     # in cache, 12.5e9; a 64 MB image is copied at 1.3e9)
     "blocked_padded_rate": 4e9,
@@ -1178,18 +1183,19 @@ BLOCKED_KERNEL = "correlate_blocked"
 
 def blocked_filters_fit(n_out: int, out_shape) -> bool:
     """Whether the cost model offers the blocked path for ``n_out`` filters and an output of
-    ``out_shape`` (see :data:`BLOCKED_MAX_FILTERS`; more only with runs of two vectors, measured
-    where they run)."""
+    ``out_shape`` (see :data:`BLOCKED_MAX_FILTERS`; more only with runs of two vectors of 16,
+    measured where they run: with AVX2's runs of 6 pixels by two vectors of 8, 512 filters were
+    1.2-1.9x slower than im2col on every map tried, 7x7 to 56x56)."""
     if n_out <= BLOCKED_MAX_FILTERS:
         return True
     from . import _jit
 
-    return (_jit.BLOCKED_WIDE > 1 and n_out <= BLOCKED_WIDE_MAX_FILTERS
+    return (_jit.LANES == 16 and _jit.BLOCKED_WIDE > 1 and n_out <= BLOCKED_WIDE_MAX_FILTERS
             and 4 * math.prod(out_shape) <= BLOCKED_SMALL_OUTPUT_BYTES)
 
 
 def blocked_fits(w_shape, out_hw, dilations) -> bool:
-    """True when the blocked path can run: its blocks of 4 to 8 pixels need at least 4 output
+    """True when the blocked path can run: its blocks of 4 or more pixels need at least 4 output
     columns, a vector of filters at least 4 of them (the rest of it is zeros), and a window row
     is one run only without dilation across."""
     return out_hw[1] >= 4 and w_shape[3] >= 4 and dilations[1] == 1
@@ -1250,7 +1256,8 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     pages = far * min(1.0, n_out * 4 / PAGE_BYTES) if depth * n_out * 4 > TLB_REACH_BYTES else 0
     tail = depth * LANES if n_out % LANES else 0
     products = n_img * window_rows * vectors * row_pixels * LANES * fw * n_in
-    return (COST["blocked_call"] + products / COST["blocked_rate"]
+    rate = COST["blocked_rate"] if LANES == 16 else COST["blocked_rate_avx2"]
+    return (COST["blocked_call"] + products / rate
             + segments * -(-fw * n_in // DEPTH_PIECE) * COST["blocked_piece"]
             + copied * n_img * padded_h * padded_w * n_in / COST["blocked_padded_rate"]
             + tail / COST["blocked_tail_rate"] + far * COST["blocked_far_line"] + pages * COST["blocked_page"])

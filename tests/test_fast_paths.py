@@ -583,8 +583,9 @@ def test_path_names_are_checked():
     ((1, 112, 112, 64), (3, 3, 64, 64), "winograd"),
     ((8, 28, 28, 256), (3, 3, 256, 256), "winograd"),
     # 16 blocks: the transforms do not pay; a 98 KiB output: the blocked path's runs of two
-    # vectors of filters (two threads: blocked 1.7 ms, im2col 2.1 ms)
-    ((1, 7, 7, 512), (3, 3, 512, 512), "blocked"),
+    # vectors of 16 filters (two threads: blocked 1.7 ms, im2col 2.1 ms); AVX2's runs of two
+    # vectors of 8 are not offered 512 filters (a Zen3, two threads: blocked 6.3 ms, im2col 4.1)
+    ((1, 7, 7, 512), (3, 3, 512, 512), {"avx512": "blocked", "avx2": "im2col"}),
     # measured on one thread: blocked 6.7 ms, im2col 7.4 ms (3.8 and 4.5 ms on two)
     ((1, 56, 56, 64), (5, 5, 64, 64), "blocked"),
     ((1, 427, 640, 3), (7, 7, 3, 2), "planar"),  # few channels, few filters: the direct loops
@@ -600,7 +601,12 @@ def test_path_names_are_checked():
     # BLAS with 16 filters (one thread: blocked 3.7 ms, im2col 5.5 ms, shifted 6.8 ms)
     ((1, 112, 112, 16), (7, 7, 16, 16), "blocked"),
 ])
-def test_the_cost_model_picks_the_expected_path(x_shape, w_shape, expected, monkeypatch):
+@pytest.mark.parametrize("vectors", ["avx512", "avx2"])
+def test_the_cost_model_picks_the_expected_path(x_shape, w_shape, expected, vectors, monkeypatch):
+    """The choices for the blocked kernel Numba compiles where AVX-512 runs and where only AVX2
+    does, whichever this machine has (an expectation given once holds for both)."""
+    if isinstance(expected, dict):
+        expected = expected[vectors]
     rng = np.random.default_rng(4)
     w = rng.standard_normal(w_shape).astype(np.float32)
     if expected == "separable":
@@ -610,7 +616,11 @@ def test_the_cost_model_picks_the_expected_path(x_shape, w_shape, expected, monk
     monkeypatch.setattr(_backend, "is_cached", lambda name: True)
     from convfilter import _jit
 
-    monkeypatch.setattr(_jit, "BLOCKED_WIDE", 2)  # the choices where Numba compiles for AVX-512
+    lanes, pixels = {"avx512": (16, 8), "avx2": (8, 6)}[vectors]
+    monkeypatch.setattr(_jit, "LANES", lanes)
+    monkeypatch.setattr(_jit, "BLOCK_PIXELS", pixels)
+    monkeypatch.setattr(_jit, "BLOCKED_WIDE", 2)
+    monkeypatch.setattr(conv_paths, "_choices", {})
     chosen = conv_paths.choose_path(x_shape, w, (1, 1), (1, 1), out_shape, conv_paths.separable_factors(w))
     assert chosen == expected
 
@@ -647,9 +657,9 @@ def _blocked_lanes() -> int:
 @pytest.mark.parametrize("filters", ["4", "lanes", "lanes + 5", "2 lanes", "3 lanes + 5"])
 @pytest.mark.parametrize("width,strides", [(5, (1, 1)), (13, (1, 1)), (27, (2, 2)), (12, (1, 1)), (18, (2, 2))])
 def test_blocked_vector_blocks_cover_every_output(source, filters, width, strides, monkeypatch):
-    """The blocked kernel's blocks of 8 pixels (the last block of a row of the 4 to 7 outputs
-    left for it, as rows of 5, 13, 14 and 12 outputs leave, or of 4 overlapping the block before
-    when fewer are left, as a row of 9 leaves) and vectors of LANES filters (the last one filled up with
+    """The blocked kernel's blocks of BLOCK_PIXELS pixels (8, or 6 with AVX2: the last block of a
+    row of the 4 or more outputs left for it, or of 4 overlapping the block before when fewer are
+    left, as rows of 5, 13, 14, 12 and 9 outputs leave one or the other) and vectors of LANES filters (the last one filled up with
     zero filters, stored a filter at a time; whole ones a vector at a time with the bias and the
     ReLU; two whole vectors in one run where the runs are of two), read from the padded copy or
     from pieces of it made by each band, on a batch: the formula, the same bits either way, and
@@ -707,8 +717,8 @@ def test_the_blocked_path_reads_an_unpadded_image_in_place(kernel, strides, padd
 
 
 def test_vector_kernels_run_on_eight_lanes_where_numba_compiles_for_avx2(tmp_path):
-    """Without AVX-512 the blocked kernel takes vectors of 8 filters (16 would not fit AVX2's
-    registers) and the direct loops blocks of 8 outputs: compiled for a Haswell in a process of
+    """Without AVX-512 the blocked kernel takes blocks of 6 pixels by two vectors of 8 filters
+    (8 pixels by 16 filters would not fit AVX2's registers) and the direct loops blocks of 8 outputs: compiled for a Haswell in a process of
     its own, they give the formula, and the same bits as this process (16 lanes where it has
     AVX-512): each output's sum is the same chain of operations whatever the lanes."""
     rng = np.random.default_rng(5)
@@ -722,7 +732,7 @@ def test_vector_kernels_run_on_eight_lanes_where_numba_compiles_for_avx2(tmp_pat
         "import os, numpy as np, naive\n"
         "from convfilter import _jit, conv_paths, ops\n"
         "from convfilter.geometry import axis\n"
-        "assert _jit.LANES == _jit.VECTOR_PIXELS == 8, _jit.LANES\n"
+        "assert _jit.LANES == _jit.VECTOR_PIXELS == 8 and _jit.BLOCK_PIXELS == 6, _jit.LANES\n"
         f"folder = {str(tmp_path)!r}\n"
         "x, w, image, image_bank = (np.load(os.path.join(folder, name + '.npy'))\n"
         "                           for name in ('x', 'w', 'image', 'image_bank'))\n"
@@ -1104,16 +1114,17 @@ def test_wide_rows_of_many_filters_are_summed_in_tiles_with_the_same_bits(backen
             ops.set_backend("auto")
 
 
-@pytest.mark.parametrize("wide", [1, 2])
-def test_the_blocked_path_is_offered_up_to_256_filters_on_maps_of_any_size(wide, monkeypatch):
+@pytest.mark.parametrize("lanes,wide", [(16, 1), (16, 2), (8, 2)])
+def test_the_blocked_path_is_offered_up_to_256_filters_on_maps_of_any_size(lanes, wide, monkeypatch):
     """From 8 input channels and up to 256 filters the cost model weighs the blocked path on
     every map, down to 4 output columns (measured: it beats BLAS's products on small maps of
     64-256 filters since each band reads its own vectors' filters in place). Up to 512 filters
     it does so for outputs of at most 1 MiB, where the kernel's runs make the sums of two
-    vectors of filters at once (measured faster than BLAS's products there, slower on larger
-    outputs); with runs of one vector, and above 512 filters, never."""
+    vectors of 16 filters at once (measured faster than BLAS's products there, slower on larger
+    outputs); with runs of one vector, or of AVX2's vectors of 8, and above 512 filters, never."""
     from convfilter import _jit
 
+    monkeypatch.setattr(_jit, "LANES", lanes)
     monkeypatch.setattr(_jit, "BLOCKED_WIDE", wide)
     monkeypatch.setattr(conv_paths, "blocked_ready", lambda: True)
     monkeypatch.setattr(conv_paths, "_choices", {})  # no choice remembered from another test
@@ -1129,7 +1140,7 @@ def test_the_blocked_path_is_offered_up_to_256_filters_on_maps_of_any_size(wide,
         w = np.ones(w_shape, np.float32)
         out_h = -(-x_shape[1] // 2)
         conv_paths.choose_path(x_shape, w, (2, 2), (1, 1), (x_shape[0], out_h, out_h, w_shape[3]), None)
-    assert offered == [True] * 5 + [wide == 2] * 3 + [False] * 3
+    assert offered == [True] * 5 + [lanes == 16 and wide == 2] * 3 + [False] * 3
 
 
 def test_the_blocked_estimate_counts_filters_read_from_beyond_l2(monkeypatch):
@@ -1162,13 +1173,15 @@ def test_the_blocked_path_takes_its_tasks_row_after_row_for_a_small_bank_on_a_la
 
 
 def test_the_blocked_blocks_of_a_row_cover_it_and_the_estimate_counts_them():
-    """Each output column of a row is in some block; the last block is of the 4 to 7 outputs
-    left for it (28 outputs are 8+8+8+4 and 14 are 8+6, not blocks of 8 with outputs computed
-    twice), or of 4 overlapping the block before when 1-3 are left (9 outputs: 8+4, 3 twice);
-    and the estimate's count of the pixels computed is the kernel's."""
+    """Each output column of a row is in some block; the last block is of the 4 or more outputs
+    left for it (with blocks of 8, 28 outputs are 8+8+8+4 and 14 are 8+6, not blocks of 8 with
+    outputs computed twice), or of 4 overlapping the block before when 1-3 are left (9 outputs:
+    8+4, 3 twice; with AVX2's blocks of 6, 14 outputs are 6+6+4, 2 twice); and the estimate's
+    count of the pixels computed is the kernel's."""
     from convfilter import _jit
 
-    assert [conv_paths.blocked_blocks(w) for w in (28, 14, 9, 7, 4)] == [(28, 4), (14, 2), (12, 2), (7, 1), (4, 1)]
+    by_hand = {8: [(28, 4), (14, 2), (12, 2), (7, 1), (4, 1)], 6: [(28, 5), (16, 3), (10, 2), (10, 2), (4, 1)]}
+    assert [conv_paths.blocked_blocks(w) for w in (28, 14, 9, 7, 4)] == by_hand[_jit.BLOCK_PIXELS]
     for out_w in range(4, 70):
         row_pixels, blocks = conv_paths.blocked_blocks(out_w)
         spans = [_jit.blocked_block(b, blocks, out_w) for b in range(blocks)]
@@ -1204,7 +1217,8 @@ def test_blocked_rows_give_the_same_bits_in_any_group_and_band(strides, wide, mo
     assert_close_to_formula(whole, x, w, strides, "SAME", (1, 1),
                             reference=lambda *args: ops.relu(naive.conv2d(*args) + bias),
                             magnitude=lambda *args: naive.conv2d(*args) + np.abs(bias))
-    row_floats = -(-gw.out // 8) * 8 * lanes * wide  # a row's blocks of up to 8 pixels, 8 * lanes sums per vector
+    pixels = _jit.BLOCK_PIXELS  # a row's blocks of up to this many pixels, pixels * lanes sums per vector
+    row_floats = -(-gw.out // pixels) * pixels * lanes * wide
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)  # bands of a task or two, on threads
     monkeypatch.setattr(conv_paths, "BLOCKED_BAND_PIXELS", 1)
     for rows in (1, 2, 3, 5):
