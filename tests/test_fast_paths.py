@@ -341,6 +341,30 @@ def test_set_num_threads_rejects_nonsense():
         ops.set_num_threads(0)
 
 
+def test_the_default_thread_count_is_read_once_and_again_after_set_num_threads_none(monkeypatch):
+    """The environment's count is read when a call first needs it, kept (each call asks), and
+    read again after ``set_num_threads(None)``; an explicit count wins meanwhile."""
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    monkeypatch.setenv("CONVFILTER_NUM_THREADS", "3")
+    try:
+        ops.set_num_threads(None)
+        assert ops.get_num_threads() == 3
+        monkeypatch.setenv("CONVFILTER_NUM_THREADS", "5")
+        assert ops.get_num_threads() == 3  # kept
+        ops.set_num_threads(2)
+        assert ops.get_num_threads() == 2
+        ops.set_num_threads(None)
+        assert ops.get_num_threads() == 5  # read again
+        monkeypatch.setenv("CONVFILTER_NUM_THREADS", "none of it")
+        ops.set_num_threads(None)
+        from convfilter.system import usable_cpus
+
+        assert ops.get_num_threads() == usable_cpus()  # not a count: the CPUs this process may use
+    finally:
+        monkeypatch.undo()
+        ops.set_num_threads(None)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     size=st.tuples(st.integers(1, 12), st.integers(1, 12)),
