@@ -146,7 +146,7 @@ def window_taps_used(w: np.ndarray) -> int:
     trained bank is dense: when the first filter alone uses every tap, the rest is not read
     (a 7x7x512x512 bank is 51 MB, and reading it costs as much as a small layer's product)."""
     fh, fw, n_in, _ = w.shape
-    if np.all(w[..., 0]):
+    if w[..., 0].all():  # the method: np.all's wrapper doubles the time on a small bank
         return fh * fw * n_in
     return int(np.count_nonzero(np.any(w != 0, axis=3)))
 
