@@ -270,6 +270,11 @@ COST = {
     # block floats (16 per channel, in and out) per second transformed: the fit of the numpy passes
     # (1.15e9) times the 2.5x that Numba's transform kernels measured over them
     "winograd_transform_rate": 2.9e9,
+    # ... on vectors of half as many floats where Numba compiles for AVX2 (a Zen3, one thread:
+    # the input transform 1.5-3.9 G floats per second, the output's 2.7-5.7, on 32-256 channels;
+    # with the rate above, 3x3 layers of 16-32 channels took winograd at 1.1-2.5x the blocked
+    # path's time on two threads, 56x56x32 * 3x3x32x32 1.08 against 0.84 ms)
+    "winograd_transform_rate_avx2": 1.45e9,
     "winograd_filter_pair": 10e-9,  # per (input channel, filter) pair: transforming the filters
     "winograd_filter_read_rate": 2e9,  # transformed filter floats per second BLAS packs, per chunk
     # the blocked path: a least-squares fit of 218 shapes on one thread (the earlier fit's 103: 30
@@ -329,6 +334,14 @@ def blas_seconds(multiply_adds, n_out: int, depth: int) -> float:
     return multiply_adds / (COST["gemm_rate"] * efficiency)
 
 
+def winograd_transform_rate() -> float:
+    """The Winograd transforms' rate (see :data:`COST`): that of AVX2's vectors where Numba's kernels
+    are loaded and compiled for them (the estimate does not import Numba to know)."""
+    jit = sys.modules.get("convfilter._jit")
+    avx2 = jit is not None and jit.LANES == 8
+    return COST["winograd_transform_rate_avx2" if avx2 else "winograd_transform_rate"]
+
+
 def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations, taps: int = 0,
                       separable_taps: tuple[float, float] = (0.0, 0.0)) -> float:
     """A single-thread time estimate for ``path`` on these shapes (see :data:`COST`).
@@ -385,7 +398,7 @@ def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations
         blocks = n_img * -(-out_h // 2) * -(-out_w // 2)
         chunks = n_img * -(-out_h // 2) / min(-(-out_h // 2), max(1, WINOGRAD_BLOCKS // -(-out_w // 2)))
         return (COST["call"][path] + blas_seconds(blocks * 16 * n_in * n_out, n_out, n_in)
-                + blocks * 16 * (n_in + n_out) / COST["winograd_transform_rate"]
+                + blocks * 16 * (n_in + n_out) / winograd_transform_rate()
                 + n_in * n_out * COST["winograd_filter_pair"]
                 + chunks * 16 * n_in * n_out / COST["winograd_filter_read_rate"])
     depth = fh * fw * n_in
