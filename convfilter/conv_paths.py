@@ -284,10 +284,12 @@ COST = {
     "blocked_call": 18e-6,
     "blocked_rate": 55e9,  # multiply-adds per second of its vector products (padded filters included)
     # ... and with AVX2's vectors of 8 (6 pixels by 16 filters): on a 2-vCPU Zen3 the path ran
-    # 1.3x (median of 49 shapes of 16-512 filters, 3x3 to 7x7 kernels, 7x7 to 224x224 maps) further
-    # below its estimate with the rate above than im2col's BLAS did below its own; 1.6x on 1x1
-    # kernels, which it is then rarely chosen for
-    "blocked_rate_avx2": 42e9,
+    # 1.3x (median of 49 shapes of 16-512 filters, 3x3 to 7x7 kernels, 7x7 to 224x224 maps, one
+    # thread) further below its estimate with the rate above than im2col's BLAS did below its
+    # own, 1.6x on 1x1 kernels (which it is then rarely chosen for), and 1.1-1.2x on two threads
+    # (40 other shapes, interleaved: with 46e9, 9 of them chose the slower of the two paths and
+    # cost 2.6% on average over the faster; with 42e9, 11 and 4.2%)
+    "blocked_rate_avx2": 46e9,
     "blocked_piece": 20e-9,  # per block of pixels and a piece of its sum (see _jit.DEPTH_PIECE)
     # floats per second of the padded copy (not fitted: the fit's images were small enough to stay
     # in cache, 12.5e9; a 64 MB image is copied at 1.3e9)
