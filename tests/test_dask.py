@@ -236,23 +236,30 @@ def test_a_file_that_kills_its_workers_is_reported_alone_not_retried_forever(clu
     client.wait_for_workers(2, timeout=120)  # a restarted worker can take long on a loaded machine
 
 
-@pytest.mark.slow
-@needs_dask
-def test_ctrl_c_stops_a_cluster_run_leaving_only_whole_files(cluster, tmp_path):
-    address, client = cluster
-    client.wait_for_workers(2, timeout=120)  # a restarted worker can take long on a loaded machine
-    inputs = slow_folder(tmp_path / "in", 24)
-    process = subprocess.Popen([sys.executable, "-m", "convfilter", "apply", "-k", "gaussian:9:2", "-k", "box",
-                                "in", "-o", "out", "-v", "--scheduler", address],
-                               cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+def interrupt_after_first_write(command: list[str], cwd: Path) -> float:
+    """Run ``command`` (with ``-v``), press Ctrl-C once it has written a file; assert it exits with
+    130 and "Error: interrupted", no traceback; the seconds it took to exit."""
+    process = subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, text=True)
     first = process.stderr.readline()
     assert first.startswith("wrote "), first
     process.send_signal(signal.SIGINT)
     started = time.monotonic()
     rest = process.stderr.read()
     assert process.wait(timeout=30) == 130, rest
-    assert time.monotonic() - started < 5
+    seconds = time.monotonic() - started
     assert rest.splitlines()[-1] == "Error: interrupted" and "Traceback" not in rest
+    return seconds
+
+
+@pytest.mark.slow
+@needs_dask
+def test_ctrl_c_stops_a_cluster_run_leaving_only_whole_files(cluster, tmp_path):
+    address, client = cluster
+    client.wait_for_workers(2, timeout=120)  # a restarted worker can take long on a loaded machine
+    inputs = slow_folder(tmp_path / "in", 24)
+    seconds = interrupt_after_first_write([sys.executable, "-m", "convfilter", "apply", "-k", "gaussian:9:2",
+                                           "-k", "box", "in", "-o", "out", "-v", "--scheduler", address], tmp_path)
+    assert seconds < 5
     time.sleep(1)  # tasks already running on the workers finish their file (whole) after we stop
     written = sorted(n for n in os.listdir(tmp_path / "out") if not n.startswith("."))
     assert 0 < len(written) < 2 * len(inputs)
@@ -274,16 +281,9 @@ def test_a_scheduler_that_never_lets_go_delays_the_exit_only_so_long(cluster, tm
     address, client = cluster
     client.wait_for_workers(2, timeout=120)
     slow_folder(tmp_path / "in", 24)
-    process = subprocess.Popen([sys.executable, "-c", HUNG_CLOSE, "apply", "-k", "gaussian:9:2", "in", "-o", "out",
-                                "-v", "--scheduler", address], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    first = process.stderr.readline()
-    assert first.startswith("wrote "), first
-    process.send_signal(signal.SIGINT)
-    started = time.monotonic()
-    rest = process.stderr.read()
-    assert process.wait(timeout=30) == 130, rest
-    assert time.monotonic() - started < CLOSE_SECONDS_INTERRUPTED + 3
-    assert rest.splitlines()[-1] == "Error: interrupted" and "Traceback" not in rest
+    seconds = interrupt_after_first_write([sys.executable, "-c", HUNG_CLOSE, "apply", "-k", "gaussian:9:2", "in",
+                                           "-o", "out", "-v", "--scheduler", address], tmp_path)
+    assert seconds < CLOSE_SECONDS_INTERRUPTED + 3
 
     started = time.monotonic()  # a run that ends gives up on the scheduler too, with its outputs written
     done = subprocess.run([sys.executable, "-c", HUNG_CLOSE, "apply", "-k", "box", "in/in00.png", "-o", "out2",
