@@ -135,8 +135,9 @@ def set_num_threads(count: int | None) -> None:
     ``set_num_threads(1)`` so they never oversubscribe. The environment
     variables ``CONVFILTER_NUM_THREADS`` or ``NUMBA_NUM_THREADS`` set the
     default, read at the first call that needs it (and again after
-    ``set_num_threads(None)``, and in a forked child). The count covers the BLAS calls of the matrix-product paths as
-    well: BLAS runs on one thread inside each band.
+    ``set_num_threads(None)``, and in a forked child). The count covers the
+    BLAS calls of the matrix-product paths as well: BLAS runs on one thread
+    inside each band.
     """
     global _threads, _default_count
     if count is not None and (not isinstance(count, int) or count < 1):

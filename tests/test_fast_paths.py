@@ -690,9 +690,10 @@ def _blocked_lanes() -> int:
 def test_blocked_vector_blocks_cover_every_output(source, filters, width, strides, monkeypatch):
     """The blocked kernel's blocks of BLOCK_PIXELS pixels (8, or 6 with AVX2: the last block of a
     row of the 4 or more outputs left for it, or of 4 overlapping the block before when fewer are
-    left, as rows of 5, 13, 14, 12 and 9 outputs leave one or the other) and vectors of LANES filters (the last one filled up with
-    zero filters, stored a filter at a time; whole ones a vector at a time with the bias and the
-    ReLU; two whole vectors in one run where the runs are of two), read from the padded copy or
+    left, as rows of 5, 13, 14, 12 and 9 outputs leave one or the other) and vectors of LANES
+    filters (the last one filled up with zero filters, stored a filter at a time; whole ones a
+    vector at a time with the bias and the ReLU; two whole vectors in one run where the runs are
+    of two), read from the padded copy or
     from pieces of it made by each band, on a batch: the formula, the same bits either way, and
     the fused bias and ReLU exactly the unfused ones (NaN kept)."""
     lanes = _blocked_lanes()
@@ -749,9 +750,10 @@ def test_the_blocked_path_reads_an_unpadded_image_in_place(kernel, strides, padd
 
 def test_vector_kernels_run_on_eight_lanes_where_numba_compiles_for_avx2(tmp_path):
     """Without AVX-512 the blocked kernel takes blocks of 6 pixels by two vectors of 8 filters
-    (8 pixels by 16 filters would not fit AVX2's registers) and the direct loops blocks of 8 outputs: compiled for a Haswell in a process of
-    its own, they give the formula, and the same bits as this process (16 lanes where it has
-    AVX-512): each output's sum is the same chain of operations whatever the lanes."""
+    (8 pixels by 32 filters would not fit AVX2's registers) and the direct loops blocks of 8
+    outputs: compiled for a Haswell in a process of its own, they give the formula, and the same
+    bits as this process (16 lanes where it has AVX-512): each output's sum is the same chain of
+    operations whatever the lanes."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 10, 21, 128)).astype(np.float32)
     w = rng.standard_normal((3, 3, 128, 19)).astype(np.float32)
