@@ -336,12 +336,16 @@ def blas_seconds(multiply_adds, n_out: int, depth: int) -> float:
     return multiply_adds / (COST["gemm_rate"] * efficiency)
 
 
-def winograd_transform_rate() -> float:
-    """The Winograd transforms' rate (see :data:`COST`): that of AVX2's vectors where Numba's kernels
-    are loaded and compiled for them (the estimate does not import Numba to know)."""
+def compiled_for_avx2() -> bool:
+    """Whether Numba's kernels are loaded and compiled for AVX2's vectors of 8 floats, not
+    AVX-512's 16: the estimates take the rates measured there (they never import Numba to know)."""
     jit = sys.modules.get("convfilter._jit")
-    avx2 = jit is not None and jit.LANES == 8
-    return COST["winograd_transform_rate_avx2" if avx2 else "winograd_transform_rate"]
+    return jit is not None and jit.LANES == 8
+
+
+def winograd_transform_rate() -> float:
+    """The Winograd transforms' rate (see :data:`COST`), at AVX2's vectors where the kernels run on them."""
+    return COST["winograd_transform_rate_avx2" if compiled_for_avx2() else "winograd_transform_rate"]
 
 
 def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations, taps: int = 0,
@@ -1211,7 +1215,7 @@ def blocked_filters_fit(n_out: int, out_shape) -> bool:
         return True
     from . import _jit
 
-    return (_jit.LANES == 16 and _jit.BLOCKED_WIDE > 1 and n_out <= BLOCKED_WIDE_MAX_FILTERS
+    return (not compiled_for_avx2() and _jit.BLOCKED_WIDE > 1 and n_out <= BLOCKED_WIDE_MAX_FILTERS
             and 4 * math.prod(out_shape) <= BLOCKED_SMALL_OUTPUT_BYTES)
 
 
@@ -1277,7 +1281,7 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     pages = far * min(1.0, n_out * 4 / PAGE_BYTES) if depth * n_out * 4 > TLB_REACH_BYTES else 0
     tail = depth * LANES if n_out % LANES else 0
     products = n_img * window_rows * vectors * row_pixels * LANES * fw * n_in
-    rate = COST["blocked_rate"] if LANES == 16 else COST["blocked_rate_avx2"]
+    rate = COST["blocked_rate_avx2" if compiled_for_avx2() else "blocked_rate"]
     return (COST["blocked_call"] + products / rate
             + segments * -(-fw * n_in // DEPTH_PIECE) * COST["blocked_piece"]
             + copied * n_img * padded_h * padded_w * n_in / COST["blocked_padded_rate"]
