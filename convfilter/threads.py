@@ -87,6 +87,9 @@ def _pool(size: int) -> list[_Helper]:
         return list(_helpers)
 
 
+_getcpu = None  # the C library's sched_getcpu, looked up on first use (False: there is none)
+
+
 def _current_cpu() -> int | None:
     """The CPU the calling thread runs on (None where the C library cannot say)."""
     global _getcpu
@@ -99,9 +102,6 @@ def _current_cpu() -> int | None:
             _getcpu = False
     cpu = _getcpu() if _getcpu else -1
     return cpu if cpu >= 0 else None
-
-
-_getcpu = None
 
 
 def _helpers_beside_caller(count: int, wanted: int) -> list[_Helper]:
@@ -313,9 +313,10 @@ def run_bands(kernel, args, rows: int, work: float, blas: bool = False, min_rows
         # the bands they are still running when it has none left to take
         pending = iter(bands)
         done = threading.Condition()
-        left, failures = [len(bands)], []
+        left, failures = len(bands), []
 
         def take_bands() -> None:
+            nonlocal left
             while True:
                 with done:
                     band = None if failures else next(pending, None)
@@ -329,8 +330,8 @@ def run_bands(kernel, args, rows: int, work: float, blas: bool = False, min_rows
                         done.notify_all()
                     return
                 with done:
-                    left[0] -= 1
-                    if not left[0]:
+                    left -= 1
+                    if not left:
                         done.notify_all()
 
         for helper in _helpers_beside_caller(count, threads - 1):
@@ -338,7 +339,7 @@ def run_bands(kernel, args, rows: int, work: float, blas: bool = False, min_rows
         try:
             take_bands()
             with done:
-                while left[0] and not failures:
+                while left and not failures:
                     done.wait()
         except BaseException:  # Ctrl-C: the others take no new band
             with done:
