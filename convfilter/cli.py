@@ -594,7 +594,9 @@ def server_start():
 
 @server.command("stop", context_settings=CONTEXT)
 def server_stop():
-    """Stop the server; commands it is running are not interrupted (one still warming up just ends).
+    """Stop the server and wait until it has exited (exit 1 if it is still there 10 s later).
+
+    Commands it is running are not interrupted; one still warming up just ends.
 
     \b
     Examples:
@@ -602,7 +604,10 @@ def server_stop():
     """
     from . import server as daemon
 
-    pid = daemon.stop()
+    try:
+        pid = daemon.stop()
+    except daemon.StillRunning as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo("no convfilter server running" if pid is None else f"stopped convfilter server (pid {pid})")
 
 

@@ -31,6 +31,7 @@ import sys
 import time
 
 from . import client
+from ._signals import install_held
 from .client import Channel, send_message
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
@@ -110,8 +111,11 @@ def main() -> None:
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())  # for `server stop` and `status` while warming up
     idle = idle_seconds()
-    for signum in STOP_SIGNALS:  # stopped while warming up: end now (there is no socket yet)
-        signal.signal(signum, _stop_warming)
+    # Stopped while warming up: end now (there is no socket yet). Through install_held: a plain
+    # handler's SystemExit raised inside one of llvmlite's callbacks while Numba compiles is
+    # swallowed there, and the server went on warming up and then served.
+    for signum in STOP_SIGNALS:
+        install_held(signum, _stop_warming, raises=SystemExit)
     warm()
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the accept loop takes them
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -574,9 +578,14 @@ def warming_up(environ=os.environ) -> int | None:
     return None
 
 
+class StillRunning(RuntimeError):
+    """The server's process outlived ``STOP_TIMEOUT`` after it was asked to stop."""
+
+
 def stop(environ=os.environ) -> int | None:
     """Ask the server to exit (one still warming up is terminated) and wait until its process is
-    gone; its pid, or None if none ran."""
+    gone; its pid, or None if none ran. Raises :class:`StillRunning` when it is still there
+    ``STOP_TIMEOUT`` seconds later."""
     reply = _ask("stop", environ)
     if reply:
         pid = reply["pid"]
@@ -591,6 +600,9 @@ def stop(environ=os.environ) -> int | None:
     deadline = time.monotonic() + STOP_TIMEOUT
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
+    if _alive(pid):
+        raise StillRunning(f"the convfilter server (pid {pid}) is still running {STOP_TIMEOUT:g} s "
+                           "after it was asked to stop")
     return pid
 
 

@@ -362,16 +362,39 @@ def test_server_stop_lets_running_commands_finish_and_leaves_nothing(own_runtime
     assert convfilter("server", "status", env=own_runtime).returncode == 1
 
 
-def test_server_stop_and_status_see_a_server_still_warming_up(own_runtime, tmp_path):
-    """A server that has not yet made its socket (compiling the kernels on an empty cache) is
-    shown by status and ended by stop, leaving no process and no socket."""
+# Stand-ins for the warm-up, which takes tens of seconds on an empty kernel cache. Numba spends
+# much of it inside llvmlite's ctypes callbacks, where an exception a signal handler raises is
+# swallowed ("Exception ignored on calling ctypes callback function"): a server stopped there
+# went on warming up and then served. The callback stand-in spends 25 s a round inside one.
+SLOW_WARM_UPS = {
+    "asleep": "server.warm = lambda: time.sleep(600)",
+    "in a C callback": ("import ctypes\n"
+                        "inside = ctypes.CFUNCTYPE(None)(lambda: time.sleep(25))\n"
+                        "def warm():\n"
+                        "    while True:\n"
+                        "        inside()\n"
+                        "        time.sleep(1)\n"
+                        "server.warm = warm"),
+}
+
+
+def warming_server(env, warm_up: str) -> subprocess.Popen:
+    """A server of ``env``'s runtime folder whose warm-up is ``warm_up`` (code that replaces
+    ``server.warm``), its stderr piped."""
     named = subprocess.run([sys.executable, "-c", "from convfilter import client; "
                             "print(client.socket_name(client.identity()))"],
-                           env=own_runtime, capture_output=True, text=True, check=True)
-    name = named.stdout.strip()
-    slow = "import time; from convfilter import server; server.warm = lambda: time.sleep(600); server.main()"
-    process = subprocess.Popen([sys.executable, "-c", slow, name], env=own_runtime, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                           env=env, capture_output=True, text=True, check=True)
+    code = f"import time\nfrom convfilter import server\n{warm_up}\nserver.main()"
+    return subprocess.Popen([sys.executable, "-c", code, named.stdout.strip()], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+@pytest.mark.parametrize("warm_up", SLOW_WARM_UPS, ids=list(SLOW_WARM_UPS))
+def test_server_stop_and_status_see_a_server_still_warming_up(own_runtime, tmp_path, warm_up):
+    """A server that has not yet made its socket (compiling the kernels on an empty cache) is
+    shown by status and ended by stop, leaving no process and no socket, and saying nothing."""
+    process = warming_server(own_runtime, SLOW_WARM_UPS[warm_up])
     try:
         folder = Path(own_runtime["XDG_RUNTIME_DIR"]) / "convfilter"
 
@@ -384,7 +407,7 @@ def test_server_stop_and_status_see_a_server_still_warming_up(own_runtime, tmp_p
                                   f"pid {process.pid}\n")
         stopped = convfilter("server", "stop", env=own_runtime, text=True)
         assert stopped.stdout == f"stopped convfilter server (pid {process.pid})\n", stopped.stderr
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=30) == 0 and process.stderr.read() == b""
         assert not [p for p in folder.iterdir() if p.name.endswith(".sock")]
         done = convfilter("server", "status", env=own_runtime, text=True)
         assert done.returncode == 1 and done.stdout.startswith("no convfilter server running")
@@ -393,6 +416,30 @@ def test_server_stop_and_status_see_a_server_still_warming_up(own_runtime, tmp_p
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_server_stop_fails_when_the_server_outlives_its_timeout(own_runtime):
+    """A server that ignores SIGTERM while warming up is not reported stopped: one Error line
+    naming its pid, exit 1 (the timeout shortened to 1 s)."""
+    process = warming_server(own_runtime, "import signal\n"
+                             "server.warm = lambda: (signal.signal(signal.SIGTERM, signal.SIG_IGN), "
+                             "time.sleep(600))")
+    try:
+        def warming():
+            done = convfilter("server", "status", env=own_runtime, text=True)
+            return "warming up" in done.stdout
+
+        wait_for(warming, timeout=60, what="status to show the server warming up")
+        time.sleep(0.5)  # (the stand-in warm-up has ignored SIGTERM by then)
+        stop = "from convfilter import cli, server; server.STOP_TIMEOUT = 1.0; cli.main(['server', 'stop'])"
+        done = subprocess.run([sys.executable, "-c", stop], env=own_runtime, capture_output=True, text=True,
+                              timeout=60)
+        assert (done.returncode, done.stdout) == (1, "") and process.poll() is None
+        assert done.stderr == (f"Error: the convfilter server (pid {process.pid}) is still running 1 s "
+                               "after it was asked to stop\n")
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_idle_server_exits_by_itself(own_runtime, tmp_path):
