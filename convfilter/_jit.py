@@ -938,6 +938,7 @@ BLOCKED_WIDE = 2
 # 5x5x16x16 42.7 against 42.4 ms, 1024x1024x16 * 5x5x16x16 with stride 2, 55.0 against 55.2;
 # at 128, 43.5 and 53.1: the pieces are for the rounding).
 DEPTH_PIECE = 256
+GATHER_MIN_RUNS = 8
 
 
 def _outer_run(pixels: int, vectors: int = 1):
@@ -1042,6 +1043,27 @@ def _store_vectors(typingctx, sums, pixels, target, start, stride, bias, f0, add
     return types.void(sums, pixels, target, start, stride, bias, f0, add_bias, relu), codegen
 
 
+@intrinsic
+def _gather_vectors(typingctx, src, start, step, count, target, first, stride):
+    """``target[first + k*stride :][:LANES] = src[start + k*step :][:LANES]`` for k < ``count``: a
+    vector of filters, one row of the bank after another, into the blocked kernel's piece."""
+    def codegen(context, builder, signature, args):
+        _, pointer = _vector_type(LANES)
+        src_data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        target_data = context.make_array(signature.args[4])(context, builder, args[4]).data
+        start_, step_, count_, first_, stride_ = (context.cast(builder, args[i], signature.args[i], types.int64)
+                                                  for i in (1, 2, 3, 5, 6))
+        with cgutils.for_range(builder, count_) as loop:
+            k = loop.index
+            origin = builder.gep(src_data, [builder.add(start_, builder.mul(k, step_))])
+            value = builder.load(builder.bitcast(origin, pointer), align=4)
+            destination = builder.gep(target_data, [builder.add(first_, builder.mul(k, stride_))])
+            builder.store(value, builder.bitcast(destination, pointer), align=4)
+        return context.get_dummy_value()
+
+    return types.void(src, start, step, count, target, first, stride), codegen
+
+
 @njit(cache=CACHE, nogil=True)
 def _store_lanes(sums, target, j0, pixels, f0, lanes, bias, add_bias, relu):
     """``target[j0 + p, f0 + q] = finished(sums[p*LANES + q])`` for the ``lanes`` filters that
@@ -1084,11 +1106,20 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
     units' filters only (on a small map with many filters each thread reads its part of the
     bank). A window row of a pixel is one contiguous run of ``fw*C`` floats of its source row.
     Blocks of BLOCK_PIXELS pixels (see :func:`blocked_block`: the last of a row of the 4 or more left)
-    by the unit's vectors of filters, read from ``matrix`` a row of it at a time, in place: two
-    whole vectors in one run, otherwise a run per vector; when F is not a multiple of LANES the
-    last vector's filters are read from ``tail``, their (fh*fw*C, LANES) matrix filled up with
-    zero filters (see ``conv_paths.blocked_tail``). The last block of a row may overlap the one
-    before, so the output needs at least 4 columns.
+    by the unit's vectors of filters: two vectors in one run, otherwise a run per vector. When F
+    is not a multiple of LANES the last vector's filters come from ``tail``, their (fh*fw*C,
+    LANES) matrix filled up with zero filters (see ``conv_paths.blocked_tail``). The last block
+    of a row may overlap the one before, so the output needs at least 4 columns.
+
+    The filters of a piece of the sum (below) are first gathered side by side into ``piece``,
+    one run of floats: read in place, a vector's rows lie F floats apart, and with F a multiple
+    of 64 or more they share a few of L1's and L2's sets and were read from further out at every
+    run (one thread, the kernel alone, medians of 9-25 alternating calls on a Zen3, in place ->
+    gathered: 56x56x256 * 5x5x256x256 with stride 2 44.2 -> 35.5 ms, 28x28x256 * 5x5x256x256
+    with stride 2 12.3 -> 9.1, 14x14x512 * 3x3x512x512 20.1 -> 15.0, 56x56x64 * 3x3x64x64
+    3.6 -> 3.0). A group of rows with fewer than GATHER_MIN_RUNS blocks reads them in place:
+    gathering would cost as much as the runs it serves (7x7x128 * 7x7x128x128 with stride 2,
+    four runs a piece, 0.47 -> 0.56 ms gathered).
 
     The rows of a unit are summed ``group`` at a time: each piece of the sum runs over every
     block of the group's rows, so that the piece's filters are read once for them all (from
@@ -1106,6 +1137,7 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
     block_floats = BLOCK_PIXELS * LANES
     row_floats = blocks * wide * block_floats
     sums = np.empty(min(group, task_stop - task_start) * row_floats, np.float32)  # a group's sums, block after block
+    piece = np.empty(DEPTH_PIECE * wide * LANES, np.float32)  # a piece's filters (see below)
     out_rows, vectors = n_img * out_h, -(-n_out // LANES)
     units = -(-vectors // wide)  # a task's ``wide`` vectors of filters
     task = task_start
@@ -1120,23 +1152,48 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
             count_rows = min(group, out_rows - first, task_stop - task)
         v0 = unit * wide
         n_vectors = min(wide, vectors - v0)
-        # two whole vectors are one run; otherwise a run per vector, from the matrix or the tail
-        pair = n_vectors == 2 and (v0 + 2) * LANES <= n_out
+        piece_step = n_vectors * LANES  # floats of a row of the piece
+        gather = count_rows * blocks >= GATHER_MIN_RUNS
+        pair = n_vectors == 2 and (v0 + 2) * LANES <= n_out  # (read in place: two whole vectors in one run)
         sums[: count_rows * row_floats] = 0.0
         # the sum in pieces of at most DEPTH_PIECE products, each piece over every block of the
         # group's rows, so that its filters stay in cache while the blocks go by
         for u in range(fh):
             for k0 in range(0, run, DEPTH_PIECE):
                 count = min(DEPTH_PIECE, run - k0)
+                gathered = False
                 for t in range(count_rows):
                     n, i = divmod(first + t, out_h)
                     r = i * sh + u * dh
                     if r < first_row or r >= stop_row:
                         continue
+                    if gather and not gathered:
+                        # the piece's rows of the unit's filters, side by side: from the bank's
+                        # rows, n_out floats apart, into one run of floats that stays in L1
+                        for v in range(n_vectors):
+                            f0 = (v0 + v) * LANES
+                            if f0 + LANES <= n_out:
+                                _gather_vectors(matrix, (u * run + k0) * n_out + f0, n_out, count, piece, v * LANES,
+                                                piece_step)
+                            else:  # the last vector's filters, filled up with zeros
+                                _gather_vectors(tail, (u * run + k0) * LANES, LANES, count, piece, v * LANES,
+                                                piece_step)
+                        gathered = True
                     src = rows[n, r]
                     for b in range(blocks):
                         j0, pixels = blocked_block(b, blocks, out_w)
                         start = t * row_floats + b * wide * block_floats
+                        if gather:
+                            if n_vectors == 2:  # both vectors in one run
+                                _outer_run_of(pixels, 2, src, j0 * step + k0, step, piece, 0, piece_step, count,
+                                              sums[start : start + 2 * block_floats])
+                                continue
+                            for v in range(n_vectors):
+                                block = sums[start + v * block_floats : start + (v + 1) * block_floats]
+                                _outer_run_of(pixels, 1, src, j0 * step + k0, step, piece, v * LANES, piece_step,
+                                              count, block)
+                            continue
+                        # too few runs to repay the gathering: the filters read in place
                         if pair:
                             _outer_run_of(pixels, 2, src, j0 * step + k0, step, matrix,
                                           v0 * LANES + (u * run + k0) * n_out, n_out, count,

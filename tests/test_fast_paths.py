@@ -1229,9 +1229,10 @@ def test_the_blocked_blocks_of_a_row_cover_it_and_the_estimate_counts_them():
 def test_blocked_rows_give_the_same_bits_in_any_group_and_band(strides, wide, monkeypatch):
     """The blocked kernel sums a unit's output rows a group at a time, and its bands are runs of
     (unit, row) tasks that may start and end inside a unit and a group: an output's pieces
-    are added in the same order however the rows are grouped and the tasks split, and whether a
+    are added in the same order however the rows are grouped and the tasks split, whether a
     run makes the sums of one vector of filters or of two (a unit of two, then one of a vector
-    and a tail), so every grouping gives the same bits, and the formula."""
+    and a tail), and whether the filters are read in place or gathered first (small groups, large
+    ones), so every grouping gives the same bits, and the formula."""
     from convfilter import _jit
 
     lanes = _blocked_lanes()
@@ -1251,7 +1252,10 @@ def test_blocked_rows_give_the_same_bits_in_any_group_and_band(strides, wide, mo
                             reference=lambda *args: ops.relu(naive.conv2d(*args) + bias),
                             magnitude=lambda *args: naive.conv2d(*args) + np.abs(bias))
     pixels = _jit.BLOCK_PIXELS  # a row's blocks of up to this many pixels, pixels * lanes sums per vector
-    row_floats = -(-gw.out // pixels) * pixels * lanes * wide
+    blocks = -(-gw.out // pixels)
+    row_floats = blocks * pixels * lanes * wide
+    # groups of one row read the filters in place, the whole map's group gathers them first
+    assert blocks < _jit.GATHER_MIN_RUNS <= 2 * gh.out * blocks
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)  # bands of a task or two, on threads
     monkeypatch.setattr(conv_paths, "BLOCKED_BAND_PIXELS", 1)
     for rows in (1, 2, 3, 5):
