@@ -1080,15 +1080,16 @@ def _store_lanes(sums, target, j0, pixels, f0, lanes, bias, add_bias, relu):
 @njit(cache=CACHE, nogil=True, inline="always")
 def blocked_block(b, blocks, out_w):
     """The first output column and the pixels (4 to BLOCK_PIXELS) of block ``b`` of the
-    ``blocks = ceil(out_w / BLOCK_PIXELS)`` of a row of ``out_w`` (at least 4) outputs: blocks of
-    BLOCK_PIXELS pixels, the last one of the 4 or more outputs left for it, or of 4 overlapping the block
-    before when fewer are left (fewer sums would not hide the latency of a fused multiply-add)."""
-    if b < blocks - 1:
-        return b * BLOCK_PIXELS, BLOCK_PIXELS
-    left = out_w - b * BLOCK_PIXELS
-    if left < 4:
-        return out_w - 4, 4
-    return b * BLOCK_PIXELS, left
+    ``blocks = ceil(out_w / BLOCK_PIXELS)`` of a row of ``out_w`` (at least 4) outputs: blocks as
+    even as can be (28 outputs in blocks of at most 6 are 6+6+6+5+5), or, where that would
+    leave fewer than 4 to a block (5-7 outputs in blocks of at most 6), blocks of 4, the last
+    one overlapping the one before (fewer sums would not hide the latency of a fused
+    multiply-add)."""
+    base = out_w // blocks
+    if base < 4:
+        return min(b * 4, out_w - 4), 4
+    extra = out_w - base * blocks
+    return b * base + min(b, extra), base + (1 if b < extra else 0)
 
 
 @njit(cache=CACHE, nogil=True)
@@ -1105,7 +1106,7 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
     BLOCKED_WIDE) vectors of LANES filters, numbered unit after unit: a band of tasks reads its
     units' filters only (on a small map with many filters each thread reads its part of the
     bank). A window row of a pixel is one contiguous run of ``fw*C`` floats of its source row.
-    Blocks of BLOCK_PIXELS pixels (see :func:`blocked_block`: the last of a row of the 4 or more left)
+    Blocks of 4 to BLOCK_PIXELS pixels (see :func:`blocked_block`: a row's blocks as even as can be)
     by the unit's vectors of filters: two vectors in one run, otherwise a run per vector. When F
     is not a multiple of LANES the last vector's filters come from ``tail``, their (fh*fw*C,
     LANES) matrix filled up with zero filters (see ``conv_paths.blocked_tail``). The last block

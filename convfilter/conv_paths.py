@@ -1309,8 +1309,7 @@ def blocked_blocks(out_w: int) -> tuple[int, int]:
     from ._jit import BLOCK_PIXELS
 
     blocks = -(-out_w // BLOCK_PIXELS)
-    left = out_w - (blocks - 1) * BLOCK_PIXELS  # the last block's outputs
-    return out_w + max(0, 4 - left), blocks
+    return (out_w if out_w >= 4 * blocks else 4 * blocks), blocks
 
 
 def blocked_group(out_w: int) -> int:

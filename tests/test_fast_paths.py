@@ -1206,14 +1206,14 @@ def test_the_blocked_path_takes_its_tasks_row_after_row_for_a_small_bank_on_a_la
 
 
 def test_the_blocked_blocks_of_a_row_cover_it_and_the_estimate_counts_them():
-    """Each output column of a row is in some block; the last block is of the 4 or more outputs
-    left for it (with blocks of 8, 28 outputs are 8+8+8+4 and 14 are 8+6, not blocks of 8 with
-    outputs computed twice), or of 4 overlapping the block before when 1-3 are left (9 outputs:
-    8+4, 3 twice; with AVX2's blocks of 6, 14 outputs are 6+6+4, 2 twice); and the estimate's
-    count of the pixels computed is the kernel's."""
+    """Each output column of a row is in exactly one block, the blocks as even as can be (with
+    blocks of at most 8, 28 outputs are 7+7+7+7, 14 are 7+7 and 9 are 5+4; with AVX2's blocks
+    of at most 6, 28 are 6+6+6+5+5 and 14 are 5+5+4), unless that leaves fewer than 4 to a block:
+    then blocks of 4, the last overlapping the one before (7 outputs in blocks of at most 6:
+    4+4, one twice); and the estimate's count of the pixels computed is the kernel's."""
     from convfilter import _jit
 
-    by_hand = {8: [(28, 4), (14, 2), (12, 2), (7, 1), (4, 1)], 6: [(28, 5), (16, 3), (10, 2), (10, 2), (4, 1)]}
+    by_hand = {8: [(28, 4), (14, 2), (9, 2), (7, 1), (4, 1)], 6: [(28, 5), (14, 3), (9, 2), (8, 2), (4, 1)]}
     assert [conv_paths.blocked_blocks(w) for w in (28, 14, 9, 7, 4)] == by_hand[_jit.BLOCK_PIXELS]
     for out_w in range(4, 70):
         row_pixels, blocks = conv_paths.blocked_blocks(out_w)
@@ -1222,6 +1222,7 @@ def test_the_blocked_blocks_of_a_row_cover_it_and_the_estimate_counts_them():
         assert sorted(set(covered)) == list(range(out_w))
         assert len(covered) == row_pixels <= out_w + 3
         assert all(4 <= pixels <= _jit.BLOCK_PIXELS for _, pixels in spans)
+        assert row_pixels == out_w or out_w < 4 * blocks
 
 
 @pytest.mark.parametrize("wide", [1, 2])
