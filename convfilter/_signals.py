@@ -56,6 +56,12 @@ def install_held(signum, action, raises: type | None = None) -> None:
     signal.signal(signum, handler)
 
 
+def forget_raised(raises: type) -> None:
+    """No longer send ``raises`` again as a signal when a finalizer swallows it (for a handler
+    that :func:`install_held` installed and that has since been replaced)."""
+    _raised.pop(raises, None)
+
+
 RESEND_AFTER = 0.001  # seconds: the finalizer and the hook have returned by then
 
 

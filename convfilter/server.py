@@ -31,7 +31,7 @@ import sys
 import time
 
 from . import client
-from ._signals import install_held
+from ._signals import forget_raised, install_held
 from .client import Channel, send_message
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
@@ -118,6 +118,7 @@ def main() -> None:
         install_held(signum, _stop_warming, raises=SystemExit)
     warm()
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the accept loop takes them
+    forget_raised(SystemExit)  # (the commands' children install handlers of their own)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     address = client.through(folder, name)
     try:

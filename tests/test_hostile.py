@@ -373,3 +373,25 @@ def test_a_signal_whose_exception_a_finalizer_swallowed_is_raised_again_outside_
     finally:
         signal.signal(signal.SIGINT, previous_handler)
         sys.unraisablehook = previous_hook
+
+
+def test_an_exception_forgotten_by_the_held_handlers_is_no_longer_sent_again():
+    """After ``forget_raised`` (the server, its warm-up done), a swallowed exception of that type
+    goes to the hook there was before, and no signal follows."""
+    previous_handler, previous_hook = signal.getsignal(signal.SIGINT), sys.unraisablehook
+    seen = []
+    sys.unraisablehook = lambda unraisable: seen.append(type(unraisable.exc_value))
+    install_held(signal.SIGINT, signal.default_int_handler, raises=KeyboardInterrupt)
+    _signals.forget_raised(KeyboardInterrupt)
+
+    class Finalized:
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    try:
+        Finalized()
+        time.sleep(0.2)  # a signal sent again would have raised here
+        assert seen == [KeyboardInterrupt]
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        sys.unraisablehook = previous_hook
