@@ -79,6 +79,7 @@ def warm() -> None:
     for module in pkgutil.walk_packages(convfilter.__path__, "convfilter."):
         if module.name.rpartition(".")[2] not in ("__main__", "server", "dask_executor"):  # (Dask: on use)
             importlib.import_module(module.name)
+            _end_if_stopped()
     Image.init()  # every Pillow format plugin
     from .cli import make_all_options
 
@@ -86,6 +87,7 @@ def warm() -> None:
     import difflib  # noqa: F401  (click's parser imports it on every short option, e.g. -k)
     from .ops import warm_up
 
+    _end_if_stopped()
     warm_up()
     gc.collect()
     gc.freeze()  # children's collections skip these objects: fewer pages copied
@@ -119,6 +121,7 @@ def main() -> None:
     warm()
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the accept loop takes them
     forget_raised(SystemExit)  # (the commands' children install handlers of their own)
+    _end_if_stopped()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     address = client.through(folder, name)
     try:
@@ -131,8 +134,22 @@ def main() -> None:
     Server(listener, folder, lock, os.path.join(path, name), idle, identity, source).serve()
 
 
+_stopped_warming = False
+
+
 def _stop_warming(signum, frame):
+    """A stop while warming up: end now. The SystemExit can still be lost (swallowed by a
+    library's ``except BaseException`` or ``except:`` around an import, say), so the stop is
+    also noted, and :func:`_end_if_stopped` ends the warm-up at its next step and before the
+    server would serve."""
+    global _stopped_warming
+    _stopped_warming = True
     raise SystemExit(0)
+
+
+def _end_if_stopped() -> None:
+    if _stopped_warming:
+        raise SystemExit(0)
 
 
 class Server:

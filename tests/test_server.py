@@ -375,6 +375,16 @@ SLOW_WARM_UPS = {
                         "        inside()\n"
                         "        time.sleep(1)\n"
                         "server.warm = warm"),
+    # a library that swallows every exception around a step (a bare ``except:`` around an
+    # optional import, say): the stop's SystemExit is lost there, and the warm-up goes on to
+    # its end after 30 steps of 0.2 s, within the stop's 10 s
+    "swallowed by a library": ("def warm():\n"
+                               "    for step in range(30):\n"
+                               "        try:\n"
+                               "            time.sleep(0.2)\n"
+                               "        except BaseException:\n"
+                               "            pass\n"
+                               "server.warm = warm"),
 }
 
 
