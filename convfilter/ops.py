@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -320,29 +321,37 @@ def depthwise_conv2d(input: ArrayLike, filter: ArrayLike, strides: IntOrPair = 1
     return _unbatch(out, added)
 
 
-def warm_up() -> dict[str, str]:
+def warm_up(between: Callable[[], None] | None = None) -> dict[str, str]:
     """Load or compile every Numba kernel by calling each once on tiny arrays.
 
     For a process that will serve many calls (a server, a batch): afterwards
     every call can use the compiled kernels at no start-up cost. Returns
     ``{kernel name: "compiled" or "cached"}`` so that a caller can report which
     kernels were compiled in this call (and so are now in the on-disk cache).
+    ``between`` is called after each of the calls (a server checks there whether
+    it was stopped).
     """
     x = np.ones((1, 3, 3, 2), np.float32)
     dense = np.arange(8, dtype=np.float32).reshape(2, 2, 2, 1)
+    calls = [
+        lambda: _correlate_same(x, dense, path="planar"),
+        lambda: _correlate_same(x, dense, path="planar", stride=2),  # the copy's columns dealt into two phases
+        lambda: conv2d(x[..., :1], np.ones((1, 1, 1, 2), np.float32)),  # a 1x1 kernel on one channel: a scaling
+        lambda: _correlate_same(x, np.ones((2, 2, 2, 1), np.float32), path="separable"),  # channel sum as well
+        lambda: _correlate_same(x, np.ones((3, 3, 2, 1), np.float32), path="winograd"),
+        lambda: _correlate_same(np.ones((1, 4, 4, 2), np.float32), np.ones((3, 3, 2, 4), np.float32), path="blocked"),
+        lambda: conv2d(np.ones((1, 3, 3, 3), np.uint8), np.ones((2, 2, 3, 1), np.float32), input_scale=255),  # 8-bit
+        lambda: depthwise_conv2d(x, dense.reshape(2, 2, 2, 1)),
+        lambda: max_pool2d(x, 2),
+        lambda: avg_pool2d(x, 2),
+    ]
     previous = get_backend()
     set_backend("numba")
     try:
-        _correlate_same(x, dense, path="planar")
-        _correlate_same(x, dense, path="planar", stride=2)  # the copy's columns dealt into two phases
-        conv2d(x[..., :1], np.ones((1, 1, 1, 2), np.float32))  # a 1x1 kernel on one channel: a scaling
-        _correlate_same(x, np.ones((2, 2, 2, 1), np.float32), path="separable")  # channel sum as well
-        _correlate_same(x, np.ones((3, 3, 2, 1), np.float32), path="winograd")
-        _correlate_same(np.ones((1, 4, 4, 2), np.float32), np.ones((3, 3, 2, 4), np.float32), path="blocked")
-        conv2d(np.ones((1, 3, 3, 3), np.uint8), np.ones((2, 2, 3, 1), np.float32), input_scale=255)  # 8-bit RGB
-        depthwise_conv2d(x, dense.reshape(2, 2, 2, 1))
-        max_pool2d(x, 2)
-        avg_pool2d(x, 2)
+        for call in calls:
+            call()
+            if between is not None:
+                between()
     finally:
         set_backend(previous)
     from . import _jit

@@ -88,7 +88,7 @@ def warm() -> None:
     from .ops import warm_up
 
     _end_if_stopped()
-    warm_up()
+    warm_up(between=_end_if_stopped)
     gc.collect()
     gc.freeze()  # children's collections skip these objects: fewer pages copied
 

@@ -72,6 +72,25 @@ def test_warmup_reports_every_kernel_and_the_time():
     assert all(line.startswith("cached") for line in again.stderr.splitlines()[:-1]), again.stderr
 
 
+def test_warm_up_calls_between_after_each_step_and_an_exception_there_ends_it():
+    """The server's stop check: ``between`` runs after each kernel's call; raising there ends the
+    warm-up at once, and the backend chosen before is back."""
+    from convfilter import ops
+
+    steps, before = [], ops.get_backend()
+    ops.warm_up(between=lambda: steps.append(ops.get_backend()))
+    assert len(steps) >= 10 and set(steps) == {"numba"}
+
+    def stop():
+        steps.append("stop")
+        raise SystemExit(0)
+
+    steps.clear()
+    with pytest.raises(SystemExit):
+        ops.warm_up(between=stop)
+    assert steps == ["stop"] and ops.get_backend() == before
+
+
 def test_read_only_install_without_a_home_still_computes(tmp_path):
     # The copy's __pycache__ is a file and HOME cannot be created, so neither Numba's default
     # cache beside the source nor ~/.cache can be written, even by root.
