@@ -1092,6 +1092,17 @@ def blocked_block(b, blocks, out_w):
     return b * base + min(b, extra), base + (1 if b < extra else 0)
 
 
+@njit(cache=CACHE, nogil=True, inline="always")
+def _vector_filters(matrix, tail, vector, row, n_out):
+    """Where vector ``vector`` of filters starts at row ``row`` of the bank, read in place, and its
+    step from one row to the next: LANES columns of ``matrix``, or the tail's (see
+    :func:`correlate_blocked`)."""
+    f0 = vector * LANES
+    if f0 + LANES <= n_out:
+        return matrix, row * n_out + f0, n_out
+    return tail, row * LANES, LANES
+
+
 @njit(cache=CACHE, nogil=True)
 def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh, bias, add_bias, relu, group,
                       rows_first, wide, out, task_start, task_stop):
@@ -1155,13 +1166,14 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
         n_vectors = min(wide, vectors - v0)
         piece_step = n_vectors * LANES  # floats of a row of the piece
         gather = count_rows * blocks >= GATHER_MIN_RUNS
-        pair = n_vectors == 2 and (v0 + 2) * LANES <= n_out  # (read in place: two whole vectors in one run)
+        # one run for both vectors: from the piece, or in place when both are whole (not the tail's)
+        pair = n_vectors == 2 and (gather or (v0 + 2) * LANES <= n_out)
         sums[: count_rows * row_floats] = 0.0
         # the sum in pieces of at most DEPTH_PIECE products, each piece over every block of the
         # group's rows, so that its filters stay in cache while the blocks go by
         for u in range(fh):
             for k0 in range(0, run, DEPTH_PIECE):
-                count = min(DEPTH_PIECE, run - k0)
+                count, row = min(DEPTH_PIECE, run - k0), u * run + k0  # (row: the piece's first of the bank)
                 gathered = False
                 for t in range(count_rows):
                     n, i = divmod(first + t, out_h)
@@ -1172,41 +1184,27 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
                         # the piece's rows of the unit's filters, side by side: from the bank's
                         # rows, n_out floats apart, into one run of floats that stays in L1
                         for v in range(n_vectors):
-                            f0 = (v0 + v) * LANES
-                            if f0 + LANES <= n_out:
-                                _gather_vectors(matrix, (u * run + k0) * n_out + f0, n_out, count, piece, v * LANES,
-                                                piece_step)
-                            else:  # the last vector's filters, filled up with zeros
-                                _gather_vectors(tail, (u * run + k0) * LANES, LANES, count, piece, v * LANES,
-                                                piece_step)
+                            filters, w_first, w_step = _vector_filters(matrix, tail, v0 + v, row, n_out)
+                            _gather_vectors(filters, w_first, w_step, count, piece, v * LANES, piece_step)
                         gathered = True
                     src = rows[n, r]
                     for b in range(blocks):
                         j0, pixels = blocked_block(b, blocks, out_w)
                         start = t * row_floats + b * wide * block_floats
-                        if gather:
-                            if n_vectors == 2:  # both vectors in one run
-                                _outer_run_of(pixels, 2, src, j0 * step + k0, step, piece, 0, piece_step, count,
+                        for v in range(1 if pair else n_vectors):
+                            # the vector's filters: from the piece, or (too few runs to repay the
+                            # gathering) read in place
+                            if gather:
+                                filters, w_first, w_step = piece, v * LANES, piece_step
+                            else:
+                                filters, w_first, w_step = _vector_filters(matrix, tail, v0 + v, row, n_out)
+                            if pair:
+                                _outer_run_of(pixels, 2, src, j0 * step + k0, step, filters, w_first, w_step, count,
                                               sums[start : start + 2 * block_floats])
-                                continue
-                            for v in range(n_vectors):
+                            else:
                                 block = sums[start + v * block_floats : start + (v + 1) * block_floats]
-                                _outer_run_of(pixels, 1, src, j0 * step + k0, step, piece, v * LANES, piece_step,
-                                              count, block)
-                            continue
-                        # too few runs to repay the gathering: the filters read in place
-                        if pair:
-                            _outer_run_of(pixels, 2, src, j0 * step + k0, step, matrix,
-                                          v0 * LANES + (u * run + k0) * n_out, n_out, count,
-                                          sums[start : start + 2 * block_floats])
-                            continue
-                        for v in range(n_vectors):
-                            f0 = (v0 + v) * LANES
-                            # the vector's filters: LANES columns of the matrix, or the tail's
-                            filters, w_first, w_step = (matrix, f0, n_out) if f0 + LANES <= n_out else (tail, 0, LANES)
-                            block = sums[start + v * block_floats : start + (v + 1) * block_floats]
-                            _outer_run_of(pixels, 1, src, j0 * step + k0, step, filters,
-                                          w_first + (u * run + k0) * w_step, w_step, count, block)
+                                _outer_run_of(pixels, 1, src, j0 * step + k0, step, filters, w_first, w_step, count,
+                                              block)
         for t in range(count_rows):
             n, i = divmod(first + t, out_h)
             for b in range(blocks):
