@@ -424,8 +424,9 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
     rank-1 kernels (``factors`` not None) may take ``separable``; kernels larger than 1x1 with
     at least 8 input channels and at most 256 filters (512 for an output of at most 1 MiB), and
     1x1 kernels with at least 256 channels and at most 128 filters, in a process that runs
-    Numba, may take ``blocked``. A single input channel and a 1x1 kernel is a scaling, not a
-    product: BLAS is slow at it.
+    Numba, may take ``blocked``; shallower 1x1 kernels with few filters on maps of at least
+    28x28 take it there without an estimate (see :func:`pointwise_direct`). A single input
+    channel and a 1x1 kernel is a scaling, not a product: BLAS is slow at it.
     """
     fh, fw, n_in, n_out = w.shape
     used = window_taps_used(w)
@@ -434,7 +435,8 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
         cols, rows = factors
         mean_taps = (np.count_nonzero(cols) / cols[..., 0].size, np.count_nonzero(rows) / rows[..., 0].size)
     offer_blocked = ((BLOCKED_MIN_CHANNELS <= n_in if fh * fw > 1
-                      else BLOCKED_MIN_POINTWISE_CHANNELS <= n_in and n_out <= BLOCKED_MAX_POINTWISE_FILTERS)
+                      else (BLOCKED_MIN_POINTWISE_CHANNELS <= n_in and n_out <= BLOCKED_MAX_POINTWISE_FILTERS)
+                      or pointwise_direct(x_shape, w.shape))
                      and blocked_fits(w.shape, out_shape[1:3], dilations)
                      and blocked_ready() and blocked_filters_fit(n_out, out_shape))
     key = (tuple(x_shape), w.shape, tuple(strides), tuple(dilations), tuple(out_shape), used, mean_taps,
@@ -473,6 +475,8 @@ def _cheapest_path(x_shape, w_shape, strides, dilations, out_shape, used: int, m
                 and min(out_shape[1:3]) >= WINOGRAD_MIN_SIZE):
             costs["winograd"] = estimated_seconds("winograd", x_shape, w_shape, out_shape, strides, dilations)
         if offer_blocked:
+            if pointwise_direct(x_shape, w_shape):
+                return "blocked"
             costs["blocked"] = estimated_seconds("blocked", x_shape, w_shape, out_shape, strides, dilations)
     return min(costs, key=costs.get)
 
@@ -1187,6 +1191,22 @@ BLOCKED_MIN_CHANNELS = 8
 # either.
 BLOCKED_MIN_POINTWISE_CHANNELS = 256
 BLOCKED_MAX_POINTWISE_FILTERS = 128
+# Shallower 1x1 kernels take the blocked path without an estimate where its runs make each
+# output's whole sum and store it finished (a sum of at most _jit.DEPTH_PIECE products: see
+# the kernel), for at most this many filters, at most twice as many as channels, on maps of at
+# least BLOCKED_DIRECT_MIN_PIXELS pixels: BLAS packs and writes a block of the product for
+# every few products of so shallow a sum. Two threads, medians of 15 calls in 5 alternating
+# rounds against matmul, on a Zen3 with AVX2: 224x224x32 * 1x1x32x32 1.67 against 1.78 ms,
+# 224x224x64 * 1x1x64x16 1.24 against 2.98, 224x224x16 * 1x1x16x16 0.58 against 0.86, 112x112x32
+# * 1x1x32x32 0.49 against 0.69, 56x56x128 * 1x1x128x32 0.52 against 0.68, 28x28x64 * 1x1x64x64
+# with stride 2 0.074 against 0.091; 88 such shapes of 28x28 to 224x224 maps, 8-256 channels,
+# 8-64 filters and strides 1 and 2 at 0.96-2.4x, median 1.18x. With more filters the output's
+# stores cost more than BLAS's (224x224x32 * 1x1x32x128 7.9 against 4.8 ms, 224x224x16 *
+# 1x1x16x64 3.0 against 2.1), and on smaller maps the two were level (7x7 and 14x14 maps:
+# 0.90-1.08x).
+BLOCKED_DIRECT_MAX_FILTERS = 64
+BLOCKED_DIRECT_MAX_CHANNELS = 256  # _jit.DEPTH_PIECE (not imported here: that would load Numba)
+BLOCKED_DIRECT_MIN_PIXELS = 28 * 28
 # ... and up to this many filters, on maps of any size (down to 4 output columns) ...
 BLOCKED_MAX_FILTERS = 256
 # ... or up to this many for an output of at most BLOCKED_SMALL_OUTPUT_BYTES. With 512 filters
@@ -1217,6 +1237,15 @@ def blocked_filters_fit(n_out: int, out_shape) -> bool:
 
     return (not compiled_for_avx2() and _jit.BLOCKED_WIDE > 1 and n_out <= BLOCKED_WIDE_MAX_FILTERS
             and 4 * math.prod(out_shape) <= BLOCKED_SMALL_OUTPUT_BYTES)
+
+
+def pointwise_direct(x_shape, w_shape) -> bool:
+    """Whether a 1x1 kernel takes the blocked path's direct runs without an estimate (see
+    :data:`BLOCKED_DIRECT_MAX_FILTERS`)."""
+    fh, fw, n_in, n_out = w_shape
+    return (fh == fw == 1 and BLOCKED_MIN_CHANNELS <= n_in <= BLOCKED_DIRECT_MAX_CHANNELS
+            and n_out <= min(BLOCKED_DIRECT_MAX_FILTERS, 2 * n_in)
+            and x_shape[1] * x_shape[2] >= BLOCKED_DIRECT_MIN_PIXELS)
 
 
 def blocked_fits(w_shape, out_hw, dilations) -> bool:

@@ -748,6 +748,68 @@ def test_the_blocked_path_reads_an_unpadded_image_in_place(kernel, strides, padd
     np.testing.assert_array_equal(x, before)
 
 
+@pytest.mark.parametrize("filters", ["lanes", "lanes + 5", "2 lanes", "4 lanes"])
+@pytest.mark.parametrize("fw,strides", [(1, (1, 1)), (1, (2, 2)), (3, (1, 2))])
+def test_the_blocked_paths_direct_runs_give_the_bits_of_its_sums(filters, fw, strides):
+    """A kernel one row high whose window row is one piece of the sum (at most DEPTH_PIECE
+    products) takes the blocked kernel's direct runs: each output's whole sum is made in
+    registers and stored finished, with no array of sums. The same bank with a second window
+    row of zero filters, over the image with one more row below, runs through the sums in two
+    pieces (the second adds +0.0 to each): the same bits, on a batch, with strides, the
+    columns' padding, whole vectors and a last vector filled up with zero filters. Against the
+    formula too, and the fused bias and ReLU exactly the unfused ones (NaN kept)."""
+    lanes = _blocked_lanes()
+    n_out = {"lanes": lanes, "lanes + 5": lanes + 5, "2 lanes": 2 * lanes, "4 lanes": 4 * lanes}[filters]
+    rng = np.random.default_rng(fw * 7 + n_out)
+    x = rng.standard_normal((2, 9, 27, 24)).astype(np.float32)
+    w = rng.standard_normal((1, fw, 24, n_out)).astype(np.float32)
+    gh, gw = axis(9, 1, strides[0], "SAME", 1), axis(27, fw, strides[1], "SAME", 1)
+    direct = conv_paths.correlate(x, w, strides, (1, 1), gh, gw, path="blocked")
+    assert_close_to_formula(direct, x, w, strides, "SAME", (1, 1))
+    below = np.concatenate([x, rng.standard_normal((2, 1, 27, 24)).astype(np.float32)], axis=1)
+    two_rows = np.concatenate([w, np.zeros_like(w)])
+    in_sums = conv_paths.correlate(below, two_rows, strides, (1, 1), axis(10, 2, strides[0], "VALID", 1), gw,
+                                   path="blocked")
+    np.testing.assert_array_equal(direct, in_sums)
+    x[1, 4, 6, 3] = np.nan
+    linear = conv_paths.correlate(x, w, strides, (1, 1), gh, gw, path="blocked")
+    bias = rng.standard_normal(n_out).astype(np.float32)
+    fused = conv_paths.correlate(x, w, strides, (1, 1), gh, gw, path="blocked", bias=bias, activation="relu")
+    assert np.isnan(fused).any() and (fused == 0).any() and (fused > 0).any()
+    np.testing.assert_array_equal(fused, ops.relu(linear + bias))
+
+
+def test_shallow_1x1_layers_take_the_blocked_paths_direct_runs(monkeypatch):
+    """1x1 kernels of 8-256 channels and at most 64 filters (at most twice the channels), on
+    maps of at least 28x28 pixels, take the blocked path without an estimate where Numba runs
+    (measured faster than BLAS's product there); more filters, smaller maps, deeper sums and
+    processes without Numba keep to the estimates."""
+    monkeypatch.setattr(conv_paths, "_choices", {})
+    cases = {((1, 224, 224, 32), (1, 1, 32, 32), 1): True, ((1, 56, 56, 128), (1, 1, 128, 32), 1): True,
+             ((8, 28, 28, 64), (1, 1, 64, 64), 2): True, ((1, 112, 112, 8), (1, 1, 8, 16), 1): True,
+             ((1, 224, 224, 32), (1, 1, 32, 128), 1): False, ((1, 224, 224, 16), (1, 1, 16, 64), 1): False,
+             ((1, 14, 14, 64), (1, 1, 64, 64), 1): False, ((1, 56, 56, 512), (1, 1, 512, 16), 1): False,
+             ((1, 56, 56, 32), (3, 3, 32, 32), 1): False}
+    for (x_shape, w_shape, stride), direct in cases.items():
+        assert conv_paths.pointwise_direct(x_shape, w_shape) is direct, (x_shape, w_shape)
+    for ready in (True, False):
+        monkeypatch.setattr(conv_paths, "blocked_ready", lambda: ready)
+        monkeypatch.setattr(conv_paths, "_choices", {})
+        for (x_shape, w_shape, stride), direct in cases.items():
+            if not direct:
+                continue
+            out_h = -(-x_shape[1] // stride)
+            chosen = conv_paths.choose_path(x_shape, np.ones(w_shape, np.float32), (stride, stride), (1, 1),
+                                            (x_shape[0], out_h, out_h, w_shape[3]), None)
+            assert chosen == ("blocked" if ready else "matmul"), (x_shape, w_shape, ready)
+
+
+def test_the_direct_runs_depth_is_the_kernels_piece():
+    from convfilter import _jit
+
+    assert conv_paths.BLOCKED_DIRECT_MAX_CHANNELS == _jit.DEPTH_PIECE
+
+
 def test_vector_kernels_run_on_eight_lanes_where_numba_compiles_for_avx2(tmp_path):
     """Without AVX-512 the blocked kernel takes blocks of 6 pixels by two vectors of 8 filters
     (8 pixels by 32 filters would not fit AVX2's registers) and the direct loops blocks of 8
