@@ -281,7 +281,14 @@ COST = {
     # of the sweep, 36 random ones and 37 small maps; and 115 of 64-256 filters: to within
     # 0.57-1.25x, 91% of them within 0.8-1.2x), with its rate (94% of the FMA peak) and the copy
     # rates held
-    "blocked_call": 18e-6,
+    # its call: the fit's 18 us less 9, by which the fit overstated it against im2col's on the
+    # smallest calls once the kernel's runs took offsets (16 shapes of 4x4-14x14 maps, 8-128
+    # channels, two threads, medians of 75 calls in 15 alternating rounds: blocked 3-23 us
+    # faster than im2col where the estimates had it 0-5 us slower; with 9 us, 23 of the
+    # sweep's shapes changed path, all to blocked, each measured level or faster: 14x14x256 *
+    # 3x3x256x256 3.48 -> 2.71 ms, 7x7x64 * 7x7x64x256 with stride 2 0.76 -> 0.66, 14x14x512 *
+    # 1x1x512x16 with stride 2 0.090 -> 0.068, 28x28x64 * 3x3x64x64 0.71 level)
+    "blocked_call": 9e-6,
     "blocked_rate": 55e9,  # multiply-adds per second of its vector products (padded filters included)
     # ... and with AVX2's vectors of 8 (6 pixels by 16 filters): on a 2-vCPU Zen3 the path ran
     # 1.3x (median of 49 shapes of 16-512 filters, 3x3 to 7x7 kernels, 7x7 to 224x224 maps, one

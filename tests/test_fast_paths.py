@@ -629,6 +629,11 @@ def test_path_names_are_checked():
     # (56x56x64 * 3x3x64x64 blocked 2.26 ms, winograd 1.57)
     ((1, 56, 56, 32), (3, 3, 32, 32), {"avx2": "blocked"}),
     ((1, 56, 56, 64), (3, 3, 64, 64), {"avx2": "winograd"}),
+    # a small call: the blocked path's is shorter than the window copy and BLAS's small product
+    # (a Zen3, two threads: 7x7x32 * 3x3x32x32 79 against im2col's 96 us), and a deep layer on a
+    # small map, whose Winograd transforms do not pay (14x14x256 * 3x3x256x256 2.71 against 3.48 ms)
+    ((1, 7, 7, 32), (3, 3, 32, 32), "blocked"),
+    ((1, 14, 14, 256), (3, 3, 256, 256), {"avx2": "blocked"}),
 ])
 @pytest.mark.parametrize("vectors", ["avx512", "avx2"])
 def test_the_cost_model_picks_the_expected_path(x_shape, w_shape, expected, vectors, monkeypatch):
