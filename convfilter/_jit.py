@@ -909,7 +909,8 @@ def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
 # kernel does (see BLOCK_PIXELS). Numba
 # leaves such a block of scalars unvectorised (it turns LLVM's SLP vectoriser off), so the run
 # is written as LLVM vectors directly. Each output sums its window in the window's order, in
-# pieces of DEPTH_PIECE products each summed from +0.0 and then added in order (one sequential
+# pieces each summed from +0.0 and then added in order: as many whole window rows as
+# DEPTH_PIECE products hold, or a longer row in pieces of DEPTH_PIECE products (one sequential
 # sum rounds more: over 7x7x512 windows it drifted to 8e-6 of the output's magnitude against
 # TensorFlow; in pieces the sweep's largest difference is 3.9e-6, as with BLAS's paths), with
 # fused multiply-adds (``llvm.fma``: rounded once; the same bits on every CPU and for any lane
@@ -942,20 +943,21 @@ GATHER_MIN_RUNS = 8
 
 
 def _outer_run(pixels: int, vectors: int = 1, direct: bool = False):
-    """The LLVM function (a definer of it in a module) ``run(src, start, step, wt, w_start, w_step,
-    count, sums)``: for p < ``pixels``
-    and k < ``count``, ``sums[p] += src[start + p*step + k] * wt[w_start + k*w_step :][:LANES]``, each
-    ``sums[p]`` (LANES floats of ``sums``) in a register and summed in the order of k. The loop
-    is a function of its own, never inlined: inside the kernel's loops its pointers would not
-    stay in registers (measured on one thread: 512x512x16 * 5x5x16x16 53.7 ms inlined, 44.3
-    out of line).
+    """The LLVM function (a definer of it in a module) ``run(src, start, step, row_step, rows, wt,
+    w_start, w_step, count, sums)``: for p < ``pixels``, u < ``rows`` and k < ``count``,
+    ``sums[p] += src[start + p*step + u*row_step + k] * wt[w_start + (u*count + k)*w_step :][:LANES]``,
+    each ``sums[p]`` (LANES floats of ``sums``) in a register and summed in the order of u and k:
+    ``rows`` window rows of ``count`` values each, whose filters are adjacent rows of the bank.
+    The loop is a function of its own, never inlined: inside the kernel's loops its pointers
+    would not stay in registers (measured on one thread: 512x512x16 * 5x5x16x16 53.7 ms inlined,
+    44.3 out of line).
 
     With ``vectors`` > 1 the run is that of ``vectors`` adjacent vectors of filters at once (the
-    next vector's at ``wt[w_start + LANES + k*w_step :]``), each broadcast value used by all of
+    next vector's at ``wt[w_start + LANES + (u*count + k)*w_step :]``), each broadcast value used by all of
     them; the sums of vector v are at ``sums[v*BLOCK_PIXELS*LANES + p*LANES :]``.
 
-    ``direct``: the run of a whole sum, finished and stored (``run(src, start, step, wt, w_start,
-    w_step, count, dst, stride, bias, add_bias, relu)``): pixel p's sums for vector v, with the
+    ``direct``: the run of a whole sum, finished and stored (``run(src, start, step, row_step, rows,
+    wt, w_start, w_step, count, dst, stride, bias, add_bias, relu)``): pixel p's sums for vector v, with the
     bias ``bias[v*LANES :][:LANES]`` and the ReLU of :func:`_finished`, at ``dst[p*stride +
     v*LANES :]``. The same bits as adding them to sums of +0.0 and storing those: a sum begun at
     +0.0 is never -0.0."""
@@ -966,10 +968,10 @@ def _outer_run(pixels: int, vectors: int = 1, direct: bool = False):
         vector, pointer = _vector_type(LANES)
         i64, floats = _I64, _FLOATS
         stored = [floats, i64, floats, i64, i64] if direct else [floats]
-        function, new = _out_of_line(module, name, [floats, i64, i64, floats, i64, i64, i64, *stored])
+        function, new = _out_of_line(module, name, [floats, i64, i64, i64, i64, floats, i64, i64, i64, *stored])
         if not new:
             return function
-        src, start, step, wt, w_start, w_step, count = function.args[:7]
+        src, start, step, row_step, rows, wt, w_start, w_step, count = function.args[:9]
         builder = ir.IRBuilder(function.append_basic_block("entry"))
         fma = cgutils.get_or_insert_function(module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{LANES}f32")
         slots, firsts = {}, []
@@ -979,19 +981,23 @@ def _outer_run(pixels: int, vectors: int = 1, direct: bool = False):
                 slots[v, p] = builder.alloca(vector)  # promoted to a register
                 builder.store(zero, slots[v, p])
             firsts.append(builder.gep(src, [builder.add(start, builder.mul(step, ir.Constant(i64, p)))]))
-        filters = builder.gep(wt, [w_start])
-        with cgutils.for_range(builder, count) as loop:
-            k = loop.index
-            column = builder.gep(filters, [builder.mul(k, w_step)])
-            weights = [builder.load(builder.bitcast(builder.gep(column, [ir.Constant(i64, v * LANES)]), pointer),
-                                    align=4) for v in range(vectors)]
-            for p in range(pixels):
-                value = builder.load(builder.gep(firsts[p], [k]))
-                values = _spread(builder, value, LANES)
-                for v in range(vectors):
-                    builder.store(builder.call(fma, [values, weights[v], builder.load(slots[v, p])]), slots[v, p])
+        with cgutils.for_range(builder, rows) as row_loop:
+            u = row_loop.index
+            row_firsts = [builder.gep(first, [builder.mul(u, row_step)]) for first in firsts]
+            filters = builder.gep(wt, [builder.add(w_start, builder.mul(builder.mul(u, count), w_step))])
+            with cgutils.for_range(builder, count) as loop:
+                k = loop.index
+                column = builder.gep(filters, [builder.mul(k, w_step)])
+                weights = [builder.load(builder.bitcast(builder.gep(column, [ir.Constant(i64, v * LANES)]), pointer),
+                                        align=4) for v in range(vectors)]
+                for p in range(pixels):
+                    value = builder.load(builder.gep(row_firsts[p], [k]))
+                    values = _spread(builder, value, LANES)
+                    for v in range(vectors):
+                        builder.store(builder.call(fma, [values, weights[v], builder.load(slots[v, p])]),
+                                      slots[v, p])
         if direct:
-            dst, stride, bias, add_bias, relu = function.args[7:]
+            dst, stride, bias, add_bias, relu = function.args[9:]
             add_bias, relu = _flag(builder, add_bias), _flag(builder, relu)
             for v in range(vectors):
                 bias_vector = builder.load(builder.bitcast(builder.gep(bias, [ir.Constant(i64, v * LANES)]), pointer),
@@ -1001,7 +1007,7 @@ def _outer_run(pixels: int, vectors: int = 1, direct: bool = False):
                     offset = builder.add(builder.mul(stride, ir.Constant(i64, p)), ir.Constant(i64, v * LANES))
                     builder.store(value, builder.bitcast(builder.gep(dst, [offset]), pointer), align=4)
         else:
-            sums = function.args[7]
+            sums = function.args[9]
             for (v, p), slot in slots.items():
                 cell = builder.bitcast(builder.gep(sums, [ir.Constant(i64, (v * BLOCK_PIXELS + p) * LANES)]), pointer)
                 builder.store(builder.fadd(builder.load(cell, align=4), builder.load(slot)), cell, align=4)
@@ -1035,36 +1041,39 @@ def _run_switch(context, builder, signature, args, direct, arguments):
 
 
 @intrinsic
-def _outer_run_of(typingctx, pixels, vectors, src, start, step, wt, w_start, w_step, count, sums, sums_start):
+def _outer_run_of(typingctx, pixels, vectors, src, start, step, row_step, rows, wt, w_start, w_step, count, sums,
+                  sums_start):
     """The run of ``pixels`` (4 to BLOCK_PIXELS) pixels by ``vectors`` (1 or 2) vectors of
-    filters (see :func:`_outer_run`) into the sums at ``sums[sums_start:]``: a switch over one
-    out-of-line function per shape."""
+    filters over ``rows`` window rows (see :func:`_outer_run`) into the sums at
+    ``sums[sums_start:]``: a switch over one out-of-line function per shape."""
     def codegen(context, builder, signature, args):
-        data = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in (2, 5, 9)]
-        data[2] = builder.gep(data[2], [context.cast(builder, args[10], signature.args[10], types.int64)])
+        data = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in (2, 7, 11)]
+        i64 = [context.cast(builder, args[i], signature.args[i], types.int64) for i in (3, 4, 5, 6, 8, 9, 10, 12)]
         _run_switch(context, builder, signature, args, 0,
-                    [data[0], args[3], args[4], data[1], args[6], args[7], args[8], data[2]])
+                    [data[0], *i64[:4], data[1], *i64[4:7], builder.gep(data[2], [i64[7]])])
         return context.get_dummy_value()
 
-    return types.void(pixels, vectors, src, start, step, wt, w_start, w_step, count, sums, sums_start), codegen
+    return (types.void(pixels, vectors, src, start, step, row_step, rows, wt, w_start, w_step, count, sums,
+                       sums_start), codegen)
 
 
 @intrinsic
-def _outer_store_run_of(typingctx, pixels, vectors, src, start, step, wt, w_start, w_step, count, target,
-                        target_start, stride, bias, f0, add_bias, relu):
+def _outer_store_run_of(typingctx, pixels, vectors, src, start, step, row_step, rows, wt, w_start, w_step, count,
+                        target, target_start, stride, bias, f0, add_bias, relu):
     """The direct run (see :func:`_outer_run`) of ``pixels`` pixels by ``vectors`` whole vectors
-    of filters f0 ..: a whole sum, finished with ``bias[f0:]`` and stored at
-    ``target[target_start + p*stride :]``."""
+    of filters f0 .. over ``rows`` window rows: a whole sum, finished with ``bias[f0:]`` and
+    stored at ``target[target_start + p*stride :]``."""
     def codegen(context, builder, signature, args):
-        data = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in (2, 5, 9, 12)]
-        i64 = [context.cast(builder, args[i], signature.args[i], types.int64) for i in (10, 11, 13, 14, 15)]
+        data = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in (2, 7, 11, 14)]
+        i64 = [context.cast(builder, args[i], signature.args[i], types.int64)
+               for i in (3, 4, 5, 6, 8, 9, 10, 12, 13, 15, 16, 17)]
         _run_switch(context, builder, signature, args, 1,
-                    [data[0], args[3], args[4], data[1], args[6], args[7], args[8], builder.gep(data[2], [i64[0]]),
-                     i64[1], builder.gep(data[3], [i64[2]]), i64[3], i64[4]])
+                    [data[0], *i64[:4], data[1], *i64[4:7], builder.gep(data[2], [i64[7]]), i64[8],
+                     builder.gep(data[3], [i64[9]]), i64[10], i64[11]])
         return context.get_dummy_value()
 
-    return (types.void(pixels, vectors, src, start, step, wt, w_start, w_step, count, target, target_start, stride,
-                       bias, f0, add_bias, relu), codegen)
+    return (types.void(pixels, vectors, src, start, step, row_step, rows, wt, w_start, w_step, count, target,
+                       target_start, stride, bias, f0, add_bias, relu), codegen)
 
 
 @intrinsic
@@ -1174,26 +1183,16 @@ def _run_filters(gather, piece, piece_step, matrix, tail, vector, v0, row, n_out
     return _vector_filters(matrix, tail, v0 + vector, row, n_out)
 
 
-@njit(cache=CACHE, nogil=True, inline="always")
-def _rows_inside(first, count_rows, out_h, sh, first_row, stop_row):
-    """Whether the source rows of output rows ``first .. first + count_rows`` (over all images) of
-    a kernel one row high all lie within ``first_row .. stop_row``."""
-    for t in range(count_rows):
-        r = ((first + t) % out_h) * sh
-        if r < first_row or r >= stop_row:
-            return False
-    return True
-
-
 @njit(cache=CACHE, nogil=True)
 def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh, bias, add_bias, relu, group,
                       rows_first, wide, out, task_start, task_stop):
     """Tasks ``task_start .. task_stop`` of the padded NHWC ``xp`` correlated with the filters
     ``matrix``: the bank as a flat (fh*fw*C, F) matrix, its rows in the order of a window's run
     ``[u][v][c]``; window columns adjacent (dilation 1 across). Rows of ``xp`` outside
-    ``first_row .. stop_row`` are zeros: the window rows that fall there are skipped (exact: with
-    finite filters each of their products is a zero, which leaves a sum that started from +0.0
-    as it was).
+    ``first_row .. stop_row`` are zeros: a piece of the sum whose window rows all fall there is
+    skipped, and one with rows of zeros among others reads them (exact either way: with finite
+    filters each of their products is a zero, which leaves a sum that started from +0.0 as it
+    was).
 
     A task is an output row (over all images) and a unit of ``wide`` (1 or 2, see
     BLOCKED_WIDE) vectors of LANES filters, numbered unit after unit: a band of tasks reads its
@@ -1223,19 +1222,27 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
     while a large image goes by. An output's pieces are added in the same order whatever the
     group, the order, the tasks and ``wide``: the same bits.
 
-    A kernel one row high whose window row is one piece (a 1x1 kernel on at most DEPTH_PIECE
-    channels) makes each output's whole sum in one run: the direct runs finish it (bias, ReLU)
-    and store it in the output as they make it, with no sums to clear, add to and store again
-    (the same bits: see :func:`_outer_run`), for the whole vectors of filters of rows that lie
-    within ``first_row .. stop_row``. With the runs and stores given offsets into the arrays
-    instead of slices of them (one thread, the kernel alone, medians of 15 alternating calls on
-    a Zen3, before -> after: 224x224x32 * 1x1x32x32 4.75 -> 2.43 ms, 224x224x16 * 1x1x16x16
-    3.04 -> 1.13, 56x56x128 * 1x1x128x64 1.23 -> 0.91; larger kernels level, 0.96-1.01x).
+    A piece is as many whole window rows as DEPTH_PIECE products hold (a row of more is summed
+    in pieces of DEPTH_PIECE): one run makes it over its rows, ``row_step`` floats apart. A
+    window of at most DEPTH_PIECE products (a 1x1 kernel on up to 256 channels, a 3x3 one on up
+    to 28) is one piece, and the direct runs finish each output's whole sum (bias, ReLU) and
+    store it in the output as they make it, with no sums to clear, add to and store again (the
+    same bits: see :func:`_outer_run`), for the whole vectors of filters. With the runs and
+    stores given offsets into the arrays instead of slices of them (one thread, the kernel
+    alone, medians of 15 alternating calls on a Zen3, before -> after: 224x224x32 * 1x1x32x32
+    4.75 -> 2.43 ms, 224x224x16 * 1x1x16x16 3.04 -> 1.13, 56x56x128 * 1x1x128x64 1.23 -> 0.91;
+    larger kernels level, 0.96-1.01x), and then the window rows of a piece in one run (one
+    piece a row before: 224x224x16 * 3x3x16x16 4.98 -> 4.04 ms, 512x512x16 * 3x3x16x16 with
+    stride 2 6.61 -> 6.09, 512x512x16 * 5x5x16x16 41.7 -> 38.6, 112x112x32 * 3x3x32x32 3.01 ->
+    2.86; deeper windows level).
     """
     n_img, out_h, out_w, n_out = out.shape
     height, width, channels = xp.shape[1], xp.shape[2], xp.shape[3]
     flat, target = xp.reshape(-1), out.reshape(-1)
-    run, step = fw * channels, sw * channels
+    run, step, row_step = fw * channels, sw * channels, dh * width * channels
+    # window rows summed in one piece: as many whole rows as DEPTH_PIECE products hold (one
+    # longer row is summed in pieces of DEPTH_PIECE)
+    rows_per_piece = max(1, DEPTH_PIECE // run)
     blocks = -(-out_w // BLOCK_PIXELS)
     block_floats = BLOCK_PIXELS * LANES
     row_floats = blocks * wide * block_floats
@@ -1259,11 +1266,10 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
         gather = count_rows * blocks >= GATHER_MIN_RUNS
         # one run for both vectors: from the piece, or in place when both are whole (not the tail's)
         pair = n_vectors == 2 and (gather or (v0 + 2) * LANES <= n_out)
-        if fh == 1 and run <= DEPTH_PIECE and (v0 + n_vectors) * LANES <= n_out and _rows_inside(
-                first, count_rows, out_h, sh, first_row, stop_row):
+        if fh * run <= DEPTH_PIECE and (v0 + n_vectors) * LANES <= n_out:
             # each output's whole sum in one run, finished and stored as it is made
             if gather:
-                _gather_piece(matrix, tail, v0, n_vectors, 0, run, n_out, piece, piece_step)
+                _gather_piece(matrix, tail, v0, n_vectors, 0, fh * run, n_out, piece, piece_step)
             for t in range(count_rows):
                 n, i = divmod(first + t, out_h)
                 src = (n * height + i * sh) * width * channels
@@ -1273,25 +1279,26 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
                         filters, w_first, w_step = _run_filters(gather, piece, piece_step, matrix, tail, v, v0, 0,
                                                                 n_out)
                         f0 = (v0 + v) * LANES
-                        _outer_store_run_of(pixels, 2 if pair else 1, flat, src + j0 * step, step, filters, w_first,
-                                            w_step, run, target, ((first + t) * out_w + j0) * n_out + f0, n_out, bias,
-                                            f0, add_bias, relu)
+                        _outer_store_run_of(pixels, 2 if pair else 1, flat, src + j0 * step, step, row_step, fh,
+                                            filters, w_first, w_step, run, target,
+                                            ((first + t) * out_w + j0) * n_out + f0, n_out, bias, f0, add_bias, relu)
             task += count_rows
             continue
         sums[: count_rows * row_floats] = 0.0
         # the sum in pieces of at most DEPTH_PIECE products, each piece over every block of the
         # group's rows, so that its filters stay in cache while the blocks go by
-        for u in range(fh):
+        for u in range(0, fh, rows_per_piece):
+            n_rows = min(rows_per_piece, fh - u)  # window rows u .. u + n_rows (several: whole rows)
             for k0 in range(0, run, DEPTH_PIECE):
                 count, row = min(DEPTH_PIECE, run - k0), u * run + k0  # (row: the piece's first of the bank)
                 gathered = False
                 for t in range(count_rows):
                     n, i = divmod(first + t, out_h)
                     r = i * sh + u * dh
-                    if r < first_row or r >= stop_row:
-                        continue
+                    if r + (n_rows - 1) * dh < first_row or r >= stop_row:
+                        continue  # rows of zeros only (a piece's rows of zeros among others are read)
                     if gather and not gathered:
-                        _gather_piece(matrix, tail, v0, n_vectors, row, count, n_out, piece, piece_step)
+                        _gather_piece(matrix, tail, v0, n_vectors, row, n_rows * count, n_out, piece, piece_step)
                         gathered = True
                     src = (n * height + r) * width * channels + k0  # the piece's first value of row r
                     for b in range(blocks):
@@ -1300,8 +1307,8 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
                         for v in range(1 if pair else n_vectors):
                             filters, w_first, w_step = _run_filters(gather, piece, piece_step, matrix, tail, v, v0,
                                                                     row, n_out)
-                            _outer_run_of(pixels, 2 if pair else 1, flat, src + j0 * step, step, filters, w_first,
-                                          w_step, count, sums, start + v * block_floats)
+                            _outer_run_of(pixels, 2 if pair else 1, flat, src + j0 * step, step, row_step, n_rows,
+                                          filters, w_first, w_step, count, sums, start + v * block_floats)
         for t in range(count_rows):
             for b in range(blocks):
                 j0, pixels = blocked_block(b, blocks, out_w)

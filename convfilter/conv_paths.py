@@ -1316,10 +1316,13 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     far = lines if depth > blocked_far_lines(n_out) else 0
     pages = far * min(1.0, n_out * 4 / PAGE_BYTES) if depth * n_out * 4 > TLB_REACH_BYTES else 0
     tail = depth * LANES if n_out % LANES else 0
+    # pieces of a sum per window row: a row's pieces, or a share of a piece of several rows
+    run = fw * n_in
+    pieces = -(-run // DEPTH_PIECE) if run > DEPTH_PIECE else -(-fh // min(fh, DEPTH_PIECE // run)) / fh
     products = n_img * window_rows * vectors * row_pixels * LANES * fw * n_in
     rate = COST["blocked_rate_avx2" if compiled_for_avx2() else "blocked_rate"]
     return (COST["blocked_call"] + products / rate
-            + segments * -(-fw * n_in // DEPTH_PIECE) * COST["blocked_piece"]
+            + segments * pieces * COST["blocked_piece"]
             + copied * n_img * padded_h * padded_w * n_in / COST["blocked_padded_rate"]
             + tail / COST["blocked_tail_rate"] + far * COST["blocked_far_line"] + pages * COST["blocked_page"])
 

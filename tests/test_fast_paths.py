@@ -754,27 +754,36 @@ def test_the_blocked_path_reads_an_unpadded_image_in_place(kernel, strides, padd
 
 
 @pytest.mark.parametrize("filters", ["lanes", "lanes + 5", "2 lanes", "4 lanes"])
-@pytest.mark.parametrize("fw,strides", [(1, (1, 1)), (1, (2, 2)), (3, (1, 2))])
-def test_the_blocked_paths_direct_runs_give_the_bits_of_its_sums(filters, fw, strides):
-    """A kernel one row high whose window row is one piece of the sum (at most DEPTH_PIECE
-    products) takes the blocked kernel's direct runs: each output's whole sum is made in
-    registers and stored finished, with no array of sums. The same bank with a second window
-    row of zero filters, over the image with one more row below, runs through the sums in two
-    pieces (the second adds +0.0 to each): the same bits, on a batch, with strides, the
-    columns' padding, whole vectors and a last vector filled up with zero filters. Against the
-    formula too, and the fused bias and ReLU exactly the unfused ones (NaN kept)."""
+@pytest.mark.parametrize("window,strides", [((1, 1), (1, 1)), ((1, 1), (2, 2)), ((1, 3), (1, 2)), ((3, 3), (1, 1)),
+                                            ((3, 1), (2, 2))])
+def test_the_blocked_paths_direct_runs_give_the_bits_of_its_sums(filters, window, strides):
+    """A window of at most DEPTH_PIECE products (here 24 channels by 1-9 taps) is one piece: the
+    blocked kernel's direct runs make each output's whole sum in registers, over the window rows
+    of the padded copy (its rows of zeros too), and store it finished, with no array of sums. The
+    same bank with rows of zero filters added below, enough for a second piece, over the image
+    padded by hand with rows added below, runs through the sums: the first piece is the same sum
+    (zero products added), the second adds +0.0. The same bits, on a batch, with strides, the
+    padding, whole vectors and a last vector filled up with zero filters. Against the formula
+    too, and the fused bias and ReLU exactly the unfused ones (NaN kept)."""
+    from convfilter import _jit
+
     lanes = _blocked_lanes()
     n_out = {"lanes": lanes, "lanes + 5": lanes + 5, "2 lanes": 2 * lanes, "4 lanes": 4 * lanes}[filters]
-    rng = np.random.default_rng(fw * 7 + n_out)
-    x = rng.standard_normal((2, 9, 27, 24)).astype(np.float32)
-    w = rng.standard_normal((1, fw, 24, n_out)).astype(np.float32)
-    gh, gw = axis(9, 1, strides[0], "SAME", 1), axis(27, fw, strides[1], "SAME", 1)
+    (fh, fw), channels = window, 24
+    rng = np.random.default_rng(fh * 11 + fw * 7 + n_out)
+    x = rng.standard_normal((2, 9, 27, channels)).astype(np.float32)
+    w = rng.standard_normal((fh, fw, channels, n_out)).astype(np.float32)
+    assert fh * fw * channels <= _jit.DEPTH_PIECE
+    gh, gw = axis(9, fh, strides[0], "SAME", 1), axis(27, fw, strides[1], "SAME", 1)
     direct = conv_paths.correlate(x, w, strides, (1, 1), gh, gw, path="blocked")
     assert_close_to_formula(direct, x, w, strides, "SAME", (1, 1))
-    below = np.concatenate([x, rng.standard_normal((2, 1, 27, 24)).astype(np.float32)], axis=1)
-    two_rows = np.concatenate([w, np.zeros_like(w)])
-    in_sums = conv_paths.correlate(below, two_rows, strides, (1, 1), axis(10, 2, strides[0], "VALID", 1), gw,
-                                   path="blocked")
+    extra = _jit.DEPTH_PIECE // (fw * channels) + 1 - fh  # zero rows: the bank is two pieces deep
+    padded = np.pad(x, ((0, 0), (gh.pad_before, gh.pad_after), (0, 0), (0, 0)))
+    below = np.concatenate([padded, rng.standard_normal((2, extra, 27, channels)).astype(np.float32)], axis=1)
+    deeper = np.concatenate([w, np.zeros((extra, fw, channels, n_out), np.float32)])
+    gh_valid = axis(below.shape[1], fh + extra, strides[0], "VALID", 1)
+    assert gh_valid.out == gh.out
+    in_sums = conv_paths.correlate(below, deeper, strides, (1, 1), gh_valid, gw, path="blocked")
     np.testing.assert_array_equal(direct, in_sums)
     x[1, 4, 6, 3] = np.nan
     linear = conv_paths.correlate(x, w, strides, (1, 1), gh, gw, path="blocked")
