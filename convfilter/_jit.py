@@ -945,22 +945,23 @@ GATHER_MIN_RUNS = 8
 def _outer_run(pixels: int, vectors: int = 1, direct: bool = False):
     """The LLVM function (a definer of it in a module) ``run(src, start, step, row_step, rows, wt,
     w_start, w_step, count, sums)``: for p < ``pixels``, u < ``rows`` and k < ``count``,
-    ``sums[p] += src[start + p*step + u*row_step + k] * wt[w_start + (u*count + k)*w_step :][:LANES]``,
-    each ``sums[p]`` (LANES floats of ``sums``) in a register and summed in the order of u and k:
-    ``rows`` window rows of ``count`` values each, whose filters are adjacent rows of the bank.
+    ``sums[p] += src[start + p*step + u*row_step + k] *
+    wt[w_start + (u*count + k)*w_step :][:LANES]``, each ``sums[p]`` (LANES floats of ``sums``)
+    in a register and summed in the order of u and k: ``rows`` window rows of ``count`` values
+    each, whose filters are adjacent rows of the bank.
     The loop is a function of its own, never inlined: inside the kernel's loops its pointers
     would not stay in registers (measured on one thread: 512x512x16 * 5x5x16x16 53.7 ms inlined,
     44.3 out of line).
 
     With ``vectors`` > 1 the run is that of ``vectors`` adjacent vectors of filters at once (the
-    next vector's at ``wt[w_start + LANES + (u*count + k)*w_step :]``), each broadcast value used by all of
-    them; the sums of vector v are at ``sums[v*BLOCK_PIXELS*LANES + p*LANES :]``.
+    next vector's at ``wt[w_start + LANES + (u*count + k)*w_step :]``), each broadcast value used
+    by all of them; the sums of vector v are at ``sums[v*BLOCK_PIXELS*LANES + p*LANES :]``.
 
-    ``direct``: the run of a whole sum, finished and stored (``run(src, start, step, row_step, rows,
-    wt, w_start, w_step, count, dst, stride, bias, add_bias, relu)``): pixel p's sums for vector v, with the
-    bias ``bias[v*LANES :][:LANES]`` and the ReLU of :func:`_finished`, at ``dst[p*stride +
-    v*LANES :]``. The same bits as adding them to sums of +0.0 and storing those: a sum begun at
-    +0.0 is never -0.0."""
+    ``direct``: the run of a whole sum, finished and stored (``run(src, start, step, row_step,
+    rows, wt, w_start, w_step, count, dst, stride, bias, add_bias, relu)``): pixel p's sums for
+    vector v, with the bias ``bias[v*LANES :][:LANES]`` and the ReLU of :func:`_finished`, at
+    ``dst[p*stride + v*LANES :]``. The same bits as adding them to sums of +0.0 and storing
+    those: a sum begun at +0.0 is never -0.0."""
     name = (f"convfilter_outer_run_{pixels}x{LANES}" + (f"x{vectors}" if vectors > 1 else "")
             + ("_stored" if direct else ""))
 

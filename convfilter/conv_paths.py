@@ -282,8 +282,8 @@ COST = {
     # 0.57-1.25x, 91% of them within 0.8-1.2x), with its rate (94% of the FMA peak) and the copy
     # rates held
     # its call: the fit's 18 us less 9, by which the fit overstated it against im2col's on the
-    # smallest calls once the kernel's runs took offsets (16 shapes of 4x4-14x14 maps, 8-128
-    # channels, two threads, medians of 75 calls in 15 alternating rounds: blocked 3-23 us
+    # smallest calls, measured after the kernel's runs took offsets (16 shapes of 4x4-14x14
+    # maps, 8-128 channels, two threads, medians of 75 calls in 15 alternating rounds: blocked 3-23 us
     # faster than im2col where the estimates had it 0-5 us slower; with 9 us, 23 of the
     # sweep's shapes changed path, all to blocked, each measured level or faster: 14x14x256 *
     # 3x3x256x256 3.48 -> 2.71 ms, 7x7x64 * 7x7x64x256 with stride 2 0.76 -> 0.66, 14x14x512 *
