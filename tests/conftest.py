@@ -46,6 +46,12 @@ else:
     os.environ["CONVFILTER_SERVER"] = "off"
 # subprocesses run this checkout's package, however (or whether) it is installed
 CHECKOUT_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+# A suite started with SIGINT ignored (a background job of a non-interactive shell, nohup) would
+# pass that on to every command it starts, and the tests of Ctrl-C would find it ignored, as a
+# command run in the background rightly does. The commands start as a terminal starts them: a
+# handler (not an ignored signal) is reset to the default in the processes this one starts.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 
