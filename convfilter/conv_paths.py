@@ -1192,10 +1192,10 @@ BLOCKED_MIN_CHANNELS = 8
 # matmul: 112x112x256 * 1x1x256x64 3.0-3.3 against 3.3-4.1 ms, 224x224x256 * 1x1x256x64 with
 # stride 2 3.3-3.6 against 4.0-4.2, 28x28x512 * 1x1x512x128 0.63 against 0.67, 512x512x512 *
 # 1x1x512x16 with stride 2 9.5 against 12.5). With more filters BLAS was faster (28x28x256 *
-# 1x1x256x256 0.75 against 0.71 ms, 8x14x14x512 * 1x1x512x512 5.5 against 4.9), and on
-# shallower sums, too short for the cost of a block (one thread: 224x224x128 * 1x1x128x128
-# 26.9 against 21.6 ms, 224x224x32 * 1x1x32x32 2.5 against 1.9); the estimate does not see
-# either.
+# 1x1x256x256 0.75 against 0.71 ms, 8x14x14x512 * 1x1x512x512 5.5 against 4.9), and, before
+# the direct runs (below), on shallower sums, too short for the cost of a block (one thread:
+# 224x224x128 * 1x1x128x128 26.9 against 21.6 ms, 224x224x32 * 1x1x32x32 2.5 against 1.9); the
+# estimate does not see either.
 BLOCKED_MIN_POINTWISE_CHANNELS = 256
 BLOCKED_MAX_POINTWISE_FILTERS = 128
 # Shallower 1x1 kernels take the blocked path without an estimate where its runs make each
