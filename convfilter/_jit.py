@@ -1041,40 +1041,50 @@ def _run_switch(context, builder, signature, args, direct, arguments):
     builder.position_at_end(done)
 
 
+def _source_data(context, builder, signature, args):
+    """The data of ``args[3]`` if the flag ``args[4]`` is set, else of ``args[2]``: chosen in the
+    generated code. An array variable chosen in the kernel's loop is counted in and out (Numba's
+    reference counts) at every block: 2-4% of the kernel's time in a first version."""
+    src, edge = (context.make_array(signature.args[i])(context, builder, args[i]).data for i in (2, 3))
+    return builder.select(_flag(builder, args[4]), edge, src)
+
+
 @intrinsic
-def _outer_run_of(typingctx, pixels, vectors, src, start, step, row_step, rows, wt, w_start, w_step, count, sums,
-                  sums_start):
+def _outer_run_of(typingctx, pixels, vectors, src, edge, use_edge, start, step, row_step, rows, wt, w_start, w_step,
+                  count, sums, sums_start):
     """The run of ``pixels`` (4 to BLOCK_PIXELS) pixels by ``vectors`` (1 or 2) vectors of
-    filters over ``rows`` window rows (see :func:`_outer_run`) into the sums at
-    ``sums[sums_start:]``: a switch over one out-of-line function per shape."""
+    filters over ``rows`` window rows (see :func:`_outer_run`) of ``edge`` if ``use_edge`` is
+    set, else of ``src``, into the sums at ``sums[sums_start:]``: a switch over one out-of-line
+    function per shape."""
     def codegen(context, builder, signature, args):
-        data = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in (2, 7, 11)]
-        i64 = [context.cast(builder, args[i], signature.args[i], types.int64) for i in (3, 4, 5, 6, 8, 9, 10, 12)]
+        data = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in (9, 13)]
+        i64 = [context.cast(builder, args[i], signature.args[i], types.int64) for i in (5, 6, 7, 8, 10, 11, 12, 14)]
         _run_switch(context, builder, signature, args, 0,
-                    [data[0], *i64[:4], data[1], *i64[4:7], builder.gep(data[2], [i64[7]])])
+                    [_source_data(context, builder, signature, args), *i64[:4], data[0], *i64[4:7],
+                     builder.gep(data[1], [i64[7]])])
         return context.get_dummy_value()
 
-    return (types.void(pixels, vectors, src, start, step, row_step, rows, wt, w_start, w_step, count, sums,
-                       sums_start), codegen)
+    return (types.void(pixels, vectors, src, edge, use_edge, start, step, row_step, rows, wt, w_start, w_step, count,
+                       sums, sums_start), codegen)
 
 
 @intrinsic
-def _outer_store_run_of(typingctx, pixels, vectors, src, start, step, row_step, rows, wt, w_start, w_step, count,
-                        target, target_start, stride, bias, f0, add_bias, relu):
+def _outer_store_run_of(typingctx, pixels, vectors, src, edge, use_edge, start, step, row_step, rows, wt, w_start,
+                        w_step, count, target, target_start, stride, bias, f0, add_bias, relu):
     """The direct run (see :func:`_outer_run`) of ``pixels`` pixels by ``vectors`` whole vectors
-    of filters f0 .. over ``rows`` window rows: a whole sum, finished with ``bias[f0:]`` and
-    stored at ``target[target_start + p*stride :]``."""
+    of filters f0 .. over ``rows`` window rows of ``edge`` or ``src`` (as :func:`_outer_run_of`):
+    a whole sum, finished with ``bias[f0:]`` and stored at ``target[target_start + p*stride :]``."""
     def codegen(context, builder, signature, args):
-        data = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in (2, 7, 11, 14)]
+        data = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in (9, 13, 16)]
         i64 = [context.cast(builder, args[i], signature.args[i], types.int64)
-               for i in (3, 4, 5, 6, 8, 9, 10, 12, 13, 15, 16, 17)]
+               for i in (5, 6, 7, 8, 10, 11, 12, 14, 15, 17, 18, 19)]
         _run_switch(context, builder, signature, args, 1,
-                    [data[0], *i64[:4], data[1], *i64[4:7], builder.gep(data[2], [i64[7]]), i64[8],
-                     builder.gep(data[3], [i64[9]]), i64[10], i64[11]])
+                    [_source_data(context, builder, signature, args), *i64[:4], data[0], *i64[4:7],
+                     builder.gep(data[1], [i64[7]]), i64[8], builder.gep(data[2], [i64[9]]), i64[10], i64[11]])
         return context.get_dummy_value()
 
-    return (types.void(pixels, vectors, src, start, step, row_step, rows, wt, w_start, w_step, count, target,
-                       target_start, stride, bias, f0, add_bias, relu), codegen)
+    return (types.void(pixels, vectors, src, edge, use_edge, start, step, row_step, rows, wt, w_start, w_step, count,
+                       target, target_start, stride, bias, f0, add_bias, relu), codegen)
 
 
 @intrinsic
@@ -1184,16 +1194,31 @@ def _run_filters(gather, piece, piece_step, matrix, tail, vector, v0, row, n_out
     return _vector_filters(matrix, tail, v0 + vector, row, n_out)
 
 
+@njit(cache=CACHE, nogil=True, inline="always")
+def _rows_inside(r, rows, dh, first_row, stop_row):
+    """``(skip, count)``: of the ``rows`` rows r, r + dh, r + 2*dh ..., the first ``skip`` lie
+    above ``first_row`` and the ``count`` after them in first_row .. stop_row (count 0: none)."""
+    skip = 0 if r >= first_row else (first_row - r + dh - 1) // dh
+    stop = rows if r + (rows - 1) * dh < stop_row else (stop_row - r + dh - 1) // dh
+    return skip, max(0, stop - skip)
+
+
 @njit(cache=CACHE, nogil=True)
-def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh, bias, add_bias, relu, group,
-                      rows_first, wide, out, task_start, task_stop):
-    """Tasks ``task_start .. task_stop`` of the padded NHWC ``xp`` correlated with the filters
+def correlate_blocked(x, pad_top, first_row, stop_row, edge, block_table, matrix, tail, fh, fw, sh, sw, dh, bias,
+                      add_bias, relu, group, rows_first, wide, out, task_start, task_stop):
+    """Tasks ``task_start .. task_stop`` of the NHWC ``x`` correlated with the filters
     ``matrix``: the bank as a flat (fh*fw*C, F) matrix, its rows in the order of a window's run
-    ``[u][v][c]``; window columns adjacent (dilation 1 across). Rows of ``xp`` outside
-    ``first_row .. stop_row`` are zeros: a piece of the sum whose window rows all fall there is
-    skipped, and one with rows of zeros among others reads them (exact either way: with finite
-    filters each of their products is a zero, which leaves a sum that started from +0.0 as it
-    was).
+    ``[u][v][c]``; window columns adjacent (dilation 1 across). The window rows of output row
+    i are rows ``i*sh - pad_top + u*dh`` of ``x``, of which only rows ``first_row .. stop_row``
+    are read: the others are zeros (a padded copy's rows of zero padding, or the rows above and
+    below an image read in place, ``pad_top`` > 0), and the window rows of a piece of the sum
+    that fall there are left out of its run (exact: with finite filters each of their products
+    is a zero, which leaves a sum that started from +0.0 as it was; a window with no row left
+    gives the bias alone). Block ``b`` of a row reads where ``block_table[b]`` says (see
+    ``conv_paths.blocked_layout``): its first output column, its pixels, 1 if it reads ``edge``
+    instead of ``x`` (the blocks of an image read in place whose windows reach into its columns
+    of zero padding: ``edge`` holds the columns they read, see ``conv_paths.blocked_edges``),
+    the float of a row of that source where its windows start, and the floats of that row.
 
     A task is an output row (over all images) and a unit of ``wide`` (1 or 2, see
     BLOCKED_WIDE) vectors of LANES filters, numbered unit after unit: a band of tasks reads its
@@ -1224,7 +1249,7 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
     group, the order, the tasks and ``wide``: the same bits.
 
     A piece is as many whole window rows as DEPTH_PIECE products hold (a row of more is summed
-    in pieces of DEPTH_PIECE): one run makes it over its rows, ``row_step`` floats apart. A
+    in pieces of DEPTH_PIECE): one run makes it over its rows, a row of its source apart. A
     window of at most DEPTH_PIECE products (a 1x1 kernel on up to 256 channels, a 3x3 one on up
     to 28) is one piece, and the direct runs finish each output's whole sum (bias, ReLU) and
     store it in the output as they make it, with no sums to clear, add to and store again (the
@@ -1238,9 +1263,9 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
     2.86; deeper windows level).
     """
     n_img, out_h, out_w, n_out = out.shape
-    height, width, channels = xp.shape[1], xp.shape[2], xp.shape[3]
-    flat, target = xp.reshape(-1), out.reshape(-1)
-    run, step, row_step = fw * channels, sw * channels, dh * width * channels
+    height, width, channels = x.shape[1], x.shape[2], x.shape[3]
+    flat, edge_flat, target = x.reshape(-1), edge.reshape(-1), out.reshape(-1)
+    run, step = fw * channels, sw * channels
     # window rows summed in one piece: as many whole rows as DEPTH_PIECE products hold (one
     # longer row is summed in pieces of DEPTH_PIECE)
     rows_per_piece = max(1, DEPTH_PIECE // run)
@@ -1273,16 +1298,18 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
                 _gather_piece(matrix, tail, v0, n_vectors, 0, fh * run, n_out, piece, piece_step)
             for t in range(count_rows):
                 n, i = divmod(first + t, out_h)
-                src = (n * height + i * sh) * width * channels
+                skip, inside = _rows_inside(i * sh - pad_top, fh, dh, first_row, stop_row)  # (none: the bias alone)
+                r = i * sh - pad_top + skip * dh
                 for b in range(blocks):
-                    j0, pixels = blocked_block(b, blocks, out_w)
+                    src = (n * height + r) * block_table[b, 4] + block_table[b, 3]
                     for v in range(1 if pair else n_vectors):
                         filters, w_first, w_step = _run_filters(gather, piece, piece_step, matrix, tail, v, v0, 0,
                                                                 n_out)
                         f0 = (v0 + v) * LANES
-                        _outer_store_run_of(pixels, 2 if pair else 1, flat, src + j0 * step, step, row_step, fh,
-                                            filters, w_first, w_step, run, target,
-                                            ((first + t) * out_w + j0) * n_out + f0, n_out, bias, f0, add_bias, relu)
+                        _outer_store_run_of(block_table[b, 1], 2 if pair else 1, flat, edge_flat, block_table[b, 2], src, step, dh * block_table[b, 4],
+                                            inside, filters, w_first + skip * run * w_step, w_step, run, target,
+                                            ((first + t) * out_w + block_table[b, 0]) * n_out + f0, n_out, bias, f0,
+                                            add_bias, relu)
             task += count_rows
             continue
         sums[: count_rows * row_floats] = 0.0
@@ -1295,26 +1322,26 @@ def correlate_blocked(xp, first_row, stop_row, matrix, tail, fh, fw, sh, sw, dh,
                 gathered = False
                 for t in range(count_rows):
                     n, i = divmod(first + t, out_h)
-                    r = i * sh + u * dh
-                    if r + (n_rows - 1) * dh < first_row or r >= stop_row:
-                        continue  # rows of zeros only (a piece's rows of zeros among others are read)
+                    skip, inside = _rows_inside(i * sh - pad_top + u * dh, n_rows, dh, first_row, stop_row)
+                    if inside == 0:
+                        continue
                     if gather and not gathered:
                         _gather_piece(matrix, tail, v0, n_vectors, row, n_rows * count, n_out, piece, piece_step)
                         gathered = True
-                    src = (n * height + r) * width * channels + k0  # the piece's first value of row r
+                    r = i * sh - pad_top + (u + skip) * dh  # the first of the piece's rows inside the image
                     for b in range(blocks):
-                        j0, pixels = blocked_block(b, blocks, out_w)
+                        src = (n * height + r) * block_table[b, 4] + block_table[b, 3] + k0
                         start = t * row_floats + b * wide * block_floats
                         for v in range(1 if pair else n_vectors):
                             filters, w_first, w_step = _run_filters(gather, piece, piece_step, matrix, tail, v, v0,
                                                                     row, n_out)
-                            _outer_run_of(pixels, 2 if pair else 1, flat, src + j0 * step, step, row_step, n_rows,
-                                          filters, w_first, w_step, count, sums, start + v * block_floats)
+                            _outer_run_of(block_table[b, 1], 2 if pair else 1, flat, edge_flat, block_table[b, 2], src, step, dh * block_table[b, 4],
+                                          inside, filters, w_first + skip * count * w_step, w_step, count, sums,
+                                          start + v * block_floats)
         for t in range(count_rows):
             for b in range(blocks):
-                j0, pixels = blocked_block(b, blocks, out_w)
                 for v in range(n_vectors):
                     start = t * row_floats + (b * wide + v) * block_floats
-                    _store_lanes(sums, start, target, ((first + t) * out_w + j0) * n_out, pixels, n_out,
-                                 (v0 + v) * LANES, bias, add_bias, relu)
+                    _store_lanes(sums, start, target, ((first + t) * out_w + block_table[b, 0]) * n_out, block_table[b, 1],
+                                 n_out, (v0 + v) * LANES, bias, add_bias, relu)
         task += count_rows

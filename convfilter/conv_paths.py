@@ -1166,16 +1166,22 @@ def _winograd_band(source, filters, bias, add_bias, activation, out, transform_i
 
 # --- blocked: compiled vector products ------------------------------------------------------
 # The blocked kernel reads each window row as one run of fw*C floats of a padded copy of the
-# images (the image itself when nothing is padded): the whole copy when each image's copy holds
-# at most WHOLE_COPY_BYTES, else pieces of it made by each band as it goes (see _piece_rows), as
-# the planar path does: all the units of filters then read a piece while it is in cache, and
-# the threads copy in parallel. Medians of 5 alternating rounds on two threads, whole copies
-# (of up to 32 MB, as before) against pieces:
-# 224x224x64 * 3x3x64x64 with stride 2 8.8 against 6.4 ms, 112x112x256 * 3x3x256x64 with
-# stride 2 6.3 against 5.2, 224x224x128 * 3x3x128x128 with stride 2 28.1 against 21.2,
-# 112x112x256 * 5x5x256x64 with stride 2 14.1 against 13.1, 512x512x16 * 5x5x16x16 18.5
-# against 17.9, 56x56x512 * 3x3x512x128 18.8 against 17.6; level on 224x224x32 (6.4 MB); and
-# pieces of 1 MB or 512 KB did no better than PIECE_BYTES.
+# images (the image itself when nothing is padded) when each image's copy holds at most
+# WHOLE_COPY_BYTES. A larger image is read in place, its padding never copied, in pieces of
+# output rows taken by each band as it goes (see _piece_rows): all the units of filters then
+# read a piece's rows while they are in cache. Those pieces were copies of the padded image,
+# made by each band, until they were measured against whole copies (medians of 5 alternating
+# rounds on two threads, whole copies of up to 32 MB against pieces: 224x224x64 * 3x3x64x64
+# with stride 2 8.8 against 6.4 ms, 112x112x256 * 3x3x256x64 with stride 2 6.3 against 5.2,
+# 224x224x128 * 3x3x128x128 with stride 2 28.1 against 21.2, 112x112x256 * 5x5x256x64 with
+# stride 2 14.1 against 13.1, 512x512x16 * 5x5x16x16 18.5 against 17.9, 56x56x512 *
+# 3x3x512x128 18.8 against 17.6; pieces of 1 MB or 512 KB did no better than PIECE_BYTES).
+# Read in place instead of copied piece by piece (the same bits; both versions in one process,
+# whole calls alternating, medians of 31 on two threads on a Zen3): 512x512x16 * 3x3x16x16 with
+# stride 2 4.01 -> 3.07 ms, 1024x1024x16 * 3x3x16x16 with stride 2 14.1 -> 12.5, 224x224x32 *
+# 5x5x32x32 with stride 2 5.92 -> 5.20, 112x112x256 * 3x3x256x64 with stride 2 8.72 -> 8.43;
+# 224x224x64 * 5x5x64x64 with stride 2 0.97-0.98x, 224x224x128 * 3x3x128x128 with stride 2 level.
+# A small image keeps its whole copy, made once per call and read from cache.
 
 # A band of the blocked path has at least this many output pixels (16 blocks).
 BLOCKED_BAND_PIXELS = 128
@@ -1294,7 +1300,12 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     # the padded copy's rows and columns (none when nothing is padded: the image is read in place)
     padded_h = max((out_h - 1) * strides[0] + (fh - 1) * dilations[0] + 1, x_shape[1])
     padded_w = max((out_w - 1) * strides[1] + fw, x_shape[2])
-    copied = (padded_h, padded_w) != tuple(x_shape[1:3])
+    copied = n_img * padded_h * padded_w * n_in if (padded_h, padded_w) != tuple(x_shape[1:3]) else 0
+    if copied and _piece_rows(n_in, padded_h, padded_w, out_h, strides[0], fh, dilations[0]) is not None:
+        # a large image is read in place: only the columns of the blocks at a row's ends are copied
+        zone_a, zone_b, zone_c = blocked_layout(out_w, x_shape[2], strides[1], fw, (padded_w - x_shape[2]) // 2,
+                                                n_in)[1:]
+        copied = n_img * x_shape[1] * (zone_a + (padded_w - x_shape[2]) // 2 + zone_c - zone_b) * n_in
     depth = fh * fw * n_in
     row_pixels, blocks = blocked_blocks(out_w)
     vectors = -(-n_out // LANES)  # the last vector of filters is filled up with zeros
@@ -1323,7 +1334,7 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     rate = COST["blocked_rate_avx2" if compiled_for_avx2() else "blocked_rate"]
     return (COST["blocked_call"] + products / rate
             + segments * pieces * COST["blocked_piece"]
-            + copied * n_img * padded_h * padded_w * n_in / COST["blocked_padded_rate"]
+            + copied / COST["blocked_padded_rate"]
             + tail / COST["blocked_tail_rate"] + far * COST["blocked_far_line"] + pages * COST["blocked_page"])
 
 
@@ -1405,11 +1416,69 @@ def blocked_tail(w: np.ndarray) -> np.ndarray:
     return out.reshape(-1)
 
 
+@functools.lru_cache(maxsize=256)
+def blocked_layout(out_w: int, width: int, sw: int, fw: int, left: int, channels: int):
+    """``(table, zone_a, zone_b, zone_c)``: where the blocked kernel's blocks of a row of
+    ``out_w`` outputs read (windows ``fw`` wide, ``sw`` apart, over ``width`` columns of
+    ``channels`` after ``left`` columns of zero padding; blocks by the rule of
+    ``_jit.blocked_block``). A block reaching before column 0 or beyond the last reads its window
+    rows from the edge copy (see :func:`blocked_edges`): the blocks reaching before column 0
+    read its columns ``-left .. zone_a``, the others its columns ``zone_b .. zone_c``. ``table``
+    (read only) has a row per block: its first output column, its pixels, 1 if it reads the
+    edge copy, the float where its windows start in a row of its source and that row's floats."""
+    from ._jit import BLOCK_PIXELS, blocked_block
+
+    blocks = -(-out_w // BLOCK_PIXELS)
+    starts = [blocked_block.py_func(b, blocks, out_w) for b in range(blocks)]
+    spans = [(j0 * sw - left, (j0 + pixels - 1) * sw - left + fw) for j0, pixels in starts]  # columns read
+    zone_a = max((hi for lo, hi in spans if lo < 0), default=-left)
+    right = [(lo, hi) for lo, hi in spans if hi > width and hi > zone_a]
+    zone_b = min((lo for lo, _ in right), default=zone_a)
+    zone_c = max((hi for _, hi in right), default=zone_a)
+    edge_w = zone_a + left + zone_c - zone_b
+    table = np.empty((blocks, 5), np.int64)
+    for b, ((j0, pixels), (lo, hi)) in enumerate(zip(starts, spans)):
+        if lo >= 0 and hi <= width:
+            table[b] = j0, pixels, 0, lo * channels, width * channels
+        else:
+            column = lo + left if hi <= zone_a else zone_a + left + lo - zone_b
+            table[b] = j0, pixels, 1, column * channels, edge_w * channels
+    table.flags.writeable = False
+    return table, zone_a, zone_b, zone_c
+
+
+NO_EDGE = np.zeros((1, 1, 0, 1), np.float32)
+NO_EDGE.flags.writeable = False
+
+
+def blocked_edges(x, gw: AxisGeometry, out_w: int):
+    """``(edge, table)`` for the blocked kernel reading ``x`` in place (see
+    ``_jit.correlate_blocked``): the blocks at the ends of a row whose windows reach into the
+    columns of zero padding read their window rows from ``edge``, for every row of ``x`` the
+    columns ``-pad_left .. zone_a`` of the padded row followed by its columns ``zone_b ..
+    zone_c`` (see :func:`blocked_layout`, which gives ``table``; the two parts may share columns
+    on a narrow image). Read only; nothing (:data:`NO_EDGE`) when no column is padded."""
+    n_img, height, width, channels = x.shape
+    left = gw.pad_before
+    table, zone_a, zone_b, zone_c = blocked_layout(out_w, width, gw.stride, gw.window, left, channels)
+    if not (gw.pad_before or gw.pad_after):
+        return NO_EDGE, table
+    first = zone_a + left  # the columns of the first part
+    edge = np.zeros((n_img, height, first + zone_c - zone_b, channels), np.float32)
+    for column, lo, hi in ((0, -left, zone_a), (first, zone_b, zone_c)):
+        inside_lo, inside_hi = max(lo, 0), min(hi, width)
+        if inside_lo < inside_hi:
+            edge[:, :, column + inside_lo - lo : column + inside_hi - lo] = x[:, :, inside_lo:inside_hi]
+    return read_only(edge), table
+
+
 def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, bias, activation, out,
                       border: str = "CONSTANT") -> None:
-    """The blocked path (see :func:`convfilter._jit.correlate_blocked`), in bands of (unit of
-    vectors of filters, output row) tasks on the padded copy of the image, or (large images,
-    zero padding) in bands of output rows, each on pieces of the copy it makes."""
+    """The blocked path (see :func:`convfilter._jit.correlate_blocked`): in bands of (unit of
+    vectors of filters, output row) tasks on the padded copy of the image (the image itself when
+    nothing is padded), or, for a large zero-padded image, in bands of output rows, each a piece
+    of rows at a time over all the units, on the image read in place: its zero padding is never
+    copied (the blocks at the ends of a row read theirs from :func:`blocked_edges`)."""
     from . import _jit
 
     fh, fw, n_in, n_out = w.shape
@@ -1424,45 +1493,36 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
     padded_h, padded_w = gh.pad_before + height + gh.pad_after, gw.pad_before + width + gw.pad_after
     min_rows = rows_holding(BLOCKED_BAND_PIXELS, out.shape[2])
     piece_rows = None
-    if (padded_h, padded_w) != (height, width):  # unpadded, the kernel reads the image in place
+    if border == "CONSTANT" and (padded_h, padded_w) != (height, width):
         piece_rows = _piece_rows(n_in, padded_h, padded_w, out.shape[1], strides[0], fh, dilations[0])
-        if piece_rows is not None:
-            piece_rows = min(piece_rows, _band_piece_rows(out.shape[1], work, min_rows))
-    if border != "CONSTANT" or piece_rows is None:
+    if piece_rows is None:
+        # a padded copy (the image itself when nothing is padded), whose rows of zero padding
+        # need no products; other borders' padding is image cells
         source = read_only(np.ascontiguousarray(padded_copy(x, gh, gw, border)))
-        # the rows of zero padding need no products; other borders' padding is image cells
         rows = (gh.pad_before, gh.pad_before + height) if border == "CONSTANT" else (0, padded_h)
+        table = blocked_layout(out.shape[2], source.shape[2], gw.stride, gw.window, 0, n_in)[0]
         # tasks are (unit of vectors of filters, output row) pairs, unit after unit or row after
         # row (see the kernel, blocked_units and blocked_rows_first)
-        run_bands(kernel, (source, *rows, *args, out), units * n_img * out.shape[1], work, min_rows=min_rows)
+        run_bands(kernel, (source, 0, *rows, NO_EDGE, table, *args, out), units * n_img * out.shape[1], work,
+                  min_rows=min_rows)
     else:
-        piece_h = _piece_height(piece_rows, strides[0], fh, dilations[0])
-        run_bands(_blocked_pieces_of_band, (x, gh, gw, piece_rows, piece_h, strides[0], kernel, args, units, out),
+        # a large image, read in place (its zero padding never copied)
+        edge, table = blocked_edges(x, gw, out.shape[2])
+        piece_rows = min(piece_rows, _band_piece_rows(out.shape[1], work, min_rows))
+        run_bands(_blocked_pieces_of_band, (read_only(x), gh.pad_before, edge, table, piece_rows, strides[0], kernel,
+                                            args, units, out),
                   out.shape[1], work, min_rows=min_rows)
     if not relu:
         apply_in_place(out, activation)
 
 
-def _blocked_pieces_of_band(x, gh: AxisGeometry, gw: AxisGeometry, piece_rows: int, piece_h: int, sh: int, kernel,
-                            args, units: int, out, start, stop) -> None:
-    """Output rows ``start .. stop`` of every image (all ``units`` of vectors of filters), a
-    piece of ``piece_rows`` rows at a time, each
-    from the ``piece_h`` rows of the zero-padded copy it reads, made in a buffer of this band
-    (as :func:`_pieces_of_band` does for the planar copy): the same bits as one call over the
-    whole copy."""
-    n_img, height, width, channels = x.shape
-    left = gw.pad_before
-    buffer = np.empty((1, piece_h, left + width + gw.pad_after, channels), np.float32)
-    buffer[0, :, :left] = 0.0  # the padding columns, never written again
-    buffer[0, :, left + width :] = 0.0
-    source = read_only(buffer)
-    for n in range(n_img):
+def _blocked_pieces_of_band(source, pad_top, edge, table, piece_rows: int, sh: int, kernel, args, units: int, out,
+                            start, stop) -> None:
+    """Output rows ``start .. stop`` of every image, a piece of ``piece_rows`` rows at a time, all
+    ``units`` of vectors of filters of a piece together: they read its rows of the image while
+    they are in cache (the same bits as one call over the whole image)."""
+    for n in range(out.shape[0]):
         for lo in range(start, stop, piece_rows):
             hi = min(lo + piece_rows, stop)
-            first = lo * sh - gh.pad_before  # the image row at the top of the piece (negative: padding)
-            top = max(-first, 0)  # the buffer's rows of top padding, then image rows up to bottom
-            bottom = max(min(first + piece_h, height) - first, top)
-            buffer[0, :top] = 0.0
-            buffer[0, top:bottom, left : left + width] = x[n, first + top : first + bottom]
-            buffer[0, bottom:] = 0.0
-            kernel(source, top, bottom, *args, out[n : n + 1, lo:hi], 0, units * (hi - lo))
+            kernel(source[n : n + 1], pad_top - lo * sh, 0, source.shape[1], edge[n : n + 1], table, *args,
+                   out[n : n + 1, lo:hi], 0, units * (hi - lo))

@@ -689,7 +689,7 @@ def _blocked_lanes() -> int:
     return _jit.LANES
 
 
-@pytest.mark.parametrize("source", ["copy", "pieces of the copy"])
+@pytest.mark.parametrize("source", ["copy", "the image in place"])
 @pytest.mark.parametrize("filters", ["4", "lanes", "lanes + 5", "2 lanes", "3 lanes + 5"])
 @pytest.mark.parametrize("width,strides", [(5, (1, 1)), (13, (1, 1)), (27, (2, 2)), (12, (1, 1)), (18, (2, 2))])
 def test_blocked_vector_blocks_cover_every_output(source, filters, width, strides, monkeypatch):
@@ -698,13 +698,13 @@ def test_blocked_vector_blocks_cover_every_output(source, filters, width, stride
     left, as rows of 5, 13, 14, 12 and 9 outputs leave one or the other) and vectors of LANES
     filters (the last one filled up with zero filters, stored a filter at a time; whole ones a
     vector at a time with the bias and the ReLU; two whole vectors in one run where the runs are
-    of two), read from the padded copy or
-    from pieces of it made by each band, on a batch: the formula, the same bits either way, and
-    the fused bias and ReLU exactly the unfused ones (NaN kept)."""
+    of two), read from the padded copy or from the image in place a piece of rows at a time by
+    each band, on a batch: the formula, the same bits either way, and the fused bias and ReLU
+    exactly the unfused ones (NaN kept)."""
     lanes = _blocked_lanes()
     n_out = {"4": 4, "lanes": lanes, "lanes + 5": lanes + 5, "2 lanes": 2 * lanes,
              "3 lanes + 5": 3 * lanes + 5}[filters]
-    if source == "pieces of the copy":  # pieces of 4 output rows (or 2 with a stride), each band
+    if source == "the image in place":  # pieces of 4 output rows (or 2 with a stride), each band
         monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 0)
         monkeypatch.setattr(conv_paths, "PIECE_BYTES", 1)
         monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
@@ -725,10 +725,101 @@ def test_blocked_vector_blocks_cover_every_output(source, filters, width, stride
     fused = conv_paths.correlate(x, w, strides, (1, 1), gh, gw, path="blocked", bias=bias, activation="relu")
     np.testing.assert_array_equal(fused, ops.relu(linear + bias))
     assert (fused == 0).any() and (fused > 0).any()
-    if source == "pieces of the copy":
+    if source == "the image in place":
         assert conv_paths._piece_rows(12, 22, width + 4, gh.out, strides[0], 3, 1) is not None
         monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 1 << 30)
         np.testing.assert_array_equal(run_path(x, w, strides, "SAME", (1, 1), "blocked"), linear)
+
+
+def test_the_blocked_layout_reads_every_window_from_its_source():
+    """Every block of every row (4 to 40 outputs, windows 1-7 wide, strides 1-3, SAME and VALID)
+    reads columns that its source has: a block inside the image reads the image's row, a block
+    reaching into the zero padding the edge copy's, whose columns there are those of the padded
+    row, zeros included; only the blocks that reach the padding read the edge copy."""
+    rng = np.random.default_rng(5)
+    checked = 0
+    for width in range(4, 41):
+        for fw in range(1, 8):
+            for sw in (1, 2, 3):
+                for padding in ("SAME", "VALID"):
+                    if padding == "VALID" and fw > width:
+                        continue
+                    gw = axis(width, fw, sw, padding, 1)
+                    if gw.out < 4:
+                        continue
+                    x = rng.standard_normal((2, 3, width, 2)).astype(np.float32)
+                    padded = np.pad(x, ((0, 0), (0, 0), (gw.pad_before, gw.pad_after), (0, 0)))
+                    edge, table = conv_paths.blocked_edges(x, gw, gw.out)
+                    assert not table.flags.writeable and not edge.flags.writeable
+                    covered = np.zeros(gw.out, bool)
+                    for j0, pixels, reads_edge, first, row_floats in table:
+                        span = (pixels - 1) * sw + fw  # the columns its windows read
+                        source = edge if reads_edge else x
+                        assert row_floats == source.shape[2] * 2 and first % 2 == 0
+                        column = first // 2
+                        assert 0 <= column and column + span <= source.shape[2]
+                        np.testing.assert_array_equal(source[:, :, column : column + span],
+                                                      padded[:, :, j0 * sw : j0 * sw + span])
+                        inside = j0 * sw >= gw.pad_before and j0 * sw + span <= gw.pad_before + width
+                        assert bool(reads_edge) != inside
+                        covered[j0 : j0 + pixels] = True
+                        checked += 1
+                    assert covered.all()
+                    if not (gw.pad_before or gw.pad_after):
+                        assert edge.size == 0
+    assert checked > 3000
+
+
+@pytest.mark.parametrize("shape,kernel,strides,dilations,padding", [
+    ((2, 17, 23, 40), (3, 3), (1, 1), (1, 1), "SAME"),  # pieces of two window rows, clipped at the top and bottom
+    ((2, 41, 23, 40), (3, 3), (2, 2), (2, 1), "SAME"),  # dilated rows, some of a piece above the image
+    ((1, 19, 26, 60), (5, 5), (2, 2), (1, 1), "SAME"),  # a window row in pieces of 256 products
+    ((1, 45, 7, 16), (7, 7), (2, 1), (1, 1), "SAME"),  # a narrow image: the edge copy's two parts overlap
+    ((2, 12, 30, 24), (3, 3), (1, 2), (1, 1), "SAME"),  # one piece: the direct runs, clipped
+    ((1, 13, 20, 16), (4, 4), (3, 3), (1, 1), "VALID"),  # nothing padded: the image itself, whole
+    ((2, 2, 9, 16), (2, 3), (1, 1), (4, 1), "SAME"),  # every window row in the padding: the bias alone
+])
+def test_the_blocked_path_reads_a_large_image_in_place(shape, kernel, strides, dilations, padding, monkeypatch):
+    """A large image (here every image with enough output rows for pieces, by the thresholds)
+    is read in place, a piece of output rows at a time by each band: the window rows in the
+    zero padding are left out of the runs and the blocks at a row's ends read the edge copy of
+    their columns, never a padded copy of the image. The same bits as the padded copy (whose
+    rows of zero padding are left out the same way), with a bias and the ReLU; the formula; the
+    image unchanged."""
+    rng = np.random.default_rng(sum(shape) + kernel[0])
+    n_out = 2 * _blocked_lanes() + 3
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((*kernel, shape[3], n_out)).astype(np.float32)
+    bias = rng.standard_normal(n_out).astype(np.float32)
+    gh = axis(shape[1], kernel[0], strides[0], padding, dilations[0])
+    gw = axis(shape[2], kernel[1], strides[1], padding, dilations[1])
+    before = x.copy()
+
+    def blocked():
+        return conv_paths.correlate(x, w, strides, dilations, gh, gw, path="blocked", bias=bias, activation="relu")
+
+    copied = blocked()  # a small image: the padded copy
+    monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 0)
+    monkeypatch.setattr(conv_paths, "PIECE_BYTES", 1)
+    monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setattr(conv_paths, "BLOCKED_BAND_PIXELS", 1)
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("a large image was copied")
+
+    monkeypatch.setattr(conv_paths, "padded_copy", no_copy)
+    pieces = conv_paths._piece_rows(shape[3], gh.pad_before + shape[1] + gh.pad_after,
+                                    gw.pad_before + shape[2] + gw.pad_after, gh.out, strides[0], kernel[0], dilations[0])
+    if padding == "SAME" and shape[1] > 2:
+        assert pieces is not None
+    if pieces is not None:
+        np.testing.assert_array_equal(blocked(), copied)
+    assert_close_to_formula(copied, x, w, strides, padding, dilations,
+                            reference=lambda *args: ops.relu(naive.conv2d(*args) + bias),
+                            magnitude=lambda *args: naive.conv2d(*args) + np.abs(bias))
+    np.testing.assert_array_equal(x, before)
+    if shape[1] == 2:
+        np.testing.assert_array_equal(copied, np.broadcast_to(ops.relu(bias), copied.shape))
 
 
 @pytest.mark.parametrize("kernel,strides,padding", [((1, 1), (1, 1), "SAME"), ((1, 1), (2, 2), "SAME"),
