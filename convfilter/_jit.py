@@ -1306,8 +1306,9 @@ def correlate_blocked(x, pad_top, first_row, stop_row, edge, block_table, matrix
                         filters, w_first, w_step = _run_filters(gather, piece, piece_step, matrix, tail, v, v0, 0,
                                                                 n_out)
                         f0 = (v0 + v) * LANES
-                        _outer_store_run_of(block_table[b, 1], 2 if pair else 1, flat, edge_flat, block_table[b, 2], src, step, dh * block_table[b, 4],
-                                            inside, filters, w_first + skip * run * w_step, w_step, run, target,
+                        _outer_store_run_of(block_table[b, 1], 2 if pair else 1, flat, edge_flat, block_table[b, 2],
+                                            src, step, dh * block_table[b, 4], inside, filters,
+                                            w_first + skip * run * w_step, w_step, run, target,
                                             ((first + t) * out_w + block_table[b, 0]) * n_out + f0, n_out, bias, f0,
                                             add_bias, relu)
             task += count_rows
@@ -1328,20 +1329,21 @@ def correlate_blocked(x, pad_top, first_row, stop_row, edge, block_table, matrix
                     if gather and not gathered:
                         _gather_piece(matrix, tail, v0, n_vectors, row, n_rows * count, n_out, piece, piece_step)
                         gathered = True
-                    r = i * sh - pad_top + (u + skip) * dh  # the first of the piece's rows inside the image
+                    r = i * sh - pad_top + (u + skip) * dh  # the piece's first row that is read
                     for b in range(blocks):
                         src = (n * height + r) * block_table[b, 4] + block_table[b, 3] + k0
                         start = t * row_floats + b * wide * block_floats
                         for v in range(1 if pair else n_vectors):
                             filters, w_first, w_step = _run_filters(gather, piece, piece_step, matrix, tail, v, v0,
                                                                     row, n_out)
-                            _outer_run_of(block_table[b, 1], 2 if pair else 1, flat, edge_flat, block_table[b, 2], src, step, dh * block_table[b, 4],
-                                          inside, filters, w_first + skip * count * w_step, w_step, count, sums,
+                            _outer_run_of(block_table[b, 1], 2 if pair else 1, flat, edge_flat, block_table[b, 2],
+                                          src, step, dh * block_table[b, 4], inside, filters,
+                                          w_first + skip * count * w_step, w_step, count, sums,
                                           start + v * block_floats)
         for t in range(count_rows):
             for b in range(blocks):
                 for v in range(n_vectors):
                     start = t * row_floats + (b * wide + v) * block_floats
-                    _store_lanes(sums, start, target, ((first + t) * out_w + block_table[b, 0]) * n_out, block_table[b, 1],
-                                 n_out, (v0 + v) * LANES, bias, add_bias, relu)
+                    _store_lanes(sums, start, target, ((first + t) * out_w + block_table[b, 0]) * n_out,
+                                 block_table[b, 1], n_out, (v0 + v) * LANES, bias, add_bias, relu)
         task += count_rows

@@ -808,8 +808,8 @@ def test_the_blocked_path_reads_a_large_image_in_place(shape, kernel, strides, d
         raise AssertionError("a large image was copied")
 
     monkeypatch.setattr(conv_paths, "padded_copy", no_copy)
-    pieces = conv_paths._piece_rows(shape[3], gh.pad_before + shape[1] + gh.pad_after,
-                                    gw.pad_before + shape[2] + gw.pad_after, gh.out, strides[0], kernel[0], dilations[0])
+    padded_h, padded_w = gh.pad_before + shape[1] + gh.pad_after, gw.pad_before + shape[2] + gw.pad_after
+    pieces = conv_paths._piece_rows(shape[3], padded_h, padded_w, gh.out, strides[0], kernel[0], dilations[0])
     if padding == "SAME" and shape[1] > 2:
         assert pieces is not None
     if pieces is not None:
