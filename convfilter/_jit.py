@@ -1018,8 +1018,8 @@ def _outer_run(pixels: int, vectors: int = 1, direct: bool = False):
     return define
 
 
-# the runs of blocks of 4 to BLOCK_PIXELS pixels (see blocked_block) by one or two vectors of
-# filters, adding to sums or (direct) finishing and storing them
+# the runs of blocks of 4 to BLOCK_PIXELS pixels (see conv_paths.blocked_block) by one or two
+# vectors of filters, adding to sums or (direct) finishing and storing them
 _OUTER_RUNS = {(p, v, d): _outer_run(p, v, d) for p in range(4, BLOCK_PIXELS + 1) for v in (1, 2) for d in (0, 1)}
 
 
@@ -1150,21 +1150,6 @@ def _store_lanes(sums, sums_start, target, first, pixels, n_out, f0, bias, add_b
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
-def blocked_block(b, blocks, out_w):
-    """The first output column and the pixels (4 to BLOCK_PIXELS) of block ``b`` of the
-    ``blocks = ceil(out_w / BLOCK_PIXELS)`` of a row of ``out_w`` (at least 4) outputs: blocks as
-    even as can be (28 outputs in blocks of at most 6 are 6+6+6+5+5), or, where that would
-    leave fewer than 4 to a block (5-7 outputs in blocks of at most 6), blocks of 4, the last
-    one overlapping the one before (fewer sums would not hide the latency of a fused
-    multiply-add)."""
-    base = out_w // blocks
-    if base < 4:
-        return min(b * 4, out_w - 4), 4
-    extra = out_w - base * blocks
-    return b * base + min(b, extra), base + (1 if b < extra else 0)
-
-
-@njit(cache=CACHE, nogil=True, inline="always")
 def _vector_filters(matrix, tail, vector, row, n_out):
     """Where vector ``vector`` of filters starts at row ``row`` of the bank, read in place, and its
     step from one row to the next: LANES columns of ``matrix``, or the tail's (see
@@ -1224,11 +1209,11 @@ def correlate_blocked(x, pad_top, first_row, stop_row, edge, block_table, matrix
     BLOCKED_WIDE) vectors of LANES filters, numbered unit after unit: a band of tasks reads its
     units' filters only (on a small map with many filters each thread reads its part of the
     bank). A window row of a pixel is one contiguous run of ``fw*C`` floats of its source row.
-    Blocks of 4 to BLOCK_PIXELS pixels (see :func:`blocked_block`: a row's blocks as even as can be)
-    by the unit's vectors of filters: two vectors in one run, otherwise a run per vector. When F
-    is not a multiple of LANES the last vector's filters come from ``tail``, their (fh*fw*C,
-    LANES) matrix filled up with zero filters (see ``conv_paths.blocked_tail``). The last block
-    of a row may overlap the one before, so the output needs at least 4 columns.
+    Blocks of 4 to BLOCK_PIXELS pixels (see ``conv_paths.blocked_block``: a row's blocks as even
+    as can be) by the unit's vectors of filters: two vectors in one run, otherwise a run per
+    vector. When F is not a multiple of LANES the last vector's filters come from ``tail``, their
+    (fh*fw*C, LANES) matrix filled up with zero filters (see ``conv_paths.blocked_tail``). The
+    last block of a row may overlap the one before, so the output needs at least 4 columns.
 
     The filters of a piece of the sum (below) are first gathered side by side into ``piece``,
     one run of floats: read in place, a vector's rows lie F floats apart, and with F a multiple
@@ -1269,7 +1254,7 @@ def correlate_blocked(x, pad_top, first_row, stop_row, edge, block_table, matrix
     # window rows summed in one piece: as many whole rows as DEPTH_PIECE products hold (one
     # longer row is summed in pieces of DEPTH_PIECE)
     rows_per_piece = max(1, DEPTH_PIECE // run)
-    blocks = -(-out_w // BLOCK_PIXELS)
+    blocks = block_table.shape[0]  # a row's blocks
     block_floats = BLOCK_PIXELS * LANES
     row_floats = blocks * wide * block_floats
     sums = np.empty(min(group, task_stop - task_start) * row_floats, np.float32)  # a group's sums, block after block

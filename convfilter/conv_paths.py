@@ -1303,9 +1303,8 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     copied = n_img * padded_h * padded_w * n_in if (padded_h, padded_w) != tuple(x_shape[1:3]) else 0
     if copied and _piece_rows(n_in, padded_h, padded_w, out_h, strides[0], fh, dilations[0]) is not None:
         # a large image is read in place: only the columns of the blocks at a row's ends are copied
-        zone_a, zone_b, zone_c = blocked_layout(out_w, x_shape[2], strides[1], fw, (padded_w - x_shape[2]) // 2,
-                                                n_in)[1:]
-        copied = n_img * x_shape[1] * (zone_a + (padded_w - x_shape[2]) // 2 + zone_c - zone_b) * n_in
+        edge_width = blocked_layout(out_w, x_shape[2], strides[1], fw, (padded_w - x_shape[2]) // 2, n_in)[3]
+        copied = n_img * x_shape[1] * edge_width * n_in
     depth = fh * fw * n_in
     row_pixels, blocks = blocked_blocks(out_w)
     vectors = -(-n_out // LANES)  # the last vector of filters is filled up with zeros
@@ -1353,9 +1352,23 @@ def blocked_far_lines(n_out: int) -> int:
     return L2_WAYS * L2_SETS // min(L2_SETS, stride & -stride)
 
 
+def blocked_block(b: int, blocks: int, out_w: int) -> tuple[int, int]:
+    """The first output column and the pixels (4 to ``_jit.BLOCK_PIXELS``) of the blocked
+    kernel's block ``b`` of the ``blocks = ceil(out_w / BLOCK_PIXELS)`` of a row of ``out_w`` (at
+    least 4) outputs: blocks as even as can be (28 outputs in blocks of at most 6 are
+    6+6+6+5+5), or, where that would leave fewer than 4 to a block (5-7 outputs in blocks of at
+    most 6), blocks of 4, the last one overlapping the one before (fewer sums would not hide the
+    latency of a fused multiply-add)."""
+    base = out_w // blocks
+    if base < 4:
+        return min(b * 4, out_w - 4), 4
+    extra = out_w - base * blocks
+    return b * base + min(b, extra), base + (1 if b < extra else 0)
+
+
 def blocked_blocks(out_w: int) -> tuple[int, int]:
     """The pixels that the blocked kernel's blocks compute on a row of ``out_w`` outputs (the
-    overlaps counted twice), and the blocks of the row: the rule of ``_jit.blocked_block``."""
+    overlaps counted twice), and the blocks of the row: the rule of :func:`blocked_block`."""
     from ._jit import BLOCK_PIXELS
 
     blocks = -(-out_w // BLOCK_PIXELS)
@@ -1418,33 +1431,32 @@ def blocked_tail(w: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=256)
 def blocked_layout(out_w: int, width: int, sw: int, fw: int, left: int, channels: int):
-    """``(table, zone_a, zone_b, zone_c)``: where the blocked kernel's blocks of a row of
+    """``(table, zone_a, zone_b, edge_width)``: where the blocked kernel's blocks of a row of
     ``out_w`` outputs read (windows ``fw`` wide, ``sw`` apart, over ``width`` columns of
     ``channels`` after ``left`` columns of zero padding; blocks by the rule of
-    ``_jit.blocked_block``). A block reaching before column 0 or beyond the last reads its window
+    :func:`blocked_block`). A block reaching before column 0 or beyond the last reads its window
     rows from the edge copy (see :func:`blocked_edges`): the blocks reaching before column 0
-    read its columns ``-left .. zone_a``, the others its columns ``zone_b .. zone_c``. ``table``
-    (read only) has a row per block: its first output column, its pixels, 1 if it reads the
-    edge copy, the float where its windows start in a row of its source and that row's floats."""
-    from ._jit import BLOCK_PIXELS, blocked_block
-
-    blocks = -(-out_w // BLOCK_PIXELS)
-    starts = [blocked_block.py_func(b, blocks, out_w) for b in range(blocks)]
+    read its columns ``-left .. zone_a``, the others its columns from ``zone_b`` on (the edge
+    copy's rows are ``edge_width`` columns). ``table`` (read only) has a row per block: its first
+    output column, its pixels, 1 if it reads the edge copy, the float where its windows start in
+    a row of its source and that row's floats."""
+    blocks = blocked_blocks(out_w)[1]
+    starts = [blocked_block(b, blocks, out_w) for b in range(blocks)]
     spans = [(j0 * sw - left, (j0 + pixels - 1) * sw - left + fw) for j0, pixels in starts]  # columns read
     zone_a = max((hi for lo, hi in spans if lo < 0), default=-left)
     right = [(lo, hi) for lo, hi in spans if hi > width and hi > zone_a]
     zone_b = min((lo for lo, _ in right), default=zone_a)
     zone_c = max((hi for _, hi in right), default=zone_a)
-    edge_w = zone_a + left + zone_c - zone_b
+    edge_width = zone_a + left + zone_c - zone_b
     table = np.empty((blocks, 5), np.int64)
     for b, ((j0, pixels), (lo, hi)) in enumerate(zip(starts, spans)):
         if lo >= 0 and hi <= width:
             table[b] = j0, pixels, 0, lo * channels, width * channels
         else:
             column = lo + left if hi <= zone_a else zone_a + left + lo - zone_b
-            table[b] = j0, pixels, 1, column * channels, edge_w * channels
+            table[b] = j0, pixels, 1, column * channels, edge_width * channels
     table.flags.writeable = False
-    return table, zone_a, zone_b, zone_c
+    return table, zone_a, zone_b, edge_width
 
 
 NO_EDGE = np.zeros((1, 1, 0, 1), np.float32)
@@ -1455,17 +1467,18 @@ def blocked_edges(x, gw: AxisGeometry, out_w: int):
     """``(edge, table)`` for the blocked kernel reading ``x`` in place (see
     ``_jit.correlate_blocked``): the blocks at the ends of a row whose windows reach into the
     columns of zero padding read their window rows from ``edge``, for every row of ``x`` the
-    columns ``-pad_left .. zone_a`` of the padded row followed by its columns ``zone_b ..
-    zone_c`` (see :func:`blocked_layout`, which gives ``table``; the two parts may share columns
-    on a narrow image). Read only; nothing (:data:`NO_EDGE`) when no column is padded."""
+    columns ``-pad_left .. zone_a`` of the padded row followed by as many of its columns from
+    ``zone_b`` on as the blocks read (see :func:`blocked_layout`, which gives ``table``; the two
+    parts may share columns on a narrow image). Read only; nothing (:data:`NO_EDGE`) when no
+    column is padded."""
     n_img, height, width, channels = x.shape
     left = gw.pad_before
-    table, zone_a, zone_b, zone_c = blocked_layout(out_w, width, gw.stride, gw.window, left, channels)
+    table, zone_a, zone_b, edge_width = blocked_layout(out_w, width, gw.stride, gw.window, left, channels)
     if not (gw.pad_before or gw.pad_after):
         return NO_EDGE, table
     first = zone_a + left  # the columns of the first part
-    edge = np.zeros((n_img, height, first + zone_c - zone_b, channels), np.float32)
-    for column, lo, hi in ((0, -left, zone_a), (first, zone_b, zone_c)):
+    edge = np.zeros((n_img, height, edge_width, channels), np.float32)
+    for column, lo, hi in ((0, -left, zone_a), (first, zone_b, zone_b + edge_width - first)):
         inside_lo, inside_hi = max(lo, 0), min(hi, width)
         if inside_lo < inside_hi:
             edge[:, :, column + inside_lo - lo : column + inside_hi - lo] = x[:, :, inside_lo:inside_hi]

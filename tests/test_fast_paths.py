@@ -1384,7 +1384,7 @@ def test_the_blocked_blocks_of_a_row_cover_it_and_the_estimate_counts_them():
     assert [conv_paths.blocked_blocks(w) for w in (28, 14, 9, 7, 4)] == by_hand[_jit.BLOCK_PIXELS]
     for out_w in range(4, 70):
         row_pixels, blocks = conv_paths.blocked_blocks(out_w)
-        spans = [_jit.blocked_block(b, blocks, out_w) for b in range(blocks)]
+        spans = [conv_paths.blocked_block(b, blocks, out_w) for b in range(blocks)]
         covered = [j for j0, pixels in spans for j in range(j0, j0 + pixels)]
         assert sorted(set(covered)) == list(range(out_w))
         assert len(covered) == row_pixels <= out_w + 3
