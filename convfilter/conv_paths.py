@@ -441,15 +441,15 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
     if factors is not None:
         cols, rows = factors
         mean_taps = (np.count_nonzero(cols) / cols[..., 0].size, np.count_nonzero(rows) / rows[..., 0].size)
-    offer_blocked = ((BLOCKED_MIN_CHANNELS <= n_in if fh * fw > 1
-                      else (BLOCKED_MIN_POINTWISE_CHANNELS <= n_in and n_out <= BLOCKED_MAX_POINTWISE_FILTERS)
-                      or pointwise_direct(x_shape, w.shape))
-                     and blocked_fits(w.shape, out_shape[1:3], dilations)
-                     and blocked_ready() and blocked_filters_fit(n_out, out_shape))
-    key = (tuple(x_shape), w.shape, tuple(strides), tuple(dilations), tuple(out_shape), used, mean_taps,
-           offer_blocked)
+    ready = blocked_ready()
+    key = (tuple(x_shape), w.shape, tuple(strides), tuple(dilations), tuple(out_shape), used, mean_taps, ready)
     path = _choices.get(key)
     if path is None:
+        offer_blocked = ((BLOCKED_MIN_CHANNELS <= n_in if fh * fw > 1
+                          else (BLOCKED_MIN_POINTWISE_CHANNELS <= n_in and n_out <= BLOCKED_MAX_POINTWISE_FILTERS)
+                          or pointwise_direct(x_shape, w.shape))
+                         and blocked_fits(w.shape, out_shape[1:3], dilations)
+                         and ready and blocked_filters_fit(n_out, out_shape))
         if len(_choices) >= MAX_CHOICES:
             _choices.clear()
         path = _choices[key] = _cheapest_path(x_shape, w.shape, strides, dilations, out_shape, used, mean_taps,
@@ -773,6 +773,9 @@ def rows_holding(pixels: int, row_pixels: int) -> int:
 # the copy itself (measured: 10 ms against 4 ms for a batch of eight 224x224x32 maps).
 SCRATCH_FLOATS = 1 << 24
 _scratch = threading.local()
+# A copy of at most this many floats (128 KiB, in L2) is zeroed whole before the image goes in:
+# each numpy call costs a microsecond or two more than zeroing a few strips of a small map.
+SMALL_COPY_FLOATS = 1 << 15
 
 
 def padded_copy(x, gh: AxisGeometry, gw: AxisGeometry, border: str, extra: tuple[int, int] = (0, 0)) -> np.ndarray:
@@ -795,10 +798,13 @@ def padded_copy(x, gh: AxisGeometry, gw: AxisGeometry, border: str, extra: tuple
     if buffer is None or buffer.size < size:
         buffer = _scratch.buffer = np.empty(size, np.float32)
     padded = buffer[:size].reshape(shape)
-    padded[:, :top] = 0.0
-    padded[:, top + height :] = 0.0
-    padded[:, top : top + height, :left] = 0.0
-    padded[:, top : top + height, left + width :] = 0.0
+    if size <= SMALL_COPY_FLOATS:  # zeros everywhere, then the image: two numpy calls instead of five
+        padded.fill(0.0)
+    else:
+        padded[:, :top] = 0.0
+        padded[:, top + height :] = 0.0
+        padded[:, top : top + height, :left] = 0.0
+        padded[:, top : top + height, left + width :] = 0.0
     padded[:, top : top + height, left : left + width] = x
     return padded
 
@@ -1423,10 +1429,15 @@ def blocked_tail(w: np.ndarray) -> np.ndarray:
     fh, fw, n_in, n_out = w.shape
     lanes, f0 = _jit.LANES, n_out - n_out % _jit.LANES
     if f0 == n_out:
-        return np.zeros(0, np.float32)
+        return NO_TAIL
     out = np.zeros((fh * fw * n_in, lanes), np.float32)
     out[:, : n_out - f0] = w.reshape(-1, n_out)[:, f0:]
     return out.reshape(-1)
+
+
+# ... shared by the calls that have none (writable, as a tail is: one compiled signature; it has
+# no cell to write)
+NO_TAIL = np.zeros(0, np.float32)
 
 
 @functools.lru_cache(maxsize=256)
@@ -1492,41 +1503,63 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
     nothing is padded), or, for a large zero-padded image, in bands of output rows, each a piece
     of rows at a time over all the units, on the image read in place: its zero padding is never
     copied (the blocks at the ends of a row read theirs from :func:`blocked_edges`)."""
-    from . import _jit
-
-    fh, fw, n_in, n_out = w.shape
-    n_img, height, width, _ = x.shape
     relu = activation == "relu"
-    kernel = _backend.compiled(BLOCKED_KERNEL)
-    units = blocked_units(n_out)
+    plan = _blocked_plan(x.shape, w.shape, tuple(strides), tuple(dilations), gh, gw, out.shape, border)
+    kernel, shape_args, units, work, min_rows, piece_rows, rows, table = plan
     matrix = np.ascontiguousarray(w, np.float32).reshape(-1)  # in place: the bank is read as it is
-    args = (matrix, blocked_tail(w), fh, fw, *strides, dilations[0], *finish_of(bias, n_out, relu),
-            blocked_group(out.shape[2]), blocked_rows_first(x.shape, w.shape), _jit.BLOCKED_WIDE)
-    work = out.size * fh * fw * n_in
-    padded_h, padded_w = gh.pad_before + height + gh.pad_after, gw.pad_before + width + gw.pad_after
-    min_rows = rows_holding(BLOCKED_BAND_PIXELS, out.shape[2])
-    piece_rows = None
-    if border == "CONSTANT" and (padded_h, padded_w) != (height, width):
-        piece_rows = _piece_rows(n_in, padded_h, padded_w, out.shape[1], strides[0], fh, dilations[0])
+    args = (matrix, blocked_tail(w), *shape_args[:5], *finish_of(bias, w.shape[3], relu), *shape_args[5:])
     if piece_rows is None:
         # a padded copy (the image itself when nothing is padded), whose rows of zero padding
-        # need no products; other borders' padding is image cells
+        # need no products; other borders' padding is image cells; tasks are (unit of vectors
+        # of filters, output row) pairs, unit after unit or row after row (see the kernel,
+        # blocked_units and blocked_rows_first)
         source = read_only(np.ascontiguousarray(padded_copy(x, gh, gw, border)))
-        rows = (gh.pad_before, gh.pad_before + height) if border == "CONSTANT" else (0, padded_h)
-        table = blocked_layout(out.shape[2], source.shape[2], gw.stride, gw.window, 0, n_in)[0]
-        # tasks are (unit of vectors of filters, output row) pairs, unit after unit or row after
-        # row (see the kernel, blocked_units and blocked_rows_first)
-        run_bands(kernel, (source, 0, *rows, NO_EDGE, table, *args, out), units * n_img * out.shape[1], work,
+        run_bands(kernel, (source, 0, *rows, NO_EDGE, table, *args, out), units * out.shape[0] * out.shape[1], work,
                   min_rows=min_rows)
     else:
         # a large image, read in place (its zero padding never copied)
         edge, table = blocked_edges(x, gw, out.shape[2])
-        piece_rows = min(piece_rows, _band_piece_rows(out.shape[1], work, min_rows))
         run_bands(_blocked_pieces_of_band, (read_only(x), gh.pad_before, edge, table, piece_rows, strides[0], kernel,
                                             args, units, out),
                   out.shape[1], work, min_rows=min_rows)
     if not relu:
         apply_in_place(out, activation)
+
+
+@functools.lru_cache(maxsize=256)
+def _blocked_plan(x_shape, w_shape, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, out_shape, border: str):
+    """What :func:`correlate_blocked` takes from the shapes alone, worked out once per shape (a
+    7x7 map's call costs about 100 us, a fifth of it spent on these): ``(kernel, shape_args,
+    units, work, min_rows, piece_rows, rows, table)``, with ``shape_args`` the kernel's
+    arguments ``fh, fw, sh, sw, dh`` and, after the bias's, ``group, rows_first, wide``;
+    ``piece_rows`` None for a padded copy, whose rows of the image are ``rows`` and whose
+    blocks read by ``table``."""
+    from . import _jit
+
+    fh, fw, n_in, n_out = w_shape
+    n_img, height, width, _ = x_shape
+    shape_args = (fh, fw, *strides, dilations[0], blocked_group(out_shape[2]), blocked_rows_first(x_shape, w_shape),
+                  _jit.BLOCKED_WIDE)
+    work = math.prod(out_shape) * fh * fw * n_in
+    padded_h, padded_w = gh.pad_before + height + gh.pad_after, gw.pad_before + width + gw.pad_after
+    min_rows = rows_holding(BLOCKED_BAND_PIXELS, out_shape[2])
+    piece_rows = rows = table = None
+    if border == "CONSTANT" and (padded_h, padded_w) != (height, width):
+        piece_rows = _piece_rows(n_in, padded_h, padded_w, out_shape[1], strides[0], fh, dilations[0])
+    if piece_rows is None:
+        rows = (gh.pad_before, gh.pad_before + height) if border == "CONSTANT" else (0, padded_h)
+        table = blocked_layout(out_shape[2], padded_w, gw.stride, gw.window, 0, n_in)[0]
+    else:
+        piece_rows = min(piece_rows, _band_piece_rows(out_shape[1], work, min_rows))
+    return (_backend.compiled(BLOCKED_KERNEL), shape_args, blocked_units(n_out), work, min_rows, piece_rows, rows,
+            table)
+
+
+def forget_plans() -> None:
+    """Forget what was worked out once per shape from this module's thresholds (the blocked
+    path's plans and layouts): for tests that change a threshold."""
+    _blocked_plan.cache_clear()
+    blocked_layout.cache_clear()
 
 
 def _blocked_pieces_of_band(source, pad_top, edge, table, piece_rows: int, sh: int, kernel, args, units: int, out,

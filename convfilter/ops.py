@@ -93,10 +93,7 @@ def _geometry(x: np.ndarray, window, strides, padding, dilations, what: str):
     wh, ww = window
     height, width = x.shape[1], x.shape[2]
     try:
-        return (
-            axis(height, wh, strides[0], axis_padding(padding, 0), dilations[0]),
-            axis(width, ww, strides[1], axis_padding(padding, 1), dilations[1]),
-        )
+        return _axes(height, width, wh, ww, strides, padding, dilations)
     except ValueError:
         eff_h, eff_w = (wh - 1) * dilations[0] + 1, (ww - 1) * dilations[1] + 1
         if isinstance(padding, str):
@@ -110,6 +107,13 @@ def _geometry(x: np.ndarray, window, strides, padding, dilations, what: str):
             f"{height + top + bottom}x{width + left + right} (padding {describe_padding(padding)}); "
             "pad more, use padding SAME or a smaller window"
         ) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _axes(height: int, width: int, wh: int, ww: int, strides, padding, dilations):
+    """The two axes' geometries, worked out once per shape (a layer called in a loop)."""
+    return (axis(height, wh, strides[0], axis_padding(padding, 0), dilations[0]),
+            axis(width, ww, strides[1], axis_padding(padding, 1), dilations[1]))
 
 
 def conv2d(input: ArrayLike, filters: ArrayLike, strides: IntOrPair = 1, padding: Padding = "SAME",

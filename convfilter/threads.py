@@ -299,6 +299,11 @@ def run_bands(kernel, args, rows: int, work: float, blas: bool = False, min_rows
         from . import _backend
 
         kernel = _backend.kernel(kernel, work)
+    if work <= MIN_PARALLEL_WORK / BANDS_PER_MINIMUM and (not blas or blas_serial_anyway(work)):
+        # one band (band_edges' count for this work), on this thread: a small call (a 7x7 map's,
+        # 100 us in all) saves the few microseconds of the bands' bookkeeping
+        kernel(*args, 0, rows)
+        return
     edges = band_edges(rows, work, min_rows)
     bands = list(zip(edges, edges[1:]))
     count = get_num_threads()

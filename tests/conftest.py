@@ -163,6 +163,21 @@ def running(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.fixture(autouse=True)
+def fresh_plans():
+    """Each test starts and ends without the plans worked out once per shape (see
+    ``conv_paths.forget_plans``): a test that changes a threshold gets plans made by it, and
+    leaves none made by it behind."""
+    def forget():
+        conv_paths = sys.modules.get("convfilter.conv_paths")
+        if conv_paths is not None:
+            conv_paths.forget_plans()
+
+    forget()
+    yield
+    forget()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_server_outlives_the_session():
     yield

@@ -709,6 +709,7 @@ def test_blocked_vector_blocks_cover_every_output(source, filters, width, stride
         monkeypatch.setattr(conv_paths, "PIECE_BYTES", 1)
         monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
         monkeypatch.setattr(conv_paths, "BLOCKED_BAND_PIXELS", 1)
+        conv_paths.forget_plans()
     rng = np.random.default_rng(width * 31 + n_out)
     x = rng.standard_normal((2, 20, width, 12)).astype(np.float32)
     x[1, 14, 2, 5] = np.nan
@@ -728,6 +729,7 @@ def test_blocked_vector_blocks_cover_every_output(source, filters, width, stride
     if source == "the image in place":
         assert conv_paths._piece_rows(12, 22, width + 4, gh.out, strides[0], 3, 1) is not None
         monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 1 << 30)
+        conv_paths.forget_plans()
         np.testing.assert_array_equal(run_path(x, w, strides, "SAME", (1, 1), "blocked"), linear)
 
 
@@ -803,6 +805,7 @@ def test_the_blocked_path_reads_a_large_image_in_place(shape, kernel, strides, d
     monkeypatch.setattr(conv_paths, "PIECE_BYTES", 1)
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
     monkeypatch.setattr(conv_paths, "BLOCKED_BAND_PIXELS", 1)
+    conv_paths.forget_plans()
 
     def no_copy(*args, **kwargs):
         raise AssertionError("a large image was copied")
@@ -830,6 +833,7 @@ def test_the_blocked_path_reads_an_unpadded_image_in_place(kernel, strides, padd
     over two pieces of the depth. The formula, and the image unchanged."""
     monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 0)
     monkeypatch.setattr(conv_paths, "PIECE_BYTES", 1)
+    conv_paths.forget_plans()
 
     def no_pieces(*args):
         raise AssertionError("an unpadded image was copied in pieces")
@@ -1428,16 +1432,19 @@ def test_blocked_rows_give_the_same_bits_in_any_group_and_band(strides, wide, mo
     monkeypatch.setattr(conv_paths, "BLOCKED_BAND_PIXELS", 1)
     for rows in (1, 2, 3, 5):
         monkeypatch.setattr(conv_paths, "BLOCKED_SUM_FLOATS", rows * row_floats)
+        conv_paths.forget_plans()
         assert conv_paths.blocked_group(gw.out) == rows
         np.testing.assert_array_equal(blocked(), whole)
     # the tasks row after row (a row's vectors one after the other), in bands that start inside a row
     assert not conv_paths.blocked_rows_first(x.shape, w.shape)  # a small image: vector after vector
     monkeypatch.setattr(conv_paths, "BLOCKED_ROWS_FIRST_IMAGE", 0)
+    conv_paths.forget_plans()
     assert conv_paths.blocked_rows_first(x.shape, w.shape)
     np.testing.assert_array_equal(blocked(), whole)
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 1 << 40)  # one band
     np.testing.assert_array_equal(blocked(), whole)
     monkeypatch.setattr(_jit, "BLOCKED_WIDE", 3 - wide)  # runs of the other width
+    conv_paths.forget_plans()
     np.testing.assert_array_equal(blocked(), whole)
 
 
