@@ -123,6 +123,15 @@ def _finish(rows, bias, add_bias, relu):
 
 
 @_quiet
+def finish_rows(target, bias, add_bias, relu):
+    """The bias and the ReLU on a tile's (pixels, F) rows, in place (see ``_jit.finish_rows``)."""
+    if add_bias:
+        target += bias
+    if relu:
+        np.maximum(target, ZERO, out=target)
+
+
+@_quiet
 def scale_channel(x, w, sh, sw, bias, add_bias, relu, out, row_start, row_stop):
     """A 1x1 kernel on one input channel (see ``_jit.scale_channel``)."""
     out_w = out.shape[2]

@@ -875,6 +875,33 @@ def reads_in_place(w_shape, strides) -> bool:
     return fh == fw == 1 and (tuple(strides) == (1, 1) or n_in * n_out <= STRIDED_VIEW_FLOATS)
 
 
+def finishing(bias, activation: str, n_out: int, size: int):
+    """``(kernel, bias, add_bias, relu)`` for :func:`finish_tile`, the bias and the ReLU of a
+    matrix-product path's tiles in one pass (``_jit.finish_rows`` or its numpy twin, chosen for
+    the call's ``size`` output floats); None when there is neither."""
+    relu = activation == "relu"
+    if bias is None and not relu:
+        return None
+    return (_backend.kernel("finish_rows", size), *finish_of(bias, n_out, relu))
+
+
+def finish_tile(target, finish, activation: str) -> None:
+    """A tile's bias and ReLU by ``finish`` (see :func:`finishing`), then any other activation in
+    place, while the tile is in cache."""
+    if finish is not None:
+        kernel, bias, add_bias, relu = finish
+        if target.flags.c_contiguous:  # (its rows as one matrix are a view, not a copy)
+            kernel(target.reshape(-1, target.shape[-1]), bias, add_bias, relu)
+        else:
+            if add_bias:
+                target += bias
+            if relu:
+                np.maximum(target, np.float32(0), out=target)
+        if relu:
+            return
+    apply_in_place(target, activation)
+
+
 def correlate_gemm(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, bias, activation,
                    out, border: str = "CONSTANT") -> None:
     """The matmul and im2col paths: ``out[pixels] = windows(pixels) @ w.reshape(fh*fw*C, F)``.
@@ -892,10 +919,11 @@ def correlate_gemm(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry,
     matrix = w.reshape(fh * fw * channels, n_out)
     in_place = reads_in_place(w.shape, strides)
     out_h = out.shape[1]
+    finish = finishing(bias, activation, n_out, out.size)
     if n_img * out_h * out.shape[2] <= SMALL_MAP_PIXELS:
-        correlate_small_map(source, w, strides, dilations, bias, activation, out)
+        correlate_small_map(source, w, strides, dilations, finish, activation, out)
         return
-    args = (source, matrix, (fh, fw), strides, dilations, in_place, bias, activation, out)
+    args = (source, matrix, (fh, fw), strides, dilations, in_place, finish, activation, out)
     # bands run over the rows of all images, so that a batch of small images uses every thread;
     # a band is at least one tile's worth of pixels (BLAS packs all the filters on every call)
     run_bands(_gemm_band, args, n_img * out_h, out.size * matrix.shape[0], blas=True,
@@ -916,7 +944,7 @@ def quiet_arithmetic(band):
 
 
 @quiet_arithmetic
-def _gemm_band(source, matrix, window, strides, dilations, in_place, bias, activation, out, start, stop) -> None:
+def _gemm_band(source, matrix, window, strides, dilations, in_place, finish, activation, out, start, stop) -> None:
     """Output rows ``start .. stop`` (counted over all images) of :func:`correlate_gemm`."""
     _, out_h, out_w, n_out = out.shape
     depth = matrix.shape[0]
@@ -946,9 +974,7 @@ def _gemm_band(source, matrix, window, strides, dilations, in_place, bias, activ
                 pixels = buffer[: rows * cols * depth].reshape(rows * cols, depth)
                 pixels.reshape(rows, cols, fh, fw, channels)[...] = windows[n, i : i + rows, j : j + cols]
             np.matmul(pixels, matrix, out=target)
-            if bias is not None:
-                target += bias
-            apply_in_place(target, activation)
+            finish_tile(target, finish, activation)
         row += rows
 
 
@@ -970,7 +996,7 @@ MIN_PART_DEPTH = 64  # ... each at least this deep
 SMALL_MAP_PARALLEL_WORK = 15_000_000
 
 
-def correlate_small_map(source, w, strides, dilations, bias, activation, out) -> None:
+def correlate_small_map(source, w, strides, dilations, finish, activation, out) -> None:
     """:func:`correlate_gemm` for a map of one tile: its windows copied once (for a 1x1 kernel
     with stride 1, the pixels as they are), multiplied with the filters in one product, or
     in :data:`DEPTH_PARTS` products of parts of the sum when the call is worth threads."""
@@ -995,9 +1021,7 @@ def correlate_small_map(source, w, strides, dilations, bias, activation, out) ->
               work if parts == 1 else max(work, parts * band), blas=True)
     for product in partial:
         target += product
-    if bias is not None:
-        target += bias
-    apply_in_place(target, activation)
+    finish_tile(target, finish, activation)
 
 
 @quiet_arithmetic
@@ -1034,13 +1058,14 @@ def correlate_shifted(x, w, dilations, gh: AxisGeometry, gw: AxisGeometry, bias,
     pixels = source.reshape(n_img * padded_h * padded_w, channels)
     taps = w.reshape(fh * fw, channels, n_out)
     offsets = [u * dilations[0] * padded_w + v * dilations[1] for u in range(fh) for v in range(fw)]
-    args = (pixels, taps, offsets, padded_h, padded_w, bias, activation, out)
+    args = (pixels, taps, offsets, padded_h, padded_w, bias, finishing(None, activation, n_out, out.size), activation,
+            out)
     run_bands(_shifted_band, args, n_img * gh.out, out.size * fh * fw * channels, blas=True,
               min_rows=rows_holding(MIN_TILE_PIXELS, out.shape[2]))
 
 
 @quiet_arithmetic
-def _shifted_band(pixels, taps, offsets, padded_h, padded_w, bias, activation, out, start, stop) -> None:
+def _shifted_band(pixels, taps, offsets, padded_h, padded_w, bias, relu, activation, out, start, stop) -> None:
     """Output rows ``start .. stop`` (counted over all images) of :func:`correlate_shifted`."""
     _, out_h, out_w, n_out = out.shape
     tile_rows = min(max(1, SHIFT_TILE_FLOATS // (padded_w * n_out)), out_h, stop - start)
@@ -1060,18 +1085,18 @@ def _shifted_band(pixels, taps, offsets, padded_h, padded_w, bias, activation, o
             else:
                 np.matmul(window, taps[k], out=product[:m])
                 total[:m] += product[:m]
-        store(total[:size].reshape(rows, padded_w, n_out)[:, :out_w], out[n, i : i + rows], bias, activation)
+        store(total[:size].reshape(rows, padded_w, n_out)[:, :out_w], out[n, i : i + rows], bias, relu, activation)
         row += rows
 
 
-def store(kept: np.ndarray, target: np.ndarray, bias, activation: str) -> None:
+def store(kept: np.ndarray, target: np.ndarray, bias, relu, activation: str) -> None:
     """``target = activation(kept + bias)``: one pass for the copy and the bias, then the
-    activation in place while the tile is in cache."""
+    activation in place while the tile is in cache (the ReLU by ``relu``, see :func:`finishing`)."""
     if bias is not None:
         np.add(kept, bias, out=target)
     else:
         target[...] = kept
-    apply_in_place(target, activation)
+    finish_tile(target, relu, activation)
 
 
 # --- Winograd F(2x2, 3x3) --------------------------------------------------------------------
@@ -1138,13 +1163,14 @@ def correlate_winograd(x, w, gh: AxisGeometry, gw: AxisGeometry, bias, activatio
     transform_in = _backend.kernel("winograd_input", blocks * 16 * channels)
     transform_out = _backend.kernel("winograd_output", blocks * 16 * n_out)
     bias_vector, add_bias, _ = finish_of(bias, n_out, False)
-    args = (source, winograd_filters(w), bias_vector, add_bias, activation, out, transform_in, transform_out)
+    relu = finishing(None, activation, n_out, out.size)  # the bias is added by the output transform
+    args = (source, winograd_filters(w), bias_vector, add_bias, relu, activation, out, transform_in, transform_out)
     run_bands(_winograd_band, args, n_img * blocks_h, out.size * 9 * channels, blas=True,
               min_rows=rows_holding(MIN_TILE_PIXELS, 4 * blocks_w))
 
 
 @quiet_arithmetic
-def _winograd_band(source, filters, bias, add_bias, activation, out, transform_in, transform_out,
+def _winograd_band(source, filters, bias, add_bias, relu, activation, out, transform_in, transform_out,
                    start, stop) -> None:
     """Block rows ``start .. stop`` (counted over all images) of :func:`correlate_winograd`: per
     chunk of blocks, the input transform, 16 matrix products (BLAS), the output transform with the
@@ -1166,7 +1192,7 @@ def _winograd_band(source, filters, bias, add_bias, activation, out, transform_i
         m = products[: 16 * count * n_out].reshape(16, count, n_out)
         np.matmul(v, filters, out=m)
         transform_out(m, bias, add_bias, out[n], bi, rows, blocks_w)
-        apply_in_place(out[n, 2 * bi : min(2 * (bi + rows), out_h)], activation)
+        finish_tile(out[n, 2 * bi : min(2 * (bi + rows), out_h)], relu, activation)
         row += rows
 
 

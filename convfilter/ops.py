@@ -344,6 +344,9 @@ def warm_up(between: Callable[[], None] | None = None) -> dict[str, str]:
         lambda: _correlate_same(x, np.ones((2, 2, 2, 1), np.float32), path="separable"),  # channel sum as well
         lambda: _correlate_same(x, np.ones((3, 3, 2, 1), np.float32), path="winograd"),
         lambda: _correlate_same(np.ones((1, 4, 4, 2), np.float32), np.ones((3, 3, 2, 4), np.float32), path="blocked"),
+        # a matrix product's tiles finished with a bias and the ReLU
+        lambda: _correlate_same(x, np.ones((1, 1, 2, 2), np.float32), path="matmul", bias=np.zeros(2, np.float32),
+                                activation="relu"),
         lambda: conv2d(np.ones((1, 3, 3, 3), np.uint8), np.ones((2, 2, 3, 1), np.float32), input_scale=255),  # 8-bit
         lambda: depthwise_conv2d(x, dense.reshape(2, 2, 2, 1)),
         lambda: max_pool2d(x, 2),
@@ -367,10 +370,10 @@ def warm_up(between: Callable[[], None] | None = None) -> dict[str, str]:
     return report
 
 
-def _correlate_same(x, w, path, stride=1):
+def _correlate_same(x, w, path, stride=1, **finish):
     gh = axis(x.shape[1], w.shape[0], stride, "SAME", 1)
     gw = axis(x.shape[2], w.shape[1], stride, "SAME", 1)
-    return correlate(x, w, (stride, stride), (1, 1), gh, gw, path=path)
+    return correlate(x, w, (stride, stride), (1, 1), gh, gw, path=path, **finish)
 
 
 def _pool(kernel: str, input, ksize, strides, padding) -> np.ndarray:

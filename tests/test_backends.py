@@ -195,6 +195,36 @@ def test_the_direct_loops_vector_blocks_give_the_same_bits(width, n_out, strides
         assert np.isnan(jit).any() and np.isinf(jit).any() and (jit == 0).any()
 
 
+@pytest.mark.parametrize("path,kernel", [("matmul", (1, 1)), ("im2col", (3, 3)), ("shifted", (3, 3)),
+                                         ("winograd", (3, 3))])
+@pytest.mark.parametrize("finish", [{"bias": "bias", "activation": "relu"}, {"bias": None, "activation": "relu"},
+                                    {"bias": "bias", "activation": "relu6"}, {"bias": "bias", "activation": "none"}])
+def test_the_matrix_products_tiles_are_finished_the_same_way(path, kernel, finish):
+    """The bias and the ReLU of a matrix-product path's tiles are one compiled pass or numpy's two
+    (``finish_rows``): the same bits with NaN, infinities and a bias that overflows, and exactly
+    the product with the bias added and then the activation, applied by numpy."""
+    rng = np.random.default_rng(len(path) + kernel[0])
+    x = rng.standard_normal((2, 9, 13, 24)).astype(np.float32)
+    x[0, 3, 4, 5], x[1, 6, 2, 7], x[1, 2, 9, 0] = np.nan, np.inf, -np.inf
+    x[0, 7, 11] *= 1e37  # sums that overflow once the bias is added
+    w = rng.standard_normal((*kernel, 24, 40)).astype(np.float32)  # 40 filters: no multiple of a vector
+    bias = rng.uniform(-3e38, 3e38, 40).astype(np.float32) if finish["bias"] else None  # large, finite
+    gh, gw = axis(9, kernel[0], 1, "SAME", 1), axis(13, kernel[1], 1, "SAME", 1)
+    activation = finish["activation"]
+    jit, numpy_result = on_both(lambda: correlate(x, w, (1, 1), (1, 1), gh, gw, path=path, bias=bias,
+                                                  activation=activation))
+    assert_same_bits(jit, numpy_result)
+    linear = correlate(x, w, (1, 1), (1, 1), gh, gw, path=path)
+    with np.errstate(all="ignore"):
+        expected = ops.activate(linear if bias is None else linear + bias, activation)
+    assert_same_bits(jit, expected)
+    assert np.isnan(jit).any() and (jit > 0).any()
+    if activation != "none":
+        assert (jit == 0).any()  # the ReLU clipped something
+    if bias is not None and activation != "relu6":  # (ReLU6 caps infinities at 6)
+        assert np.isinf(jit).any()
+
+
 DEPTHWISE_CASES = [
     # (input shape, kernel, multiplier, strides, dilations, padding)
     ((1, 9, 11, 1), (3, 3), 1, (1, 1), (1, 1), "SAME"),
