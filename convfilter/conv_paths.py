@@ -49,7 +49,7 @@ import threading
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import _backend
+from . import _backend, _numpy_kernels
 from . import threads as thread_pool
 from .activations import apply_in_place
 from .borders import fill_border, pad
@@ -890,13 +890,10 @@ def finish_tile(target, finish, activation: str) -> None:
     place, while the tile is in cache."""
     if finish is not None:
         kernel, bias, add_bias, relu = finish
-        if target.flags.c_contiguous:  # (its rows as one matrix are a view, not a copy)
+        if target.flags.c_contiguous:  # its rows as one matrix: a view
             kernel(target.reshape(-1, target.shape[-1]), bias, add_bias, relu)
-        else:
-            if add_bias:
-                target += bias
-            if relu:
-                np.maximum(target, np.float32(0), out=target)
+        else:  # (as one matrix a copy) numpy's twin, on the tile as it is
+            _numpy_kernels.finish_rows(target, bias, add_bias, relu)
         if relu:
             return
     apply_in_place(target, activation)
@@ -1058,14 +1055,14 @@ def correlate_shifted(x, w, dilations, gh: AxisGeometry, gw: AxisGeometry, bias,
     pixels = source.reshape(n_img * padded_h * padded_w, channels)
     taps = w.reshape(fh * fw, channels, n_out)
     offsets = [u * dilations[0] * padded_w + v * dilations[1] for u in range(fh) for v in range(fw)]
-    args = (pixels, taps, offsets, padded_h, padded_w, bias, finishing(None, activation, n_out, out.size), activation,
-            out)
+    finish = finishing(None, activation, n_out, out.size)  # the ReLU (the bias is added as a tile is copied out)
+    args = (pixels, taps, offsets, padded_h, padded_w, bias, finish, activation, out)
     run_bands(_shifted_band, args, n_img * gh.out, out.size * fh * fw * channels, blas=True,
               min_rows=rows_holding(MIN_TILE_PIXELS, out.shape[2]))
 
 
 @quiet_arithmetic
-def _shifted_band(pixels, taps, offsets, padded_h, padded_w, bias, relu, activation, out, start, stop) -> None:
+def _shifted_band(pixels, taps, offsets, padded_h, padded_w, bias, finish, activation, out, start, stop) -> None:
     """Output rows ``start .. stop`` (counted over all images) of :func:`correlate_shifted`."""
     _, out_h, out_w, n_out = out.shape
     tile_rows = min(max(1, SHIFT_TILE_FLOATS // (padded_w * n_out)), out_h, stop - start)
@@ -1085,18 +1082,18 @@ def _shifted_band(pixels, taps, offsets, padded_h, padded_w, bias, relu, activat
             else:
                 np.matmul(window, taps[k], out=product[:m])
                 total[:m] += product[:m]
-        store(total[:size].reshape(rows, padded_w, n_out)[:, :out_w], out[n, i : i + rows], bias, relu, activation)
+        store(total[:size].reshape(rows, padded_w, n_out)[:, :out_w], out[n, i : i + rows], bias, finish, activation)
         row += rows
 
 
-def store(kept: np.ndarray, target: np.ndarray, bias, relu, activation: str) -> None:
+def store(kept: np.ndarray, target: np.ndarray, bias, finish, activation: str) -> None:
     """``target = activation(kept + bias)``: one pass for the copy and the bias, then the
-    activation in place while the tile is in cache (the ReLU by ``relu``, see :func:`finishing`)."""
+    activation in place while the tile is in cache (the ReLU by ``finish``, see :func:`finishing`)."""
     if bias is not None:
         np.add(kept, bias, out=target)
     else:
         target[...] = kept
-    finish_tile(target, relu, activation)
+    finish_tile(target, finish, activation)
 
 
 # --- Winograd F(2x2, 3x3) --------------------------------------------------------------------
@@ -1163,14 +1160,14 @@ def correlate_winograd(x, w, gh: AxisGeometry, gw: AxisGeometry, bias, activatio
     transform_in = _backend.kernel("winograd_input", blocks * 16 * channels)
     transform_out = _backend.kernel("winograd_output", blocks * 16 * n_out)
     bias_vector, add_bias, _ = finish_of(bias, n_out, False)
-    relu = finishing(None, activation, n_out, out.size)  # the bias is added by the output transform
-    args = (source, winograd_filters(w), bias_vector, add_bias, relu, activation, out, transform_in, transform_out)
+    finish = finishing(None, activation, n_out, out.size)  # the ReLU (the bias is added by the output transform)
+    args = (source, winograd_filters(w), bias_vector, add_bias, finish, activation, out, transform_in, transform_out)
     run_bands(_winograd_band, args, n_img * blocks_h, out.size * 9 * channels, blas=True,
               min_rows=rows_holding(MIN_TILE_PIXELS, 4 * blocks_w))
 
 
 @quiet_arithmetic
-def _winograd_band(source, filters, bias, add_bias, relu, activation, out, transform_in, transform_out,
+def _winograd_band(source, filters, bias, add_bias, finish, activation, out, transform_in, transform_out,
                    start, stop) -> None:
     """Block rows ``start .. stop`` (counted over all images) of :func:`correlate_winograd`: per
     chunk of blocks, the input transform, 16 matrix products (BLAS), the output transform with the
@@ -1192,7 +1189,7 @@ def _winograd_band(source, filters, bias, add_bias, relu, activation, out, trans
         m = products[: 16 * count * n_out].reshape(16, count, n_out)
         np.matmul(v, filters, out=m)
         transform_out(m, bias, add_bias, out[n], bi, rows, blocks_w)
-        finish_tile(out[n, 2 * bi : min(2 * (bi + rows), out_h)], relu, activation)
+        finish_tile(out[n, 2 * bi : min(2 * (bi + rows), out_h)], finish, activation)
         row += rows
 
 

@@ -225,6 +225,27 @@ def test_the_matrix_products_tiles_are_finished_the_same_way(path, kernel, finis
         assert np.isinf(jit).any()
 
 
+def test_a_tile_that_is_not_one_matrix_is_finished_in_place():
+    """A tile whose rows are no single matrix in memory (every other column of an output) is
+    finished where it is, by numpy's twin, not through a copy that the result would not see."""
+    from convfilter import conv_paths
+
+    rng = np.random.default_rng(5)
+    out = rng.standard_normal((3, 8, 6)).astype(np.float32)
+    bias = rng.standard_normal(6).astype(np.float32)
+    expected = out.copy()
+    expected[:, ::2] = np.maximum(expected[:, ::2] + bias, np.float32(0))
+    for backend in ("numba", "numpy"):
+        ops.set_backend(backend)
+        try:
+            tile = out.copy()
+            finish = conv_paths.finishing(bias, "relu", 6, tile.size)
+            conv_paths.finish_tile(tile[:, ::2], finish, "relu")
+        finally:
+            ops.set_backend("auto")
+        assert_same_bits(tile, expected)
+
+
 DEPTHWISE_CASES = [
     # (input shape, kernel, multiplier, strides, dilations, padding)
     ((1, 9, 11, 1), (3, 3), 1, (1, 1), (1, 1), "SAME"),
