@@ -1013,7 +1013,7 @@ def correlate_small_map(source, w, strides, dilations, finish, activation, out) 
     target = out.reshape(-1, n_out)
     # parts run on threads from SMALL_MAP_PARALLEL_WORK on, below the bands' own threshold: the
     # work given is at least a band's per part, so that each part is a band
-    band = thread_pool.MIN_PARALLEL_WORK / thread_pool.BANDS_PER_MINIMUM
+    band = thread_pool.band_work()
     run_bands(_depth_part, (windows, w.reshape(depth, n_out), edges, target, partial), parts,
               work if parts == 1 else max(work, parts * band), blas=True)
     for product in partial:

@@ -277,10 +277,16 @@ BANDS_PER_MINIMUM = 2  # bands of about 5 million multiply-adds
 MAX_BANDS = 32
 
 
+def band_work() -> float:
+    """The work of a band (see :data:`BANDS_PER_MINIMUM`): a call of at most this much work is
+    one band."""
+    return MIN_PARALLEL_WORK / BANDS_PER_MINIMUM
+
+
 def band_edges(rows: int, work: float, min_rows: int = 1) -> list[int]:
     """The first row of each band and the end: the same for every thread count. Bands have at
     least ``min_rows`` rows where that still leaves two bands."""
-    per_band = MIN_PARALLEL_WORK / BANDS_PER_MINIMUM
+    per_band = band_work()
     count = rows if per_band <= 0 else -(-int(work) // max(1, int(per_band)))
     count = max(1, min(rows, MAX_BANDS, count, max(2, rows // max(1, min_rows))))
     if 2 < count < rows and count % 2:
@@ -299,7 +305,7 @@ def run_bands(kernel, args, rows: int, work: float, blas: bool = False, min_rows
         from . import _backend
 
         kernel = _backend.kernel(kernel, work)
-    if work <= MIN_PARALLEL_WORK / BANDS_PER_MINIMUM and (not blas or blas_serial_anyway(work)):
+    if work <= band_work() and (not blas or blas_serial_anyway(work)):
         # one band (band_edges' count for this work), on this thread: a small call (a 7x7 map's,
         # 100 us in all) saves the few microseconds of the bands' bookkeeping
         kernel(*args, 0, rows)
