@@ -1210,7 +1210,19 @@ def _winograd_band(source, filters, bias, add_bias, finish, activation, out, tra
 # stride 2 4.01 -> 3.07 ms, 1024x1024x16 * 3x3x16x16 with stride 2 14.1 -> 12.5, 224x224x32 *
 # 5x5x32x32 with stride 2 5.92 -> 5.20, 112x112x256 * 3x3x256x64 with stride 2 8.72 -> 8.43;
 # 224x224x64 * 5x5x64x64 with stride 2 0.97-0.98x, 224x224x128 * 3x3x128x128 with stride 2 level.
-# A small image keeps its whole copy, made once per call and read from cache.
+# A smaller image is read in place too when the edge copy is at most BLOCKED_IN_PLACE_EDGE of its
+# columns (one piece a band): its whole copy, made on one thread before the bands start, cost
+# more than the bands saved by reading it from cache (both ways in one process, whole calls
+# alternating, medians of 7 in 7 rounds on two threads on a 2-vCPU Intel Emerald Rapids, copy
+# -> in place, the edge copy's fraction of the columns in brackets: 224x224x16 * 5x5x16x16 with
+# stride 2 (0.17) 2.20 -> 1.93 ms, 112x112x16 * 7x7x16x16 (0.25) 2.80 -> 2.36, 56x56x128 *
+# 3x3x128x128 with stride 2 (0.27) 2.12 -> 1.79, 112x112x64 * 5x5x64x64 with stride 2 (0.34)
+# 4.19 -> 4.00, 56x56x64 * 7x7x64x64 (0.50) 8.28 -> 7.97, 28x28x256 * 3x3x256x64 with stride
+# 2 (0.54) 0.76 -> 0.68; 8x28x28x256 * 3x3x256x256 (0.64) level). Where the blocks at the ends
+# reach over most of a row, the copy stays: 28x28x512 * 5x5x512x16 with stride 2 (1.21) 1.13
+# against 1.20 ms in place, 14x14x256 * 5x5x256x64 (1.57) 1.27 against 1.41, 7x7x128 *
+# 7x7x128x128 with stride 2 (1.86) 0.81 against 0.86.
+BLOCKED_IN_PLACE_EDGE = 0.6
 
 # A band of the blocked path has at least this many output pixels (16 blocks).
 BLOCKED_BAND_PIXELS = 128
@@ -1330,10 +1342,11 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
     padded_h = max((out_h - 1) * strides[0] + (fh - 1) * dilations[0] + 1, x_shape[1])
     padded_w = max((out_w - 1) * strides[1] + fw, x_shape[2])
     copied = n_img * padded_h * padded_w * n_in if (padded_h, padded_w) != tuple(x_shape[1:3]) else 0
-    if copied and _piece_rows(n_in, padded_h, padded_w, out_h, strides[0], fh, dilations[0]) is not None:
-        # a large image is read in place: only the columns of the blocks at a row's ends are copied
-        edge_width = blocked_layout(out_w, x_shape[2], strides[1], fw, (padded_w - x_shape[2]) // 2, n_in)[3]
-        copied = n_img * x_shape[1] * edge_width * n_in
+    left = (padded_w - x_shape[2]) // 2
+    if copied and blocked_piece_rows(x_shape, w_shape, strides, dilations, padded_h, padded_w, (out_h, out_w),
+                                     fw, left) is not None:
+        # read in place: only the columns of the blocks at a row's ends are copied
+        copied = n_img * x_shape[1] * blocked_layout(out_w, x_shape[2], strides[1], fw, left, n_in)[3] * n_in
     depth = fh * fw * n_in
     row_pixels, blocks = blocked_blocks(out_w)
     vectors = -(-n_out // LANES)  # the last vector of filters is filled up with zeros
@@ -1523,9 +1536,10 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
                       border: str = "CONSTANT") -> None:
     """The blocked path (see :func:`convfilter._jit.correlate_blocked`): in bands of (unit of
     vectors of filters, output row) tasks on the padded copy of the image (the image itself when
-    nothing is padded), or, for a large zero-padded image, in bands of output rows, each a piece
-    of rows at a time over all the units, on the image read in place: its zero padding is never
-    copied (the blocks at the ends of a row read theirs from :func:`blocked_edges`)."""
+    nothing is padded), or, for a zero-padded image that is large or whose blocks at a row's ends
+    read few of its columns (see :func:`blocked_piece_rows`), in bands of output rows, each a
+    piece of rows at a time over all the units, on the image read in place: its zero padding is
+    never copied (the blocks at the ends of a row read theirs from :func:`blocked_edges`)."""
     relu = activation == "relu"
     plan = _blocked_plan(x.shape, w.shape, tuple(strides), tuple(dilations), gh, gw, out.shape, border)
     kernel, shape_args, units, work, min_rows, piece_rows, rows, table = plan
@@ -1540,7 +1554,7 @@ def correlate_blocked(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeomet
         run_bands(kernel, (source, 0, *rows, NO_EDGE, table, *args, out), units * out.shape[0] * out.shape[1], work,
                   min_rows=min_rows)
     else:
-        # a large image, read in place (its zero padding never copied)
+        # the image read in place (its zero padding never copied)
         edge, table = blocked_edges(x, gw, out.shape[2])
         run_bands(_blocked_pieces_of_band, (read_only(x), gh.pad_before, edge, table, piece_rows, strides[0], kernel,
                                             args, units, out),
@@ -1568,7 +1582,8 @@ def _blocked_plan(x_shape, w_shape, strides, dilations, gh: AxisGeometry, gw: Ax
     min_rows = rows_holding(BLOCKED_BAND_PIXELS, out_shape[2])
     piece_rows = rows = table = None
     if border == "CONSTANT" and (padded_h, padded_w) != (height, width):
-        piece_rows = _piece_rows(n_in, padded_h, padded_w, out_shape[1], strides[0], fh, dilations[0])
+        piece_rows = blocked_piece_rows(x_shape, w_shape, strides, dilations, padded_h, padded_w, out_shape[1:3],
+                                        gw.window, gw.pad_before)
     if piece_rows is None:
         rows = (gh.pad_before, gh.pad_before + height) if border == "CONSTANT" else (0, padded_h)
         table = blocked_layout(out_shape[2], padded_w, gw.stride, gw.window, 0, n_in)[0]
@@ -1576,6 +1591,21 @@ def _blocked_plan(x_shape, w_shape, strides, dilations, gh: AxisGeometry, gw: Ax
         piece_rows = min(piece_rows, _band_piece_rows(out_shape[1], work, min_rows))
     return (_backend.compiled(BLOCKED_KERNEL), shape_args, blocked_units(n_out), work, min_rows, piece_rows, rows,
             table)
+
+
+def blocked_piece_rows(x_shape, w_shape, strides, dilations, padded_h: int, padded_w: int, out_hw, window: int,
+                       left: int) -> int | None:
+    """Output rows per piece when the blocked kernel reads a zero-padded image in place (see
+    :func:`correlate_blocked`; a piece of at least the band's rows is one piece a band), or None
+    when it reads a padded copy: in place when the image is large (:func:`_piece_rows`), or
+    when the edge copy, of the columns that the blocks at a row's ends read (``window`` columns
+    wide, ``left`` of them zero padding), is at most BLOCKED_IN_PLACE_EDGE of the image's."""
+    n_in, width = x_shape[3], x_shape[2]
+    rows = _piece_rows(n_in, padded_h, padded_w, out_hw[0], strides[0], w_shape[0], dilations[0])
+    if rows is None and (blocked_layout(out_hw[1], width, strides[1], window, left, n_in)[3]
+                         <= BLOCKED_IN_PLACE_EDGE * width):
+        rows = out_hw[0]
+    return rows
 
 
 def forget_plans() -> None:

@@ -704,6 +704,9 @@ def test_blocked_vector_blocks_cover_every_output(source, filters, width, stride
     lanes = _blocked_lanes()
     n_out = {"4": 4, "lanes": lanes, "lanes + 5": lanes + 5, "2 lanes": 2 * lanes,
              "3 lanes + 5": 3 * lanes + 5}[filters]
+    if source == "copy":  # however few columns the edge copy would take
+        monkeypatch.setattr(conv_paths, "BLOCKED_IN_PLACE_EDGE", 0)
+        conv_paths.forget_plans()
     if source == "the image in place":  # pieces of 4 output rows (or 2 with a stride), each band
         monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 0)
         monkeypatch.setattr(conv_paths, "PIECE_BYTES", 1)
@@ -729,6 +732,7 @@ def test_blocked_vector_blocks_cover_every_output(source, filters, width, stride
     if source == "the image in place":
         assert conv_paths._piece_rows(12, 22, width + 4, gh.out, strides[0], 3, 1) is not None
         monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 1 << 30)
+        monkeypatch.setattr(conv_paths, "BLOCKED_IN_PLACE_EDGE", 0)
         conv_paths.forget_plans()
         np.testing.assert_array_equal(run_path(x, w, strides, "SAME", (1, 1), "blocked"), linear)
 
@@ -800,7 +804,9 @@ def test_the_blocked_path_reads_a_large_image_in_place(shape, kernel, strides, d
     def blocked():
         return conv_paths.correlate(x, w, strides, dilations, gh, gw, path="blocked", bias=bias, activation="relu")
 
-    copied = blocked()  # a small image: the padded copy
+    monkeypatch.setattr(conv_paths, "BLOCKED_IN_PLACE_EDGE", 0)  # the padded copy, whatever its edges
+    conv_paths.forget_plans()
+    copied = blocked()
     monkeypatch.setattr(conv_paths, "WHOLE_COPY_BYTES", 0)
     monkeypatch.setattr(conv_paths, "PIECE_BYTES", 1)
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)
@@ -823,6 +829,40 @@ def test_the_blocked_path_reads_a_large_image_in_place(shape, kernel, strides, d
     np.testing.assert_array_equal(x, before)
     if shape[1] == 2:
         np.testing.assert_array_equal(copied, np.broadcast_to(ops.relu(bias), copied.shape))
+
+
+@pytest.mark.parametrize("width,kernel,strides,in_place", [
+    (60, (3, 3), (1, 1), True),  # blocks of 8: the edge copy holds the 9 + 9 columns of the first and last
+    (60, (5, 5), (2, 2), True),
+    (22, (3, 3), (1, 1), False),  # the first and last blocks read 17 of 22 columns: copied
+    (14, (7, 7), (2, 2), False),  # every block reaches the padding
+])
+def test_a_small_image_is_read_in_place_when_its_edges_are_narrow(width, kernel, strides, in_place, monkeypatch):
+    """An image too small for pieces is read in place all the same, one piece a band, when the
+    edge copy of the columns that the blocks at a row's ends read is at most
+    BLOCKED_IN_PLACE_EDGE of its columns; otherwise, and with the fraction set to 0, it is
+    copied. The same bits either way, the formula, the image unchanged."""
+    rng = np.random.default_rng(width + kernel[0])
+    x = rng.standard_normal((2, 11, width, 24)).astype(np.float32)
+    w = rng.standard_normal((*kernel, 24, _blocked_lanes() + 3)).astype(np.float32)
+    gh, gw = axis(11, kernel[0], strides[0], "SAME", 1), axis(width, kernel[1], strides[1], "SAME", 1)
+    before = x.copy()
+    assert conv_paths._piece_rows(24, gh.pad_before + 11 + gh.pad_after, gw.pad_before + width + gw.pad_after,
+                                  gh.out, strides[0], kernel[0], 1) is None  # not large
+    edge_width = conv_paths.blocked_layout(gw.out, width, strides[1], kernel[1], gw.pad_before, 24)[3]
+    assert (edge_width <= conv_paths.BLOCKED_IN_PLACE_EDGE * width) == in_place
+    copies = []
+    real_copy = conv_paths.padded_copy
+    monkeypatch.setattr(conv_paths, "padded_copy", lambda *args: copies.append(args) or real_copy(*args))
+    result = run_path(x, w, strides, "SAME", (1, 1), "blocked")
+    assert bool(copies) != in_place
+    monkeypatch.setattr(conv_paths, "BLOCKED_IN_PLACE_EDGE", 0)
+    conv_paths.forget_plans()
+    copies.clear()
+    np.testing.assert_array_equal(run_path(x, w, strides, "SAME", (1, 1), "blocked"), result)
+    assert copies
+    assert_close_to_formula(result, x, w, strides, "SAME", (1, 1))
+    np.testing.assert_array_equal(x, before)
 
 
 @pytest.mark.parametrize("kernel,strides,padding", [((1, 1), (1, 1), "SAME"), ((1, 1), (2, 2), "SAME"),
