@@ -1298,6 +1298,33 @@ def test_the_chosen_path_is_remembered_per_shape_and_taps(monkeypatch):
     assert conv_paths.choose_path(x_shape, w, strides, dilations, out_shape, None) == fresh() == "planar"
 
 
+@pytest.mark.parametrize("phases", [1, 2])
+def test_a_dense_banks_tap_list_is_worked_out_once_per_shape_and_its_weights_each_call(phases):
+    """The direct path's tap positions of a bank that uses every tap depend on the shapes alone:
+    worked out once per shape, they are those of the plain rule (each tap (c, u, v) at row
+    ``c*Hp + u*dh`` and column ``v*dw``, dealt into phases, padded to a multiple of four with
+    (0, 0)); every call gets its own copy, and the weights of the bank as it is now (changed in
+    place between calls)."""
+    rng = np.random.default_rng(phases)
+    w = rng.uniform(0.5, 1.5, (3, 5, 2, 4)).astype(np.float32)  # no zero weight: dense
+    padded_h, dilations = 30, (2, 1)
+    expected = np.zeros((32, 2), np.int64)  # 30 taps padded to 32
+    for index, (c, u, v) in enumerate(np.ndindex(2, 3, 5)):
+        expected[index] = c * padded_h + u * dilations[0], v * dilations[1]
+    if phases > 1:
+        expected = conv_paths.phase_taps(expected, padded_h, phases)
+    taps, weights = conv_paths.direct_taps(w, padded_h, dilations, phases)
+    np.testing.assert_array_equal(taps, expected)
+    np.testing.assert_array_equal(weights[:, :30], w.transpose(3, 2, 0, 1).reshape(4, 30))
+    assert not weights[:, 30:].any()
+    taps[:] = -1  # a caller's copy: the next call's is untouched
+    w *= 2  # the bank changed in place
+    again, doubled = conv_paths.direct_taps(w, padded_h, dilations, phases)
+    np.testing.assert_array_equal(again, expected)
+    assert again.flags.writeable  # the kernels' one compiled signature
+    np.testing.assert_array_equal(doubled, 2 * weights)
+
+
 @pytest.mark.parametrize("pieces", [False, True])
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_a_column_stride_reads_the_copy_in_phases_with_the_bits_of_stride_one(pieces, backend, monkeypatch):
