@@ -633,7 +633,7 @@ def _correlate_jit(x, w, strides, dilations, gh, gw, path, sum_channels, factors
         source = padded.reshape(n_img, planes * padded_h, copy_w)
         name, arguments, work = _kernel_call(path, w, factors, padded_h, padded_w, strides, dilations, finish, out,
                                              phases)
-        run_bands(name, arguments(source, (0, 0), out), out.shape[1], work)
+        run_bands(name, arguments(source, (0, 0), out), out.shape[1], work, slowness=_slowness(path))
         return
     piece_h = _piece_height(piece_rows, strides[0], w.shape[0], dilations[0])
     name, arguments, work = _kernel_call(path, w, factors, piece_h, padded_w, strides, dilations, finish, out,
@@ -649,7 +649,19 @@ def _correlate_jit(x, w, strides, dilations, gh, gw, path, sum_channels, factors
     kernel = _backend.kernel(name, work)
     fill = _backend.kernel(padder, n_img * planes * padded_h * copy_w)
     run_bands(_pieces_of_band, (x, fill, extra, gh, gw, kernel, arguments, piece_rows, piece_h, strides[0],
-                                (planes, copy_w), out), out.shape[1], work)
+                                (planes, copy_w), out), out.shape[1], work, slowness=_slowness(path))
+
+
+# The direct loops' unit of work (an output and a tap) takes about this many times a matrix
+# product's multiply-add (a multiply and an add, rounded each, at 25-35 G a second on one core of
+# a 2-vCPU Emerald Rapids, against the blocked kernel's 60-110 G fused multiply-adds): their
+# calls run on threads from half the work (MIN_PARALLEL_WORK / 2; from 5 million, two bands).
+PLANAR_SLOWNESS = 2.0
+
+
+def _slowness(path: str) -> float:
+    """The ``slowness`` of :func:`~convfilter.threads.run_bands` for a call of ``path``."""
+    return PLANAR_SLOWNESS if path == "planar" else 1.0
 
 
 def _piece_rows(n_in: int, padded_h: int, padded_w: int, out_h: int, sh: int, fh: int, dh: int) -> int | None:

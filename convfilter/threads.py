@@ -294,9 +294,12 @@ def band_edges(rows: int, work: float, min_rows: int = 1) -> list[int]:
     return [rows * t // count for t in range(count + 1)]
 
 
-def run_bands(kernel, args, rows: int, work: float, blas: bool = False, min_rows: int = 1) -> None:
+def run_bands(kernel, args, rows: int, work: float, blas: bool = False, min_rows: int = 1,
+              slowness: float = 1.0) -> None:
     """Run ``kernel(*args, row_start, row_stop)`` over the bands of ``rows`` output rows (see
-    :func:`band_edges`, with ``min_rows``), on several threads when there is enough ``work``. A
+    :func:`band_edges`, with ``min_rows``), on several threads when there is enough ``work``
+    (times ``slowness``, the kernel's time per unit of work against a matrix product's
+    multiply-add, which :data:`MIN_PARALLEL_WORK` counts). A
     kernel given by name is Numba's or its numpy twin, chosen for this ``work`` by
     :func:`convfilter._backend.kernel`. With ``blas`` the kernel calls BLAS, which is then held
     to one thread per band (see :func:`single_threaded_blas`), unless its products are too small
@@ -315,7 +318,7 @@ def run_bands(kernel, args, rows: int, work: float, blas: bool = False, min_rows
     count = get_num_threads()
     threads = min(count, len(bands))
     with single_threaded_blas() if blas and not blas_serial_anyway(work) else contextlib.nullcontext():
-        if threads <= 1 or work < MIN_PARALLEL_WORK:
+        if threads <= 1 or work * slowness < MIN_PARALLEL_WORK:
             for lo, hi in bands:
                 kernel(*args, lo, hi)
             return

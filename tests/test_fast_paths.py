@@ -336,6 +336,40 @@ def test_a_failed_band_stops_the_others_and_raises(monkeypatch):
     assert len(done) < 31  # the other thread stopped taking bands
 
 
+def test_a_slow_kernels_bands_run_on_threads_from_less_work(monkeypatch):
+    """``slowness``: a kernel whose unit of work takes twice a multiply-add's time runs its bands
+    on threads from half MIN_PARALLEL_WORK; the bands themselves are those of its work. The
+    direct loops (``planar``) say so; the matrix-product and blocked paths do not."""
+    seen, lock = [], threading.Lock()
+
+    def record(start, stop):
+        with lock:
+            seen.append((threading.current_thread().name, start, stop))
+        time.sleep(0.002)  # long enough for the band thread to take the second band
+
+    work = 0.75 * thread_pool.MIN_PARALLEL_WORK  # two bands (band_edges), below the threshold
+    ops.set_num_threads(2)
+    try:
+        for slowness, threaded in ((1.0, False), (2.0, True)):
+            seen.clear()
+            for _ in range(5):
+                thread_pool.run_bands(record, (), 10, work, slowness=slowness)
+            assert sorted({(start, stop) for _, start, stop in seen}) == [(0, 5), (5, 10)]
+            assert any(name.startswith("convfilter") for name, _, _ in seen) == threaded
+    finally:
+        ops.set_num_threads(None)
+    assert conv_paths._slowness("planar") == conv_paths.PLANAR_SLOWNESS == 2.0
+    assert all(conv_paths._slowness(path) == 1.0 for path in ("separable", *conv_paths.DENSE_PATHS))
+    calls = []
+    real = conv_paths.run_bands
+    monkeypatch.setattr(conv_paths, "run_bands", lambda *args, **kwargs: calls.append(kwargs) or real(*args, **kwargs))
+    x = np.random.default_rng(3).standard_normal((1, 60, 60, 3)).astype(np.float32)
+    w = np.random.default_rng(4).standard_normal((3, 3, 3, 8)).astype(np.float32)
+    result = run_path(x, w, (1, 1), "SAME", (1, 1), "planar")
+    assert calls[-1].get("slowness") == 2.0
+    assert_close_to_formula(result, x, w, (1, 1), "SAME", (1, 1))
+
+
 def test_set_num_threads_rejects_nonsense():
     with pytest.raises(ValueError, match="thread count"):
         ops.set_num_threads(0)
