@@ -1258,8 +1258,14 @@ def _winograd_band(source, filters, bias, add_bias, finish, activation, out, tra
 # 2 (0.54) 0.76 -> 0.68; 8x28x28x256 * 3x3x256x256 (0.64) level). Where the blocks at the ends
 # reach over most of a row, the copy stays: 28x28x512 * 5x5x512x16 with stride 2 (1.21) 1.13
 # against 1.20 ms in place, 14x14x256 * 5x5x256x64 (1.57) 1.27 against 1.41, 7x7x128 *
-# 7x7x128x128 with stride 2 (1.86) 0.81 against 0.86.
+# 7x7x128x128 with stride 2 (1.86) 0.81 against 0.86. So does the copy under a bank of more
+# than BLOCKED_IN_PLACE_BANK bytes (the cache model's L2, see blocked_far_lines): read in place,
+# each band makes all the units of its rows and reads the whole bank, where the copy's bands
+# split the units between them (112x112x64 * 5x5x64x256 with stride 2, a 1.6 MB bank,
+# 0.90-0.97x in place; under 1 MB, 56x56x128 * 3x3x128x128 with stride 2, 590 KB, 1.10-1.15x
+# in three runs, 112x112x64 * 5x5x64x128 with stride 2, 819 KB, 0.80-0.97x in two).
 BLOCKED_IN_PLACE_EDGE = 0.6
+BLOCKED_IN_PLACE_BANK = 1 << 20
 
 # A band of the blocked path has at least this many output pixels (16 blocks).
 BLOCKED_BAND_PIXELS = 128
@@ -1636,11 +1642,12 @@ def blocked_piece_rows(x_shape, w_shape, strides, dilations, padded_h: int, padd
     :func:`correlate_blocked`; a piece of at least the band's rows is one piece a band), or None
     when it reads a padded copy: in place when the image is large (:func:`_piece_rows`), or
     when the edge copy, of the columns that the blocks at a row's ends read (``window`` columns
-    wide, ``left`` of them zero padding), is at most BLOCKED_IN_PLACE_EDGE of the image's."""
+    wide, ``left`` of them zero padding), is at most BLOCKED_IN_PLACE_EDGE of the image's and
+    the bank at most BLOCKED_IN_PLACE_BANK bytes."""
     n_in, width = x_shape[3], x_shape[2]
     rows = _piece_rows(n_in, padded_h, padded_w, out_hw[0], strides[0], w_shape[0], dilations[0])
-    if rows is None and (blocked_layout(out_hw[1], width, strides[1], window, left, n_in)[3]
-                         <= BLOCKED_IN_PLACE_EDGE * width):
+    if (rows is None and math.prod(w_shape) * 4 <= BLOCKED_IN_PLACE_BANK
+            and blocked_layout(out_hw[1], width, strides[1], window, left, n_in)[3] <= BLOCKED_IN_PLACE_EDGE * width):
         rows = out_hw[0]
     return rows
 

@@ -865,17 +865,22 @@ def test_the_blocked_path_reads_a_large_image_in_place(shape, kernel, strides, d
         np.testing.assert_array_equal(copied, np.broadcast_to(ops.relu(bias), copied.shape))
 
 
-@pytest.mark.parametrize("width,kernel,strides,in_place", [
-    (60, (3, 3), (1, 1), True),  # blocks of 8: the edge copy holds the 9 + 9 columns of the first and last
-    (60, (5, 5), (2, 2), True),
-    (22, (3, 3), (1, 1), False),  # the first and last blocks read 17 of 22 columns: copied
-    (14, (7, 7), (2, 2), False),  # every block reaches the padding
+@pytest.mark.parametrize("width,kernel,strides,bank_limit,in_place", [
+    (60, (3, 3), (1, 1), 1 << 20, True),  # blocks of 8: the edge copy holds the 9 + 9 columns of the first and last
+    (60, (5, 5), (2, 2), 1 << 20, True),
+    (60, (3, 3), (1, 1), 1000, False),  # a bank of more than the limit: copied
+    (22, (3, 3), (1, 1), 1 << 20, False),  # the first and last blocks read 17 of 22 columns: copied
+    (14, (7, 7), (2, 2), 1 << 20, False),  # every block reaches the padding
 ])
-def test_a_small_image_is_read_in_place_when_its_edges_are_narrow(width, kernel, strides, in_place, monkeypatch):
+def test_a_small_image_is_read_in_place_when_its_edges_are_narrow(width, kernel, strides, bank_limit, in_place,
+                                                                   monkeypatch):
     """An image too small for pieces is read in place all the same, one piece a band, when the
     edge copy of the columns that the blocks at a row's ends read is at most
-    BLOCKED_IN_PLACE_EDGE of its columns; otherwise, and with the fraction set to 0, it is
-    copied. The same bits either way, the formula, the image unchanged."""
+    BLOCKED_IN_PLACE_EDGE of its columns and the bank at most BLOCKED_IN_PLACE_BANK bytes;
+    otherwise, and with the fraction set to 0, it is copied. The same bits either way, the
+    formula, the image unchanged."""
+    monkeypatch.setattr(conv_paths, "BLOCKED_IN_PLACE_BANK", bank_limit)
+    conv_paths.forget_plans()
     rng = np.random.default_rng(width + kernel[0])
     x = rng.standard_normal((2, 11, width, 24)).astype(np.float32)
     w = rng.standard_normal((*kernel, 24, _blocked_lanes() + 3)).astype(np.float32)
@@ -884,7 +889,8 @@ def test_a_small_image_is_read_in_place_when_its_edges_are_narrow(width, kernel,
     assert conv_paths._piece_rows(24, gh.pad_before + 11 + gh.pad_after, gw.pad_before + width + gw.pad_after,
                                   gh.out, strides[0], kernel[0], 1) is None  # not large
     edge_width = conv_paths.blocked_layout(gw.out, width, strides[1], kernel[1], gw.pad_before, 24)[3]
-    assert (edge_width <= conv_paths.BLOCKED_IN_PLACE_EDGE * width) == in_place
+    bank_fits = w.nbytes <= conv_paths.BLOCKED_IN_PLACE_BANK
+    assert (edge_width <= conv_paths.BLOCKED_IN_PLACE_EDGE * width and bank_fits) == in_place
     copies = []
     real_copy = conv_paths.padded_copy
     monkeypatch.setattr(conv_paths, "padded_copy", lambda *args: copies.append(args) or real_copy(*args))
