@@ -11,7 +11,7 @@ workload comes to what the machine can do at all.
   written as LLVM vectors: LLVM vectorises a plain loop of scalars with
   256-bit vectors on Intel's AVX-512 CPUs (its tuning prefers them there),
   and that loop measured 44 GFLOP/s per core on a 2-vCPU Emerald Rapids
-  where these chains measure 180-190.
+  where these chains measure 150-190.
 * Copy bandwidth: ``np.copyto`` between two 256 MiB float32 arrays (read +
   write, counted as twice the size), well beyond any cache.
 
