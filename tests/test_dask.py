@@ -4,7 +4,12 @@ Every run here is compared with the same run done locally (no ``--scheduler``):
 the output bytes, the exit code, the error lines, the summary and the
 ``--report`` lines must not tell the two apart. The cluster is started once
 for the module, with ``allowed-failures`` 1 so that a file that kills its
-workers is given up after two deaths.
+workers is given up after two deaths. Two more settings keep the timings to
+what the tests are about on a loaded machine: a result fetched from a worker at
+the moment it dies makes Dask's scheduler retry the dead address for the
+connect timeout (30 s by default, 10 s here), and the cluster drops for good a
+worker whose restart takes longer than its lost-worker timeout (15 s by
+default, 120 s here).
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ def cluster():
     import dask
     from distributed import Client, LocalCluster
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+    settings = {"distributed.scheduler.allowed-failures": 1, "distributed.comm.timeouts.connect": "10s",
+                "distributed.deploy.lost-worker-timeout": "120s"}
+    with dask.config.set(settings):
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                           dashboard_address=None, scheduler_port=0) as local:
             with Client(local.scheduler_address, set_as_default=False) as client:
