@@ -851,7 +851,8 @@ def avg_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
 def winograd_input(source, n, block_row, rows, blocks_w, v):
     """Winograd F(2x2, 3x3)'s input transform ``B^T d B`` of the 4x4 blocks of image ``n`` of the
     padded NHWC ``source`` whose outputs start at block rows ``block_row .. +rows`` and every block
-    column, into ``v`` (16, rows * blocks_w, C): first along the block's rows, then its columns."""
+    column, into the first ``rows * blocks_w`` rows of ``v`` (16, at least that many, C): first
+    along the block's rows, then its columns."""
     channels = source.shape[3]
     t = np.empty((4, 4, channels), np.float32)  # B^T d of one block
     for r in range(rows):
@@ -879,8 +880,9 @@ def winograd_input(source, n, block_row, rows, blocks_w, v):
 
 @njit(cache=CACHE, nogil=True)
 def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
-    """Winograd F(2x2, 3x3)'s output transform ``A^T m A`` of the (16, rows * blocks_w, F)
-    products ``m`` (rows of the block first, then columns), plus ``bias`` when ``add_bias``, into
+    """Winograd F(2x2, 3x3)'s output transform ``A^T m A`` of the products in the first
+    ``rows * blocks_w`` rows of ``m`` (16, at least that many, F) (rows of the block first, then
+    columns), plus ``bias`` when ``add_bias``, into
     the output rows of block rows ``block_row .. +rows`` of the (H, W, F) image ``target`` (the
     cells of a block beyond its bottom or right edge are dropped)."""
     out_h, out_w, n_out = target.shape

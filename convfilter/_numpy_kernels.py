@@ -332,7 +332,7 @@ def winograd_input(source, n, block_row, rows, blocks_w, v):
     np.add(d[1], d[2], out=t[1])
     np.subtract(d[2], d[1], out=t[2])
     np.subtract(d[1], d[3], out=t[3])
-    v = v.reshape(shape5)
+    v = v[:, : rows * blocks_w].reshape(shape5)  # splits two axes: a view, never a copy
     np.subtract(t[:, 0], t[:, 2], out=v[:, 0])
     np.add(t[:, 1], t[:, 2], out=v[:, 1])
     np.subtract(t[:, 2], t[:, 1], out=v[:, 2])
@@ -344,7 +344,7 @@ def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
     """``winograd_output`` of ``_jit``: the same sums and differences, each over all blocks at once."""
     out_h, out_w, n_out = target.shape
     count = rows * blocks_w
-    m = m.reshape(4, 4, count, n_out)
+    m = m[:, :count].reshape(4, 4, count, n_out)
     h = np.empty((2, 4, count, n_out), np.float32)
     np.add(m[0], m[1], out=h[0])
     h[0] += m[2]

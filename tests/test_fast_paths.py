@@ -609,6 +609,26 @@ def test_matrix_product_paths_apply_bias_and_activation_per_tile(path, kernel, a
     np.testing.assert_array_equal(result, ops.activate(linear if bias is None else linear + bias, activation))
 
 
+def l1_crowding(span: int, width: int) -> int:
+    """The most of the 16 matrices' first rows (of ``width`` float32, ``span`` rows apart) that
+    share one of L1's 64 sets of 64-byte lines, counted byte by byte."""
+    lines = [{(t * span * width * 4 + byte) // 64 % 64 for byte in range(width * 4)} for t in range(16)]
+    return max(sum(s in matrix for matrix in lines) for s in range(64))
+
+
+@pytest.mark.parametrize("count,width,span", [
+    (224, 64, 225),  # 1x112x112x64: 56 KB apart, all 16 rows in the same 4 sets; 256 bytes more each
+    (120, 16, 121),  # 7.5 KB apart, 8 sets of two rows; 64 bytes more each: 16 sets
+    (196, 256, 197),  # 196 KB apart, all in the same 16 sets; 1 KB more each: 4 rows a set
+    (49, 512, 49),  # 98 KB apart, 8 rows a set, as few as rows of 2 KB allow
+    (120, 24, 120),  # 11.25 KB apart: 16 different first sets already
+])
+def test_the_16_winograd_matrices_are_spread_over_l1s_sets(count, width, span):
+    assert conv_paths.winograd_span(count, width) == span
+    assert l1_crowding(span, width) <= 8  # L1's ways
+    assert span == count or l1_crowding(span, width) < l1_crowding(count, width)
+
+
 def test_path_names_are_checked():
     x = np.ones((1, 4, 4, 2), np.float32)
     w = np.ones((3, 3, 2, 1), np.float32)
