@@ -881,10 +881,10 @@ def winograd_input(source, n, block_row, rows, blocks_w, v):
 @njit(cache=CACHE, nogil=True)
 def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
     """Winograd F(2x2, 3x3)'s output transform ``A^T m A`` of the products in the first
-    ``rows * blocks_w`` rows of ``m`` (16, at least that many, F) (rows of the block first, then
-    columns), plus ``bias`` when ``add_bias``, into
-    the output rows of block rows ``block_row .. +rows`` of the (H, W, F) image ``target`` (the
-    cells of a block beyond its bottom or right edge are dropped)."""
+    ``rows * blocks_w`` rows of ``m`` (16, at least that many, F), rows of the block first, then
+    columns, plus ``bias`` when ``add_bias``, into the output rows of block rows
+    ``block_row .. +rows`` of the (H, W, F) image ``target`` (the cells of a block beyond its
+    bottom or right edge are dropped)."""
     out_h, out_w, n_out = target.shape
     y = np.empty((4, n_out), np.float32)  # one block's 2x2 outputs, for the blocks cut by an edge
     for r in range(rows):
