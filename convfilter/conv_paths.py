@@ -1143,8 +1143,6 @@ def store(kept: np.ndarray, target: np.ndarray, bias, finish, activation: str) -
 # TensorFlow, within 1e-6 of the output's magnitude.
 # Blocks per chunk: its transformed input and products stay in a core's L2 cache.
 WINOGRAD_BLOCKS = 256
-# L1's sets span this many bytes: addresses this far apart share a set (64 sets of 64-byte lines).
-L1_SET_SPAN = 4096
 # The cost model considers the winograd path from this many input channels and filters.
 WINOGRAD_MIN_CHANNELS = 16
 # ... and on output maps of at least this many rows and columns.
@@ -1199,11 +1197,11 @@ def winograd_span(count: int, width: int) -> int:
     same sets, more than L1 has ways. One process, 11 alternating rounds on two threads of a
     Zen4, padded against not: ``8x112x112x64 * 3x3x64x64`` 1.09x, six other winograd layers
     1.00-1.02x; the same bits."""
-    lines = min(L1_SET_SPAN // LINE_BYTES, -(-width * 4 // LINE_BYTES))
+    lines = min(L1_SETS, -(-width * 4 // LINE_BYTES))
 
     def crowding(span: int) -> int:
-        offset = span * width * 4 % L1_SET_SPAN
-        hits = collections.Counter((t * offset // LINE_BYTES + line) % (L1_SET_SPAN // LINE_BYTES)
+        offset = span * width * 4 % (L1_SETS * LINE_BYTES)  # addresses this far apart share a set
+        hits = collections.Counter((t * offset // LINE_BYTES + line) % L1_SETS
                                    for t in range(16) for line in range(lines))
         return max(hits.values())
 
@@ -1447,8 +1445,10 @@ def blocked_seconds(x_shape, w_shape, out_shape, strides, dilations) -> float:
 
 # The caches the blocked path's estimate assumes (an L2 of 1 MiB, 8 ways, lines of 64 bytes; a
 # second-level TLB of 3072 pages of 4 KiB): those of the machine its constants were fitted on,
-# and near enough on other current x86 cores for choosing a path.
+# and near enough on other current x86 cores for choosing a path. The winograd path spreads its
+# matrices over the 64 sets of a 32 KiB, 8-way L1 (see winograd_span).
 L2_SETS, L2_WAYS, LINE_BYTES = 2048, 8, 64
+L1_SETS = 64
 PAGE_BYTES = 4096
 TLB_REACH_BYTES = 3072 * PAGE_BYTES
 
