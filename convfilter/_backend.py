@@ -59,6 +59,7 @@ COSTS = {
     # per transformed float (16 per 4x4 block and channel); compile times measured under load
     "winograd_input": (1.0, 0.35, 1.2),
     "winograd_output": (0.5, 0.25, 2.5),
+    "winograd_filters": (0.8, 0.4, 0.9),  # per transformed float (16 per channel and filter)
     "finish_rows": (1.1, 0.2, 0.5),  # per output float, with a bias and the ReLU
 }
 # A compile that takes longer than this says so (see set_compile_notice).

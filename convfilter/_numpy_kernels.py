@@ -364,3 +364,21 @@ def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
         np.add(kept, bias, out=target[top : top + kept_rows])
     else:
         target[top : top + kept_rows] = kept
+
+
+@_quiet
+def winograd_filters(w, out, start, stop):
+    """``winograd_filters`` of ``_jit``: the same sums, differences and halvings, each over all the
+    channels ``start .. stop`` and filters at once."""
+    half = np.float32(0.5)
+    g = w[:, :, start:stop]  # (u, v, c, f)
+    s = g[0] + g[2]
+    t = np.empty((4, *s.shape), np.float32)  # G g: (a, v, c, f)
+    t[0], t[3] = g[0], g[2]
+    np.multiply(s + g[1], half, out=t[1])
+    np.multiply(s - g[1], half, out=t[2])
+    u = out.reshape(4, 4, *w.shape[2:])[:, :, start:stop]  # (a, b, c, f): a view
+    s = t[:, 0] + t[:, 2]
+    u[:, 0], u[:, 3] = t[:, 0], t[:, 2]
+    np.multiply(s + t[:, 1], half, out=u[:, 1])
+    np.multiply(s - t[:, 1], half, out=u[:, 2])

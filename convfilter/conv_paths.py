@@ -301,7 +301,13 @@ COST = {
     # with the rate above, 3x3 layers of 16-32 channels took winograd at 1.1-2.5x the blocked
     # path's time on two threads, 56x56x32 * 3x3x32x32 1.08 against 0.84 ms)
     "winograd_transform_rate_avx2": 1.45e9,
-    "winograd_filter_pair": 10e-9,  # per (input channel, filter) pair: transforming the filters
+    # per (input channel, filter) pair: transforming the filters. Its kernel now takes 4-5 ns
+    # in a call (3x3x256x256 0.25-0.5 ms, 3x3x512x512 1.1-1.3 ms); at 5 ns the estimate would
+    # pick winograd for 16x16x384 * 3x3x384x384 (3.67 against blocked 3.92 ms) and 14x14x512 *
+    # 3x3x512x512 (6.15 against 6.47) on AVX-512, but also for 14x14x256 * 3x3x256x256 where
+    # Numba compiles for AVX2 (Numba held to AVX2 on a Zen4: winograd 3.00, blocked 2.48 ms),
+    # whose transform estimate is low for small maps: it stays at the old transform's cost
+    "winograd_filter_pair": 10e-9,
     "winograd_filter_read_rate": 2e9,  # transformed filter floats per second BLAS packs, per chunk
     # the blocked path: a least-squares fit of 218 shapes on one thread (the earlier fit's 103: 30
     # of the sweep, 36 random ones and 37 small maps; and 115 of 64-256 filters: to within
@@ -1154,37 +1160,26 @@ def winograd_fits(w_shape, strides, dilations) -> bool:
     return tuple(w_shape[:2]) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1)
 
 
-# G of F(2x2, 3x3); a filter's 4x4 transform G g G^T is kron(G, G) times its 9 taps
-WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], np.float32)
-WINOGRAD_GG = np.kron(WINOGRAD_G, WINOGRAD_G)
-
-
-# The filter transform reads 9 and writes 16 floats per (channel, filter) pair for 144
-# multiply-adds: it is memory-bound, and counts this many times its multiply-adds as work.
-WINOGRAD_FILTER_WORK_SCALE = 4
+# The filter transform reads 9 and writes 16 floats per (channel, filter) pair, in sums,
+# differences and halvings (the kernel ``winograd_filters``): memory-bound, it counts this many
+# times its transformed floats as work, in a matrix product's multiply-adds, so that a bank of
+# 256x256 runs in bands on two threads (medians of 15 alternating rounds, one thread against two:
+# 1x28x28x256 * 3x3x256x256 4.24 -> 3.93 ms, 1x14x14x256 * 3x3x256x256 1.90 -> 1.76).
+WINOGRAD_FILTER_WORK_SCALE = 16
 
 
 def winograd_filters(w: np.ndarray) -> np.ndarray:
-    """The (16, C, F) transformed filters ``G g G^T`` of a (3, 3, C, F) bank: the (16, 9) by
-    (9, C*F) matrix product, float32, by BLAS in bands of columns on the band threads.
+    """The (16, C, F) transformed filters ``G g G^T`` of a (3, 3, C, F) bank, float32, in bands of
+    input channels on the band threads.
 
-    Not one product on BLAS's own threads: after it OpenBLAS's idle threads spin for about 0.1 s,
-    on the CPUs the bands need. Medians of 5 alternating rounds of 11 calls with bias and ReLU:
-    ``1x28x28x256 * 3x3x256x256`` 8.4 ms with the product on BLAS's threads, 5.4 ms on one
-    thread, 6.0 ms in bands; ``8x28x28x256`` 43.0, 29.1, 28.9 ms; ``1x14x14x512 * 3x3x512x512``
-    12.0, 9.9, 8.5 ms.
+    Not a (16, 9) by (9, C*F) matrix product, as before: BLAS took 2-4x as long for its few
+    multiplies by 0, 1/4, 1/2 and 1 (one process, calls alternating, on a Zen4: 3x3x256x256
+    0.62 -> 0.13-0.15 ms alone, 0.72-1.02 -> 0.49 ms inside a call of 1x28x28x256 on one thread).
     """
-    flat = w.reshape(9, -1)
-    if thread_pool.blas_serial_anyway(16 * flat.size):  # one product on one thread anyway (as one band)
-        return (WINOGRAD_GG @ flat).reshape(16, *w.shape[2:])
-    out = np.empty((16, flat.shape[1]), np.float32)
-    run_bands(_filter_band, (flat, out), flat.shape[1], out.size * 9 * WINOGRAD_FILTER_WORK_SCALE, blas=True)
-    return out.reshape(16, *w.shape[2:])
-
-
-def _filter_band(flat, out, start, stop) -> None:
-    """Columns ``start .. stop`` of :func:`winograd_filters`' product (of finite weights: quiet)."""
-    np.matmul(WINOGRAD_GG, flat[:, start:stop], out=out[:, start:stop])
+    out = np.empty((16, *w.shape[2:]), np.float32)
+    transform = _backend.kernel("winograd_filters", out.size)
+    run_bands(transform, (w, out), w.shape[2], out.size * WINOGRAD_FILTER_WORK_SCALE)
+    return out
 
 
 @functools.lru_cache(maxsize=256)
