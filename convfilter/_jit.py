@@ -929,35 +929,33 @@ def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
                     target[top + 1, left] = y10
 
 
+@njit(cache=CACHE, nogil=True, inline="always")
+def _winograd_g(g0, g1, g2, u0, u1, u2, u3):
+    """``G`` of F(2x2, 3x3) along one axis of a kernel, over the filters of rows ``g0 .. g2``:
+    ``u0 .. u3`` = ``g0``, ``(g0 + g2 + g1) / 2``, ``(g0 + g2 - g1) / 2``, ``g2``."""
+    half = np.float32(0.5)
+    for f in range(g0.shape[0]):
+        s = g0[f] + g2[f]
+        u0[f] = g0[f]
+        u1[f] = (s + g1[f]) * half
+        u2[f] = (s - g1[f]) * half
+        u3[f] = g2[f]
+
+
 @njit(cache=CACHE, nogil=True)
 def winograd_filters(w, out, start, stop):
     """Winograd F(2x2, 3x3)'s filter transform ``G g G^T`` of input channels ``start .. stop`` of
     the (3, 3, C, F) bank ``w`` into the (16, C, F) ``out``, with ``G`` = [[1, 0, 0], [1/2, 1/2,
-    1/2], [1/2, -1/2, 1/2], [0, 0, 1]]: first along the kernel's rows, then its columns, each as
-    ``g0``, ``(g0 + g2 + g1) / 2``, ``(g0 + g2 - g1) / 2``, ``g2`` over a channel's filters."""
+    1/2], [1/2, -1/2, 1/2], [0, 0, 1]]: first along the kernel's rows, then its columns."""
     n_out = w.shape[3]
     taps = w.reshape(9, w.shape[2], n_out)
-    half = np.float32(0.5)
     t = np.empty((4, 3, n_out), np.float32)  # G g of one channel
     for c in range(start, stop):
         for v in range(3):
-            g0, g1, g2 = taps[v, c], taps[3 + v, c], taps[6 + v, c]
-            t0, t1, t2, t3 = t[0, v], t[1, v], t[2, v], t[3, v]
-            for f in range(n_out):
-                s = g0[f] + g2[f]
-                t0[f] = g0[f]
-                t1[f] = (s + g1[f]) * half
-                t2[f] = (s - g1[f]) * half
-                t3[f] = g2[f]
+            _winograd_g(taps[v, c], taps[3 + v, c], taps[6 + v, c], t[0, v], t[1, v], t[2, v], t[3, v])
         for a in range(4):
-            g0, g1, g2 = t[a, 0], t[a, 1], t[a, 2]
-            u0, u1, u2, u3 = out[4 * a, c], out[4 * a + 1, c], out[4 * a + 2, c], out[4 * a + 3, c]
-            for f in range(n_out):
-                s = g0[f] + g2[f]
-                u0[f] = g0[f]
-                u1[f] = (s + g1[f]) * half
-                u2[f] = (s - g1[f]) * half
-                u3[f] = g2[f]
+            _winograd_g(t[a, 0], t[a, 1], t[a, 2], out[4 * a, c], out[4 * a + 1, c], out[4 * a + 2, c],
+                        out[4 * a + 3, c])
 
 
 # --- the blocked path: outer products of a block of pixels and vectors of filters -------------
