@@ -151,16 +151,16 @@ def check_conv(tf, rng, family: Family, cases: int, kind: str, tiny=False, large
     for _ in range(cases):
         n_img, height, width, channels, fh, fw, n_out, strides, padding, dilations = random_geometry(
             rng, tiny, large_kernel, **shapes)
-        if path in ("shifted", "winograd"):
+        if path in ("shifted", "winograd", "winograd 5x5"):
             strides = (1, 1)  # these paths run stride 1 only
-        if path == "winograd":
-            fh = fw = 3
+        if path.startswith("winograd"):
+            fh = fw = 5 if path.endswith("5x5") else 3
             dilations = (1, 1)
-            padding = "SAME" if min(height, width) < 3 * scale_images else padding
+            padding = "SAME" if min(height, width) < fh * scale_images else padding
         height, width = height * scale_images, width * scale_images
         x = rng.standard_normal((n_img, height, width, channels)).astype(np.float32)
         w = random_bank(rng, fh, fw, channels, n_out, kind)
-        ours = conv2d_by_path(x, w, strides, padding, dilations, path)
+        ours = conv2d_by_path(x, w, strides, padding, dilations, path.split()[0])
         theirs = tf.nn.conv2d(x, w, strides=strides, padding=padding, dilations=dilations).numpy()
         family.add(ours, theirs, f"x{x.shape} w{w.shape} s{strides} d{dilations} {padding}")
 
@@ -388,6 +388,7 @@ def main(argv=None) -> int:
                                ("matmul", "matmul path (1x1), 8-130 channels", dict(many, kernels=(1, 2))),
                                ("shifted", "shifted path (stride 1), 8-130 channels", dict(many, kernels=(1, 8))),
                                ("winograd", "winograd path (3x3, stride 1), 8-130 channels", many),
+                               ("winograd 5x5", "winograd path (5x5, stride 1), 8-130 channels", many),
                                ("auto", "paths chosen by the cost model, 8-130 channels", many)):
         family = Family(f"tf.nn.conv2d many channels, {path}", note=note)
         check_conv(tf, rng, family, max(n // 2, 1), "dense", path=path, **shapes)

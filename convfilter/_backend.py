@@ -59,7 +59,11 @@ COSTS = {
     # per transformed float (16 per 4x4 block and channel); compile times measured under load
     "winograd_input": (1.0, 0.35, 1.2),
     "winograd_output": (0.5, 0.25, 2.5),
-    "winograd_filters": (0.8, 0.4, 0.9),  # per transformed float (16 per channel and filter)
+    "winograd_filters": (0.8, 0.4, 0.7),  # per transformed float (16 per channel and filter)
+    # F(2x2, 5x5)'s, per transformed float (36 per block and channel, or per channel and filter)
+    "winograd5_input": (3.5, 1.0, 0.8),
+    "winograd5_output": (0.6, 0.2, 2.5),
+    "winograd5_filters": (2.0, 1.1, 0.9),
     "finish_rows": (1.1, 0.2, 0.5),  # per output float, with a bias and the ReLU
 }
 # A compile that takes longer than this says so (see set_compile_notice).

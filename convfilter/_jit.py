@@ -42,7 +42,8 @@ from numba.extending import intrinsic  # noqa: E402
 # The public kernels, for ``ops.warm_up`` (helpers inlined into them are not listed).
 KERNELS = ("pad_planar", "pad_planar_phases", "pad_planar_channel_sum", "pad_planar_channel_sum_scaled",
            "scale_channel", "correlate_planar", "correlate_separable", "correlate_depthwise", "max_pool", "avg_pool",
-           "winograd_input", "winograd_output", "winograd_filters", "correlate_blocked", "finish_rows")
+           "winograd_input", "winograd_output", "winograd_filters",
+           "winograd5_input", "winograd5_output", "winograd5_filters", "correlate_blocked", "finish_rows")
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
@@ -956,6 +957,107 @@ def winograd_filters(w, out, start, stop):
         for a in range(4):
             _winograd_g(t[a, 0], t[a, 1], t[a, 2], out[4 * a, c], out[4 * a + 1, c], out[4 * a + 2, c],
                         out[4 * a + 3, c])
+
+
+# Winograd F(2x2, 5x5): 6x6 input blocks for 2x2 outputs, its points 0, 1, -1, 2, -1/2 and
+# infinity (of the sets tried, the one whose float32 results stay nearest the exact sums).
+@njit(cache=CACHE, nogil=True, inline="always")
+def _winograd5_b(d0, d1, d2, d3, d4, d5, u0, u1, u2, u3, u4, u5):
+    """``B^T`` of F(2x2, 5x5) along one axis of the blocks, over the channels of ``d0 .. d5``."""
+    half, one_half, two, five_halves = np.float32(0.5), np.float32(1.5), np.float32(2.0), np.float32(2.5)
+    for c in range(d0.shape[0]):
+        u0[c] = d0[c] + one_half * d1[c] - two * d2[c] - one_half * d3[c] + d4[c]
+        u1[c] = d4[c] - d1[c] - five_halves * d2[c] - half * d3[c]
+        u2[c] = d4[c] + d1[c] + half * d2[c] - five_halves * d3[c]
+        u3[c] = d4[c] - d2[c] + half * (d3[c] - d1[c])
+        u4[c] = d4[c] - d2[c] + two * (d1[c] - d3[c])
+        u5[c] = d5[c] + d1[c] + one_half * d2[c] - two * d3[c] - one_half * d4[c]
+
+
+@njit(cache=CACHE, nogil=True)
+def winograd5_input(source, n, block_row, rows, blocks_w, v):
+    """:func:`winograd_input` of F(2x2, 5x5): 6x6 blocks, into 36 matrices."""
+    channels = source.shape[3]
+    t = np.empty((6, 6, channels), np.float32)  # B^T d of one block
+    for r in range(rows):
+        top = 2 * (block_row + r)
+        for j in range(blocks_w):
+            k = r * blocks_w + j
+            left = 2 * j
+            for b in range(6):
+                _winograd5_b(source[n, top, left + b], source[n, top + 1, left + b], source[n, top + 2, left + b],
+                             source[n, top + 3, left + b], source[n, top + 4, left + b], source[n, top + 5, left + b],
+                             t[0, b], t[1, b], t[2, b], t[3, b], t[4, b], t[5, b])
+            for a in range(6):
+                _winograd5_b(t[a, 0], t[a, 1], t[a, 2], t[a, 3], t[a, 4], t[a, 5],
+                             v[6 * a, k], v[6 * a + 1, k], v[6 * a + 2, k], v[6 * a + 3, k], v[6 * a + 4, k],
+                             v[6 * a + 5, k])
+
+
+@njit(cache=CACHE, nogil=True, inline="always")
+def _winograd5_a(m0, m1, m2, m3, m4, m5, y0, y1):
+    """``A^T`` of F(2x2, 5x5) along one axis of the blocks, over the filters of ``m0 .. m5``."""
+    half, two = np.float32(0.5), np.float32(2.0)
+    for f in range(m0.shape[0]):
+        y0[f] = m0[f] + m1[f] + m2[f] + m3[f] + m4[f]
+        y1[f] = m1[f] - m2[f] + two * m3[f] - half * m4[f] + m5[f]
+
+
+@njit(cache=CACHE, nogil=True)
+def winograd5_output(m, bias, add_bias, target, block_row, rows, blocks_w):
+    """:func:`winograd_output` of F(2x2, 5x5): from 36 matrices (the bias added to each finished
+    output)."""
+    out_h, out_w, n_out = target.shape
+    h = np.empty((2, 6, n_out), np.float32)  # A^T m of one block
+    y = np.empty((2, 2, n_out), np.float32)
+    for r in range(rows):
+        top = 2 * (block_row + r)
+        for j in range(blocks_w):
+            k = r * blocks_w + j
+            left = 2 * j
+            for b in range(6):
+                _winograd5_a(m[b, k], m[6 + b, k], m[12 + b, k], m[18 + b, k], m[24 + b, k], m[30 + b, k],
+                             h[0, b], h[1, b])
+            for a in range(2):
+                _winograd5_a(h[a, 0], h[a, 1], h[a, 2], h[a, 3], h[a, 4], h[a, 5], y[a, 0], y[a, 1])
+            for a in range(min(2, out_h - top)):
+                for b in range(min(2, out_w - left)):
+                    row, cell = target[top + a, left + b], y[a, b]
+                    if add_bias:
+                        for f in range(n_out):
+                            row[f] = cell[f] + bias[f]
+                    else:
+                        row[:] = cell
+
+
+@njit(cache=CACHE, nogil=True, inline="always")
+def _winograd5_g(g0, g1, g2, g3, g4, u0, u1, u2, u3, u4, u5):
+    """``G`` of F(2x2, 5x5) along one axis of a kernel, over the filters of rows ``g0 .. g4``."""
+    two, four, eight, sixteen = np.float32(2.0), np.float32(4.0), np.float32(8.0), np.float32(16.0)
+    third, fifteenth = np.float32(1.0 / 3.0), np.float32(1.0 / 15.0)
+    for f in range(g0.shape[0]):
+        u0[f] = g0[f]
+        u1[f] = (g0[f] + g1[f] + g2[f] + g3[f] + g4[f]) * -third
+        u2[f] = (g0[f] - g1[f] + g2[f] - g3[f] + g4[f]) * third
+        u3[f] = (g0[f] + two * g1[f] + four * g2[f] + eight * g3[f] + sixteen * g4[f]) * fifteenth
+        u4[f] = (sixteen * g0[f] - eight * g1[f] + four * g2[f] - two * g3[f] + g4[f]) * -fifteenth
+        u5[f] = g4[f]
+
+
+@njit(cache=CACHE, nogil=True)
+def winograd5_filters(w, out, start, stop):
+    """Winograd F(2x2, 5x5)'s filter transform ``G g G^T`` of input channels ``start .. stop`` of
+    the (5, 5, C, F) bank ``w`` into the (36, C, F) ``out``: first along the kernel's rows, then
+    its columns (memory-bound: a 5x5x256x256 bank reads 6.5 MB and writes 9.4 MB)."""
+    n_out = w.shape[3]
+    t = np.empty((6, 5, n_out), np.float32)  # G g of one channel
+    for c in range(start, stop):
+        for v in range(5):
+            _winograd5_g(w[0, v, c], w[1, v, c], w[2, v, c], w[3, v, c], w[4, v, c],
+                         t[0, v], t[1, v], t[2, v], t[3, v], t[4, v], t[5, v])
+        for a in range(6):
+            _winograd5_g(t[a, 0], t[a, 1], t[a, 2], t[a, 3], t[a, 4], out[6 * a, c], out[6 * a + 1, c],
+                         out[6 * a + 2, c], out[6 * a + 3, c], out[6 * a + 4, c], out[6 * a + 5, c])
 
 
 # --- the blocked path: outer products of a block of pixels and vectors of filters -------------

@@ -319,14 +319,20 @@ def _inside_counts(index, stride, pad_before, size, limit):
     return np.minimum(start + size, limit) - np.maximum(start, 0)
 
 
+def _winograd_blocks(source, n, block_row, rows, blocks_w, size):
+    """The read-only (size, size, rows, blocks_w, C) view of the size x size input blocks of image
+    ``n`` whose 2x2 outputs start at block rows ``block_row .. +rows``, 2 pixels apart."""
+    _, s_h, s_w, s_c = source.strides
+    shape = (size, size, rows, blocks_w, source.shape[3])
+    return np.lib.stride_tricks.as_strided(source[n, 2 * block_row :], shape=shape,
+                                           strides=(s_h, s_w, 2 * s_h, 2 * s_w, s_c), writeable=False)
+
+
 @_quiet
 def winograd_input(source, n, block_row, rows, blocks_w, v):
     """``winograd_input`` of ``_jit``: the same sums and differences, each over all blocks at once."""
-    _, s_h, s_w, s_c = source.strides
-    channels = source.shape[3]
-    shape5 = (4, 4, rows, blocks_w, channels)
-    d = np.lib.stride_tricks.as_strided(source[n, 2 * block_row :], shape=shape5,
-                                        strides=(s_h, s_w, 2 * s_h, 2 * s_w, s_c), writeable=False)
+    d = _winograd_blocks(source, n, block_row, rows, blocks_w, 4)
+    shape5 = d.shape
     t = np.empty(shape5, np.float32)
     np.subtract(d[0], d[2], out=t[0])
     np.add(d[1], d[2], out=t[1])
@@ -342,7 +348,7 @@ def winograd_input(source, n, block_row, rows, blocks_w, v):
 @_quiet
 def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
     """``winograd_output`` of ``_jit``: the same sums and differences, each over all blocks at once."""
-    out_h, out_w, n_out = target.shape
+    n_out = target.shape[2]
     count = rows * blocks_w
     m = m[:, :count].reshape(4, 4, count, n_out)
     h = np.empty((2, 4, count, n_out), np.float32)
@@ -355,6 +361,13 @@ def winograd_output(m, bias, add_bias, target, block_row, rows, blocks_w):
     y[:, 0] += h[:, 2]
     np.subtract(h[:, 1], h[:, 2], out=y[:, 1])
     y[:, 1] -= h[:, 3]
+    _store_blocks(y, bias, add_bias, target, block_row, rows, blocks_w)
+
+
+def _store_blocks(y, bias, add_bias, target, block_row, rows, blocks_w):
+    """The (2, 2, blocks, F) outputs ``y`` of block rows ``block_row .. +rows``, plus ``bias`` when
+    ``add_bias``, into ``target`` (H, W, F), the cells beyond its bottom or right edge dropped."""
+    out_h, out_w, n_out = target.shape
     # (a, b, block row, block column, F) -> output rows 2 * (block_row + r) + a, columns 2 * j + b
     tiles = y.reshape(2, 2, rows, blocks_w, n_out).transpose(2, 0, 3, 1, 4).reshape(2 * rows, 2 * blocks_w, n_out)
     top = 2 * block_row
@@ -382,3 +395,67 @@ def winograd_filters(w, out, start, stop):
     u[:, 0], u[:, 3] = t[:, 0], t[:, 2]
     np.multiply(s + t[:, 1], half, out=u[:, 1])
     np.multiply(s - t[:, 1], half, out=u[:, 2])
+
+
+def _winograd5_b(d, u):
+    """``B^T`` of F(2x2, 5x5) along the first axis of ``d`` (6, ...) into ``u`` (6, ...), as ``_jit``'s."""
+    half, one_half, two, five_halves = np.float32(0.5), np.float32(1.5), np.float32(2.0), np.float32(2.5)
+    u[0] = d[0] + one_half * d[1] - two * d[2] - one_half * d[3] + d[4]
+    u[1] = d[4] - d[1] - five_halves * d[2] - half * d[3]
+    u[2] = d[4] + d[1] + half * d[2] - five_halves * d[3]
+    u[3] = d[4] - d[2] + half * (d[3] - d[1])
+    u[4] = d[4] - d[2] + two * (d[1] - d[3])
+    u[5] = d[5] + d[1] + one_half * d[2] - two * d[3] - one_half * d[4]
+
+
+@_quiet
+def winograd5_input(source, n, block_row, rows, blocks_w, v):
+    """``winograd5_input`` of ``_jit``: the same sums and products, each over all blocks at once."""
+    d = _winograd_blocks(source, n, block_row, rows, blocks_w, 6)
+    shape6 = d.shape
+    t = np.empty(shape6, np.float32)
+    _winograd5_b(d, t)
+    v = v[:, : rows * blocks_w].reshape(shape6)  # splits two axes: a view, never a copy
+    _winograd5_b(t.swapaxes(0, 1), v.swapaxes(0, 1))
+
+
+def _winograd5_a(m, y):
+    """``A^T`` of F(2x2, 5x5) along the first axis of ``m`` (6, ...) into ``y`` (2, ...), as ``_jit``'s."""
+    half, two = np.float32(0.5), np.float32(2.0)
+    y[0] = m[0] + m[1] + m[2] + m[3] + m[4]
+    y[1] = m[1] - m[2] + two * m[3] - half * m[4] + m[5]
+
+
+@_quiet
+def winograd5_output(m, bias, add_bias, target, block_row, rows, blocks_w):
+    """``winograd5_output`` of ``_jit``: the same sums and products, each over all blocks at once."""
+    n_out = target.shape[2]
+    count = rows * blocks_w
+    h = np.empty((2, 6, count, n_out), np.float32)
+    _winograd5_a(m[:, :count].reshape(6, 6, count, n_out), h)
+    y = np.empty((2, 2, count, n_out), np.float32)
+    _winograd5_a(h.swapaxes(0, 1), y.swapaxes(0, 1))
+    _store_blocks(y, bias, add_bias, target, block_row, rows, blocks_w)
+
+
+def _winograd5_g(g, u):
+    """``G`` of F(2x2, 5x5) along the first axis of ``g`` (5, ...) into ``u`` (6, ...), as ``_jit``'s."""
+    two, four, eight, sixteen = np.float32(2.0), np.float32(4.0), np.float32(8.0), np.float32(16.0)
+    third, fifteenth = np.float32(1.0 / 3.0), np.float32(1.0 / 15.0)
+    u[0] = g[0]
+    u[1] = (g[0] + g[1] + g[2] + g[3] + g[4]) * -third
+    u[2] = (g[0] - g[1] + g[2] - g[3] + g[4]) * third
+    u[3] = (g[0] + two * g[1] + four * g[2] + eight * g[3] + sixteen * g[4]) * fifteenth
+    u[4] = (sixteen * g[0] - eight * g[1] + four * g[2] - two * g[3] + g[4]) * -fifteenth
+    u[5] = g[4]
+
+
+@_quiet
+def winograd5_filters(w, out, start, stop):
+    """``winograd5_filters`` of ``_jit``: the same sums and products, each over all the channels
+    ``start .. stop`` and filters at once."""
+    g = w[:, :, start:stop]  # (u, v, c, f)
+    t = np.empty((6, *g.shape[1:]), np.float32)  # G g: (a, v, c, f)
+    _winograd5_g(g, t)
+    u = out.reshape(6, 6, *w.shape[2:])[:, :, start:stop]  # (a, b, c, f): a view
+    _winograd5_g(t.swapaxes(0, 1), u.swapaxes(0, 1))

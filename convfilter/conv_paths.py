@@ -20,9 +20,10 @@ rounding; they differ in the order of the sums and in speed:
   ``(u, v)`` of the row window starting ``u*dh*Wp + v*dw`` pixels further on,
   times that tap's (C, F) filters: one BLAS product per tap on the image as it
   is, no window copies; the ``Wp - W_out`` extra columns of each row are dropped.
-* ``winograd``: 3x3 kernels, stride 1, no dilation: Winograd's F(2x2, 3x3), each
-  2x2 block of outputs from 16 products per channel instead of 36, as 16 BLAS
-  products of the transformed input blocks with the transformed filters.
+* ``winograd``: 3x3 and 5x5 kernels, stride 1, no dilation: Winograd's F(2x2, 3x3),
+  each 2x2 block of outputs from 16 products per channel instead of 36, or F(2x2, 5x5),
+  36 instead of 100, as 16 or 36 BLAS products of the transformed input blocks with
+  the transformed filters.
 * ``blocked``: compiled products of 8 pixels by two vectors of 16 filters (6
   pixels by two vectors of 8 without AVX-512) at a time, the sums in registers, on the padded
   NHWC image (a window row is a contiguous run of its source row; large images
@@ -64,7 +65,8 @@ CONV_PATHS = {
     "matmul": "1x1 kernels: one matrix product of the pixels with the filters (BLAS)",
     "im2col": "windows copied into cache-sized tiles, then a matrix product with the filters (BLAS)",
     "shifted": "stride 1: one matrix product per tap with a shifted window of the padded image (BLAS)",
-    "winograd": "3x3, stride 1: Winograd F(2x2, 3x3), 16 matrix products of transformed blocks (BLAS)",
+    "winograd": "3x3 or 5x5, stride 1: Winograd F(2x2, 3x3) or F(2x2, 5x5), 16 or 36 matrix products of "
+                "transformed blocks (BLAS)",
     "blocked": "compiled products of 8 pixels by 32 filters (AVX2: 6 by 16) at a time (Numba only)",
 }
 
@@ -309,6 +311,7 @@ COST = {
     # whose transform estimate is low for small maps: it stays at the old transform's cost
     "winograd_filter_pair": 10e-9,
     "winograd_filter_read_rate": 2e9,  # transformed filter floats per second BLAS packs, per chunk
+    "winograd5_transform_slowness": 2.0,
     # the blocked path: a least-squares fit of 218 shapes on one thread (the earlier fit's 103: 30
     # of the sweep, 36 random ones and 37 small maps; and 115 of 64-256 filters: to within
     # 0.57-1.25x, 91% of them within 0.8-1.2x), with its rate (94% of the FMA peak) and the copy
@@ -440,12 +443,16 @@ def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations
     if path == "blocked":
         return blocked_seconds(x_shape, w_shape, out_shape, strides, dilations)
     if path == "winograd":
+        matrices = winograd_matrices(fh)
         blocks = n_img * -(-out_h // 2) * -(-out_w // 2)
-        chunks = n_img * -(-out_h // 2) / min(-(-out_h // 2), max(1, WINOGRAD_BLOCKS // -(-out_w // 2)))
-        return (COST["call"][path] + blas_seconds(blocks * 16 * n_in * n_out, n_out, n_in)
-                + blocks * 16 * (n_in + n_out) / winograd_transform_rate()
-                + n_in * n_out * COST["winograd_filter_pair"]
-                + chunks * 16 * n_in * n_out / COST["winograd_filter_read_rate"])
+        per_chunk = max(1, WINOGRAD_BLOCKS * 16 // matrices // -(-out_w // 2))
+        chunks = n_img * -(-out_h // 2) / min(-(-out_h // 2), per_chunk)
+        # a 5x5 kernel's transforms make each float from about twice as many terms
+        transform_rate = winograd_transform_rate() / (1.0 if fh == 3 else COST["winograd5_transform_slowness"])
+        return (COST["call"][path] + blas_seconds(blocks * matrices * n_in * n_out, n_out, n_in)
+                + blocks * matrices * (n_in + n_out) / transform_rate
+                + n_in * n_out * COST["winograd_filter_pair"] * matrices / 16
+                + chunks * matrices * n_in * n_out / COST["winograd_filter_read_rate"])
     depth = fh * fw * n_in
     seconds = (COST["call"][path] + blas_seconds(outputs * n_out * depth, n_out, depth)
                + outputs * n_out / COST["gemm_store_rate"])
@@ -459,7 +466,7 @@ def choose_path(x_shape, w, strides, dilations, out_shape, factors) -> str:
     """The path with the smallest :func:`estimated_seconds` for this call.
 
     1x1 kernels choose between the direct loops and ``matmul``, larger ones between the direct
-    loops, ``im2col``, (stride 1) ``shifted`` and (3x3, stride 1, no dilation) ``winograd``;
+    loops, ``im2col``, (stride 1) ``shifted`` and (3x3 or 5x5, stride 1, no dilation) ``winograd``;
     rank-1 kernels (``factors`` not None) may take ``separable``; kernels larger than 1x1 with
     at least 8 input channels and at most 256 filters (512 for an output of at most 1 MiB), and
     1x1 kernels with at least 256 channels and at most 128 filters, in a process that runs
@@ -507,11 +514,7 @@ def _cheapest_path(x_shape, w_shape, strides, dilations, out_shape, used: int, m
         costs[gemm] = estimated_seconds(gemm, x_shape, w_shape, out_shape, strides, dilations)
         if gemm == "im2col" and tuple(strides) == (1, 1):
             costs["shifted"] = estimated_seconds("shifted", x_shape, w_shape, out_shape, strides, dilations)
-        # Winograd only for the many-channel layers it is for: its transforms round even an
-        # identity or a box kernel, which the other paths return exactly, and mix every weight
-        # into each output, which a map of a few pixels (mostly padding) would show
-        if (winograd_fits(w_shape, strides, dilations) and min(n_in, n_out) >= WINOGRAD_MIN_CHANNELS
-                and min(out_shape[1:3]) >= WINOGRAD_MIN_SIZE):
+        if winograd_offered(w_shape, strides, dilations, out_shape):
             costs["winograd"] = estimated_seconds("winograd", x_shape, w_shape, out_shape, strides, dilations)
         if offer_blocked:
             if pointwise_direct(x_shape, w_shape):
@@ -548,7 +551,7 @@ def correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path
     if path == "shifted" and tuple(strides) != (1, 1):
         raise ValueError(f"the shifted path needs strides 1, got {tuple(strides)}")
     if path == "winograd" and not winograd_fits(w.shape, strides, dilations):
-        raise ValueError(f"the winograd path needs a 3x3 kernel, strides 1 and dilations 1, got a "
+        raise ValueError(f"the winograd path needs a 3x3 or 5x5 kernel, strides 1 and dilations 1, got a "
                          f"{w.shape[0]}x{w.shape[1]} kernel, strides {tuple(strides)}, dilations {tuple(dilations)}")
     if path == "blocked":
         check_blocked(w.shape, (gh.out, gw.out), dilations)
@@ -1140,24 +1143,71 @@ def store(kept: np.ndarray, target: np.ndarray, bias, finish, activation: str) -
     finish_tile(target, finish, activation)
 
 
-# --- Winograd F(2x2, 3x3) --------------------------------------------------------------------
+# --- Winograd F(2x2, 3x3) and F(2x2, 5x5) ---------------------------------------------------
 # Each 2x2 block of outputs of a 3x3 kernel (stride 1, no dilation) is A^T [(G g G^T) * (B^T d B)] A
 # for the 4x4 input block d: 16 products per block and channel instead of 36, as 16 matrix
 # products (blocks, C) @ (C, F) by BLAS. The transforms are sums, differences and halvings in
 # float32, so the rounding scales with the largest sum of |x| * |w| in each 2x2 block rather
 # than with each output's own (measured: up to 7 ulps of it; the tests allow 16); against
 # TensorFlow, within 1e-6 of the output's magnitude.
-# Blocks per chunk: its transformed input and products stay in a core's L2 cache.
+# A 5x5 kernel's blocks are 6x6, 36 products per block and channel instead of 100, with the
+# points 0, 1, -1, 2, -1/2 (and infinity): its transforms multiply by 1/2 to 16 and by 1/3 and
+# 1/15, and the output transform cancels more, so it rounds several times more than the 3x3
+# one: 1e-6 to 3e-6 of the output's magnitude against float64 sums (float32 loops 2e-7 to 4e-7)
+# on 14x14 to 18x18 maps of 16-256 channels (of the point sets tried, the nearest; 0, +-1, +-2
+# gave up to 6e-6).
+# Blocks per chunk (of a 3x3 kernel's; a 5x5's take 16/36 as many): its transformed input and
+# products stay in a core's L2 cache.
 WINOGRAD_BLOCKS = 256
 # The cost model considers the winograd path from this many input channels and filters.
 WINOGRAD_MIN_CHANNELS = 16
 # ... and on output maps of at least this many rows and columns.
 WINOGRAD_MIN_SIZE = 8
+# A 5x5 kernel's from this many channels and filters, and this many 2x2 blocks in the batch (a
+# 28x28 map's): on smaller layers the 36 transformed filters cost more than the products save
+# (two threads on a Zen4, forced paths in alternation, winograd against blocked:
+# 1x14x14x256 * 5x5x256x256 6.1 against 3.7 ms, 1x14x14x512 * 5x5x512x512 17.3 against 16.6,
+# 56x56x32 * 5x5x32x32 1.27 against 1.03, 28x28x256 * 5x5x256x64 4.07 against 3.74; where it
+# is offered: 28x28x128 * 5x5x128x128 3.90 against 4.48, 28x28x256 * 5x5x256x256 9.2 against
+# 13.7, 56x56x128 * 5x5x128x128 9.7 against 13.7, 8x14x14x256 * 5x5x256x256 20.9 against 26.4,
+# 8x14x14x512 * 5x5x512x512 76 against 104, 56x56x256 * 5x5x256x128 19.8 against 29.1).
+# Left out though faster: 56x56x64 * 5x5x64x64 (2.53 against 3.35 ms), 28x28x64 * 5x5x64x64
+# (0.85 against 0.92).
+WINOGRAD5_MIN_CHANNELS = 128
+WINOGRAD5_MIN_BLOCKS = 14 * 14
+
+
+WINOGRAD_KERNELS = ((3, 3), (5, 5))
 
 
 def winograd_fits(w_shape, strides, dilations) -> bool:
-    """True for a 3x3 kernel with stride 1 and no dilation, the shapes of the winograd path."""
-    return tuple(w_shape[:2]) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1)
+    """True for a 3x3 or 5x5 kernel with stride 1 and no dilation, the shapes of the winograd path."""
+    return tuple(w_shape[:2]) in WINOGRAD_KERNELS and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1)
+
+
+def winograd_offered(w_shape, strides, dilations, out_shape) -> bool:
+    """Whether the cost model weighs the winograd path for this layer (see WINOGRAD_MIN_CHANNELS
+    and WINOGRAD5_MIN_CHANNELS): its transforms round even an identity or a box kernel, which the
+    other paths return exactly, and mix every weight into each output, which a map of a few
+    pixels (mostly padding) would show; they pay on many-channel layers only."""
+    if not winograd_fits(w_shape, strides, dilations):
+        return False
+    n_img, out_h, out_w = out_shape[:3]
+    least = min(w_shape[2], w_shape[3])
+    if w_shape[0] == 5:
+        return least >= WINOGRAD5_MIN_CHANNELS and n_img * -(-out_h // 2) * -(-out_w // 2) >= WINOGRAD5_MIN_BLOCKS
+    return least >= WINOGRAD_MIN_CHANNELS and min(out_h, out_w) >= WINOGRAD_MIN_SIZE
+
+
+def winograd_matrices(fh: int) -> int:
+    """The transformed matrices of the winograd path for an fh x fh kernel: 16 for 3x3, 36 for 5x5."""
+    return (fh + 1) ** 2
+
+
+def winograd_kernels(fh: int) -> tuple[str, str, str]:
+    """The names of the input, output and filter transforms for an fh x fh kernel."""
+    prefix = "winograd" if fh == 3 else "winograd5"
+    return f"{prefix}_input", f"{prefix}_output", f"{prefix}_filters"
 
 
 # The filter transform reads 9 and writes 16 floats per (channel, filter) pair, in sums,
@@ -1169,24 +1219,24 @@ WINOGRAD_FILTER_WORK_SCALE = 16
 
 
 def winograd_filters(w: np.ndarray) -> np.ndarray:
-    """The (16, C, F) transformed filters ``G g G^T`` of a (3, 3, C, F) bank, float32, in bands of
-    input channels on the band threads.
+    """The (16, C, F) transformed filters ``G g G^T`` of a (3, 3, C, F) bank (36 of a 5x5 bank),
+    float32, in bands of input channels on the band threads.
 
     Not a (16, 9) by (9, C*F) matrix product, as before: BLAS took 2-4x as long for its few
     multiplies by 0, 1/4, 1/2 and 1 (one process, calls alternating, on a Zen4: 3x3x256x256
     0.62 -> 0.13-0.15 ms alone, 0.72-1.02 -> 0.49 ms inside a call of 1x28x28x256 on one thread).
     """
-    out = np.empty((16, *w.shape[2:]), np.float32)
-    transform = _backend.kernel("winograd_filters", out.size)
+    out = np.empty((winograd_matrices(w.shape[0]), *w.shape[2:]), np.float32)
+    transform = _backend.kernel(winograd_kernels(w.shape[0])[2], out.size)
     run_bands(transform, (w, out), w.shape[2], out.size * WINOGRAD_FILTER_WORK_SCALE)
     return out
 
 
 @functools.lru_cache(maxsize=256)
-def winograd_span(count: int, width: int) -> int:
+def winograd_span(count: int, width: int, matrices: int = 16) -> int:
     """Rows to allocate for each of the 16 (``count``, ``width``) float32 matrices of a chunk's
-    transforms: ``count`` plus the fewest extra rows (at most 7) that spread the 16 matrices over
-    L1's sets. A block's transform writes (and the output transform reads) one row of each of
+    transforms (``matrices`` of them: 36 for a 5x5 kernel): ``count`` plus the fewest extra rows
+    (at most 7) that spread the matrices over L1's sets. A block's transform writes (and the output transform reads) one row of each of
     the 16 matrices; at ``count * width`` floats apart, a multiple of 4 KB for most shapes
     (``1x112x112x64 * 3x3x64x64``: 224 blocks of 64 channels, 56 KB), the 16 rows share the
     same sets, more than L1 has ways. One process, 11 alternating rounds on two threads of a
@@ -1197,7 +1247,7 @@ def winograd_span(count: int, width: int) -> int:
     def crowding(span: int) -> int:
         offset = span * width * 4 % (L1_SETS * LINE_BYTES)  # addresses this far apart share a set
         hits = collections.Counter((t * offset // LINE_BYTES + line) % L1_SETS
-                                   for t in range(16) for line in range(lines))
+                                   for t in range(matrices) for line in range(lines))
         return max(hits.values())
 
     return count + min(range(8), key=lambda extra: (crowding(count + extra), extra))
@@ -1205,18 +1255,21 @@ def winograd_span(count: int, width: int) -> int:
 
 def correlate_winograd(x, w, gh: AxisGeometry, gw: AxisGeometry, bias, activation, out,
                        border: str = "CONSTANT") -> None:
-    """The winograd path: a 3x3 kernel, stride 1 and no dilation, in 2x2 output blocks."""
+    """The winograd path: a 3x3 or 5x5 kernel, stride 1 and no dilation, in 2x2 output blocks."""
     n_img, channels, n_out = x.shape[0], x.shape[3], out.shape[3]
     out_h, out_w = out.shape[1], out.shape[2]
     blocks_h, blocks_w = -(-out_h // 2), -(-out_w // 2)
+    # each block reads fh + 1 rows and columns from its first: those of the last block exist
     source = padded_copy(x, gh, gw, border, extra=(2 * blocks_h - out_h, 2 * blocks_w - out_w))
     blocks = n_img * blocks_h * blocks_w
-    transform_in = _backend.kernel("winograd_input", blocks * 16 * channels)
-    transform_out = _backend.kernel("winograd_output", blocks * 16 * n_out)
+    matrices = winograd_matrices(w.shape[0])
+    names = winograd_kernels(w.shape[0])
+    transform_in = _backend.kernel(names[0], blocks * matrices * channels)
+    transform_out = _backend.kernel(names[1], blocks * matrices * n_out)
     bias_vector, add_bias, _ = finish_of(bias, n_out, False)
     finish = finishing(None, activation, n_out, out.size)  # the ReLU (the bias is added by the output transform)
     args = (source, winograd_filters(w), bias_vector, add_bias, finish, activation, out, transform_in, transform_out)
-    run_bands(_winograd_band, args, n_img * blocks_h, out.size * 9 * channels, blas=True,
+    run_bands(_winograd_band, args, n_img * blocks_h, out.size * w.shape[0] * w.shape[1] * channels, blas=True,
               min_rows=rows_holding(MIN_TILE_PIXELS, 4 * blocks_w))
 
 
@@ -1224,16 +1277,17 @@ def correlate_winograd(x, w, gh: AxisGeometry, gw: AxisGeometry, bias, activatio
 def _winograd_band(source, filters, bias, add_bias, finish, activation, out, transform_in, transform_out,
                    start, stop) -> None:
     """Block rows ``start .. stop`` (counted over all images) of :func:`correlate_winograd`: per
-    chunk of blocks, the input transform, 16 matrix products (BLAS), the output transform with the
-    bias, then the activation while the rows are in cache."""
+    chunk of blocks, the input transform, 16 (or 36) matrix products (BLAS), the output transform
+    with the bias, then the activation while the rows are in cache."""
     _, out_h, out_w, n_out = out.shape
     channels = source.shape[3]
+    matrices = filters.shape[0]
     blocks_h, blocks_w = -(-out_h // 2), -(-out_w // 2)
-    per_chunk = min(max(1, WINOGRAD_BLOCKS // blocks_w), stop - start)
+    per_chunk = min(max(1, WINOGRAD_BLOCKS * 16 // matrices // blocks_w), stop - start)
     most = per_chunk * blocks_w
-    # the transforms fill (and read) the first rows of each of the 16 matrices, a chunk's blocks
-    v = np.empty((16, winograd_span(most, channels), channels), np.float32)
-    m = np.empty((16, winograd_span(most, n_out), n_out), np.float32)
+    # the transforms fill (and read) the first rows of each of the matrices, a chunk's blocks
+    v = np.empty((matrices, winograd_span(most, channels, matrices), channels), np.float32)
+    m = np.empty((matrices, winograd_span(most, n_out, matrices), n_out), np.float32)
     row = start
     while row < stop:
         n, bi = divmod(row, blocks_h)

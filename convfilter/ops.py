@@ -343,6 +343,7 @@ def warm_up(between: Callable[[], None] | None = None) -> dict[str, str]:
         lambda: conv2d(x[..., :1], np.ones((1, 1, 1, 2), np.float32)),  # a 1x1 kernel on one channel: a scaling
         lambda: _correlate_same(x, np.ones((2, 2, 2, 1), np.float32), path="separable"),  # channel sum as well
         lambda: _correlate_same(x, np.ones((3, 3, 2, 1), np.float32), path="winograd"),
+        lambda: _correlate_same(x, np.ones((5, 5, 2, 1), np.float32), path="winograd"),  # F(2x2, 5x5)
         lambda: _correlate_same(np.ones((1, 4, 4, 2), np.float32), np.ones((3, 3, 2, 4), np.float32), path="blocked"),
         # a matrix product's tiles finished with a bias and the ReLU
         lambda: _correlate_same(x, np.ones((1, 1, 2, 2), np.float32), path="matmul", bias=np.zeros(2, np.float32),

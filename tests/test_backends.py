@@ -138,13 +138,15 @@ def test_every_forced_path_gives_the_same_bits(path, sum_channels):
 
 @pytest.mark.parametrize("shape,n_out", [((2, 19, 23, 16), 24), ((1, 9, 8, 20), 17), ((1, 40, 6, 3), 1)])
 @pytest.mark.parametrize("finish", [(None, "none"), ("bias", "relu"), ("bias", "relu6"), (None, "tanh")])
-def test_winograd_transforms_give_the_same_bits(shape, n_out, finish, monkeypatch):
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_winograd_transforms_give_the_same_bits(shape, n_out, finish, kernel, monkeypatch):
     rng = np.random.default_rng(6)
     x = rng.standard_normal(shape).astype(np.float32)
     x[0, 3, 4, 0], x[-1, 5, 1, -1], x[0, -1, -1, 0] = np.inf, np.nan, -np.inf  # crop odd edges too
-    w = rng.standard_normal((3, 3, shape[3], n_out)).astype(np.float32)
+    w = rng.standard_normal((kernel, kernel, shape[3], n_out)).astype(np.float32)
+    w[1, 2, 0, 0] = -0.0
     bias = rng.standard_normal(n_out).astype(np.float32) if finish[0] else None
-    gh, gw = axis(shape[1], 3, 1, "SAME", 1), axis(shape[2], 3, 1, "SAME", 1)
+    gh, gw = axis(shape[1], kernel, 1, "SAME", 1), axis(shape[2], kernel, 1, "SAME", 1)
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 0)  # several bands, on two threads
     thread_pool.set_num_threads(2)
     try:

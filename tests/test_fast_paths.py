@@ -225,13 +225,15 @@ def test_thread_bands_give_the_same_result(threads, monkeypatch):
     np.testing.assert_allclose(pooled, naive.pool2d(x, (3, 3), (2, 2), "SAME", np.mean), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("path", ["planar", "separable", "im2col", "matmul", "shifted", "winograd", "blocked"])
+@pytest.mark.parametrize("path", ["planar", "separable", "im2col", "matmul", "shifted", "winograd", "winograd 5x5",
+                                  "blocked"])
 def test_the_thread_count_does_not_change_the_bits(path, monkeypatch):
     """Bands depend on the work only (see threads.band_edges), so a result is the same to the
     last bit on one thread or several, whichever thread takes which band."""
     rng = np.random.default_rng(12)
     x = rng.standard_normal((2, 30, 23, 6)).astype(np.float32)
-    kernel = (1, 1) if path == "matmul" else (3, 3)
+    kernel = {"matmul": (1, 1), "winograd 5x5": (5, 5)}.get(path, (3, 3))
+    path = path.split()[0]
     w = rank_one_bank(rng, *kernel, 6, 5) if path == "separable" else \
         rng.standard_normal((*kernel, 6, 5)).astype(np.float32)
     monkeypatch.setattr(thread_pool, "MIN_PARALLEL_WORK", 4000)  # several bands, on threads
@@ -413,7 +415,7 @@ def test_the_default_thread_count_is_read_once_and_again_after_set_num_threads_n
 )
 def test_property_every_path_is_the_formula(size, kernel, channels, n_out, strides, dilations, padding,
                                             path, seed):
-    (height, width), (fh, fw) = size, {"matmul": (1, 1), "winograd": (3, 3)}.get(path, kernel)
+    (height, width), (fh, fw) = size, {"matmul": (1, 1), "winograd": (3 + 2 * (seed % 2),) * 2}.get(path, kernel)
     strides = (1, 1) if path in ("shifted", "winograd") else strides
     dilations = (1, 1) if path == "winograd" else dilations
     if path == "blocked":  # blocks of 4 filters and 4 columns, window columns adjacent
@@ -560,10 +562,11 @@ def test_im2col_tiles_and_bands_cover_every_output(tile_floats, threads, monkeyp
         for padding, dilations in (("SAME", (1, 1)), ("VALID", (2, 3)), ("SAME", (2, 1))):
             result = run_path(x, w, (1, 1), padding, dilations, "shifted")
             assert_close_to_formula(result, x, w, (1, 1), padding, dilations)
-        square = rng.standard_normal((3, 3, 5, 4)).astype(np.float32)
-        for padding in ("SAME", "VALID"):
-            result = run_path(x, square, (1, 1), padding, (1, 1), "winograd")
-            assert_close_to_formula(result, x, square, (1, 1), padding, (1, 1), **TOLERANCES["winograd"])
+        for size in (3, 5):
+            square = rng.standard_normal((size, size, 5, 4)).astype(np.float32)
+            for padding in ("SAME", "VALID"):
+                result = run_path(x, square, (1, 1), padding, (1, 1), "winograd")
+                assert_close_to_formula(result, x, square, (1, 1), padding, (1, 1), **TOLERANCES["winograd"])
     finally:
         ops.set_num_threads(None)
 
@@ -580,7 +583,7 @@ def test_window_taps_used_counts_taps_any_filter_uses():
     assert conv_paths.window_taps_used(np.zeros((2, 2, 3, 1), np.float32)) == 0
 
 
-@pytest.mark.parametrize("path,kernel", [("im2col", 3), ("matmul", 1), ("shifted", 3), ("winograd", 3),
+@pytest.mark.parametrize("path,kernel", [("im2col", 3), ("matmul", 1), ("shifted", 3), ("winograd", 3), ("winograd", 5),
                                          ("blocked", 3), ("blocked", 1), ("small map", 3), ("small map", 1)])
 @pytest.mark.parametrize("activation", ["none", "relu", "relu6", "sigmoid"])
 @pytest.mark.parametrize("with_bias", [False, True])
@@ -640,7 +643,7 @@ def test_path_names_are_checked():
         run_path(x, w, (1, 1), "SAME", (1, 1), "im2col", sum_channels=True)
     with pytest.raises(ValueError, match=r"shifted path needs strides 1, got \(2, 1\)"):
         run_path(x, w, (2, 1), "SAME", (1, 1), "shifted")
-    with pytest.raises(ValueError, match=r"winograd path needs a 3x3 kernel, strides 1 and dilations 1, got a 3x3 "
+    with pytest.raises(ValueError, match=r"winograd path needs a 3x3 or 5x5 kernel, strides 1 and dilations 1, got a 3x3 "
                                          r"kernel, strides \(1, 1\), dilations \(2, 1\)"):
         run_path(x, w, (1, 1), "SAME", (2, 1), "winograd")
     with pytest.raises(ValueError, match=r"blocked path needs at least 4 output columns, 4 filters and dilation 1 "
@@ -688,6 +691,12 @@ def test_path_names_are_checked():
     # small map, whose Winograd transforms do not pay (14x14x256 * 3x3x256x256 2.71 against 3.48 ms)
     ((1, 7, 7, 32), (3, 3, 32, 32), "blocked"),
     ((1, 14, 14, 256), (3, 3, 256, 256), {"avx2": "blocked"}),
+    # 5x5 over many channels on a 28x28 map: F(2x2, 5x5) (a Zen4, two threads: winograd 9.2 ms,
+    # blocked 13.7); on a 14x14 map its 36 transformed filter matrices cost more than the
+    # products save (6.1 against 3.7 ms), unless a batch shares them (8x14x14x256: 20.9 against 26.4)
+    ((1, 28, 28, 256), (5, 5, 256, 256), {"avx512": "winograd"}),
+    ((1, 14, 14, 256), (5, 5, 256, 256), {"avx512": "blocked"}),
+    ((8, 14, 14, 256), (5, 5, 256, 256), {"avx512": "winograd"}),
 ])
 @pytest.mark.parametrize("vectors", ["avx512", "avx2"])
 def test_the_cost_model_picks_the_expected_path(x_shape, w_shape, expected, vectors, monkeypatch):
