@@ -311,6 +311,8 @@ COST = {
     # whose transform estimate is low for small maps: it stays at the old transform's cost
     "winograd_filter_pair": 10e-9,
     "winograd_filter_read_rate": 2e9,  # transformed filter floats per second BLAS packs, per chunk
+    # F(2x2, 5x5)'s transforms make each float from 5-6 terms, the 3x3 ones' from 2-3: their rate
+    # is the one above over this (the 5x5 input transform measured 1 ns a float on one thread)
     "winograd5_transform_slowness": 2.0,
     # the blocked path: a least-squares fit of 218 shapes on one thread (the earlier fit's 103: 30
     # of the sweep, 36 random ones and 37 small maps; and 115 of 64-256 filters: to within
@@ -1236,8 +1238,8 @@ def winograd_filters(w: np.ndarray) -> np.ndarray:
 def winograd_span(count: int, width: int, matrices: int = 16) -> int:
     """Rows to allocate for each of the 16 (``count``, ``width``) float32 matrices of a chunk's
     transforms (``matrices`` of them: 36 for a 5x5 kernel): ``count`` plus the fewest extra rows
-    (at most 7) that spread the matrices over L1's sets. A block's transform writes (and the output transform reads) one row of each of
-    the 16 matrices; at ``count * width`` floats apart, a multiple of 4 KB for most shapes
+    (at most 7) that spread the matrices over L1's sets. A block's transform writes (and the
+    output transform reads) one row of each of the 16 matrices; at ``count * width`` floats apart, a multiple of 4 KB for most shapes
     (``1x112x112x64 * 3x3x64x64``: 224 blocks of 64 channels, 56 KB), the 16 rows share the
     same sets, more than L1 has ways. One process, 11 alternating rounds on two threads of a
     Zen4, padded against not: ``8x112x112x64 * 3x3x64x64`` 26.9 -> 24.9 ms (1.10x), six other
