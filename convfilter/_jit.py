@@ -948,12 +948,10 @@ def winograd_filters(w, out, start, stop):
     """Winograd F(2x2, 3x3)'s filter transform ``G g G^T`` of input channels ``start .. stop`` of
     the (3, 3, C, F) bank ``w`` into the (16, C, F) ``out``, with ``G`` = [[1, 0, 0], [1/2, 1/2,
     1/2], [1/2, -1/2, 1/2], [0, 0, 1]]: first along the kernel's rows, then its columns."""
-    n_out = w.shape[3]
-    taps = w.reshape(9, w.shape[2], n_out)
-    t = np.empty((4, 3, n_out), np.float32)  # G g of one channel
+    t = np.empty((4, 3, w.shape[3]), np.float32)  # G g of one channel
     for c in range(start, stop):
         for v in range(3):
-            _winograd_g(taps[v, c], taps[3 + v, c], taps[6 + v, c], t[0, v], t[1, v], t[2, v], t[3, v])
+            _winograd_g(w[0, v, c], w[1, v, c], w[2, v, c], t[0, v], t[1, v], t[2, v], t[3, v])
         for a in range(4):
             _winograd_g(t[a, 0], t[a, 1], t[a, 2], out[4 * a, c], out[4 * a + 1, c], out[4 * a + 2, c],
                         out[4 * a + 3, c])

@@ -447,8 +447,7 @@ def estimated_seconds(path: str, x_shape, w_shape, out_shape, strides, dilations
     if path == "winograd":
         matrices = winograd_matrices(fh)
         blocks = n_img * -(-out_h // 2) * -(-out_w // 2)
-        per_chunk = max(1, WINOGRAD_BLOCKS * 16 // matrices // -(-out_w // 2))
-        chunks = n_img * -(-out_h // 2) / min(-(-out_h // 2), per_chunk)
+        chunks = n_img * -(-out_h // 2) / min(-(-out_h // 2), winograd_chunk_rows(-(-out_w // 2), matrices))
         # a 5x5 kernel's transforms make each float from about twice as many terms
         transform_rate = winograd_transform_rate() / (1.0 if fh == 3 else COST["winograd5_transform_slowness"])
         return (COST["call"][path] + blas_seconds(blocks * matrices * n_in * n_out, n_out, n_in)
@@ -1206,17 +1205,24 @@ def winograd_matrices(fh: int) -> int:
     return (fh + 1) ** 2
 
 
+def winograd_chunk_rows(blocks_w: int, matrices: int) -> int:
+    """Block rows in a chunk of the winograd path: WINOGRAD_BLOCKS blocks of a 3x3 kernel (16/36
+    as many of a 5x5 kernel's 36 matrices), at least one row of ``blocks_w`` blocks."""
+    return max(1, WINOGRAD_BLOCKS * 16 // matrices // blocks_w)
+
+
 def winograd_kernels(fh: int) -> tuple[str, str, str]:
     """The names of the input, output and filter transforms for an fh x fh kernel."""
     prefix = "winograd" if fh == 3 else "winograd5"
     return f"{prefix}_input", f"{prefix}_output", f"{prefix}_filters"
 
 
-# The filter transform reads 9 and writes 16 floats per (channel, filter) pair, in sums,
-# differences and halvings (the kernel ``winograd_filters``): memory-bound, it counts this many
-# times its transformed floats as work, in a matrix product's multiply-adds, so that a bank of
-# 256x256 runs in bands on two threads (medians of 15 alternating rounds, one thread against two:
-# 1x28x28x256 * 3x3x256x256 4.24 -> 3.93 ms, 1x14x14x256 * 3x3x256x256 1.90 -> 1.76).
+# The filter transform reads 9 and writes 16 floats per (channel, filter) pair (25 and 36 for a
+# 5x5 kernel), in sums, differences and scalings (the kernels ``winograd_filters`` and
+# ``winograd5_filters``): memory-bound, it counts this many times its transformed floats as
+# work, in a matrix product's multiply-adds, so that a bank of 256x256 runs in bands on two
+# threads (medians of 15 alternating rounds, one thread against two: 1x28x28x256 * 3x3x256x256
+# 4.24 -> 3.93 ms, 1x14x14x256 * 3x3x256x256 1.90 -> 1.76).
 WINOGRAD_FILTER_WORK_SCALE = 16
 
 
@@ -1239,11 +1245,11 @@ def winograd_span(count: int, width: int, matrices: int = 16) -> int:
     """Rows to allocate for each of the 16 (``count``, ``width``) float32 matrices of a chunk's
     transforms (``matrices`` of them: 36 for a 5x5 kernel): ``count`` plus the fewest extra rows
     (at most 7) that spread the matrices over L1's sets. A block's transform writes (and the
-    output transform reads) one row of each of the 16 matrices; at ``count * width`` floats apart, a multiple of 4 KB for most shapes
-    (``1x112x112x64 * 3x3x64x64``: 224 blocks of 64 channels, 56 KB), the 16 rows share the
-    same sets, more than L1 has ways. One process, 11 alternating rounds on two threads of a
-    Zen4, padded against not: ``8x112x112x64 * 3x3x64x64`` 26.9 -> 24.9 ms (1.10x), six other
-    winograd layers 0.99-1.02x; the same bits."""
+    output transform reads) one row of each of the 16 matrices; at ``count * width`` floats
+    apart, a multiple of 4 KB for most shapes (``1x112x112x64 * 3x3x64x64``: 224 blocks of 64
+    channels, 56 KB), the 16 rows share the same sets, more than L1 has ways. One process, 11
+    alternating rounds on two threads of a Zen4, padded against not: ``8x112x112x64 *
+    3x3x64x64`` 26.9 -> 24.9 ms (1.10x), six other winograd layers 0.99-1.02x; the same bits."""
     lines = min(L1_SETS, -(-width * 4 // LINE_BYTES))
 
     def crowding(span: int) -> int:
@@ -1285,7 +1291,7 @@ def _winograd_band(source, filters, bias, add_bias, finish, activation, out, tra
     channels = source.shape[3]
     matrices = filters.shape[0]
     blocks_h, blocks_w = -(-out_h // 2), -(-out_w // 2)
-    per_chunk = min(max(1, WINOGRAD_BLOCKS * 16 // matrices // blocks_w), stop - start)
+    per_chunk = min(winograd_chunk_rows(blocks_w, matrices), stop - start)
     most = per_chunk * blocks_w
     # the transforms fill (and read) the first rows of each of the matrices, a chunk's blocks
     v = np.empty((matrices, winograd_span(most, channels, matrices), channels), np.float32)
