@@ -853,24 +853,26 @@ def winograd_input(source, n, block_row, rows, blocks_w, v):
     """Winograd F(2x2, 3x3)'s input transform ``B^T d B`` of the 4x4 blocks of image ``n`` of the
     padded NHWC ``source`` whose outputs start at block rows ``block_row .. +rows`` and every block
     column, into the first ``rows * blocks_w`` rows of ``v`` (16, at least that many, C): first
-    along the block's rows, then its columns."""
+    along the block's rows, then its columns. The first pass runs once per column of a block
+    row, which the blocks two columns apart share (the same sums as per block)."""
     channels = source.shape[3]
-    t = np.empty((4, 4, channels), np.float32)  # B^T d of one block
+    t = np.empty((4, 2 * blocks_w + 2, channels), np.float32)  # B^T d of each column of a block row
     for r in range(rows):
         top = 2 * (block_row + r)
+        for b in range(2 * blocks_w + 2):
+            d0, d1 = source[n, top, b], source[n, top + 1, b]
+            d2, d3 = source[n, top + 2, b], source[n, top + 3, b]
+            t0, t1, t2, t3 = t[0, b], t[1, b], t[2, b], t[3, b]
+            for c in range(channels):
+                t0[c] = d0[c] - d2[c]
+                t1[c] = d1[c] + d2[c]
+                t2[c] = d2[c] - d1[c]
+                t3[c] = d1[c] - d3[c]
         for j in range(blocks_w):
             k = r * blocks_w + j
             left = 2 * j
-            for b in range(4):
-                d0, d1 = source[n, top, left + b], source[n, top + 1, left + b]
-                d2, d3 = source[n, top + 2, left + b], source[n, top + 3, left + b]
-                for c in range(channels):
-                    t[0, b, c] = d0[c] - d2[c]
-                    t[1, b, c] = d1[c] + d2[c]
-                    t[2, b, c] = d2[c] - d1[c]
-                    t[3, b, c] = d1[c] - d3[c]
             for a in range(4):
-                t0, t1, t2, t3 = t[a, 0], t[a, 1], t[a, 2], t[a, 3]
+                t0, t1, t2, t3 = t[a, left], t[a, left + 1], t[a, left + 2], t[a, left + 3]
                 v0, v1, v2, v3 = v[4 * a, k], v[4 * a + 1, k], v[4 * a + 2, k], v[4 * a + 3, k]
                 for c in range(channels):
                     v0[c] = t0[c] - t2[c]
@@ -961,35 +963,44 @@ def winograd_filters(w, out, start, stop):
 # infinity (of the sets tried, the one whose float32 results stay nearest the exact sums).
 @njit(cache=CACHE, nogil=True, inline="always")
 def _winograd5_b(d0, d1, d2, d3, d4, d5, u0, u1, u2, u3, u4, u5):
-    """``B^T`` of F(2x2, 5x5) along one axis of the blocks, over the channels of ``d0 .. d5``."""
+    """``B^T`` of F(2x2, 5x5) along one axis of the blocks, over the channels of ``d0 .. d5``.
+
+    One loop per output row: a loop writing six rows and reading six needs more run-time checks
+    that they do not overlap than the compiler makes before it vectorises, and ran unvectorised."""
     half, one_half, two, five_halves = np.float32(0.5), np.float32(1.5), np.float32(2.0), np.float32(2.5)
     for c in range(d0.shape[0]):
         u0[c] = d0[c] + one_half * d1[c] - two * d2[c] - one_half * d3[c] + d4[c]
+    for c in range(d0.shape[0]):
         u1[c] = d4[c] - d1[c] - five_halves * d2[c] - half * d3[c]
+    for c in range(d0.shape[0]):
         u2[c] = d4[c] + d1[c] + half * d2[c] - five_halves * d3[c]
+    for c in range(d0.shape[0]):
         u3[c] = d4[c] - d2[c] + half * (d3[c] - d1[c])
+    for c in range(d0.shape[0]):
         u4[c] = d4[c] - d2[c] + two * (d1[c] - d3[c])
+    for c in range(d0.shape[0]):
         u5[c] = d5[c] + d1[c] + one_half * d2[c] - two * d3[c] - one_half * d4[c]
 
 
 @njit(cache=CACHE, nogil=True)
 def winograd5_input(source, n, block_row, rows, blocks_w, v):
-    """:func:`winograd_input` of F(2x2, 5x5): 6x6 blocks, into 36 matrices."""
+    """:func:`winograd_input` of F(2x2, 5x5): 6x6 blocks, into 36 matrices (the blocks two
+    columns apart share four of their six columns' first pass)."""
     channels = source.shape[3]
-    t = np.empty((6, 6, channels), np.float32)  # B^T d of one block
+    t = np.empty((6, 2 * blocks_w + 4, channels), np.float32)  # B^T d of each column of a block row
     for r in range(rows):
         top = 2 * (block_row + r)
+        for b in range(2 * blocks_w + 4):
+            _winograd5_b(source[n, top, b], source[n, top + 1, b], source[n, top + 2, b],
+                         source[n, top + 3, b], source[n, top + 4, b], source[n, top + 5, b],
+                         t[0, b], t[1, b], t[2, b], t[3, b], t[4, b], t[5, b])
         for j in range(blocks_w):
             k = r * blocks_w + j
             left = 2 * j
-            for b in range(6):
-                _winograd5_b(source[n, top, left + b], source[n, top + 1, left + b], source[n, top + 2, left + b],
-                             source[n, top + 3, left + b], source[n, top + 4, left + b], source[n, top + 5, left + b],
-                             t[0, b], t[1, b], t[2, b], t[3, b], t[4, b], t[5, b])
             for a in range(6):
-                _winograd5_b(t[a, 0], t[a, 1], t[a, 2], t[a, 3], t[a, 4], t[a, 5],
-                             v[6 * a, k], v[6 * a + 1, k], v[6 * a + 2, k], v[6 * a + 3, k], v[6 * a + 4, k],
-                             v[6 * a + 5, k])
+                _winograd5_b(t[a, left], t[a, left + 1], t[a, left + 2], t[a, left + 3], t[a, left + 4],
+                             t[a, left + 5], v[6 * a, k], v[6 * a + 1, k], v[6 * a + 2, k], v[6 * a + 3, k],
+                             v[6 * a + 4, k], v[6 * a + 5, k])
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
@@ -1033,12 +1044,17 @@ def _winograd5_g(g0, g1, g2, g3, g4, u0, u1, u2, u3, u4, u5):
     """``G`` of F(2x2, 5x5) along one axis of a kernel, over the filters of rows ``g0 .. g4``."""
     two, four, eight, sixteen = np.float32(2.0), np.float32(4.0), np.float32(8.0), np.float32(16.0)
     third, fifteenth = np.float32(1.0 / 3.0), np.float32(1.0 / 15.0)
-    for f in range(g0.shape[0]):
+    for f in range(g0.shape[0]):  # one loop per output row, as in _winograd5_b
         u0[f] = g0[f]
+    for f in range(g0.shape[0]):
         u1[f] = (g0[f] + g1[f] + g2[f] + g3[f] + g4[f]) * -third
+    for f in range(g0.shape[0]):
         u2[f] = (g0[f] - g1[f] + g2[f] - g3[f] + g4[f]) * third
+    for f in range(g0.shape[0]):
         u3[f] = (g0[f] + two * g1[f] + four * g2[f] + eight * g3[f] + sixteen * g4[f]) * fifteenth
+    for f in range(g0.shape[0]):
         u4[f] = (sixteen * g0[f] - eight * g1[f] + four * g2[f] - two * g3[f] + g4[f]) * -fifteenth
+    for f in range(g0.shape[0]):
         u5[f] = g4[f]
 
 
