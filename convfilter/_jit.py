@@ -1419,7 +1419,7 @@ def correlate_blocked(x, pad_top, first_row, stop_row, edge, block_table, matrix
     2.86; deeper windows level).
     """
     n_img, out_h, out_w, n_out = out.shape
-    height, width, channels = x.shape[1], x.shape[2], x.shape[3]
+    height, channels = x.shape[1], x.shape[3]
     flat, edge_flat, target = x.reshape(-1), edge.reshape(-1), out.reshape(-1)
     run, step = fw * channels, sw * channels
     # window rows summed in one piece: as many whole rows as DEPTH_PIECE products hold (one

@@ -821,6 +821,16 @@ def rows_holding(pixels: int, row_pixels: int) -> int:
 # the copy itself (measured: 10 ms against 4 ms for a batch of eight 224x224x32 maps).
 SCRATCH_FLOATS = 1 << 24
 _scratch = threading.local()
+
+
+def thread_buffer(name: str, size: int) -> np.ndarray:
+    """``size`` floats of this thread's buffer ``name``, kept for the thread's next call (grown
+    when too small): memory written before, where a fresh array costs a page fault per 4 KB."""
+    buffer = getattr(_scratch, name, None)
+    if buffer is None or buffer.size < size:
+        buffer = np.empty(size, np.float32)
+        setattr(_scratch, name, buffer)
+    return buffer[:size]
 # A copy of at most this many floats (128 KiB, in L2) is zeroed whole before the image goes in:
 # each numpy call costs a microsecond or two more than zeroing a few strips of a small map.
 SMALL_COPY_FLOATS = 1 << 15
@@ -842,10 +852,7 @@ def padded_copy(x, gh: AxisGeometry, gw: AxisGeometry, border: str, extra: tuple
     size = math.prod(shape)
     if border != "CONSTANT" or size > SCRATCH_FLOATS:
         return pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), border)
-    buffer = getattr(_scratch, "buffer", None)
-    if buffer is None or buffer.size < size:
-        buffer = _scratch.buffer = np.empty(size, np.float32)
-    padded = buffer[:size].reshape(shape)
+    padded = thread_buffer("buffer", size).reshape(shape)
     if size <= SMALL_COPY_FLOATS:  # zeros everywhere, then the image: two numpy calls instead of five
         padded.fill(0.0)
     else:
@@ -1160,6 +1167,21 @@ def store(kept: np.ndarray, target: np.ndarray, bias, finish, activation: str) -
 # Blocks per chunk (of a 3x3 kernel's; a 5x5's take 16/36 as many): its transformed input and
 # products stay in a core's L2 cache.
 WINOGRAD_BLOCKS = 256
+# A call's transformed filters, and each band's transformed inputs and products, are written
+# into buffers their thread keeps (see thread_buffer) up to this many floats each (16 MB; a 5x5
+# chunk of 512 channels takes 7.5 MB, a 5x5x256x256 bank's transform 9.4 MB). Fresh arrays
+# cost each call a page fault for every 4 KB: 140-870 faults a call on layers of 28x28 to
+# 112x112 maps, two threads on a Zen 5.
+WINOGRAD_SCRATCH_FLOATS = 1 << 22
+
+
+def scratch_array(name: str, shape) -> np.ndarray:
+    """An uninitialised float32 array of ``shape`` in this thread's buffer ``name`` (a fresh one
+    above WINOGRAD_SCRATCH_FLOATS), valid until the thread next asks for ``name``."""
+    size = math.prod(shape)
+    if size > WINOGRAD_SCRATCH_FLOATS:
+        return np.empty(shape, np.float32)
+    return thread_buffer(name, size).reshape(shape)
 # The cost model considers the winograd path from this many input channels and filters.
 WINOGRAD_MIN_CHANNELS = 16
 # ... and on output maps of at least this many rows and columns.
@@ -1234,7 +1256,7 @@ def winograd_filters(w: np.ndarray) -> np.ndarray:
     multiplies by 0, 1/4, 1/2 and 1 (one process, calls alternating, on a Zen4: 3x3x256x256
     0.62 -> 0.13-0.15 ms alone, 0.72-1.02 -> 0.49 ms inside a call of 1x28x28x256 on one thread).
     """
-    out = np.empty((winograd_matrices(w.shape[0]), *w.shape[2:]), np.float32)
+    out = scratch_array("winograd_filters", (winograd_matrices(w.shape[0]), *w.shape[2:]))
     transform = _backend.kernel(winograd_kernels(w.shape[0])[2], out.size)
     run_bands(transform, (w, out), w.shape[2], out.size * WINOGRAD_FILTER_WORK_SCALE)
     return out
@@ -1294,8 +1316,10 @@ def _winograd_band(source, filters, bias, add_bias, finish, activation, out, tra
     per_chunk = min(winograd_chunk_rows(blocks_w, matrices), stop - start)
     most = per_chunk * blocks_w
     # the transforms fill (and read) the first rows of each of the matrices, a chunk's blocks
-    v = np.empty((matrices, winograd_span(most, channels, matrices), channels), np.float32)
-    m = np.empty((matrices, winograd_span(most, n_out, matrices), n_out), np.float32)
+    v_shape = (matrices, winograd_span(most, channels, matrices), channels)
+    m_shape = (matrices, winograd_span(most, n_out, matrices), n_out)
+    v = scratch_array("winograd_in", v_shape)
+    m = scratch_array("winograd_out", m_shape)
     row = start
     while row < stop:
         n, bi = divmod(row, blocks_h)
