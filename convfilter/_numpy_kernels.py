@@ -305,10 +305,14 @@ def avg_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
     cols = _inside_counts(np.arange(out.shape[2]), sw, pad_left, pw, width)
     # outside cells are +0.0: adding it changes no sum (which starts at +0.0, so is never -0.0)
     for lo, hi, cell in _pool_blocks(x, ph, pw, sh, sw, pad_top, pad_left, 0.0, out, row_start, row_stop):
+        # each column's cells, then the columns: the order of the kernel's two passes
         total = np.zeros((x.shape[0], x.shape[3], hi - lo, out.shape[2]), np.float32)
-        for a in range(ph):
-            for b in range(pw):
-                total += cell(a, b)
+        column = np.empty_like(total)
+        for b in range(pw):
+            column.fill(0.0)
+            for a in range(ph):
+                column += cell(a, b)
+            total += column
         rows = _inside_counts(np.arange(lo, hi), sh, pad_top, ph, height)
         count = (rows[:, None] * cols[None, :]).astype(np.float32)
         out[:, lo:hi] = (total / count).transpose(0, 2, 3, 1)
