@@ -831,7 +831,7 @@ def _pool_windows(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop
             if r1 - r0 == 1:
                 for k in range(line.size):
                     line[k] = zero + src[k] if average else src[k]
-            else:  # the first two rows in one run
+            elif r1 - r0 == 2:  # the first two rows in one run
                 other = flat[base + row_size + first_col : base + row_size + stop_col]
                 for k in range(line.size):
                     value = other[k]
@@ -839,7 +839,17 @@ def _pool_windows(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop
                         line[k] = (zero + src[k]) + value
                     else:
                         line[k] = value if value > src[k] else src[k]
-            for r in range(r0 + 2, r1):
+            else:  # ... or three
+                other = flat[base + row_size + first_col : base + row_size + stop_col]
+                third = flat[base + 2 * row_size + first_col : base + 2 * row_size + stop_col]
+                for k in range(line.size):
+                    value, last = other[k], third[k]
+                    if average:
+                        line[k] = ((zero + src[k]) + value) + last
+                    else:
+                        best = value if value > src[k] else src[k]
+                        line[k] = last if last > best else best
+            for r in range(r0 + 3, r1):
                 base = (n * height + r) * row_size
                 src = flat[base + first_col : base + stop_col]
                 for k in range(line.size):
