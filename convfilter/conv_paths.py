@@ -1195,7 +1195,9 @@ WINOGRAD_MIN_SIZE = 8
 # 13.7, 56x56x128 * 5x5x128x128 9.7 against 13.7, 8x14x14x256 * 5x5x256x256 20.9 against 26.4,
 # 8x14x14x512 * 5x5x512x512 76 against 104, 56x56x256 * 5x5x256x128 19.8 against 29.1).
 # Left out though faster: 56x56x64 * 5x5x64x64 (2.53 against 3.35 ms), 28x28x64 * 5x5x64x64
-# (0.85 against 0.92).
+# (0.85 against 0.92). On a Zen 5 (round 15 of docs/performance.md) the offered layers but one
+# were faster on it too (56x56x128 * 5x5x128x128 7.6 against 8.7 ms), and 28x28x128 *
+# 5x5x128x128 slower (3.2 against 2.6): left as measured on the Zen4.
 WINOGRAD5_MIN_CHANNELS = 128
 WINOGRAD5_MIN_BLOCKS = 14 * 14
 
