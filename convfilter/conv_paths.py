@@ -831,6 +831,8 @@ def thread_buffer(name: str, size: int) -> np.ndarray:
         buffer = np.empty(size, np.float32)
         setattr(_scratch, name, buffer)
     return buffer[:size]
+
+
 # A copy of at most this many floats (128 KiB, in L2) is zeroed whole before the image goes in:
 # each numpy call costs a microsecond or two more than zeroing a few strips of a small map.
 SMALL_COPY_FLOATS = 1 << 15
@@ -1182,6 +1184,8 @@ def scratch_array(name: str, shape) -> np.ndarray:
     if size > WINOGRAD_SCRATCH_FLOATS:
         return np.empty(shape, np.float32)
     return thread_buffer(name, size).reshape(shape)
+
+
 # The cost model considers the winograd path from this many input channels and filters.
 WINOGRAD_MIN_CHANNELS = 16
 # ... and on output maps of at least this many rows and columns.
@@ -1252,7 +1256,8 @@ WINOGRAD_FILTER_WORK_SCALE = 16
 
 def winograd_filters(w: np.ndarray) -> np.ndarray:
     """The (16, C, F) transformed filters ``G g G^T`` of a (3, 3, C, F) bank (36 of a 5x5 bank),
-    float32, in bands of input channels on the band threads.
+    float32, in bands of input channels on the band threads, in this thread's buffer (see
+    :func:`scratch_array`: valid until its next call).
 
     Not a (16, 9) by (9, C*F) matrix product, as before: BLAS took 2-4x as long for its few
     multiplies by 0, 1/4, 1/2 and 1 (one process, calls alternating, on a Zen4: 3x3x256x256
