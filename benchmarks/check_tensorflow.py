@@ -8,7 +8,7 @@ path forced and as the cost model chooses), ``depthwise_conv2d`` with
 ``tf.nn.max_pool2d`` with ``[[0, 0], [top, bottom], [left, right], [0, 0]]``), ``pad`` against
 ``tf.pad`` (CONSTANT, REFLECT, SYMMETRIC), ``conv2d(border=...)`` against ``tf.pad`` then a VALID
 ``tf.nn.conv2d``, the explicit paddings both refuse, the keras pooling layers (``MaxPool2D``,
-``AvgPool2D``, ``GlobalAveragePooling2D``, ``GlobalMaxPooling2D``) and the book's example
+also with NaN cells, ``AvgPool2D``, ``GlobalAveragePooling2D``, ``GlobalMaxPooling2D``) and the book's example
 exactly as the book writes it. Prints one row per family of cases: the number of cases, the
 largest absolute difference, the largest difference relative to the output's magnitude (the
 largest absolute value of the reference in that case), and FAIL when that relative
@@ -324,6 +324,22 @@ def check_pools(keras, rng, max_family: Family, avg_family: Family, cases: int) 
             family.add(ours(x, pool, strides, padding), theirs, label)
 
 
+def check_max_pool_nan(keras, rng, family: Family, cases: int) -> None:
+    """NaN cells, which TensorFlow's max pool ignores, as convfilter's does. A window of NaNs only
+    gives NaN in convfilter and the lowest float32 in TensorFlow: counted as agreeing."""
+    lowest = np.finfo(np.float32).min
+    for _ in range(cases):
+        shape = (int(rng.integers(1, 3)), int(rng.integers(1, 20)), int(rng.integers(1, 20)), int(rng.integers(1, 6)))
+        pool = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+        strides = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        x = rng.standard_normal(shape).astype(np.float32)
+        x[rng.random(shape) < 0.5] = np.nan
+        theirs = keras.layers.MaxPool2D(pool_size=pool, strides=strides, padding="same")(x).numpy()
+        ours = convfilter.max_pool2d(x, pool, strides, "SAME")
+        ours = np.where((theirs == lowest) & np.isnan(ours), lowest, ours)
+        family.add(np.where(np.isnan(ours), np.inf, ours), theirs, f"x{shape} pool{pool} s{strides} SAME, NaN cells")
+
+
 def check_global_pools(keras, rng, families: dict[str, Family], cases: int) -> None:
     gap, gmp = keras.layers.GlobalAveragePooling2D(), keras.layers.GlobalMaxPooling2D()
     shapes = [(int(rng.integers(1, 4)), int(rng.choice(SIZES)), int(rng.choice(SIZES)), int(rng.integers(1, 6)))
@@ -419,6 +435,8 @@ def main(argv=None) -> int:
 
     max_pool, avg_pool = Family("keras MaxPool2D"), Family("keras AvgPool2D")
     check_pools(keras, rng, max_pool, avg_pool, n)
+    max_pool_nan = Family("keras MaxPool2D, NaN cells", note="half the cells NaN")
+    check_max_pool_nan(keras, rng, max_pool_nan, n)
     globals_ = {
         "gap_tf": Family("keras GlobalAveragePooling2D vs convfilter", tolerance=None,
                          note="TF's float32 mean drifts, see next rows"),
@@ -432,7 +450,7 @@ def main(argv=None) -> int:
     check_book(tf, book)
 
     families = [*conv_families, tiny, larger, threaded, explicit, explicit_max, pads, borders, refusals, max_pool,
-                avg_pool, *globals_.values(), book]
+                max_pool_nan, avg_pool, *globals_.values(), book]
     print(f"# convfilter {convfilter.__version__} vs TensorFlow {tf.__version__}, numpy {np.__version__}, "
           f"seed {args.seed}; FAIL: max rel diff > {RELATIVE_TOLERANCE:g} of the output magnitude")
     print("| case family | cases | max abs diff | max rel diff | result |")

@@ -801,15 +801,26 @@ def _window(index, stride, pad_before, size, limit):
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
+def _larger(best, value):
+    """The max pool's step: ``value`` if it is larger than ``best``, or if ``best`` is NaN and
+    ``value`` is not. A window's max is then the max of its cells that are not NaN, as
+    TensorFlow's (NaN if all are), in any order; of equal cells (+0.0 and -0.0) the first in the
+    order of the steps stays, which is why the numpy twin steps in the kernel's order."""
+    # one test for both ("not at most" is true when either is NaN), then one for value's NaN
+    return value if (value == value) & (not value <= best) else best
+
+
+@njit(cache=CACHE, nogil=True, inline="always")
 def _pool_windows(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop, average):
     """The window loop of both pools: the max of the cells of each window that lie inside the
     image (padding cells are ignored, never zeros) or, with ``average``, their mean (divided by
-    the number of those cells, as TensorFlow's SAME average pool does).
+    the number of those cells, as TensorFlow's SAME average pool does). The max ignores NaN cells
+    (:func:`_larger`).
 
     Each output row in two passes: its windows' image rows reduced into one row (``line``), in
     runs along the rows of the C-contiguous ``x``; then each window's columns of that row. The
-    average sums each column's cells, then the columns (the numpy twin in the same order); the
-    max keeps the first cell's NaN, as cell by cell. ``average`` is a literal at each call, so
+    average sums each column's cells, then the columns, and the max takes each column's max, then
+    the columns' (the numpy twins in the same orders). ``average`` is a literal at each call, so
     the compiler keeps only one reduction in the inner loops (each pool compiles to what a loop
     of its own would be).
     """
@@ -838,7 +849,7 @@ def _pool_windows(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop
                     if average:
                         line[k] = (zero + src[k]) + value
                     else:
-                        line[k] = value if value > src[k] else src[k]
+                        line[k] = _larger(src[k], value)
             else:  # ... or three
                 other = flat[base + row_size + first_col : base + row_size + stop_col]
                 third = flat[base + 2 * row_size + first_col : base + 2 * row_size + stop_col]
@@ -847,8 +858,7 @@ def _pool_windows(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop
                     if average:
                         line[k] = ((zero + src[k]) + value) + last
                     else:
-                        best = value if value > src[k] else src[k]
-                        line[k] = last if last > best else best
+                        line[k] = _larger(_larger(src[k], value), last)
             for r in range(r0 + 3, r1):
                 base = (n * height + r) * row_size
                 src = flat[base + first_col : base + stop_col]
@@ -857,7 +867,7 @@ def _pool_windows(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop
                     if average:
                         line[k] += value
                     else:
-                        line[k] = value if value > line[k] else line[k]
+                        line[k] = _larger(line[k], value)
             for j in range(out_w):
                 q0, q1 = _window(j, sw, pad_left, pw, width)
                 dst = out[n, i, j]
@@ -873,7 +883,7 @@ def _pool_windows(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop
                         if average:
                             dst[c] += value
                         else:
-                            dst[c] = value if value > dst[c] else dst[c]
+                            dst[c] = _larger(dst[c], value)
                 if average:
                     count = np.float32((r1 - r0) * (q1 - q0))
                     for c in range(channels):

@@ -284,18 +284,41 @@ def _window_starts(index, stride, pad_before, limit):
 
 @_quiet
 def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
-    """Max over each window; cells outside the image are ignored (see ``_jit.max_pool``)."""
+    """Max over each window of the cells that are not NaN; cells outside the image are ignored
+    (see ``_jit.max_pool``): each column's cells, then the columns, the kernel's order of steps."""
     height, width = x.shape[1], x.shape[2]
-    q0 = _window_starts(np.arange(out.shape[2]), sw, pad_left, width)
-    # outside cells are -inf, which never wins the kernel's "value > best" (nor against NaN)
-    for lo, hi, cell in _pool_blocks(x, ph, pw, sh, sw, pad_top, pad_left, -np.inf, out, row_start, row_stop):
+    out_w = out.shape[2]
+    q0 = _window_starts(np.arange(out_w), sw, pad_left, width)
+    first_b = q0 + pad_left - np.arange(out_w) * sw  # each window's first column inside
+    # outside cells are NaN, which never wins the kernel's step
+    for lo, hi, cell in _pool_blocks(x, ph, pw, sh, sw, pad_top, pad_left, np.nan, out, row_start, row_stop):
         r0 = _window_starts(np.arange(lo, hi), sh, pad_top, height)
-        best = x[:, r0][:, :, q0].transpose(0, 3, 1, 2).copy()  # the kernel starts from the first cell inside
-        for a in range(ph):
-            for b in range(pw):
-                value = cell(a, b)
-                np.copyto(best, value, where=value > best)
+        first_a = r0 + pad_top - np.arange(lo, hi) * sh  # each window's first row inside
+        columns = np.empty((pw, x.shape[0], x.shape[3], hi - lo, out_w), np.float32)
+        for b in range(pw):
+            best = _first_inside(lambda a: cell(a, b), first_a, (slice(None), slice(None)))
+            for a in range(ph):
+                _larger(best, cell(a, b))
+            columns[b] = best
+        best = _first_inside(lambda b: columns[b], first_b, (Ellipsis,))
+        for b in range(pw):
+            _larger(best, columns[b])
         out[:, lo:hi] = best.transpose(0, 2, 3, 1)
+
+
+def _first_inside(cells, first, where):
+    """A copy of ``cells(0)`` with ``cells(k)`` at the indices ``i`` (``where + (i,)``) whose
+    ``first[i]`` is ``k``: the kernel's first step at each window's first row or column inside."""
+    best = cells(0).copy()
+    for k in np.unique(first[first > 0]):
+        index = where + (first == k,)
+        best[index] = cells(k)[index]
+    return best
+
+
+def _larger(best, value):
+    """``_jit._larger`` in place, element by element."""
+    np.copyto(best, value, where=(value > best) | (np.isnan(best) & ~np.isnan(value)))
 
 
 @_quiet

@@ -394,6 +394,9 @@ def max_pool2d(input: ArrayLike, ksize: IntOrPair, strides: IntOrPair | None = N
                padding: Padding = "VALID") -> np.ndarray:
     """Max pooling (``tf.nn.max_pool2d``, keras ``MaxPool2D``).
 
+    As in TensorFlow, NaN cells are ignored: a window's max is that of its
+    other cells, and NaN only for a window of NaNs.
+
     Parameters
     ----------
     input : array_like, (N, H, W, C) or (H, W, C)

@@ -323,6 +323,17 @@ def test_pools_give_the_same_bits(shape, ksize, strides, padding, pool):
     assert_same_bits(*on_both(lambda: pool(x, ksize, strides, padding)))
 
 
+@pytest.mark.parametrize("shape,ksize,strides,padding", POOL_CASES)
+def test_max_pool_gives_the_same_bits_on_signed_zeros_and_nans(shape, ksize, strides, padding):
+    # which of two equal cells stays, and which NaN of a window of NaNs, depends on the order of
+    # the steps: numpy's twin must take the kernel's
+    rng = np.random.default_rng(sum(shape))
+    x = rng.choice(np.array([-1.0, -0.0, 0.0, np.nan], np.float32), size=shape)
+    x.view(np.int32)[rng.random(shape) < 0.1] = -4194305  # a NaN with its sign bit and a payload
+    jit, numpy_result = on_both(lambda: ops.max_pool2d(x, ksize, strides, padding))
+    assert np.array_equal(jit.view(np.int32), numpy_result.view(np.int32))
+
+
 def test_non_finite_inputs_give_the_same_bits():
     x = np.random.default_rng(2).standard_normal((1, 12, 13, 3)).astype(np.float32)
     x[0, 3, 4, 0], x[0, 7, 1, 1], x[0, 0, 12, 2] = np.nan, np.inf, -np.inf

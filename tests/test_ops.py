@@ -201,6 +201,28 @@ def test_same_max_pool_never_picks_padding_and_avg_counts_in_image_cells():
     np.testing.assert_array_equal(ops.avg_pool2d(neg, 2, padding="SAME")[:, :, 0], [[-3, -4.5], [-7.5, -9]])
 
 
+def test_max_pool_ignores_nan_cells_as_tensorflow_does():
+    nan = np.nan
+    # tf.nn.max_pool2d's results for these 2x2 windows (TensorFlow 2.21): a NaN never wins, first
+    # cell or not
+    for cells, want in (([1, nan, 0, 5], 5), ([nan, 1, 0, 5], 5), ([1, 2, 0, nan], 2), ([nan, nan, nan, 1], 1)):
+        assert ops.max_pool2d(np.array(cells, np.float32).reshape(2, 2, 1), 2)[0, 0, 0] == want
+    # a window of NaNs only is NaN (TensorFlow gives the lowest float32 there)
+    assert np.isnan(ops.max_pool2d(np.full((2, 2, 1), nan, np.float32), 2)[0, 0, 0])
+
+
+@pytest.mark.parametrize("ksize,strides,padding", [(2, 2, "VALID"), (3, 2, "SAME"), ((2, 5), (1, 1), "SAME"),
+                                                   ((4, 3), (3, 2), "SAME")])
+def test_max_pool_is_the_max_of_the_cells_that_are_not_nan(ksize, strides, padding):
+    x = rand(2, 9, 11, 4) - 1.0
+    x[RNG.random(x.shape) < 0.3] = np.nan
+    x[:, :5, :6] = np.nan  # the first windows are all NaN
+    got = ops.max_pool2d(x, ksize, strides, padding)
+    want = naive.pool2d(x, as_pair(ksize), as_pair(strides), padding, np.fmax.reduce)  # fmax skips NaN
+    assert np.isnan(want).any() and not np.isnan(want).all()
+    np.testing.assert_array_equal(got, want)
+
+
 def test_global_pools_against_float64():
     x = (RNG.random((2, 301, 257, 3)) * 1000 + 0.1).astype(np.float32)
     mean64 = x.astype(np.float64).mean(axis=(1, 2))
