@@ -947,13 +947,13 @@ def _reduce_cells(line, cell, first, cells, average):
                 cell[c] = _larger(cell[c], b[c])
 
 
-@njit(cache=CACHE, nogil=True)
+@njit(nogil=True)  # not cached on its own: it is compiled into the pool that calls it
 def _avg_columns(line, dst, pw, sw, pad_left, width, rows):
     """The average pool's column pass (see :func:`_pool_columns`)."""
     _pool_columns(line, dst, pw, sw, pad_left, width, rows, True)
 
 
-@njit(cache=CACHE, nogil=True)
+@njit(nogil=True)  # not cached on its own: it is compiled into the pool that calls it
 def _max_columns(line, dst, pw, sw, pad_left, width, rows):
     """The max pool's column pass (see :func:`_pool_columns`)."""
     _pool_columns(line, dst, pw, sw, pad_left, width, rows, False)
