@@ -126,11 +126,13 @@ def test_pools_with_explicit_padding_give_the_same_bits():
 
 @pytest.mark.parametrize("path", ["planar", "separable"])
 @pytest.mark.parametrize("sum_channels", [False, True])
-def test_every_forced_path_gives_the_same_bits(path, sum_channels):
+@pytest.mark.parametrize("kind,kernel", [("line", (5, 5)), ("rank1", (3, 9)), ("rank1", (3, 21))])
+def test_every_forced_path_gives_the_same_bits(path, sum_channels, kind, kernel):
+    # the rank-1 rows of 9 and 21 taps: the separable row pass's passes of eight taps, after one of four
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 19, 23, 3)).astype(np.float32)
-    w = bank(rng, "line", 5, 5, 3, 3)
-    gh, gw = axis(19, 5, 1, "SAME", 1), axis(23, 5, 1, "SAME", 1)
+    w = np.repeat(bank(rng, kind, *kernel, 1, 3), 3, axis=2)  # the same on every channel, as sum_channels needs
+    gh, gw = axis(19, kernel[0], 1, "SAME", 1), axis(23, kernel[1], 1, "SAME", 1)
     jit, numpy_result = on_both(lambda: correlate(x, w, (1, 1), (1, 1), gh, gw, path=path,
                                                   sum_channels=sum_channels))
     assert_same_bits(jit, numpy_result)
