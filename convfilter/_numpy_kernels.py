@@ -296,29 +296,32 @@ def max_pool(x, ph, pw, sh, sw, pad_top, pad_left, out, row_start, row_stop):
         first_a = r0 + pad_top - np.arange(lo, hi) * sh  # each window's first row inside
         columns = np.empty((pw, x.shape[0], x.shape[3], hi - lo, out_w), np.float32)
         for b in range(pw):
-            best = _first_inside(lambda a: cell(a, b), first_a, (slice(None), slice(None)))
-            for a in range(ph):
-                _larger(best, cell(a, b))
-            columns[b] = best
-        best = _first_inside(lambda b: columns[b], first_b, (Ellipsis,))
-        for b in range(pw):
-            _larger(best, columns[b])
-        out[:, lo:hi] = best.transpose(0, 2, 3, 1)
+            _first_inside(lambda a: cell(a, b), first_a, (slice(None), slice(None)), columns[b])
+            _larger(columns[b], (cell(a, b) for a in range(ph)))
+        best = _first_inside(lambda b: columns[b], first_b, (Ellipsis,), np.empty_like(columns[0]))
+        out[:, lo:hi] = _larger(best, columns).transpose(0, 2, 3, 1)
 
 
-def _first_inside(cells, first, where):
-    """A copy of ``cells(0)`` with ``cells(k)`` at the indices ``i`` (``where + (i,)``) whose
+def _first_inside(cells, first, where, best):
+    """``best`` = ``cells(0)``, but ``cells(k)`` at the indices ``i`` (``where + (i,)``) whose
     ``first[i]`` is ``k``: the kernel's first step at each window's first row or column inside."""
-    best = cells(0).copy()
+    best[...] = cells(0)
     for k in np.unique(first[first > 0]):
         index = where + (first == k,)
         best[index] = cells(k)[index]
     return best
 
 
-def _larger(best, value):
-    """``_jit._larger`` in place, element by element."""
-    np.copyto(best, value, where=(value > best) | (np.isnan(best) & ~np.isnan(value)))
+def _larger(best, values):
+    """``best`` after ``_jit._larger``'s step with each of ``values`` in turn, element by element,
+    in place."""
+    if np.isnan(best).any():
+        for value in values:
+            np.copyto(best, value, where=(value > best) | (np.isnan(best) & ~np.isnan(value)))
+    else:  # a NaN never replaces a number, so best stays without NaN: "larger" is the whole step
+        for value in values:
+            np.copyto(best, value, where=value > best)
+    return best
 
 
 @_quiet
