@@ -215,19 +215,20 @@ def _row_taps_four_filters(acc, f, fresh, rows, taps, weights, row_shift, col_sh
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
-def _eight_taps(a0, fresh, rows, taps, k0, t, row_shift, col_shift, count):
-    """Two passes of :func:`_four_taps` (one filter, taps ``t .. t+7``) in one: the same sums in
-    the same order, one load and store of the accumulator row instead of two."""
-    r0, r1, r2, r3 = taps[t, 0] + row_shift, taps[t + 1, 0] + row_shift, taps[t + 2, 0] + row_shift, taps[t + 3, 0]
-    r4, r5, r6, r7 = taps[t + 4, 0], taps[t + 5, 0], taps[t + 6, 0], taps[t + 7, 0]
-    q0, q1, q2, q3 = taps[t, 1] + col_shift, taps[t + 1, 1] + col_shift, taps[t + 2, 1] + col_shift, taps[t + 3, 1]
-    q4, q5, q6, q7 = taps[t + 4, 1], taps[t + 5, 1], taps[t + 6, 1], taps[t + 7, 1]
-    r3, r4, r5, r6, r7 = r3 + row_shift, r4 + row_shift, r5 + row_shift, r6 + row_shift, r7 + row_shift
-    q3, q4, q5, q6, q7 = q3 + col_shift, q4 + col_shift, q5 + col_shift, q6 + col_shift, q7 + col_shift
-    s0, s1 = rows[r0, q0 : q0 + count], rows[r1, q1 : q1 + count]
-    s2, s3 = rows[r2, q2 : q2 + count], rows[r3, q3 : q3 + count]
-    s4, s5 = rows[r4, q4 : q4 + count], rows[r5, q5 : q5 + count]
-    s6, s7 = rows[r6, q6 : q6 + count], rows[r7, q7 : q7 + count]
+def _tap_run(rows, taps, t, count):
+    """The ``count`` floats of ``rows`` that tap ``t`` reads (stride 1): from its row and column."""
+    col = taps[t, 1]
+    return rows[taps[t, 0], col : col + count]
+
+
+@njit(cache=CACHE, nogil=True, inline="always")
+def _eight_taps(a0, fresh, rows, taps, k0, t, count):
+    """Two passes of :func:`_four_taps` (one filter, taps ``t .. t+7``, stride 1) in one: the
+    same sums in the same order, one load and store of the accumulator row instead of two."""
+    s0, s1, s2, s3 = (_tap_run(rows, taps, t, count), _tap_run(rows, taps, t + 1, count),
+                      _tap_run(rows, taps, t + 2, count), _tap_run(rows, taps, t + 3, count))
+    s4, s5, s6, s7 = (_tap_run(rows, taps, t + 4, count), _tap_run(rows, taps, t + 5, count),
+                      _tap_run(rows, taps, t + 6, count), _tap_run(rows, taps, t + 7, count))
     w0, w1, w2, w3 = k0[t], k0[t + 1], k0[t + 2], k0[t + 3]
     w4, w5, w6, w7 = k0[t + 4], k0[t + 5], k0[t + 6], k0[t + 7]
     zero = np.float32(0.0)
@@ -274,7 +275,7 @@ def _row_taps_by_eight(acc, fresh, rows, taps, weights, count):
     if start:
         _row_taps(acc, acc, False, fresh, rows, taps[:4], weights, weights, 0, 0, 1, count)
     for t in range(start, taps.shape[0], 8):
-        _eight_taps(acc, fresh and t == 0, rows, taps, weights, t, 0, 0, count)
+        _eight_taps(acc, fresh and t == 0, rows, taps, weights, t, count)
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
