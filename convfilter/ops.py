@@ -193,8 +193,8 @@ def _conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None
     """:func:`conv2d` without the warning about PyTorch-looking filters, for callers that warn
     about them themselves (the command line, when it reads a kernel file)."""
     x, added = _as_batch(input, keep_samples=input_scale is not None)
-    w = _filters(filters, x.shape[3], "filters", "out_channels",
-                 mismatch=lambda shape: _channel_mismatch(np.shape(input), shape))
+    w, check_bank = _filters(filters, x.shape[3], "filters", "out_channels",
+                             mismatch=lambda shape: _channel_mismatch(np.shape(input), shape), late_check=True)
     strides = pair(strides, "strides")
     dilations = pair(dilations, "dilations")
     padding = normalize_padding(padding)
@@ -210,7 +210,7 @@ def _conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None
         if x.dtype == np.float32 or not sums_input_channels(w):
             x, input_scale = x.astype(np.float32) / np.float32(input_scale), None
     out = correlate(x, w, strides, dilations, gh, gw, bias=bias, activation=activation, border=border,
-                    input_scale=input_scale)
+                    input_scale=input_scale, check_bank=check_bank)
     return _unbatch(out, added)
 
 
@@ -232,10 +232,12 @@ def _channel_mismatch(input_shape: tuple[int, ...], filters_shape: tuple[int, ..
             + "; ".join(hints or [f"use filters of shape ({fh}, {fw}, {channels}, {n_out})"]))
 
 
-def _filters(filters, channels: int, name: str, last_axis: str, mismatch=None) -> np.ndarray:
+def _filters(filters, channels: int, name: str, last_axis: str, mismatch=None, late_check: bool = False):
     """``filters`` as C-contiguous float32 (fh, fw, channels, K), checked; ``name`` is the
     parameter ("filters" or "filter"), ``last_axis`` the name of K, and ``mismatch(shape)``
-    (optional) the message when the input channels differ."""
+    (optional) the message when the input channels differ. With ``late_check``, ``(filters,
+    check)``: the check for NaN and infinity not made yet but returned, for ``correlate``'s
+    ``check_bank``."""
     plural = name.endswith("s")
     have, contain, expect = ("have", "contain", "expect") if plural else ("has", "contains", "expects")
     w = np.asarray(filters)
@@ -259,16 +261,20 @@ def _filters(filters, channels: int, name: str, last_axis: str, mismatch=None) -
     if given != np.float32 or not w.flags.c_contiguous:
         with np.errstate(over="ignore"):  # a float64 weight beyond float32's range: an infinity, refused below
             w = np.ascontiguousarray(w, np.float32)
-    # the float32 sum of squares is finite when every weight is: one pass with no temporary, by
-    # BLAS (a deep bank is megabytes: 3x3x512x512 0.15 ms, a third of numpy's pairwise sum, which
-    # every call of a network's layer paid); only when it overflows or is NaN are the weights
-    # checked one by one
-    flat = w.reshape(-1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = np.dot(flat, flat)
-    if not math.isfinite(total) and not np.isfinite(w).all():
-        converted = "" if given == np.float32 else " in float32"
-        raise ValueError(f"{name} {contain} NaN or infinity{converted}; kernel values must be finite")
+    def check() -> None:
+        # the float32 sum of squares is finite when every weight is: one pass with no temporary,
+        # by BLAS (a deep bank is megabytes: 3x3x512x512 0.15 ms, a third of numpy's pairwise
+        # sum); only when it overflows or is NaN are the weights checked one by one
+        flat = w.reshape(-1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = np.dot(flat, flat)
+        if not math.isfinite(total) and not np.isfinite(w).all():
+            converted = "" if given == np.float32 else " in float32"
+            raise ValueError(f"{name} {contain} NaN or infinity{converted}; kernel values must be finite")
+
+    if late_check:
+        return w, check
+    check()
     return w
 
 

@@ -432,6 +432,60 @@ def test_property_every_path_is_the_formula(size, kernel, channels, n_out, strid
     assert_close_to_formula(result, x, w, strides, padding, dilations, **TOLERANCES.get(path, {}))
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    size=st.tuples(st.integers(1, 10), st.integers(1, 10)),
+    kernel=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    channels=st.integers(1, 4),
+    n_out=st.integers(1, 6),
+    strides=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    dilations=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    padding=st.sampled_from(["SAME", "VALID"]),
+    path=st.sampled_from(conv_paths.LATE_BANK_CHECK),
+    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_a_bad_weight_shows_in_the_output_where_the_check_waits_for_it(
+        size, kernel, channels, n_out, strides, dilations, padding, path, bad, seed):
+    # conv2d checks a bank larger than its result only when the result is not finite: on the
+    # paths that allow it, one NaN or infinity anywhere in the bank must make some output so
+    (height, width), (fh, fw) = size, {"matmul": (1, 1), "winograd": (3 + 2 * (seed % 2),) * 2}.get(path, kernel)
+    strides = (1, 1) if path in ("shifted", "winograd") else strides
+    dilations = (1, 1) if path == "winograd" else dilations
+    if path == "blocked":
+        n_out, dilations = max(n_out, 4), (dilations[0], 1)
+    if padding == "VALID" and ((fh - 1) * dilations[0] >= height or (fw - 1) * dilations[1] >= width):
+        return
+    gh, gw = (axis(n, k, s, padding, d) for n, k, s, d in zip(size, (fh, fw), strides, dilations))
+    if path == "blocked" and gw.out < 4:
+        return
+    # the rule against a count of the image rows each kernel row meets
+    meets = [any(0 <= i * strides[0] + u * dilations[0] - gh.pad_before < height for i in range(gh.out))
+             for u in range(fh)]
+    assert conv_paths.bank_shows_in_output(path, gh, gw) == (path != "blocked" or all(meets))
+    if not conv_paths.bank_shows_in_output(path, gh, gw):
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, height, width, channels)).astype(np.float32)
+    w = rng.standard_normal((fh, fw, channels, n_out)).astype(np.float32)
+    w[tuple(int(rng.integers(n)) for n in w.shape)] = bad
+    assert not np.isfinite(run_path(x, w, strides, padding, dilations, path)).all()
+
+
+def test_the_blocked_path_leaves_out_kernel_rows_that_meet_only_padding():
+    # a 5x5 kernel on a 1-row image: rows 0, 1, 3 and 4 of the kernel meet only zero padding, and
+    # the blocked path leaves them out, so a NaN there does not show: conv2d checks such a bank first
+    x = np.ones((1, 1, 8, 4), np.float32)
+    w = np.ones((5, 5, 4, 4), np.float32)
+    w[0, 2, 1, 3] = np.nan
+    gh, gw = axis(1, 5, 1, "SAME", 1), axis(8, 5, 1, "SAME", 1)
+    assert not conv_paths.bank_shows_in_output("blocked", gh, gw)
+    assert np.isfinite(run_path(x, w, (1, 1), "SAME", (1, 1), "blocked")).all()
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        conv_paths.correlate(x, w, (1, 1), (1, 1), gh, gw, path="blocked",
+                             check_bank=lambda: ops._filters(w, 4, "filters", "out_channels"))
+
+
 POOL_CASES = [
     ((1, 8, 8, 3), (2, 2), (2, 2), "VALID"),
     ((2, 9, 7, 2), (3, 3), (2, 2), "SAME"),
