@@ -43,7 +43,6 @@ copies and calls, with rates measured on the machine the package was tuned on
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import math
 import sys
@@ -568,13 +567,26 @@ def correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path
     if sum_channels:
         w = np.ascontiguousarray(w[:, :, :1, :])
     out_shape = (x.shape[0], gh.out, gw.out, w.shape[3])
-    late = check_bank is not None and activation == "none" and w.size > math.prod(out_shape)
-    if check_bank is not None and not late:
-        check_bank()
-    with np.errstate(invalid="ignore", over="ignore") if late else contextlib.nullcontext():
-        # a 1-row or 1-column kernel gains nothing from two passes: no need to look for factors
-        worth_factoring = path == "separable" or (path == "auto" and w.shape[0] > 1 and w.shape[1] > 1)
-        factors = separable_factors(w) if worth_factoring else None
+    late = (check_bank is not None and activation == "none"
+            and w.size > max(math.prod(out_shape), LATE_CHECK_MIN_WEIGHTS))
+    if not late:
+        if check_bank is not None:
+            check_bank()
+        return _correlate_chosen(x, w, path, strides, dilations, gh, gw, sum_channels, bias, activation, border,
+                                 input_scale, out_shape, None)
+    with np.errstate(invalid="ignore", over="ignore"):  # no warnings from a bad bank on the way to its error
+        return _correlate_chosen(x, w, path, strides, dilations, gh, gw, sum_channels, bias, activation, border,
+                                 input_scale, out_shape, check_bank)
+
+
+def _correlate_chosen(x, w, path, strides, dilations, gh, gw, sum_channels, bias, activation, border, input_scale,
+                      out_shape, late_check):
+    """:func:`correlate` once its arguments are checked: the path chosen (``path`` "auto") and
+    run; with ``late_check``, the bank's check is made only if the result is not finite, or
+    first where the path could leave a bad weight out of every sum."""
+    # a 1-row or 1-column kernel gains nothing from two passes: no need to look for factors
+    worth_factoring = path == "separable" or (path == "auto" and w.shape[0] > 1 and w.shape[1] > 1)
+    factors = separable_factors(w) if worth_factoring else None
     if path == "separable" and factors is None:
         raise ValueError("the separable path needs rank-1 kernels")
     out = result_array(out_shape)
@@ -583,16 +595,14 @@ def correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path
                            factors)
         if sum_channels and path not in ("planar", "separable"):
             path = "separable" if factors is not None else "planar"
-    if late and not bank_shows_in_output(path, gh, gw):
-        late = False
-        check_bank()
+    if late_check is not None and not bank_shows_in_output(path, gh, gw):
+        late_check()
+        late_check = None
     _correlate_by(path, x, w, strides, dilations, gh, gw, sum_channels, factors, bias, activation, out, border,
                   input_scale)
-    if late:
-        flat = out.reshape(-1)
-        with np.errstate(over="ignore", invalid="ignore"):
-            if not math.isfinite(np.dot(flat, flat)):  # NaN or infinity somewhere (or an overflow of the sum)
-                check_bank()
+    # NaN or infinity somewhere (or a sum of squares that overflows): only then is the bank read
+    if late_check is not None and not math.isfinite(np.dot(out.reshape(-1), out.reshape(-1))):
+        late_check()
     return out
 
 
@@ -605,6 +615,9 @@ def correlate(x, w, strides, dilations, gh: AxisGeometry, gw: AxisGeometry, path
 # and a sum with one such term stays so), and only then is the bank checked, to raise. An
 # activation could hide them (a ReLU makes -inf 0), so with one the bank is checked first.
 LATE_BANK_CHECK = ("matmul", "im2col", "shifted", "winograd", "blocked")
+# ... for a bank of more than this many weights: a smaller one is read in a few microseconds, about
+# what the late check's own steps cost (7x7x64 * 3x3x64x64, 37 Ki weights: 0.97-0.99x checked late)
+LATE_CHECK_MIN_WEIGHTS = 1 << 17
 
 
 def bank_shows_in_output(path: str, gh: AxisGeometry, gw: AxisGeometry) -> bool:

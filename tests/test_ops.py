@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import naive
-from convfilter import ops
+from convfilter import conv_paths, ops
 from convfilter.geometry import axis, output_size
 from convfilter.kernels import identity
 
@@ -461,16 +461,17 @@ def test_non_finite_weights_in_a_deep_bank_are_found(bad):
 def test_a_bad_weight_in_a_bank_larger_than_the_result_is_refused_with_any_activation(activation):
     # a bank larger than its result is checked after the call, through the result, when there is
     # no activation to hide a bad weight (a ReLU makes -inf 0, a sigmoid makes +inf 1)
-    x = np.abs(np.random.default_rng(0).standard_normal((3, 3, 64))).astype(np.float32) + 1
-    w = np.full((3, 3, 64, 32), 0.01, np.float32)
-    for position in [(0, 0, 0, 0), (2, 2, 63, 31), (1, 0, 17, 5)]:
+    x = np.abs(np.random.default_rng(0).standard_normal((3, 3, 128))).astype(np.float32) + 1
+    w = np.full((3, 3, 128, 128), 0.01, np.float32)
+    assert w.size > conv_paths.LATE_CHECK_MIN_WEIGHTS
+    for position in [(0, 0, 0, 0), (2, 2, 127, 127), (1, 0, 17, 5)]:
         bad = w.copy()
         bad[position] = -np.inf
         raises(ValueError, ["NaN or infinity", "finite"], ops.conv2d, x, bad, activation=activation)
     # a NaN in the image, not in the bank, is computed as TensorFlow does: NaN where it reaches
     x[1, 1, 5] = np.nan
     out = ops.conv2d(x, w)
-    assert np.isnan(out).all() and out.shape == (3, 3, 32)
+    assert np.isnan(out).all() and out.shape == (3, 3, 128)
 
 
 def test_float64_weights_beyond_float32_are_refused_not_turned_into_infinity():
