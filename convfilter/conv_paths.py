@@ -383,7 +383,7 @@ def blas_seconds(multiply_adds, n_out: int, depth: int) -> float:
 def compiled_for_avx2() -> bool:
     """Whether Numba's kernels are loaded and compiled for AVX2's vectors of 8 floats, not
     AVX-512's 16: the estimates take the rates measured there (they never import Numba to know)."""
-    jit = sys.modules.get("convfilter._jit")
+    jit = sys.modules.get(f"{__package__}._jit")
     return jit is not None and jit.LANES == 8
 
 
