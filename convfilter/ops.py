@@ -189,9 +189,12 @@ def _warn_if_out_first(input_shape: tuple[int, ...], filters_shape: tuple[int, .
 
 
 def _conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None, activation=None,
-            border="CONSTANT", input_scale=None) -> np.ndarray:
+            border="CONSTANT", input_scale=None, filters_finite=False) -> np.ndarray:
     """:func:`conv2d` without the warning about PyTorch-looking filters, for callers that warn
-    about them themselves (the command line, when it reads a kernel file)."""
+    about them themselves (the command line, when it reads a kernel file) or whose filters are
+    in TensorFlow's layout by construction (a Keras model's). ``filters_finite``: the caller
+    knows the float32 filters hold no NaN or infinity (a call with them returned), so they are
+    not checked again."""
     x, added = _as_batch(input, keep_samples=input_scale is not None)
     w, check_bank = _filters(filters, x.shape[3], "filters", "out_channels",
                              mismatch=lambda shape: _channel_mismatch(np.shape(input), shape), late_check=True)
@@ -210,7 +213,7 @@ def _conv2d(input, filters, strides=1, padding="SAME", dilations=1, *, bias=None
         if x.dtype == np.float32 or not sums_input_channels(w):
             x, input_scale = x.astype(np.float32) / np.float32(input_scale), None
     out = correlate(x, w, strides, dilations, gh, gw, bias=bias, activation=activation, border=border,
-                    input_scale=input_scale, check_bank=check_bank)
+                    input_scale=input_scale, check_bank=None if filters_finite else check_bank)
     return _unbatch(out, added)
 
 

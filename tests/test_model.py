@@ -84,6 +84,41 @@ def test_mobilenet_blocks_are_fused_for_predict():
     assert len(plan) < len(model.layers)
 
 
+def test_a_layers_kernel_is_checked_for_nan_on_its_first_call_only(monkeypatch):
+    from convfilter.model import layers
+
+    checks = []
+    correlate = ops.correlate
+
+    def recording(*args, **kwargs):
+        checks.append(kwargs.get("check_bank") is not None)
+        return correlate(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "correlate", recording)
+    monkeypatch.setattr(layers, "_finite_kernels", {})
+    model = load_model(MODELS / "mobilenet.keras")
+    (x, outputs), = reference("mobilenet")[:1]
+    first = model.predict(x)
+    convolutions = len(checks)
+    assert convolutions > 0 and all(checks)
+    assert np.array_equal(model.predict(x), first)  # the same kernels, no longer checked
+    assert len(checks) == 2 * convolutions and not any(checks[convolutions:])
+    assert_close(first, outputs[model.output_layer], "mobilenet predict")
+
+
+def test_a_kernel_with_nan_is_refused_at_every_call_not_remembered():
+    from convfilter.model.layers import _conv
+
+    x = np.ones((1, 5, 5, 64), np.float32)
+    kernel = np.full((3, 3, 64, 64), 0.01, np.float32)
+    kernel[1, 2, 3, 4] = np.nan
+    for activation in ("relu", "linear", "relu"):
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            _conv(x, kernel, (1, 1), "SAME", (1, 1), None, activation)
+    kernel[1, 2, 3, 4] = 0.5
+    assert np.isfinite(_conv(x, kernel, (1, 1), "SAME", (1, 1), None, "relu")).all()
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_trained_digits_model_predicts_as_tensorflow(fmt):
     model = load_model(MODELS / f"digits.{fmt}")
