@@ -1,11 +1,14 @@
 """convfilter's Keras model runner against Keras itself, side by side in one process.
 
-Two networks on 224x224x3 inputs, batch 1 and batch 8:
+Networks on 224x224x3 inputs, batch 1 and batch 8:
 
 - ``vgg``: a VGG-style stack (3x3 convolutions of 32 and 64 channels with ReLU, max pools,
   then a global average pool and a Dense softmax);
 - ``mobilenetv2``: ``keras.applications.MobileNetV2(weights=None)``, Keras' architecture
-  with random weights (nothing is downloaded).
+  with random weights (nothing is downloaded);
+- ``resnet50`` (not in the default list: a 100 MB file, minutes at batch 8):
+  ``keras.applications.ResNet50(weights=None)``, deep 3x3 and 1x1 layers of up to 2048
+  channels.
 
 Each model is built with Keras, saved as ``.keras`` in a temporary folder and loaded with
 ``convfilter.load_model``; the script first checks that both give the same output (relative
@@ -15,7 +18,7 @@ convfilter (above 1: convfilter faster).
 
 Needs TensorFlow (never a dependency of convfilter): ``pip install tensorflow-cpu``.
 
-    python benchmarks/bench_model.py [--rounds 3] [--calls 5] [--models vgg,mobilenetv2]
+    python benchmarks/bench_model.py [--rounds 3] [--calls 5] [--models vgg,mobilenetv2,resnet50]
 """
 
 from __future__ import annotations
@@ -49,7 +52,11 @@ def mobilenetv2(keras):
     return keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
 
 
-MODELS = {"vgg": vgg, "mobilenetv2": mobilenetv2}
+def resnet50(keras):
+    return keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3))
+
+
+MODELS = {"vgg": vgg, "mobilenetv2": mobilenetv2, "resnet50": resnet50}
 
 
 def timed(call, calls: int) -> float:
