@@ -401,31 +401,41 @@ def test_the_default_thread_count_is_read_once_and_again_after_set_num_threads_n
         ops.set_num_threads(None)
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    size=st.tuples(st.integers(1, 12), st.integers(1, 12)),
-    kernel=st.tuples(st.integers(1, 5), st.integers(1, 5)),
-    channels=st.integers(1, 4),
-    n_out=st.integers(1, 10),
-    strides=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    dilations=st.tuples(st.integers(1, 2), st.integers(1, 2)),
-    padding=st.sampled_from(["SAME", "VALID"]),
-    path=st.sampled_from([*PATHS, "im2col", "matmul", "shifted", "winograd", "blocked"]),
-    seed=st.integers(0, 2**32 - 1),
-)
-def test_property_every_path_is_the_formula(size, kernel, channels, n_out, strides, dilations, padding,
-                                            path, seed):
+# a random call's geometry, for the property tests of the forced paths (with size, n_out and path)
+GEOMETRY = dict(kernel=st.tuples(st.integers(1, 5), st.integers(1, 5)), channels=st.integers(1, 4),
+                strides=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+                dilations=st.tuples(st.integers(1, 2), st.integers(1, 2)), padding=st.sampled_from(["SAME", "VALID"]),
+                seed=st.integers(0, 2**32 - 1))
+
+
+def forced_geometry(path, size, kernel, n_out, strides, dilations, padding, seed):
+    """``((fh, fw), n_out, strides, dilations, gh, gw)`` of a random call made fit for the forced
+    ``path`` (1x1 for matmul, 3x3 or 5x5 with stride 1 for winograd, at least 4 filters and 4
+    output columns for blocked), or None where it has no output (VALID with a larger window)."""
     (height, width), (fh, fw) = size, {"matmul": (1, 1), "winograd": (3 + 2 * (seed % 2),) * 2}.get(path, kernel)
     strides = (1, 1) if path in ("shifted", "winograd") else strides
     dilations = (1, 1) if path == "winograd" else dilations
     if path == "blocked":  # blocks of 4 filters and 4 columns, window columns adjacent
         n_out, dilations = max(n_out, 4), (dilations[0], 1)
     if padding == "VALID" and ((fh - 1) * dilations[0] >= height or (fw - 1) * dilations[1] >= width):
-        return  # no VALID output: conv2d refuses this, tested elsewhere
-    if path == "blocked" and axis(width, fw, strides[1], padding, 1).out < 4:
+        return None  # no VALID output: conv2d refuses this, tested elsewhere
+    gh, gw = (axis(n, k, s, padding, d) for n, k, s, d in zip(size, (fh, fw), strides, dilations))
+    if path == "blocked" and gw.out < 4:
+        return None
+    return (fh, fw), n_out, strides, dilations, gh, gw
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.tuples(st.integers(1, 12), st.integers(1, 12)), n_out=st.integers(1, 10),
+       path=st.sampled_from([*PATHS, "im2col", "matmul", "shifted", "winograd", "blocked"]), **GEOMETRY)
+def test_property_every_path_is_the_formula(size, kernel, channels, n_out, strides, dilations, padding,
+                                            path, seed):
+    geometry = forced_geometry(path, size, kernel, n_out, strides, dilations, padding, seed)
+    if geometry is None:
         return
+    (fh, fw), n_out, strides, dilations, _, _ = geometry
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((1, height, width, channels)).astype(np.float32)
+    x = rng.standard_normal((1, *size, channels)).astype(np.float32)
     w = rank_one_bank(rng, fh, fw, channels, n_out) if path == "separable" else \
         rng.standard_normal((fh, fw, channels, n_out)).astype(np.float32)
     result = run_path(x, w, strides, padding, dilations, path)
@@ -433,32 +443,17 @@ def test_property_every_path_is_the_formula(size, kernel, channels, n_out, strid
 
 
 @settings(max_examples=80, deadline=None)
-@given(
-    size=st.tuples(st.integers(1, 10), st.integers(1, 10)),
-    kernel=st.tuples(st.integers(1, 5), st.integers(1, 5)),
-    channels=st.integers(1, 4),
-    n_out=st.integers(1, 6),
-    strides=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    dilations=st.tuples(st.integers(1, 2), st.integers(1, 2)),
-    padding=st.sampled_from(["SAME", "VALID"]),
-    path=st.sampled_from(conv_paths.LATE_BANK_CHECK),
-    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
-    seed=st.integers(0, 2**32 - 1),
-)
+@given(size=st.tuples(st.integers(1, 10), st.integers(1, 10)), n_out=st.integers(1, 6),
+       path=st.sampled_from(conv_paths.LATE_BANK_CHECK), bad=st.sampled_from([np.nan, np.inf, -np.inf]), **GEOMETRY)
 def test_property_a_bad_weight_shows_in_the_output_where_the_check_waits_for_it(
         size, kernel, channels, n_out, strides, dilations, padding, path, bad, seed):
     # conv2d checks a bank larger than its result only when the result is not finite: on the
     # paths that allow it, one NaN or infinity anywhere in the bank must make some output so
-    (height, width), (fh, fw) = size, {"matmul": (1, 1), "winograd": (3 + 2 * (seed % 2),) * 2}.get(path, kernel)
-    strides = (1, 1) if path in ("shifted", "winograd") else strides
-    dilations = (1, 1) if path == "winograd" else dilations
-    if path == "blocked":
-        n_out, dilations = max(n_out, 4), (dilations[0], 1)
-    if padding == "VALID" and ((fh - 1) * dilations[0] >= height or (fw - 1) * dilations[1] >= width):
+    geometry = forced_geometry(path, size, kernel, n_out, strides, dilations, padding, seed)
+    if geometry is None:
         return
-    gh, gw = (axis(n, k, s, padding, d) for n, k, s, d in zip(size, (fh, fw), strides, dilations))
-    if path == "blocked" and gw.out < 4:
-        return
+    (fh, fw), n_out, strides, dilations, gh, gw = geometry
+    height, width = size
     # the rule against a count of the image rows each kernel row meets
     meets = [any(0 <= i * strides[0] + u * dilations[0] - gh.pad_before < height for i in range(gh.out))
              for u in range(fh)]
