@@ -119,6 +119,24 @@ def test_a_kernel_with_nan_is_refused_at_every_call_not_remembered():
     assert np.isfinite(_conv(x, kernel, (1, 1), "SAME", (1, 1), None, "relu")).all()
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_the_models_relu_gives_the_bits_of_np_maximum_and_leaves_its_input(backend):
+    from convfilter.model.layers import ACTIVATIONS, relu
+
+    x = np.random.default_rng(3).standard_normal((2, 9, 11, 5)).astype(np.float32)
+    x.flat[:8] = [np.nan, -0.0, 0.0, -np.inf, np.inf, -1e-45, 1e-45, -3.0]
+    before = x.copy()
+    ops.set_backend(backend)
+    try:
+        for got in (ACTIVATIONS["relu"](x), relu(x), relu(x.astype(np.float64))):
+            want = np.maximum(x, np.float32(0))
+            assert got.dtype == np.float32 and got.shape == x.shape
+            assert np.array_equal(got.view(np.int32), want.view(np.int32))
+    finally:
+        ops.set_backend("auto")
+    assert np.array_equal(x.view(np.int32), before.view(np.int32))
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_trained_digits_model_predicts_as_tensorflow(fmt):
     model = load_model(MODELS / f"digits.{fmt}")
