@@ -205,7 +205,7 @@ def _numba_kernel(name: str):
         """Load or compile on this call; say so when that takes long (a caller that keeps this
         function for many calls, one piece of an image each, pays for the timer only once, and
         then a set lookup: asking the dispatcher for its signatures costs 7 us a call)."""
-        if name in _loaded or loaded(name):
+        if loaded(name):
             return dispatcher(*args)
         timer = threading.Timer(NOTICE_AFTER, _tell_once)
         timer.daemon = True
